@@ -1,0 +1,68 @@
+#!/bin/sh
+# Offline Kubernetes checks: each overlay renders with kustomize, every object
+# validates (strict) against the Kubernetes schemas bundled in
+# kubernetes-validate, and the policy check (k8s_policy.py) passes. The policy
+# check must also reject a manifest that breaks its rules (fixtures/broken.yaml).
+# Tools: scripts/deploy-deps.
+set -u
+SRC=${BNB_SOURCE_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
+K8S_VERSION=${K8S_VERSION:-1.30.0}
+KUSTOMIZE=$SRC/.deps/bin/kustomize
+[ -x "$KUSTOMIZE" ] || KUSTOMIZE=$(command -v kustomize || true)
+VALIDATE=$SRC/.deps/venv/bin/kubernetes-validate
+PY=$SRC/.deps/venv/bin/python
+if [ -z "$KUSTOMIZE" ] || [ ! -x "$VALIDATE" ]; then
+    echo "check-k8s: kustomize or kubernetes-validate missing: run scripts/deploy-deps" >&2
+    exit 77
+fi
+OUT=$(mktemp -d /tmp/bearbnb-k8s.XXXXXX)
+trap 'rm -rf "$OUT"' EXIT
+fail=0
+for overlay in all-in-one per-service; do
+    if ! "$KUSTOMIZE" build "$SRC/deploy/k8s/overlays/$overlay" >"$OUT/$overlay.yaml" 2>"$OUT/err"; then
+        echo "FAIL render $overlay: $(cat "$OUT/err")"; fail=1; continue
+    fi
+    n=$(grep -c '^kind:' "$OUT/$overlay.yaml")
+    echo "ok render $overlay ($n objects)"
+    if "$VALIDATE" --strict --quiet -k "$K8S_VERSION" "$OUT/$overlay.yaml" >"$OUT/val" 2>&1; then
+        echo "ok schema $overlay (Kubernetes $K8S_VERSION, strict)"
+    else
+        echo "FAIL schema $overlay:"; cat "$OUT/val"; fail=1
+    fi
+    if "$PY" "$SRC/tests/deploy/k8s_policy.py" "$OUT/$overlay.yaml"; then
+        echo "ok policy $overlay"
+    else
+        echo "FAIL policy $overlay"; fail=1
+    fi
+done
+# Overlay-specific expectations.
+if [ -s "$OUT/per-service.yaml" ]; then
+    for kind in "Deployment 5" "HorizontalPodAutoscaler 5" "StatefulSet 3" "Secret 3"; do
+        set -- $kind
+        got=$(grep -c "^kind: $1\$" "$OUT/per-service.yaml")
+        [ "$got" = "$2" ] && echo "ok per-service has $got $1" || { echo "FAIL per-service: $got $1, want $2"; fail=1; }
+    done
+fi
+if [ -s "$OUT/all-in-one.yaml" ]; then
+    grep -q '^kind: PersistentVolumeClaim$' "$OUT/all-in-one.yaml" && grep -q 'claimName: bearbnb-data' "$OUT/all-in-one.yaml" \
+        && echo "ok all-in-one mounts its PVC" || { echo "FAIL all-in-one: no data PVC"; fail=1; }
+fi
+# The checker must be able to fail: a broken manifest yields every violation.
+"$PY" "$SRC/tests/deploy/k8s_policy.py" "$SRC/tests/deploy/fixtures/broken.yaml" >"$OUT/neg" 2>&1
+rc=$?
+for want in "noprobes container bearbnb: no startupProbe" "no livenessProbe" "no readinessProbe" \
+            "no limits.memory" "envFrom: no ConfigMap missing-config" "no-such-deployment, no such Deployment" \
+            "no CPU utilization target" "no scale-down stabilization window" "sets replicas" \
+            "no preStop hook" "matches no pod template"; do
+    grep -qF "$want" "$OUT/neg" || { echo "FAIL policy self-test: '$want' not reported"; fail=1; }
+done
+[ $rc -ne 0 ] && echo "ok policy rejects fixtures/broken.yaml ($(grep -c '^POLICY' "$OUT/neg") violations)" \
+    || { echo "FAIL policy accepted fixtures/broken.yaml"; fail=1; }
+# Schema validation must be able to fail too.
+printf 'apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {selector: {}, template: {spec: {containers: [{name: a, image: b, livenessProbe: {httpGet: {path: /healthz}}, bogus: 1}]}}}\n' >"$OUT/bad.yaml"
+if "$VALIDATE" --strict --quiet -k "$K8S_VERSION" "$OUT/bad.yaml" >/dev/null 2>&1; then
+    echo "FAIL schema validation accepted an unknown field"; fail=1
+else
+    echo "ok schema validation rejects an unknown field"
+fi
+exit $fail
