@@ -3,6 +3,7 @@
  * except the JWKS key set, which has its own lock: verify is thread-safe. */
 #include "auth.h"
 #include "bnb_plugin.h"
+#include "jwks.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -27,6 +28,7 @@ struct bnb_auth {
     char *issuer;
     char *audience;
     int leeway_s;
+    bnb_jwks_t *jwks; /* NULL: RS256/ES256 tokens are refused */
 };
 
 static void set_err(char *buf, size_t len, const char *fmt, const char *a, const char *b)
@@ -176,8 +178,18 @@ int bnb__auth_new(const bnb_auth_config_t *cfg, bnb_auth_t **out, char *errbuf, 
         if (rc)
             goto fail;
     }
-    if (!a->hs_key_len) {
-        set_err(errbuf, errlen, "no JWT key configured (hs256 key file%s%s)", "", NULL);
+    if ((cfg->jwks_file && *cfg->jwks_file) || (cfg->jwks_url && *cfg->jwks_url)) {
+        bnb_jwks_config_t jc = {
+            .file = cfg->jwks_file && *cfg->jwks_file ? cfg->jwks_file : NULL,
+            .url = cfg->jwks_url && *cfg->jwks_url ? cfg->jwks_url : NULL,
+            .refresh_s = cfg->jwks_refresh_s,
+        };
+        rc = bnb__jwks_new(&jc, &a->jwks, errbuf, errlen);
+        if (rc)
+            goto fail;
+    }
+    if (!a->hs_key_len && !a->jwks) {
+        set_err(errbuf, errlen, "no JWT key configured (HS256 key file or JWKS)%s%s", "", NULL);
         rc = BNB_EINVAL;
         goto fail;
     }
@@ -193,6 +205,7 @@ void bnb__auth_free(bnb_auth_t *a)
     if (!a)
         return;
     OPENSSL_cleanse(a->hs_key, sizeof a->hs_key);
+    bnb__jwks_free(a->jwks);
     free(a->issuer);
     free(a->audience);
     free(a);
@@ -349,6 +362,7 @@ int bnb__auth_verify(bnb_auth_t *a, const char *token, bnb_identity_t *id, char 
     jwt_t *jwt = NULL;
     char *grants = NULL;
     const unsigned char *key = NULL;
+    char *pem = NULL;
     size_t key_len = 0;
     int rc = -1;
 
@@ -384,6 +398,21 @@ int bnb__auth_verify(bnb_auth_t *a, const char *token, bnb_identity_t *id, char 
         }
         key = a->hs_key;
         key_len = a->hs_key_len;
+    } else if (strcmp(alg, "RS256") == 0 || strcmp(alg, "ES256") == 0) {
+        if (!a->jwks) {
+            say(why, whylen, "alg not allowed");
+            goto done;
+        }
+        const char *kid = json_string_value(json_object_get(header, "kid"));
+        int r = bnb__jwks_get_pem(a->jwks, kid, alg, &pem, &key_len);
+        if (r) {
+            say(why, whylen,
+                r == BNB_EINVAL ? "key type does not match alg"
+                : kid           ? "unknown key id"
+                                : "missing key id");
+            goto done;
+        }
+        key = (const unsigned char *)pem;
     } else if (strcasecmp(alg, "none") == 0) {
         say(why, whylen, "alg none not allowed");
         goto done;
@@ -412,6 +441,7 @@ done:
     json_decref(claims);
     free(grants);
     jwt_free(jwt);
+    free(pem);
     json_decref(header);
     return rc;
 }

@@ -1,0 +1,707 @@
+/* JWKS loading (file / URL), JWK -> PEM with OpenSSL 3, background refresh. */
+#include "jwks.h"
+#include "bnb_plugin.h"
+#include "log.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <jansson.h>
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/param_build.h>
+#include <openssl/pem.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define JWKS_MAX_BYTES (1 << 20)
+#define JWKS_MAX_KEYS  64
+
+enum { KTY_RSA = 1, KTY_EC = 2 };
+
+typedef struct jwk {
+    char *kid; /* "" when the JWK has none */
+    int kty;
+    char *pem;
+    size_t pem_len;
+} jwk_t;
+
+typedef struct keyset {
+    jwk_t *keys;
+    size_t n;
+} keyset_t;
+
+struct bnb_jwks {
+    char *file, *url;
+    int refresh_s, kid_refresh_min_s, kid_wait_ms, fetch_timeout_ms;
+
+    pthread_rwlock_t lock; /* guards file_keys, url_keys */
+    keyset_t *file_keys, *url_keys;
+
+    pthread_mutex_t mu; /* guards everything below */
+    pthread_cond_t cv;
+    int stop, want_refresh;
+    unsigned long started, generation; /* refresh rounds begun / completed */
+    struct timespec last_kid_refresh;
+    int have_last_kid_refresh;
+    pthread_t thread;
+    int thread_started;
+    int curl_inited;
+};
+
+static void set_err(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void set_err(char *buf, size_t len, const char *fmt, ...)
+{
+    if (!buf || !len)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, len, fmt, ap);
+    va_end(ap);
+}
+
+static void keyset_free(keyset_t *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->n; i++) {
+        free(s->keys[i].kid);
+        free(s->keys[i].pem);
+    }
+    free(s->keys);
+    free(s);
+}
+
+/* ---- JWK -> PEM -------------------------------------------------------- */
+
+static int b64url_val(int c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '-')
+        return 62;
+    if (c == '_')
+        return 63;
+    return -1;
+}
+
+/* Unpadded base64url (trailing '=' tolerated). malloc'ed; NULL when invalid/empty. */
+static unsigned char *b64url_decode(const char *s, size_t *outlen)
+{
+    size_t n = s ? strlen(s) : 0;
+    while (n && s[n - 1] == '=')
+        n--;
+    if (n == 0 || n % 4 == 1)
+        return NULL;
+    unsigned char *out = malloc(n * 3 / 4 + 1);
+    if (!out)
+        return NULL;
+    size_t o = 0;
+    unsigned acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        int v = b64url_val((unsigned char)s[i]);
+        if (v < 0) {
+            free(out);
+            return NULL;
+        }
+        acc = (acc << 6) | (unsigned)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (unsigned char)(acc >> bits);
+        }
+    }
+    *outlen = o;
+    return out;
+}
+
+static BIGNUM *b64url_bn(const char *s)
+{
+    size_t n = 0;
+    unsigned char *raw = b64url_decode(s, &n);
+    if (!raw)
+        return NULL;
+    BIGNUM *bn = BN_bin2bn(raw, (int)n, NULL);
+    free(raw);
+    return bn;
+}
+
+static char *pkey_to_pem(EVP_PKEY *pkey, size_t *len)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    char *data = NULL, *out = NULL;
+    if (!b)
+        return NULL;
+    if (PEM_write_bio_PUBKEY(b, pkey) == 1) {
+        long n = BIO_get_mem_data(b, &data);
+        if (n > 0 && (out = malloc((size_t)n + 1))) {
+            memcpy(out, data, (size_t)n);
+            out[n] = '\0';
+            *len = (size_t)n;
+        }
+    }
+    BIO_free(b);
+    return out;
+}
+
+static EVP_PKEY *pkey_fromdata(const char *type, OSSL_PARAM_BLD *bld)
+{
+    OSSL_PARAM *params = OSSL_PARAM_BLD_to_param(bld);
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, type, NULL);
+    EVP_PKEY *pkey = NULL;
+    if (!params || !ctx || EVP_PKEY_fromdata_init(ctx) != 1 ||
+        EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) != 1)
+        pkey = NULL;
+    OSSL_PARAM_free(params);
+    EVP_PKEY_CTX_free(ctx);
+    return pkey;
+}
+
+static EVP_PKEY *rsa_from_jwk(json_t *j, char *err, size_t errlen)
+{
+    BIGNUM *n = b64url_bn(json_string_value(json_object_get(j, "n")));
+    BIGNUM *e = b64url_bn(json_string_value(json_object_get(j, "e")));
+    OSSL_PARAM_BLD *bld = NULL;
+    EVP_PKEY *pkey = NULL;
+
+    if (!n || !e) {
+        set_err(err, errlen, "RSA key without valid n/e");
+        goto fail;
+    }
+    if (BN_num_bits(n) < 2048 || BN_num_bits(n) > 16384 || !BN_is_odd(e) || BN_is_one(e)) {
+        set_err(err, errlen, "RSA key of %d bits or bad exponent", BN_num_bits(n));
+        goto fail;
+    }
+    bld = OSSL_PARAM_BLD_new();
+    if (!bld || OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) != 1 ||
+        OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e) != 1)
+        goto fail;
+    pkey = pkey_fromdata("RSA", bld);
+    if (!pkey)
+        set_err(err, errlen, "RSA key rejected by OpenSSL");
+fail:
+    OSSL_PARAM_BLD_free(bld);
+    BN_free(n);
+    BN_free(e);
+    return pkey;
+}
+
+static EVP_PKEY *ec_from_jwk(json_t *j, char *err, size_t errlen)
+{
+    const char *crv = json_string_value(json_object_get(j, "crv"));
+    size_t xl = 0, yl = 0;
+    unsigned char *x = NULL, *y = NULL, pub[65];
+    OSSL_PARAM_BLD *bld = NULL;
+    EVP_PKEY *pkey = NULL;
+    EVP_PKEY_CTX *check = NULL;
+
+    if (!crv || strcmp(crv, "P-256") != 0) {
+        set_err(err, errlen, "EC curve %s not supported (P-256 only)", crv ? crv : "(none)");
+        return NULL;
+    }
+    x = b64url_decode(json_string_value(json_object_get(j, "x")), &xl);
+    y = b64url_decode(json_string_value(json_object_get(j, "y")), &yl);
+    if (!x || !y || xl != 32 || yl != 32) {
+        set_err(err, errlen, "EC P-256 key needs 32-byte x and y");
+        goto fail;
+    }
+    pub[0] = 0x04; /* uncompressed point */
+    memcpy(pub + 1, x, 32);
+    memcpy(pub + 33, y, 32);
+    bld = OSSL_PARAM_BLD_new();
+    if (!bld || OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) != 1 ||
+        OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub, sizeof pub) != 1)
+        goto fail;
+    pkey = pkey_fromdata("EC", bld);
+    /* the point must be on the curve (invalid-curve attacks) */
+    check = pkey ? EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL) : NULL;
+    if (!check || EVP_PKEY_public_check(check) != 1) {
+        EVP_PKEY_free(pkey);
+        pkey = NULL;
+        set_err(err, errlen, "EC key is not a valid P-256 point");
+    }
+fail:
+    EVP_PKEY_CTX_free(check);
+    OSSL_PARAM_BLD_free(bld);
+    free(x);
+    free(y);
+    return pkey;
+}
+
+/* 0 and *out filled; BNB_ENOENT when the key is fine but not for us (enc use,
+ * other alg, other kty); BNB_EINVAL when broken. */
+static int jwk_parse(json_t *j, jwk_t *out, char *err, size_t errlen)
+{
+    const char *kty = json_string_value(json_object_get(j, "kty"));
+    const char *use = json_string_value(json_object_get(j, "use"));
+    const char *alg = json_string_value(json_object_get(j, "alg"));
+    const char *kid = json_string_value(json_object_get(j, "kid"));
+    EVP_PKEY *pkey = NULL;
+
+    memset(out, 0, sizeof *out);
+    if (!json_is_object(j) || !kty) {
+        set_err(err, errlen, "JWK without kty");
+        return BNB_EINVAL;
+    }
+    if (use && strcmp(use, "sig") != 0)
+        return BNB_ENOENT;
+    if (strcmp(kty, "RSA") == 0) {
+        if (alg && strcmp(alg, "RS256") != 0)
+            return BNB_ENOENT;
+        out->kty = KTY_RSA;
+        pkey = rsa_from_jwk(j, err, errlen);
+    } else if (strcmp(kty, "EC") == 0) {
+        if (alg && strcmp(alg, "ES256") != 0)
+            return BNB_ENOENT;
+        out->kty = KTY_EC;
+        pkey = ec_from_jwk(j, err, errlen);
+    } else {
+        return BNB_ENOENT;
+    }
+    if (!pkey)
+        return BNB_EINVAL;
+    out->pem = pkey_to_pem(pkey, &out->pem_len);
+    out->kid = strdup(kid ? kid : "");
+    EVP_PKEY_free(pkey);
+    if (!out->pem || !out->kid) {
+        free(out->pem);
+        free(out->kid);
+        memset(out, 0, sizeof *out);
+        return BNB_ENOMEM;
+    }
+    return 0;
+}
+
+int bnb__jwk_to_pem(const char *jwk_json, char **pem, const char **alg, char *errbuf, size_t errlen)
+{
+    json_t *j = jwk_json ? json_loads(jwk_json, 0, NULL) : NULL;
+    jwk_t k;
+    int rc;
+
+    *pem = NULL;
+    if (!j) {
+        set_err(errbuf, errlen, "not JSON");
+        return BNB_EINVAL;
+    }
+    rc = jwk_parse(j, &k, errbuf, errlen);
+    json_decref(j);
+    if (rc == BNB_ENOENT)
+        set_err(errbuf, errlen, "not a signature key of a supported type");
+    if (rc)
+        return rc == BNB_ENOMEM ? rc : BNB_EINVAL;
+    free(k.kid);
+    *pem = k.pem;
+    if (alg)
+        *alg = k.kty == KTY_RSA ? "RS256" : "ES256";
+    return 0;
+}
+
+/* A JWKS document -> key set. Broken members are skipped (and logged) as long
+ * as at least one key is usable. */
+static int keyset_parse(const char *text, size_t len, const char *source, keyset_t **out, char *err, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *doc = json_loadb(text, len, 0, &jerr), *keys, *v;
+    keyset_t *s = NULL;
+    size_t i;
+    int rc = BNB_EINVAL;
+
+    *out = NULL;
+    keys = json_object_get(doc, "keys");
+    if (!doc || !json_is_array(keys)) {
+        set_err(err, errlen, "JWKS %s: %s", source, doc ? "no \"keys\" array" : jerr.text);
+        goto fail;
+    }
+    rc = BNB_ENOMEM;
+    s = calloc(1, sizeof *s);
+    if (!s || !(s->keys = calloc(json_array_size(keys) ? json_array_size(keys) : 1, sizeof *s->keys)))
+        goto fail;
+    json_array_foreach(keys, i, v)
+    {
+        char why[160] = "";
+        if (s->n >= JWKS_MAX_KEYS)
+            break;
+        int r = jwk_parse(v, &s->keys[s->n], why, sizeof why);
+        if (r == 0)
+            s->n++;
+        else if (r == BNB_ENOMEM)
+            goto fail;
+        else if (r == BNB_EINVAL)
+            bnb__log(BNB_LOG_WARN, "JWKS %s: key %zu (kid %s) skipped: %s", source, i,
+                     json_string_value(json_object_get(v, "kid")) ? json_string_value(json_object_get(v, "kid")) : "-",
+                     why);
+    }
+    if (s->n == 0) {
+        set_err(err, errlen, "JWKS %s: no usable RS256/ES256 signature key", source);
+        rc = BNB_EINVAL;
+        goto fail;
+    }
+    *out = s;
+    json_decref(doc);
+    return 0;
+fail:
+    keyset_free(s);
+    json_decref(doc);
+    return rc;
+}
+
+/* ---- sources ------------------------------------------------------------ */
+
+static int load_file(const char *path, keyset_t **out, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "re");
+    char *buf = NULL;
+    size_t n = 0;
+    int rc = BNB_EIO;
+
+    *out = NULL;
+    if (!f) {
+        set_err(err, errlen, "cannot read JWKS file %s: %s", path, strerror(errno));
+        return BNB_EIO;
+    }
+    buf = malloc(JWKS_MAX_BYTES + 1);
+    if (!buf) {
+        rc = BNB_ENOMEM;
+        goto done;
+    }
+    n = fread(buf, 1, JWKS_MAX_BYTES + 1, f);
+    if (ferror(f) || n > JWKS_MAX_BYTES) {
+        set_err(err, errlen, "cannot read JWKS file %s: %s", path, ferror(f) ? strerror(errno) : "too large");
+        goto done;
+    }
+    rc = keyset_parse(buf, n, path, out, err, errlen);
+done:
+    free(buf);
+    fclose(f);
+    return rc;
+}
+
+typedef struct fetch_buf {
+    char *data;
+    size_t len;
+    bnb_jwks_t *k;
+} fetch_buf_t;
+
+static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    fetch_buf_t *b = ud;
+    size_t n = size * nmemb;
+    if (b->len + n > JWKS_MAX_BYTES)
+        return 0;
+    char *d = realloc(b->data, b->len + n + 1);
+    if (!d)
+        return 0;
+    memcpy(d + b->len, ptr, n);
+    b->data = d;
+    b->len += n;
+    d[b->len] = '\0';
+    return n;
+}
+
+static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+    (void)dt, (void)dn, (void)ut, (void)un;
+    bnb_jwks_t *k = ud;
+    pthread_mutex_lock(&k->mu);
+    int stop = k->stop;
+    pthread_mutex_unlock(&k->mu);
+    return stop; /* non-zero aborts the transfer on shutdown */
+}
+
+static int load_url(bnb_jwks_t *k, keyset_t **out, char *err, size_t errlen)
+{
+    CURL *c = curl_easy_init();
+    fetch_buf_t b = {.k = k};
+    char cerr[CURL_ERROR_SIZE] = "";
+    long status = 0;
+    int rc = BNB_EIO;
+
+    *out = NULL;
+    if (!c) {
+        set_err(err, errlen, "JWKS %s: curl_easy_init failed", k->url);
+        return BNB_ENOMEM;
+    }
+    curl_easy_setopt(c, CURLOPT_URL, k->url);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)k->fetch_timeout_ms);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)(k->fetch_timeout_ms < 2000 ? k->fetch_timeout_ms : 2000));
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(c, CURLOPT_MAXREDIRS, 3L);
+    curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, k);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, "bearbnb-jwks");
+    CURLcode cc = curl_easy_perform(c);
+    if (cc != CURLE_OK) {
+        set_err(err, errlen, "cannot fetch JWKS %s: %s", k->url, cerr[0] ? cerr : curl_easy_strerror(cc));
+        goto done;
+    }
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    if (status != 200 || !b.data) {
+        set_err(err, errlen, "cannot fetch JWKS %s: HTTP status %ld", k->url, status);
+        goto done;
+    }
+    rc = keyset_parse(b.data, b.len, k->url, out, err, errlen);
+done:
+    free(b.data);
+    curl_easy_cleanup(c);
+    return rc;
+}
+
+int bnb__jwks_refresh(bnb_jwks_t *k, char *errbuf, size_t errlen)
+{
+    keyset_t *fs = NULL, *us = NULL, *old;
+    int rc = 0, r;
+    char e2[256];
+
+    if (errbuf && errlen)
+        errbuf[0] = '\0';
+    if (k->file) {
+        r = load_file(k->file, &fs, errbuf, errlen);
+        if (r) {
+            rc = r;
+        } else {
+            pthread_rwlock_wrlock(&k->lock);
+            old = k->file_keys;
+            k->file_keys = fs;
+            pthread_rwlock_unlock(&k->lock);
+            keyset_free(old);
+        }
+    }
+    if (k->url) {
+        r = load_url(k, &us, rc ? e2 : errbuf, rc ? sizeof e2 : errlen);
+        if (r) {
+            if (!rc)
+                rc = r;
+        } else {
+            pthread_rwlock_wrlock(&k->lock);
+            old = k->url_keys;
+            k->url_keys = us;
+            pthread_rwlock_unlock(&k->lock);
+            keyset_free(old);
+        }
+    }
+    return rc;
+}
+
+/* ---- background refresh ------------------------------------------------- */
+
+static void *refresh_main(void *arg)
+{
+    bnb_jwks_t *k = arg;
+    pthread_mutex_lock(&k->mu);
+    while (!k->stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += k->refresh_s;
+        while (!k->stop && !k->want_refresh) {
+            if (pthread_cond_timedwait(&k->cv, &k->mu, &until) == ETIMEDOUT)
+                break;
+        }
+        if (k->stop)
+            break;
+        k->want_refresh = 0;
+        k->started++;
+        pthread_mutex_unlock(&k->mu);
+        char err[256];
+        if (bnb__jwks_refresh(k, err, sizeof err) != 0)
+            bnb__log(BNB_LOG_WARN, "JWKS refresh failed, keeping the previous keys: %s", err);
+        pthread_mutex_lock(&k->mu);
+        k->generation++;
+        pthread_cond_broadcast(&k->cv);
+    }
+    pthread_mutex_unlock(&k->mu);
+    return NULL;
+}
+
+int bnb__jwks_new(const bnb_jwks_config_t *cfg, bnb_jwks_t **out, char *errbuf, size_t errlen)
+{
+    bnb_jwks_t *k = NULL;
+    pthread_condattr_t ca;
+    int rc = BNB_ENOMEM;
+
+    if (!cfg || !out || (!cfg->file && !cfg->url))
+        return BNB_EINVAL;
+    *out = NULL;
+    k = calloc(1, sizeof *k);
+    if (!k)
+        return BNB_ENOMEM;
+    k->refresh_s = cfg->refresh_s > 0 ? cfg->refresh_s : 300;
+    k->kid_refresh_min_s = cfg->kid_refresh_min_s > 0 ? cfg->kid_refresh_min_s : 10;
+    k->kid_wait_ms = cfg->kid_wait_ms == 0 ? 1000 : cfg->kid_wait_ms < 0 ? 0 : cfg->kid_wait_ms;
+    k->fetch_timeout_ms = cfg->fetch_timeout_ms > 0 ? cfg->fetch_timeout_ms : 5000;
+    pthread_rwlock_init(&k->lock, NULL);
+    pthread_mutex_init(&k->mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&k->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if ((cfg->file && !(k->file = strdup(cfg->file))) || (cfg->url && !(k->url = strdup(cfg->url))))
+        goto fail;
+    if (k->url) {
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+            goto fail;
+        k->curl_inited = 1;
+    }
+    rc = bnb__jwks_refresh(k, errbuf, errlen);
+    if (rc)
+        goto fail;
+    if (pthread_create(&k->thread, NULL, refresh_main, k) != 0) {
+        set_err(errbuf, errlen, "cannot start the JWKS refresh thread");
+        rc = BNB_ENOMEM;
+        goto fail;
+    }
+    k->thread_started = 1;
+    *out = k;
+    return 0;
+fail:
+    bnb__jwks_free(k);
+    return rc;
+}
+
+void bnb__jwks_free(bnb_jwks_t *k)
+{
+    if (!k)
+        return;
+    if (k->thread_started) {
+        pthread_mutex_lock(&k->mu);
+        k->stop = 1;
+        pthread_cond_broadcast(&k->cv);
+        pthread_mutex_unlock(&k->mu);
+        pthread_join(k->thread, NULL);
+    }
+    keyset_free(k->file_keys);
+    keyset_free(k->url_keys);
+    pthread_rwlock_destroy(&k->lock);
+    pthread_mutex_destroy(&k->mu);
+    pthread_cond_destroy(&k->cv);
+    if (k->curl_inited)
+        curl_global_cleanup();
+    free(k->file);
+    free(k->url);
+    free(k);
+}
+
+/* ---- lookup -------------------------------------------------------------- */
+
+static int want_kty(const char *alg)
+{
+    if (alg && strcmp(alg, "RS256") == 0)
+        return KTY_RSA;
+    if (alg && strcmp(alg, "ES256") == 0)
+        return KTY_EC;
+    return 0;
+}
+
+/* Under the read lock. */
+static int lookup(bnb_jwks_t *k, const char *kid, int kty, char **pem, size_t *pem_len)
+{
+    const jwk_t *hit = NULL;
+    int wrong_type = 0, matches = 0;
+    keyset_t *sets[2] = {k->file_keys, k->url_keys};
+
+    for (int s = 0; s < 2; s++) {
+        for (size_t i = 0; sets[s] && i < sets[s]->n; i++) {
+            const jwk_t *j = &sets[s]->keys[i];
+            if (kid) {
+                if (strcmp(j->kid, kid) != 0)
+                    continue;
+                if (j->kty != kty) {
+                    wrong_type = 1;
+                    continue;
+                }
+                if (!hit)
+                    hit = j;
+            } else if (j->kty == kty) {
+                hit = j;
+                matches++;
+            }
+        }
+    }
+    if (!kid && matches > 1)
+        hit = NULL; /* ambiguous without a kid */
+    if (!hit)
+        return wrong_type ? BNB_EINVAL : BNB_ENOENT;
+    *pem = malloc(hit->pem_len + 1);
+    if (!*pem)
+        return BNB_ENOMEM;
+    memcpy(*pem, hit->pem, hit->pem_len + 1);
+    if (pem_len)
+        *pem_len = hit->pem_len;
+    return 0;
+}
+
+static int locked_lookup(bnb_jwks_t *k, const char *kid, int kty, char **pem, size_t *pem_len)
+{
+    pthread_rwlock_rdlock(&k->lock);
+    int rc = lookup(k, kid, kty, pem, pem_len);
+    pthread_rwlock_unlock(&k->lock);
+    return rc;
+}
+
+int bnb__jwks_get_pem(bnb_jwks_t *k, const char *kid, const char *alg, char **pem, size_t *pem_len)
+{
+    int kty = want_kty(alg);
+
+    if (!k || !pem || !kty)
+        return BNB_EINVAL;
+    *pem = NULL;
+    int rc = locked_lookup(k, kid, kty, pem, pem_len);
+    if (rc != BNB_ENOENT || !kid)
+        return rc;
+
+    /* Unknown kid: maybe the issuer rotated its keys. Ask the refresh thread
+     * for one round (at most once per kid_refresh_min_s) and wait for it. */
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    pthread_mutex_lock(&k->mu);
+    if (k->have_last_kid_refresh && now.tv_sec - k->last_kid_refresh.tv_sec < k->kid_refresh_min_s) {
+        pthread_mutex_unlock(&k->mu);
+        return BNB_ENOENT;
+    }
+    k->last_kid_refresh = now;
+    k->have_last_kid_refresh = 1;
+    k->want_refresh = 1;
+    unsigned long target = k->started + 1; /* a round begun after this request */
+    pthread_cond_broadcast(&k->cv);
+    if (k->kid_wait_ms > 0) {
+        struct timespec until = now;
+        until.tv_sec += k->kid_wait_ms / 1000;
+        until.tv_nsec += (long)(k->kid_wait_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        while (!k->stop && k->generation < target) {
+            if (pthread_cond_timedwait(&k->cv, &k->mu, &until) == ETIMEDOUT)
+                break;
+        }
+    }
+    pthread_mutex_unlock(&k->mu);
+    return locked_lookup(k, kid, kty, pem, pem_len);
+}
+
+size_t bnb__jwks_count(bnb_jwks_t *k)
+{
+    size_t n = 0;
+    if (!k)
+        return 0;
+    pthread_rwlock_rdlock(&k->lock);
+    n = (k->file_keys ? k->file_keys->n : 0) + (k->url_keys ? k->url_keys->n : 0);
+    pthread_rwlock_unlock(&k->lock);
+    return n;
+}

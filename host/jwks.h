@@ -1,0 +1,48 @@
+/* JSON Web Key Sets (RFC 7517) for RS256/ES256 verification (host-internal).
+ *
+ * Keys come from a file and/or a URL (Keycloak's
+ * <issuer>/protocol/openid-connect/certs). A background thread re-reads both
+ * every refresh_s; a failed fetch keeps the previous keys. The key set is
+ * swapped under a rwlock, so lookups are thread-safe and never see a partial
+ * set. Only kty RSA (>= 2048 bits) and kty EC crv P-256 keys meant for
+ * signatures are kept; symmetric ("oct") keys are never taken from a JWKS. */
+#ifndef BNB_JWKS_H
+#define BNB_JWKS_H
+
+#include <stddef.h>
+
+typedef struct bnb_jwks bnb_jwks_t;
+
+typedef struct bnb_jwks_config {
+    const char *file;      /* JWKS JSON file, or NULL */
+    const char *url;       /* http(s) URL of a JWKS, or NULL */
+    int refresh_s;         /* background refresh period; <= 0: 300 */
+    int kid_refresh_min_s; /* an unknown kid triggers at most one refresh per this; <= 0: 10 */
+    int kid_wait_ms;       /* how long the verifying thread waits for that refresh; 0: 1000, < 0: no wait */
+    int fetch_timeout_ms;  /* whole HTTP fetch; <= 0: 5000 */
+} bnb_jwks_config_t;
+
+/* Loads file and URL once (synchronously) and starts the refresh thread.
+ * Fails, naming the file or URL in errbuf, when either cannot be loaded or
+ * holds no usable key. */
+int bnb__jwks_new(const bnb_jwks_config_t *cfg, bnb_jwks_t **out, char *errbuf, size_t errlen);
+void bnb__jwks_free(bnb_jwks_t *k);
+
+/* The public key for `kid` (NULL: the only key of that type) usable with
+ * `alg` ("RS256" or "ES256"), as a PEM SubjectPublicKeyInfo in *pem (caller
+ * frees with free()). 0; BNB_ENOENT unknown kid (after at most one rate-limited
+ * refresh); BNB_EINVAL the key exists but is of another type/alg. Thread-safe. */
+int bnb__jwks_get_pem(bnb_jwks_t *k, const char *kid, const char *alg, char **pem, size_t *pem_len);
+
+/* Re-read file and URL now, in the calling thread. 0 when every source
+ * loaded; otherwise the first error (the other sources are still swapped in). */
+int bnb__jwks_refresh(bnb_jwks_t *k, char *errbuf, size_t errlen);
+
+/* Number of usable keys currently loaded. */
+size_t bnb__jwks_count(bnb_jwks_t *k);
+
+/* Parse one JWK object (JSON text) into a PEM public key; for tests and
+ * tools. 0, or BNB_EINVAL with the reason in errbuf. *alg gets "RS256" or "ES256". */
+int bnb__jwk_to_pem(const char *jwk_json, char **pem, const char **alg, char *errbuf, size_t errlen);
+
+#endif
