@@ -159,12 +159,48 @@ def check(objs):
     return errs, len(workloads), hpa_targets
 
 
+def host_env_names(config_c):
+    """BEARBNB_* names of the host's declared keys (host/config.c host_keys)."""
+    import re
+    text = open(config_c).read()
+    table = text[text.index("host_keys[] = {"):]
+    table = table[:table.index("};")]
+    keys = re.findall(r'\{"([a-z0-9_.\-]+)", BNB_CFG_', table)
+    return {"BEARBNB_" + re.sub(r"[.\-]", "_", k).upper() for k in keys}
+
+
+def check_env_keys(objs, known, plugins=("ROOM", "RESERVATION", "PAYMENT", "DASHBOARD")):
+    """The host refuses unknown BEARBNB_* variables: every one a ConfigMap, a
+    Secret's envFrom or a container env sets must be a host key or a plugin's."""
+    errs = []
+    def bad(name):
+        return (name.startswith("BEARBNB_") and name not in known
+                and not any(name.startswith("BEARBNB_%s_" % p) for p in plugins))
+    for o in objs:
+        if o.get("kind") == "ConfigMap":
+            for k in (o.get("data") or {}):
+                if bad(k):
+                    errs.append("ConfigMap/%s: %s is no host setting" % (o["metadata"]["name"], k))
+        if o.get("kind") in ("Deployment", "StatefulSet"):
+            for c in o["spec"]["template"]["spec"]["containers"]:
+                for e in c.get("env", []):
+                    if bad(e["name"]):
+                        errs.append("%s/%s: env %s is no host setting" % (o["kind"], o["metadata"]["name"], e["name"]))
+    return errs
+
+
 def main(argv):
-    if len(argv) < 2:
-        print("usage: k8s_policy.py RENDERED.yaml...", file=sys.stderr)
+    args = argv[1:]
+    host_config = None
+    if len(args) >= 2 and args[0] == "--host-config":
+        host_config, args = args[1], args[2:]
+    if not args:
+        print("usage: k8s_policy.py [--host-config host/config.c] RENDERED.yaml...", file=sys.stderr)
         return 2
-    objs = load(argv[1:])
+    objs = load(args)
     errs, nwork, hpas = check(objs)
+    if host_config:
+        errs += check_env_keys(objs, host_env_names(host_config))
     for e in errs:
         print("POLICY: " + e)
     print("k8s_policy: %d objects, %d workloads, %d HPAs, %d violations"
