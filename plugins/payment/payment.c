@@ -1,0 +1,336 @@
+/*
+ * payment plugin: a simulated card processor (DESIGN.md §5).
+ *
+ * Store: payments/<reservationId> {id:"pay-<reservationId>", reservationId, roomId,
+ * hostId, payerId, amount, status, cardLast4, voided?, version, createdAt},
+ * key1 payerId, key2 hostId. The document id is the reservation id and it is
+ * created with expect_version 0, so a reservation is charged at most once
+ * whether the synchronous POST /payments, the ReservationPlaced event, or both
+ * reach us. Only the last four card digits are stored.
+ *
+ * States: APPROVED | DECLINED, APPROVED -> CANCELLED (refund). A refund request
+ * (ReservationCancelRequested) for a reservation not paid yet stores a voided
+ * CANCELLED payment (amount 0), so a later charge attempt finds it and charges
+ * nothing; a refund of a DECLINED payment is a no-op.
+ */
+#include "bnb_plugin.h"
+#include "pay_logic.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define TOPIC_PAY       "bearbnb.payment"
+#define COMMIT_ATTEMPTS 100
+
+static const bnb_host_api_t *H;
+
+static const bnb_cfg_item_t pay_config[] = {{NULL, 0, NULL, NULL}};
+
+static int id_ok(const char *s)
+{
+    if (!s || !*s || strlen(s) > 64)
+        return 0;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
+              *p == '_'))
+            return 0;
+    return 1;
+}
+
+static const char *event_type_for(const char *status)
+{
+    if (!strcmp(status, "APPROVED"))
+        return "PaymentApproved";
+    if (!strcmp(status, "DECLINED"))
+        return "PaymentDeclined";
+    return "PaymentCancelled";
+}
+
+static json_t *event_data(const json_t *p)
+{
+    return json_pack("{s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O}", "id", json_object_get(p, "id"), "reservationId",
+                     json_object_get(p, "reservationId"), "roomId", json_object_get(p, "roomId"), "hostId",
+                     json_object_get(p, "hostId"), "payerId", json_object_get(p, "payerId"), "amount",
+                     json_object_get(p, "amount"), "status", json_object_get(p, "status"), "version",
+                     json_object_get(p, "version"));
+}
+
+/* Commit payment document `p` (expect_version `ver`) with the event of its state. */
+static int pay_commit(bnb_store_t *st, const json_t *p, int64_t ver, const char *applied)
+{
+    const char *res_id = json_string_value(json_object_get(p, "reservationId"));
+    json_t *data = event_data(p);
+    if (!data)
+        return BNB_ENOMEM;
+    bnb_event_out_t ev = {.topic = TOPIC_PAY,
+                          .type = event_type_for(json_string_value(json_object_get(p, "status"))),
+                          .subject = json_string_value(json_object_get(p, "id")),
+                          .correlation_id = res_id,
+                          .data = data};
+    bnb_write_t w = {.op = BNB_WRITE_PUT,
+                     .coll = "payments",
+                     .id = res_id,
+                     .expect_version = ver,
+                     .body = p,
+                     .key1 = json_string_value(json_object_get(p, "payerId")),
+                     .key2 = json_string_value(json_object_get(p, "hostId"))};
+    int rc = H->store_commit(st, &w, &ev, 1, applied, NULL);
+    json_decref(data);
+    return rc;
+}
+
+/* Charge reservation `res_id` once. *out (caller frees) is the payment, new or
+ * the one that already existed (*created says which). */
+static int pay_create(bnb_ctx_t *ctx, const char *res_id, const char *room_id, const char *host_id, const char *payer,
+                      json_int_t amount, const char *number, const char *applied, json_t **out, int *created)
+{
+    bnb_store_t *st = H->store(ctx);
+    char pid[80], last4[5];
+    if (pay_id_for(res_id, pid, sizeof pid) != 0)
+        return BNB_EINVAL;
+    pay_last4(number, last4);
+    const char *status = pay_decide(number);
+    json_t *p = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:i, s:I}", "id", pid, "reservationId", res_id,
+                          "roomId", room_id, "hostId", host_id, "payerId", payer, "amount", amount, "status", status,
+                          "cardLast4", last4, "version", 1, "createdAt", (json_int_t)H->now_ms());
+    if (!p)
+        return BNB_ENOMEM;
+    int rc = pay_commit(st, p, 0, applied);
+    if (rc == 0) {
+        H->count(ctx, !strcmp(status, "APPROVED") ? "approved" : "declined", 1);
+        *created = 1;
+        *out = p;
+        return 0;
+    }
+    json_decref(p);
+    if (rc != BNB_EEXIST && rc != BNB_EALREADY)
+        return rc;
+    int64_t v;
+    *created = 0;
+    return H->store_get(st, "payments", res_id, out, &v);
+}
+
+/* Refund (or void) the payment of reservation `res_id`. */
+static int pay_refund(bnb_ctx_t *ctx, const json_t *d, const char *applied)
+{
+    bnb_store_t *st = H->store(ctx);
+    const char *res_id = json_string_value(json_object_get(d, "id"));
+    int rc = BNB_EEXIST;
+    for (int attempt = 0; attempt < COMMIT_ATTEMPTS && rc == BNB_EEXIST; attempt++) {
+        json_t *p = NULL;
+        int64_t v = 0;
+        rc = H->store_get(st, "payments", res_id, &p, &v);
+        if (rc == BNB_ENOENT) {
+            char pid[80];
+            if (pay_id_for(res_id, pid, sizeof pid) != 0)
+                return BNB_EINVAL;
+            p = json_pack("{s:s, s:s, s:O, s:O, s:O, s:i, s:s, s:n, s:b, s:i, s:I}", "id", pid, "reservationId", res_id,
+                          "roomId", json_object_get(d, "roomId"), "hostId", json_object_get(d, "hostId"), "payerId",
+                          json_object_get(d, "guestId"), "amount", 0, "status", "CANCELLED", "cardLast4", "voided", 1,
+                          "version", 1, "createdAt", (json_int_t)H->now_ms());
+            rc = p ? pay_commit(st, p, 0, applied) : BNB_ENOMEM;
+            if (rc == 0)
+                H->count(ctx, "voided", 1);
+            json_decref(p);
+            continue;
+        }
+        if (rc != 0)
+            return rc;
+        const char *next = pay_refund_next(json_string_value(json_object_get(p, "status")));
+        if (!next) {
+            json_decref(p);
+            return 0;
+        }
+        json_object_set_new(p, "status", json_string(next));
+        json_object_set_new(p, "version", json_integer(json_integer_value(json_object_get(p, "version")) + 1));
+        json_object_set_new(p, "refundedAt", json_integer(H->now_ms()));
+        rc = pay_commit(st, p, v, applied);
+        if (rc == 0)
+            H->count(ctx, "refunded", 1);
+        json_decref(p);
+    }
+    return rc == BNB_EALREADY ? 0 : rc;
+}
+
+/* ---- HTTP ------------------------------------------------------------------ */
+
+static const char *const pay_fields[] = {"reservationId", "roomId", "hostId", "amount", "card", NULL};
+
+static void on_pay(bnb_ctx_t *ctx, bnb_req_t *req)
+{
+    const json_t *body = H->req_body(req);
+    const char *user = H->req_user(req);
+    const char *key;
+    json_t *val;
+    if (!json_is_object(body) || !user) {
+        H->respond_problem(req, 400, "Bad Request", "body must be a JSON object");
+        return;
+    }
+    json_object_foreach((json_t *)body, key, val)
+    {
+        int known = 0;
+        for (int i = 0; pay_fields[i]; i++)
+            known |= !strcmp(key, pay_fields[i]);
+        if (!known) {
+            H->respond_problem(req, 400, "Bad Request", "unknown field '%s'", key);
+            return;
+        }
+    }
+    const char *res_id = json_string_value(json_object_get(body, "reservationId"));
+    const char *room_id = json_string_value(json_object_get(body, "roomId"));
+    const char *host_id = json_string_value(json_object_get(body, "hostId"));
+    const json_t *amount = json_object_get(body, "amount");
+    const char *number = pay_card_number(json_object_get(body, "card"));
+    const char *bad = !id_ok(res_id)                                               ? "reservationId"
+                      : !room_id                                                   ? "roomId"
+                      : !host_id                                                   ? "hostId"
+                      : !json_is_integer(amount) || json_integer_value(amount) < 0 ? "amount"
+                      : !number                                                    ? "card"
+                                                                                   : NULL;
+    if (bad) {
+        H->respond_problem(req, 400, "Bad Request", "field '%s' is missing or has the wrong type", bad);
+        return;
+    }
+    H->set_correlation(ctx, res_id);
+    json_t *p = NULL;
+    int created = 0;
+    int rc = pay_create(ctx, res_id, room_id, host_id, user, json_integer_value(amount), number, NULL, &p, &created);
+    if (rc != 0) {
+        H->respond_header(req, "Retry-After", "1");
+        H->respond_problem(req, 503, "Service Unavailable", "payment store unavailable (%d)", rc);
+        return;
+    }
+    const char *payer = json_string_value(json_object_get(p, "payerId"));
+    if (!payer || strcmp(payer, user)) {
+        json_decref(p);
+        H->respond_problem(req, 409, "Conflict", "reservation %s is already paid by someone else", res_id);
+        return;
+    }
+    H->respond_json(req, created ? 201 : 200, p);
+}
+
+/* The payment of reservation `res_id` if `user` paid it or hosts its room. */
+static int load_visible(bnb_ctx_t *ctx, const char *id, const char *user, json_t **out)
+{
+    const char *res_id = pay_reservation_of(id);
+    json_t *p = NULL;
+    int64_t v;
+    if (!id_ok(res_id) || !user)
+        return BNB_ENOENT;
+    int rc = H->store_get(H->store(ctx), "payments", res_id, &p, &v);
+    if (rc != 0)
+        return rc;
+    const char *payer = json_string_value(json_object_get(p, "payerId"));
+    const char *host = json_string_value(json_object_get(p, "hostId"));
+    if (!((payer && !strcmp(payer, user)) || (host && !strcmp(host, user)))) {
+        json_decref(p);
+        return BNB_ENOENT;
+    }
+    *out = p;
+    return 0;
+}
+
+static void respond_one(bnb_req_t *req, int rc, json_t *p, const char *id)
+{
+    if (rc == 0)
+        H->respond_json(req, 200, p);
+    else if (rc == BNB_ENOENT)
+        H->respond_problem(req, 404, "Not Found", "no payment '%s'", id ? id : "");
+    else
+        H->respond_problem(req, 503, "Service Unavailable", "payment store unavailable (%d)", rc);
+}
+
+static void on_get(bnb_ctx_t *ctx, bnb_req_t *req)
+{
+    const char *id = H->req_param(req, "id");
+    json_t *p = NULL;
+    int rc = load_visible(ctx, id, H->req_user(req), &p);
+    respond_one(req, rc, p, id);
+}
+
+static void on_list(bnb_ctx_t *ctx, bnb_req_t *req)
+{
+    const char *user = H->req_user(req);
+    const char *res_id = H->req_query(req, "reservationId");
+    if (res_id) {
+        json_t *p = NULL;
+        int rc = load_visible(ctx, res_id, user, &p);
+        respond_one(req, rc, p, res_id);
+        return;
+    }
+    const char *role = H->req_role(req);
+    json_t *rows = NULL, *out = json_array();
+    size_t i;
+    json_t *e;
+    int rc =
+        out ? H->store_list(H->store(ctx), "payments", role && !strcmp(role, "host") ? 2 : 1, user ? user : "", &rows)
+            : BNB_ENOMEM;
+    if (rc != 0) {
+        json_decref(out);
+        H->respond_problem(req, 503, "Service Unavailable", "payment store unavailable (%d)", rc);
+        return;
+    }
+    json_array_foreach(rows, i, e) json_array_append(out, json_object_get(e, "body"));
+    json_decref(rows);
+    H->respond_json(req, 200, out);
+}
+
+/* ---- events ---------------------------------------------------------------- */
+
+static int reject(bnb_ctx_t *ctx, const char *why)
+{
+    H->event_reject(ctx, "%s", why);
+    return BNB_EINVAL;
+}
+
+static int on_reservation_event(bnb_ctx_t *ctx, const json_t *ev)
+{
+    const char *ev_id = json_string_value(json_object_get(ev, "id"));
+    const char *type = json_string_value(json_object_get(ev, "type"));
+    const json_t *d = json_object_get(ev, "data");
+    if (!json_is_object(ev) || !ev_id || !type)
+        return reject(ctx, "envelope without string id/type");
+    int placed = !strcmp(type, "ReservationPlaced");
+    if (!placed && strcmp(type, "ReservationCancelRequested"))
+        return 0;
+    if (!json_is_object(d))
+        return reject(ctx, "reservation event without data object");
+    const char *res_id = json_string_value(json_object_get(d, "id"));
+    const char *room_id = json_string_value(json_object_get(d, "roomId"));
+    const char *host_id = json_string_value(json_object_get(d, "hostId"));
+    const char *guest_id = json_string_value(json_object_get(d, "guestId"));
+    const json_t *amount = json_object_get(d, "amount");
+    if (!id_ok(res_id) || !room_id || !host_id || !guest_id || !json_is_integer(amount))
+        return reject(ctx, "reservation event data needs id, roomId, hostId, guestId and amount");
+    H->set_correlation(ctx, res_id);
+    if (!placed)
+        return pay_refund(ctx, d, ev_id);
+    const char *number = pay_card_number(json_object_get(d, "card"));
+    if (!number)
+        return reject(ctx, "ReservationPlaced without card");
+    json_t *p = NULL;
+    int created = 0;
+    int rc =
+        pay_create(ctx, res_id, room_id, host_id, guest_id, json_integer_value(amount), number, ev_id, &p, &created);
+    json_decref(p);
+    return rc;
+}
+
+static int pay_init(bnb_ctx_t *ctx, const bnb_host_api_t *host)
+{
+    H = host;
+    int rc = 0;
+    rc = rc ? rc : host->route(ctx, "POST", "/payments", BNB_ROLE_USER, on_pay);
+    rc = rc ? rc : host->route(ctx, "GET", "/payments", BNB_ROLE_USER, on_list);
+    rc = rc ? rc : host->route(ctx, "GET", "/payments/{id}", BNB_ROLE_USER, on_get);
+    rc = rc ? rc : host->subscribe(ctx, "bearbnb.reservation", on_reservation_event);
+    return rc;
+}
+
+BNB_EXPORT const bnb_plugin_t bnb_plugin = {
+    .abi_version = BNB_ABI_VERSION,
+    .name = "payment",
+    .version = "0.1.0",
+    .config = pay_config,
+    .init = pay_init,
+};
