@@ -3,6 +3,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <ctype.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <netinet/in.h>
@@ -18,6 +19,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <jwt.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -482,6 +484,58 @@ char *e2e_token(const e2e_host_t *h, const char *sub, const char *role, long ttl
         return NULL;
     }
     out = strdup(buf);
+    return out;
+}
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = tolower(c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+char *e2e_token_claims(const e2e_host_t *h, const char *claims_json)
+{
+    char path[700], buf[1024];
+    unsigned char key[512];
+    size_t n = 0, klen = 0;
+    FILE *f;
+    jwt_t *jwt = NULL;
+    char *tok = NULL, *out = NULL;
+    const char *p = buf;
+
+    snprintf(path, sizeof(path), "%s/jwt.key", h->dir);
+    if (!(f = fopen(path, "rb"))) {
+        e2e_msg("cannot read %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    while (n && isspace((unsigned char)buf[n - 1]))
+        n--;
+    while (n && isspace((unsigned char)*p))
+        p++, n--;
+    int is_hex = n % 2 == 0 && n > 0;
+    for (size_t i = 0; is_hex && i < n; i++)
+        is_hex = hexval((unsigned char)p[i]) >= 0;
+    if (is_hex && n / 2 <= sizeof(key)) {
+        for (size_t i = 0; i < n / 2; i++)
+            key[i] = (unsigned char)(hexval((unsigned char)p[2 * i]) << 4 | hexval((unsigned char)p[2 * i + 1]));
+        klen = n / 2;
+    } else {
+        klen = n < sizeof(key) ? n : sizeof(key);
+        memcpy(key, p, klen);
+    }
+    if (jwt_new(&jwt) != 0 || jwt_add_grants_json(jwt, claims_json) != 0 ||
+        jwt_set_alg(jwt, JWT_ALG_HS256, key, (int)klen) != 0 || !(tok = jwt_encode_str(jwt))) {
+        e2e_msg("cannot sign claims %s", claims_json);
+        goto done;
+    }
+    out = strdup(tok);
+done:
+    free(tok); /* jwt_encode_str: caller frees with free() */
+    jwt_free(jwt);
     return out;
 }
 

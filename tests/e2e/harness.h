@@ -88,6 +88,12 @@ char *e2e_host_log_tail(const e2e_host_t *h, size_t max);
  * [--ttl <ttl_s>]` (ttl_s 0 = the default). Caller frees with free(); NULL on failure. */
 char *e2e_token(const e2e_host_t *h, const char *sub, const char *role, long ttl_s);
 
+/* Sign arbitrary claims (a JSON object text, e.g. an already expired `exp`,
+ * a wrong `iss`) with HS256 and the host's dev key <dir>/jwt.key (hex as
+ * the host writes it, else raw bytes). The key file must exist (start the
+ * host or mint a token first). Caller frees with free(); NULL on failure. */
+char *e2e_token_claims(const e2e_host_t *h, const char *claims_json);
+
 /* ---- HTTP ------------------------------------------------------------------ */
 
 typedef enum {
