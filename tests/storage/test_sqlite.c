@@ -176,6 +176,26 @@ static void test_rollback_midway(void **state)
     bnb_storage_close(st);
 }
 
+/* After DELETE: applied marks stay, the id starts again at version 1. */
+static void test_delete_keeps_marks(void **state)
+{
+    bnb_store_t *st = open_db("marks", 0);
+    bnb_write_t del = {.op = BNB_WRITE_DELETE, .coll = "t", .id = "m1", .expect_version = -1};
+    int64_t v = 99;
+    (void)state;
+
+    assert_int_equal(put_event(st, "m1", 0, 1, "ev-a", NULL), 0);
+    assert_int_equal(put_event(st, "m1", 1, 2, NULL, NULL), 0);
+    assert_int_equal(st->ops->commit(st, &del, NULL, 0, "ev-b", &v), 0);
+    assert_int_equal(v, 0);
+    assert_int_equal(st->ops->commit(st, &del, NULL, 0, "ev-b", &v), BNB_EALREADY);
+    assert_int_equal(put_event(st, "m1", -1, 5, "ev-a", NULL), BNB_EALREADY);
+    assert_int_equal(put_event(st, "m1", 0, 5, "ev-c", NULL), 0);
+    assert_int_equal(get_n(st, "m1", &v), 5);
+    assert_int_equal(v, 1);
+    bnb_storage_close(st);
+}
+
 /* 16 threads on a pool of 2 connections: callers wait, none fails. */
 #define NTH  16
 #define NOPS 20
@@ -283,6 +303,7 @@ int main(void)
         cmocka_unit_test(test_missing_directory),
         cmocka_unit_test(test_wal_and_schema),
         cmocka_unit_test(test_rollback_midway),
+        cmocka_unit_test(test_delete_keeps_marks),
         cmocka_unit_test(test_small_pool_many_threads),
         cmocka_unit_test(test_io_error_is_logged),
     };
