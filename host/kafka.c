@@ -1,0 +1,640 @@
+/* Kafka event channel (librdkafka): an idempotent producer that waits for
+ * every delivery report, and one consumer thread per subscription that
+ * commits an offset only after the consumer's fn stored the effect. */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+
+#include "bnb_build_config.h"
+#include "bnb_plugin.h"
+#include "channel.h"
+#include "log.h"
+
+#define KAFKA_BACKOFF_MIN_MS   100
+#define KAFKA_BACKOFF_MAX_MS   2000
+#define KAFKA_POLL_MS          100
+#define KAFKA_READY_CACHE_MS   1000
+#define KAFKA_READY_TIMEOUT_MS 1000
+#define KAFKA_ADMIN_TIMEOUT_MS 10000
+
+static const char *const default_topics[] = {"bearbnb.room", "bearbnb.reservation", "bearbnb.payment"};
+
+typedef struct kafka_channel kafka_channel_t;
+
+typedef struct kafka_consumer {
+    kafka_channel_t *ch;
+    rd_kafka_t *rk;
+    pthread_t thread;
+    char *group;
+    bnb_channel_deliver_fn fn;
+    void *ud;
+    struct kafka_consumer *next;
+} kafka_consumer_t;
+
+struct kafka_channel {
+    bnb_channel_t base;
+    char *brokers;
+    char *client_id;
+    rd_kafka_t *producer;
+    pthread_t poller;
+    bool poller_started;
+    atomic_bool stopping;
+    pthread_mutex_t lock; /* consumers, ready cache */
+    kafka_consumer_t *consumers;
+    int64_t ready_checked_ms;
+    int ready_cached;
+};
+
+/* One publish() call: its delivery reports arrive on the poller thread.
+ * refs = messages still in flight + 1 for the caller, so a caller that gave
+ * up (timeout) leaves the batch to the last delivery report to free. */
+typedef struct kafka_batch {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int refs;
+    int outstanding;
+    int failed;
+} kafka_batch_t;
+
+static int64_t now_ms(int clk)
+{
+    struct timespec ts;
+    clock_gettime(clk, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* One JSON log line (host/log.c) with "component":"kafka" and up to three
+ * string fields, escaped by jansson. */
+static void klog(bnb_log_level_t level, const char *msg, const char *client, const char *key1, const char *val1,
+                 const char *key2, const char *val2)
+{
+    json_t *o = json_pack("{s:s}", "component", "kafka");
+    if (!o)
+        return;
+    if (client)
+        json_object_set_new(o, "client", json_string(client));
+    if (key1 && val1)
+        json_object_set_new(o, key1, json_string(val1));
+    if (key2 && val2)
+        json_object_set_new(o, key2, json_string(val2));
+    char *s = json_dumps(o, JSON_COMPACT);
+    size_t n = s ? strlen(s) : 0;
+    if (n >= 2 && s[0] == '{' && s[n - 1] == '}') {
+        s[n - 1] = '\0';
+        bnb__logf(level, s + 1, "%s", msg);
+    } else {
+        bnb__logf(level, NULL, "%s", msg);
+    }
+    free(s);
+    json_decref(o);
+}
+
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    (void)opaque;
+    bool fatal = err == RD_KAFKA_RESP_ERR__FATAL;
+    klog(fatal ? BNB_LOG_ERROR : BNB_LOG_WARN, "kafka client error", rd_kafka_name(rk), "error",
+         rd_kafka_err2name((rd_kafka_resp_err_t)err), "reason", reason);
+}
+
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    klog(level <= 3   ? BNB_LOG_ERROR
+         : level <= 4 ? BNB_LOG_WARN
+         : level <= 6 ? BNB_LOG_INFO
+                      : BNB_LOG_DEBUG,
+         buf, rd_kafka_name(rk), "facility", fac, NULL, NULL);
+}
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    kafka_batch_t *b = m->_private;
+    if (!b)
+        return;
+    pthread_mutex_lock(&b->mu);
+    if (m->err)
+        b->failed++;
+    b->outstanding--;
+    int refs = --b->refs;
+    pthread_cond_broadcast(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+    if (refs == 0) {
+        pthread_cond_destroy(&b->cv);
+        pthread_mutex_destroy(&b->mu);
+        free(b);
+    }
+}
+
+static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+    (void)opaque;
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR || err == RD_KAFKA_RESP_ERR__NO_OFFSET)
+        return;
+    klog(BNB_LOG_WARN, "offset commit failed", rd_kafka_name(rk), "error", rd_kafka_err2name(err), NULL, NULL);
+    for (int i = 0; offsets && i < offsets->cnt; i++) {
+        if (offsets->elems[i].err)
+            klog(BNB_LOG_WARN, "offset commit failed for partition", rd_kafka_name(rk), "topic",
+                 offsets->elems[i].topic, "error", rd_kafka_err2name(offsets->elems[i].err));
+    }
+}
+
+static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errbuf, size_t errlen)
+{
+    if (rd_kafka_conf_set(conf, k, v, errbuf, errlen) != RD_KAFKA_CONF_OK)
+        return BNB_EINVAL;
+    return 0;
+}
+
+static rd_kafka_conf_t *base_conf(kafka_channel_t *ch, const char *client_id, char *errbuf, size_t errlen)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (!conf)
+        return NULL;
+    if (conf_set(conf, "bootstrap.servers", ch->brokers, errbuf, errlen) ||
+        conf_set(conf, "client.id", client_id, errbuf, errlen) ||
+        conf_set(conf, "socket.keepalive.enable", "true", errbuf, errlen) ||
+        conf_set(conf, "reconnect.backoff.max.ms", "2000", errbuf, errlen)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_conf_set_error_cb(conf, on_error);
+    rd_kafka_conf_set_log_cb(conf, on_log);
+    rd_kafka_conf_set_opaque(conf, ch);
+    return conf;
+}
+
+static void *poller_main(void *arg)
+{
+    kafka_channel_t *ch = arg;
+    while (!atomic_load(&ch->stopping))
+        rd_kafka_poll(ch->producer, KAFKA_POLL_MS);
+    return NULL;
+}
+
+/* ------------------------------------------------------------- publish */
+
+static int kafka_publish(bnb_channel_t *base, const bnb_outbox_entry_t *entries, size_t n, int timeout_ms)
+{
+    kafka_channel_t *ch = (kafka_channel_t *)base;
+    if (n == 0)
+        return 0;
+    if (!entries)
+        return BNB_EINVAL;
+    kafka_batch_t *b = calloc(1, sizeof *b);
+    if (!b)
+        return BNB_ENOMEM;
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&b->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    b->refs = 1;
+
+    int64_t deadline = now_ms(CLOCK_MONOTONIC) + (timeout_ms > 0 ? timeout_ms : 0);
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        const bnb_outbox_entry_t *e = &entries[i];
+        if (!e->topic || !e->payload) {
+            rc = BNB_EINVAL;
+            break;
+        }
+        pthread_mutex_lock(&b->mu);
+        b->refs++;
+        b->outstanding++;
+        pthread_mutex_unlock(&b->mu);
+        rd_kafka_resp_err_t err;
+        for (;;) {
+            err = rd_kafka_producev(ch->producer, RD_KAFKA_V_TOPIC(e->topic),
+                                    RD_KAFKA_V_KEY(e->key, e->key ? strlen(e->key) : 0),
+                                    RD_KAFKA_V_VALUE(e->payload, strlen(e->payload)),
+                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(b), RD_KAFKA_V_END);
+            if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || now_ms(CLOCK_MONOTONIC) >= deadline)
+                break;
+            struct timespec pause = {0, 10 * 1000000L}; /* the poller drains the queue */
+            nanosleep(&pause, NULL);
+        }
+        if (err) {
+            pthread_mutex_lock(&b->mu);
+            b->refs--;
+            b->outstanding--;
+            pthread_mutex_unlock(&b->mu);
+            klog(BNB_LOG_WARN, "produce failed", ch->client_id, "topic", e->topic, "error", rd_kafka_err2name(err));
+            rc = err == RD_KAFKA_RESP_ERR__QUEUE_FULL ? BNB_ETIMEDOUT : BNB_EIO;
+            break;
+        }
+    }
+
+    /* Wait for the delivery reports of everything produced (even after a
+     * produce error: those messages may still be written). */
+    pthread_mutex_lock(&b->mu);
+    while (b->outstanding > 0) {
+        int64_t left = deadline - now_ms(CLOCK_MONOTONIC);
+        if (left <= 0)
+            break;
+        struct timespec abs;
+        clock_gettime(CLOCK_MONOTONIC, &abs);
+        abs.tv_sec += left / 1000;
+        abs.tv_nsec += (left % 1000) * 1000000L;
+        if (abs.tv_nsec >= 1000000000L) {
+            abs.tv_sec++;
+            abs.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&b->cv, &b->mu, &abs);
+    }
+    if (rc == 0 && b->outstanding > 0)
+        rc = BNB_ETIMEDOUT;
+    if (rc == 0 && b->failed > 0)
+        rc = BNB_EIO;
+    int refs = --b->refs;
+    pthread_mutex_unlock(&b->mu);
+    if (refs == 0) {
+        pthread_cond_destroy(&b->cv);
+        pthread_mutex_destroy(&b->mu);
+        free(b);
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------- consume */
+
+/* Sleep up to ms, waking early when the channel closes. */
+static void backoff_sleep(kafka_channel_t *ch, int ms)
+{
+    while (ms > 0 && !atomic_load(&ch->stopping)) {
+        int step = ms < 50 ? ms : 50;
+        struct timespec ts = {0, step * 1000000L};
+        nanosleep(&ts, NULL);
+        ms -= step;
+    }
+}
+
+static void *consumer_main(void *arg)
+{
+    kafka_consumer_t *c = arg;
+    kafka_channel_t *ch = c->ch;
+    int backoff = KAFKA_BACKOFF_MIN_MS;
+    char *buf = NULL;
+    size_t cap = 0;
+
+    while (!atomic_load(&ch->stopping)) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, KAFKA_POLL_MS);
+        if (!m)
+            continue;
+        if (m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                klog(BNB_LOG_WARN, "consumer error", rd_kafka_name(c->rk), "error", rd_kafka_err2name(m->err), "reason",
+                     rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        /* fn gets a NUL-terminated copy */
+        if (m->len + 1 > cap) {
+            char *nb = realloc(buf, m->len + 1);
+            if (!nb) {
+                klog(BNB_LOG_ERROR, "out of memory", rd_kafka_name(c->rk), NULL, NULL, NULL, NULL);
+                goto retry;
+            }
+            buf = nb;
+            cap = m->len + 1;
+        }
+        if (m->len)
+            memcpy(buf, m->payload, m->len);
+        buf[m->len] = '\0';
+
+        const char *topic = rd_kafka_topic_name(m->rkt);
+        if (c->fn(c->ud, topic, buf, m->len) == 0) {
+            rd_kafka_resp_err_t err = rd_kafka_commit_message(c->rk, m, 1 /* async */);
+            if (err)
+                klog(BNB_LOG_WARN, "offset commit failed", rd_kafka_name(c->rk), "error", rd_kafka_err2name(err), NULL,
+                     NULL);
+            backoff = KAFKA_BACKOFF_MIN_MS;
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+    retry:;
+        /* Not stored: rewind this partition to the same offset so the
+         * message comes again; nothing after it is committed meanwhile. */
+        char off[32];
+        snprintf(off, sizeof off, "%" PRId64, m->offset);
+        klog(BNB_LOG_WARN, "consumer failed, will redeliver", rd_kafka_name(c->rk), "topic",
+             rd_kafka_topic_name(m->rkt), "offset", off);
+        rd_kafka_topic_partition_list_t *tp = rd_kafka_topic_partition_list_new(1);
+        if (tp) {
+            rd_kafka_topic_partition_list_add(tp, rd_kafka_topic_name(m->rkt), m->partition)->offset = m->offset;
+            rd_kafka_error_t *e = rd_kafka_seek_partitions(c->rk, tp, 2000);
+            if (e) {
+                klog(BNB_LOG_WARN, "seek failed", rd_kafka_name(c->rk), "error", rd_kafka_error_name(e), "reason",
+                     rd_kafka_error_string(e));
+                rd_kafka_error_destroy(e);
+            } else if (tp->elems[0].err) {
+                klog(BNB_LOG_WARN, "seek failed", rd_kafka_name(c->rk), "error", rd_kafka_err2name(tp->elems[0].err),
+                     NULL, NULL);
+            }
+            rd_kafka_topic_partition_list_destroy(tp);
+        }
+        rd_kafka_message_destroy(m);
+        backoff_sleep(ch, backoff);
+        backoff = backoff * 2 > KAFKA_BACKOFF_MAX_MS ? KAFKA_BACKOFF_MAX_MS : backoff * 2;
+    }
+    free(buf);
+    rd_kafka_resp_err_t err = rd_kafka_consumer_close(c->rk);
+    if (err)
+        klog(BNB_LOG_WARN, "consumer close", rd_kafka_name(c->rk), "error", rd_kafka_err2name(err), NULL, NULL);
+    return NULL;
+}
+
+static void consumer_free(kafka_consumer_t *c)
+{
+    if (!c)
+        return;
+    if (c->rk)
+        rd_kafka_destroy(c->rk);
+    free(c->group);
+    free(c);
+}
+
+static int kafka_subscribe(bnb_channel_t *base, const char *group, const char *const *topics, size_t ntopics,
+                           bnb_channel_deliver_fn fn, void *ud)
+{
+    kafka_channel_t *ch = (kafka_channel_t *)base;
+    char errbuf[512] = "";
+    rd_kafka_conf_t *conf = NULL;
+    rd_kafka_topic_partition_list_t *tl = NULL;
+    kafka_consumer_t *c = NULL;
+    char *cid = NULL;
+    int rc = BNB_EIO;
+
+    if (!group || !*group || !topics || ntopics == 0 || !fn)
+        return BNB_EINVAL;
+    c = calloc(1, sizeof *c);
+    if (!c || !(c->group = strdup(group)) || asprintf(&cid, "%s-%s", ch->client_id, group) < 0) {
+        cid = NULL;
+        rc = BNB_ENOMEM;
+        goto fail;
+    }
+    c->ch = ch;
+    c->fn = fn;
+    c->ud = ud;
+    conf = base_conf(ch, cid, errbuf, sizeof errbuf);
+    if (!conf || conf_set(conf, "group.id", group, errbuf, sizeof errbuf) ||
+        conf_set(conf, "enable.auto.commit", "false", errbuf, sizeof errbuf) ||
+        conf_set(conf, "enable.auto.offset.store", "false", errbuf, sizeof errbuf) ||
+        conf_set(conf, "auto.offset.reset", "earliest", errbuf, sizeof errbuf) ||
+        conf_set(conf, "allow.auto.create.topics", "true", errbuf, sizeof errbuf) ||
+        conf_set(conf, "topic.metadata.refresh.interval.ms", "10000", errbuf, sizeof errbuf)) {
+        rc = BNB_EINVAL;
+        goto fail;
+    }
+    rd_kafka_conf_set_offset_commit_cb(conf, on_commit);
+    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errbuf, sizeof errbuf);
+    if (!c->rk)
+        goto fail;
+    conf = NULL; /* owned by rk now */
+    rd_kafka_poll_set_consumer(c->rk);
+    tl = rd_kafka_topic_partition_list_new((int)ntopics);
+    if (!tl) {
+        rc = BNB_ENOMEM;
+        goto fail;
+    }
+    for (size_t i = 0; i < ntopics; i++)
+        rd_kafka_topic_partition_list_add(tl, topics[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(c->rk, tl);
+    if (err) {
+        snprintf(errbuf, sizeof errbuf, "subscribe: %s", rd_kafka_err2str(err));
+        goto fail;
+    }
+    rd_kafka_topic_partition_list_destroy(tl);
+    tl = NULL;
+    if (pthread_create(&c->thread, NULL, consumer_main, c) != 0) {
+        rd_kafka_consumer_close(c->rk);
+        snprintf(errbuf, sizeof errbuf, "pthread_create failed");
+        goto fail;
+    }
+    pthread_mutex_lock(&ch->lock);
+    c->next = ch->consumers;
+    ch->consumers = c;
+    pthread_mutex_unlock(&ch->lock);
+    free(cid);
+    return 0;
+
+fail:
+    klog(BNB_LOG_ERROR, "kafka subscribe failed", ch->client_id, "group", group, "reason", errbuf);
+    if (tl)
+        rd_kafka_topic_partition_list_destroy(tl);
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    consumer_free(c);
+    free(cid);
+    return rc;
+}
+
+/* ------------------------------------------------------------- ready, close */
+
+static int kafka_ready(bnb_channel_t *base)
+{
+    kafka_channel_t *ch = (kafka_channel_t *)base;
+    pthread_mutex_lock(&ch->lock);
+    int64_t now = now_ms(CLOCK_MONOTONIC);
+    if (ch->ready_checked_ms && now - ch->ready_checked_ms < KAFKA_READY_CACHE_MS) {
+        int r = ch->ready_cached;
+        pthread_mutex_unlock(&ch->lock);
+        return r;
+    }
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(ch->producer, 0, NULL, &md, KAFKA_READY_TIMEOUT_MS);
+    int r = err == RD_KAFKA_RESP_ERR_NO_ERROR && md && md->broker_cnt > 0;
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    ch->ready_cached = r;
+    ch->ready_checked_ms = now_ms(CLOCK_MONOTONIC);
+    pthread_mutex_unlock(&ch->lock);
+    return r;
+}
+
+static void kafka_close(bnb_channel_t *base, int timeout_ms)
+{
+    kafka_channel_t *ch = (kafka_channel_t *)base;
+    if (!ch)
+        return;
+    atomic_store(&ch->stopping, true);
+    pthread_mutex_lock(&ch->lock);
+    kafka_consumer_t *c = ch->consumers;
+    ch->consumers = NULL;
+    pthread_mutex_unlock(&ch->lock);
+    while (c) {
+        kafka_consumer_t *next = c->next;
+        pthread_join(c->thread, NULL);
+        consumer_free(c);
+        c = next;
+    }
+    if (ch->producer) {
+        rd_kafka_resp_err_t err = rd_kafka_flush(ch->producer, timeout_ms > 0 ? timeout_ms : 0);
+        if (err)
+            klog(BNB_LOG_WARN, "producer flush incomplete at close", ch->client_id, "error", rd_kafka_err2name(err),
+                 NULL, NULL);
+        /* Undelivered messages get a (failed) delivery report, so every
+         * batch of a publish() that timed out is freed. */
+        rd_kafka_purge(ch->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_flush(ch->producer, 1000);
+        if (ch->poller_started)
+            pthread_join(ch->poller, NULL);
+        rd_kafka_poll(ch->producer, 0);
+        rd_kafka_destroy(ch->producer);
+    }
+    pthread_mutex_destroy(&ch->lock);
+    free(ch->brokers);
+    free(ch->client_id);
+    free(ch);
+}
+
+static const bnb_channel_ops_t kafka_ops = {
+    .name = "kafka",
+    .publish = kafka_publish,
+    .subscribe = kafka_subscribe,
+    .ready = kafka_ready,
+    .close = kafka_close,
+};
+
+/* ------------------------------------------------------------- open */
+
+static int create_topics(kafka_channel_t *ch, const char *const *topics, size_t n, int partitions, char *errbuf,
+                         size_t errlen)
+{
+    int rc = BNB_EIO;
+    rd_kafka_NewTopic_t **nt = calloc(n, sizeof *nt);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(ch->producer);
+    rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(ch->producer, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    rd_kafka_event_t *ev = NULL;
+    if (!nt || !q || !opts) {
+        rc = BNB_ENOMEM;
+        goto fail;
+    }
+    for (size_t i = 0; i < n; i++) {
+        nt[i] = rd_kafka_NewTopic_new(topics[i], partitions, 1, errbuf, errlen);
+        if (!nt[i]) {
+            rc = BNB_EINVAL;
+            goto fail;
+        }
+    }
+    rd_kafka_AdminOptions_set_request_timeout(opts, KAFKA_ADMIN_TIMEOUT_MS - 1000, errbuf, errlen);
+    rd_kafka_AdminOptions_set_operation_timeout(opts, 5000, errbuf, errlen);
+    rd_kafka_CreateTopics(ch->producer, nt, n, opts, q);
+    ev = rd_kafka_queue_poll(q, KAFKA_ADMIN_TIMEOUT_MS);
+    if (!ev) {
+        snprintf(errbuf, errlen, "kafka %s: CreateTopics timed out", ch->brokers);
+        rc = BNB_ETIMEDOUT;
+        goto fail;
+    }
+    if (rd_kafka_event_error(ev)) {
+        snprintf(errbuf, errlen, "kafka %s: CreateTopics: %s", ch->brokers, rd_kafka_event_error_string(ev));
+        goto fail;
+    }
+    const rd_kafka_CreateTopics_result_t *res = rd_kafka_event_CreateTopics_result(ev);
+    size_t cnt = 0;
+    const rd_kafka_topic_result_t **tr = res ? rd_kafka_CreateTopics_result_topics(res, &cnt) : NULL;
+    for (size_t i = 0; i < cnt; i++) {
+        rd_kafka_resp_err_t err = rd_kafka_topic_result_error(tr[i]);
+        if (err && err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+            snprintf(errbuf, errlen, "kafka: create topic %s: %s", rd_kafka_topic_result_name(tr[i]),
+                     rd_kafka_topic_result_error_string(tr[i]) ? rd_kafka_topic_result_error_string(tr[i])
+                                                               : rd_kafka_err2str(err));
+            goto fail;
+        }
+    }
+    rc = 0;
+fail:
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    if (nt) {
+        for (size_t i = 0; i < n; i++)
+            if (nt[i])
+                rd_kafka_NewTopic_destroy(nt[i]);
+        free(nt);
+    }
+    if (opts)
+        rd_kafka_AdminOptions_destroy(opts);
+    if (q)
+        rd_kafka_queue_destroy(q);
+    return rc;
+}
+
+int bnb__kafka_open(const bnb_kafka_config_t *cfg, bnb_channel_t **out, char *errbuf, size_t errlen)
+{
+    char tmp[512] = "";
+    rd_kafka_conf_t *conf = NULL;
+    kafka_channel_t *ch = NULL;
+    int rc = BNB_EINVAL;
+    if (!errbuf || errlen == 0) {
+        errbuf = tmp;
+        errlen = sizeof tmp;
+    }
+    errbuf[0] = '\0';
+    if (!cfg || !out || !cfg->brokers || !*cfg->brokers) {
+        snprintf(errbuf, errlen, "kafka: no brokers configured");
+        return BNB_EINVAL;
+    }
+    *out = NULL;
+    ch = calloc(1, sizeof *ch);
+    if (!ch) {
+        snprintf(errbuf, errlen, "kafka: out of memory");
+        return BNB_ENOMEM;
+    }
+    ch->base.ops = &kafka_ops;
+    pthread_mutex_init(&ch->lock, NULL);
+    atomic_init(&ch->stopping, false);
+    ch->brokers = strdup(cfg->brokers);
+    ch->client_id = strdup(cfg->client_id && *cfg->client_id ? cfg->client_id : "bearbnb");
+    if (!ch->brokers || !ch->client_id) {
+        rc = BNB_ENOMEM;
+        goto fail;
+    }
+
+    conf = base_conf(ch, ch->client_id, errbuf, errlen);
+    if (!conf || conf_set(conf, "enable.idempotence", "true", errbuf, errlen) ||
+        conf_set(conf, "acks", "all", errbuf, errlen) || conf_set(conf, "linger.ms", "1", errbuf, errlen) ||
+        conf_set(conf, "message.timeout.ms", "30000", errbuf, errlen)) {
+        goto fail;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    ch->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errbuf, errlen);
+    if (!ch->producer) {
+        rc = BNB_EIO;
+        goto fail;
+    }
+    conf = NULL;
+
+    const char *const *topics = cfg->topics && cfg->ntopics ? cfg->topics : default_topics;
+    size_t ntopics = cfg->topics && cfg->ntopics ? cfg->ntopics : sizeof default_topics / sizeof *default_topics;
+    rc = create_topics(ch, topics, ntopics, cfg->partitions > 0 ? cfg->partitions : 3, errbuf, errlen);
+    if (rc)
+        goto fail;
+
+    if (pthread_create(&ch->poller, NULL, poller_main, ch) != 0) {
+        snprintf(errbuf, errlen, "kafka: pthread_create failed");
+        rc = BNB_ENOMEM;
+        goto fail;
+    }
+    ch->poller_started = true;
+    *out = &ch->base;
+    return 0;
+
+fail:
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    if (!errbuf[0])
+        snprintf(errbuf, errlen, "kafka: open failed");
+    kafka_close(&ch->base, 0);
+    return rc ? rc : BNB_EIO;
+}

@@ -1,0 +1,361 @@
+/* Kafka channel against a real broker (suite infra): BNB_TEST_KAFKA=host:port,
+ * started by `scripts/infra up kafka`. Every run uses its own topics and
+ * consumer groups. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "bnb_build_config.h"
+#include "bnb_plugin.h"
+#include "channel.h"
+
+#define NKEYS    4
+#define PER_KEY  25
+#define MAX_SEEN 1024
+
+static const char *brokers;
+static char run_id[64];
+
+typedef struct seen {
+    pthread_mutex_t mu;
+    int n;
+    char *msgs[MAX_SEEN];
+    /* a message whose payload equals fail_payload fails fail_times times */
+    const char *fail_payload;
+    int fail_times;
+    int fail_calls;
+    int bad_len;
+} seen_t;
+
+static void seen_init(seen_t *s)
+{
+    memset(s, 0, sizeof *s);
+    pthread_mutex_init(&s->mu, NULL);
+}
+
+static void seen_free(seen_t *s)
+{
+    assert_int_equal(s->bad_len, 0);
+    for (int i = 0; i < s->n; i++)
+        free(s->msgs[i]);
+    pthread_mutex_destroy(&s->mu);
+}
+
+static int seen_count(seen_t *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int n = s->n;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+static int deliver(void *ud, const char *topic, const char *payload, size_t len)
+{
+    seen_t *s = ud;
+    (void)topic;
+    pthread_mutex_lock(&s->mu);
+    int rc = 0;
+    if (strlen(payload) != len) { /* must be a NUL-terminated copy */
+        s->bad_len++;
+    } else if (s->fail_payload && strcmp(payload, s->fail_payload) == 0 && s->fail_calls < s->fail_times) {
+        s->fail_calls++;
+        rc = -5;
+    } else if (s->n < MAX_SEEN) {
+        s->msgs[s->n++] = strdup(payload);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static int wait_count(seen_t *s, int want, int timeout_ms)
+{
+    for (int waited = 0; waited < timeout_ms; waited += 50) {
+        if (seen_count(s) >= want)
+            return seen_count(s);
+        usleep(50 * 1000);
+    }
+    return seen_count(s);
+}
+
+static void name(char *buf, size_t len, const char *what)
+{
+    static int seq;
+    snprintf(buf, len, "bnbtest.%s.%s.%d", run_id, what, ++seq);
+}
+
+static bnb_channel_t *open_channel(const char *const *topics, size_t ntopics)
+{
+    bnb_kafka_config_t cfg = {
+        .brokers = brokers, .client_id = "bnb-test", .topics = topics, .ntopics = ntopics, .partitions = 3};
+    bnb_channel_t *ch = NULL;
+    char err[512] = "";
+    int rc = bnb__kafka_open(&cfg, &ch, err, sizeof err);
+    if (rc != 0)
+        fail_msg("bnb__kafka_open(%s) = %d: %s (is the broker up? scripts/infra up kafka)", brokers, rc, err);
+    assert_non_null(ch);
+    return ch;
+}
+
+static int publish(bnb_channel_t *ch, const char *topic, const char *key, const char *payload)
+{
+    bnb_outbox_entry_t e = {
+        .event_id = (char *)payload, .topic = (char *)topic, .key = (char *)key, .payload = (char *)payload};
+    return ch->ops->publish(ch, &e, 1, 10000);
+}
+
+/* Setup: the broker must answer. */
+static int group_setup(void **state)
+{
+    (void)state;
+    brokers = getenv("BNB_TEST_KAFKA");
+    if (!brokers || !*brokers) {
+        fprintf(stderr,
+                "BNB_TEST_KAFKA is not set: run `scripts/infra up kafka` and `eval \"$(scripts/infra env)\"`\n");
+        return -1;
+    }
+    snprintf(run_id, sizeof run_id, "%ld-%d", (long)time(NULL), (int)getpid());
+    return 0;
+}
+
+static void test_ready(void **state)
+{
+    (void)state;
+    char topic[128];
+    name(topic, sizeof topic, "ready");
+    const char *topics[] = {topic};
+    bnb_channel_t *ch = open_channel(topics, 1);
+    assert_int_equal(ch->ops->ready(ch), 1);
+    assert_int_equal(ch->ops->ready(ch), 1); /* cached */
+    ch->ops->close(ch, 1000);
+}
+
+static void test_open_unreachable_fails(void **state)
+{
+    (void)state;
+    /* nothing listens on port 1 */
+    bnb_kafka_config_t cfg = {.brokers = "127.0.0.1:1", .client_id = "bnb-test"};
+    bnb_channel_t *ch = NULL;
+    char err[512] = "";
+    assert_true(bnb__kafka_open(&cfg, &ch, err, sizeof err) < 0);
+    assert_null(ch);
+    assert_true(err[0] != '\0');
+}
+
+/* Publishing to a broker that is not there must not report success. */
+static void test_publish_without_ack_fails(void **state)
+{
+    (void)state;
+    char topic[128];
+    name(topic, sizeof topic, "noack");
+    const char *topics[] = {topic};
+    bnb_channel_t *ch = open_channel(topics, 1);
+    /* ask for an ack within 0 ms: nothing can be acknowledged that fast */
+    bnb_outbox_entry_t e = {.event_id = "x", .topic = topic, .key = "k", .payload = "{}"};
+    assert_int_not_equal(ch->ops->publish(ch, &e, 1, 0), 0);
+    /* with time, the same entry is acknowledged */
+    assert_int_equal(ch->ops->publish(ch, &e, 1, 10000), 0);
+    ch->ops->close(ch, 2000);
+}
+
+static void test_keyed_order(void **state)
+{
+    (void)state;
+    char topic[128], group[128];
+    name(topic, sizeof topic, "order");
+    name(group, sizeof group, "g");
+    const char *topics[] = {topic};
+    bnb_channel_t *ch = open_channel(topics, 1);
+
+    /* one publish() with every entry, interleaving keys */
+    static char keys[NKEYS][16], payloads[NKEYS * PER_KEY][64];
+    bnb_outbox_entry_t entries[NKEYS * PER_KEY];
+    for (int i = 0; i < NKEYS * PER_KEY; i++) {
+        int k = i % NKEYS;
+        snprintf(keys[k], sizeof keys[k], "key-%d", k);
+        snprintf(payloads[i], sizeof payloads[i], "{\"key\":%d,\"seq\":%d}", k, i / NKEYS);
+        entries[i] =
+            (bnb_outbox_entry_t){.event_id = payloads[i], .topic = topic, .key = keys[k], .payload = payloads[i]};
+    }
+    assert_int_equal(ch->ops->publish(ch, entries, NKEYS * PER_KEY, 15000), 0);
+
+    seen_t s;
+    seen_init(&s);
+    assert_int_equal(ch->ops->subscribe(ch, group, topics, 1, deliver, &s), 0);
+    int got = wait_count(&s, NKEYS * PER_KEY, 30000);
+    assert_int_equal(got, NKEYS * PER_KEY);
+    int next[NKEYS] = {0};
+    for (int i = 0; i < got; i++) {
+        int k = -1, seq = -1;
+        assert_int_equal(sscanf(s.msgs[i], "{\"key\":%d,\"seq\":%d}", &k, &seq), 2);
+        assert_true(k >= 0 && k < NKEYS);
+        assert_int_equal(seq, next[k]); /* in order per key, none lost, none twice */
+        next[k]++;
+    }
+    for (int k = 0; k < NKEYS; k++)
+        assert_int_equal(next[k], PER_KEY);
+    ch->ops->close(ch, 2000);
+    seen_free(&s);
+}
+
+/* Several threads publish at once on one channel. */
+typedef struct pub_arg {
+    bnb_channel_t *ch;
+    const char *topic;
+    int id;
+    int rc;
+} pub_arg_t;
+
+static void *pub_thread(void *p)
+{
+    pub_arg_t *a = p;
+    char key[32], payload[64];
+    a->rc = 0;
+    for (int i = 0; i < 20 && a->rc == 0; i++) {
+        snprintf(key, sizeof key, "t%d", a->id);
+        snprintf(payload, sizeof payload, "{\"t\":%d,\"i\":%d}", a->id, i);
+        a->rc = publish(a->ch, a->topic, key, payload);
+    }
+    return NULL;
+}
+
+static void test_concurrent_publish(void **state)
+{
+    (void)state;
+    char topic[128], group[128];
+    name(topic, sizeof topic, "conc");
+    name(group, sizeof group, "g");
+    const char *topics[] = {topic};
+    bnb_channel_t *ch = open_channel(topics, 1);
+    pthread_t th[4];
+    pub_arg_t args[4];
+    for (int i = 0; i < 4; i++) {
+        args[i] = (pub_arg_t){.ch = ch, .topic = topic, .id = i, .rc = -1};
+        assert_int_equal(pthread_create(&th[i], NULL, pub_thread, &args[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(args[i].rc, 0);
+    }
+    seen_t s;
+    seen_init(&s);
+    assert_int_equal(ch->ops->subscribe(ch, group, topics, 1, deliver, &s), 0);
+    assert_int_equal(wait_count(&s, 80, 30000), 80);
+    int next[4] = {0};
+    for (int i = 0; i < 80; i++) {
+        int t = -1, n = -1;
+        assert_int_equal(sscanf(s.msgs[i], "{\"t\":%d,\"i\":%d}", &t, &n), 2);
+        assert_true(t >= 0 && t < 4);
+        assert_int_equal(n, next[t]);
+        next[t]++;
+    }
+    ch->ops->close(ch, 2000);
+    seen_free(&s);
+}
+
+/* A failed delivery comes again (not skipped, nothing after it on that key
+ * overtakes it) and offsets are committed only after success. */
+static void test_redeliver_and_commit(void **state)
+{
+    (void)state;
+    char topic[128], group[128];
+    name(topic, sizeof topic, "redeliver");
+    name(group, sizeof group, "g");
+    const char *topics[] = {topic};
+    bnb_channel_t *ch = open_channel(topics, 1);
+    const char *msgs[] = {"{\"n\":0}", "{\"n\":1}", "{\"n\":2}", "{\"n\":3}"};
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(publish(ch, topic, "same-key", msgs[i]), 0);
+
+    seen_t s;
+    seen_init(&s);
+    s.fail_payload = msgs[1];
+    s.fail_times = 2;
+    assert_int_equal(ch->ops->subscribe(ch, group, topics, 1, deliver, &s), 0);
+    assert_int_equal(wait_count(&s, 4, 30000), 4);
+    usleep(500 * 1000); /* nothing more comes (no duplicates after success) */
+    pthread_mutex_lock(&s.mu);
+    assert_int_equal(s.n, 4);
+    assert_int_equal(s.fail_calls, 2);
+    for (int i = 0; i < 4; i++)
+        assert_string_equal(s.msgs[i], msgs[i]);
+    pthread_mutex_unlock(&s.mu);
+    ch->ops->close(ch, 2000);
+    seen_free(&s);
+
+    /* Same group again: everything was committed, only new messages come. */
+    ch = open_channel(topics, 1);
+    assert_int_equal(publish(ch, topic, "same-key", "{\"n\":4}"), 0);
+    seen_init(&s);
+    assert_int_equal(ch->ops->subscribe(ch, group, topics, 1, deliver, &s), 0);
+    assert_int_equal(wait_count(&s, 1, 30000), 1);
+    usleep(1500 * 1000);
+    pthread_mutex_lock(&s.mu);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.msgs[0], "{\"n\":4}");
+    pthread_mutex_unlock(&s.mu);
+    ch->ops->close(ch, 2000);
+    seen_free(&s);
+}
+
+/* A message that keeps failing is never committed: a new consumer of the
+ * same group gets it again. */
+static void test_uncommitted_redelivered_to_next_consumer(void **state)
+{
+    (void)state;
+    char topic[128], group[128];
+    name(topic, sizeof topic, "uncommitted");
+    name(group, sizeof group, "g");
+    const char *topics[] = {topic};
+    bnb_channel_t *ch = open_channel(topics, 1);
+    assert_int_equal(publish(ch, topic, "k", "{\"n\":0}"), 0);
+    assert_int_equal(publish(ch, topic, "k", "{\"poison\":1}"), 0);
+    assert_int_equal(publish(ch, topic, "k", "{\"n\":2}"), 0);
+
+    seen_t s;
+    seen_init(&s);
+    s.fail_payload = "{\"poison\":1}";
+    s.fail_times = 1000;
+    assert_int_equal(ch->ops->subscribe(ch, group, topics, 1, deliver, &s), 0);
+    assert_int_equal(wait_count(&s, 1, 30000), 1);
+    usleep(1500 * 1000);
+    pthread_mutex_lock(&s.mu);
+    assert_int_equal(s.n, 1);       /* n:2 never overtook the failing one */
+    assert_true(s.fail_calls >= 2); /* it was retried */
+    pthread_mutex_unlock(&s.mu);
+    ch->ops->close(ch, 2000);
+    seen_free(&s);
+
+    ch = open_channel(topics, 1);
+    seen_init(&s);
+    assert_int_equal(ch->ops->subscribe(ch, group, topics, 1, deliver, &s), 0);
+    assert_int_equal(wait_count(&s, 2, 30000), 2);
+    pthread_mutex_lock(&s.mu);
+    assert_string_equal(s.msgs[0], "{\"poison\":1}");
+    assert_string_equal(s.msgs[1], "{\"n\":2}");
+    pthread_mutex_unlock(&s.mu);
+    ch->ops->close(ch, 2000);
+    seen_free(&s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ready),
+        cmocka_unit_test(test_open_unreachable_fails),
+        cmocka_unit_test(test_publish_without_ack_fails),
+        cmocka_unit_test(test_keyed_order),
+        cmocka_unit_test(test_concurrent_publish),
+        cmocka_unit_test(test_redeliver_and_commit),
+        cmocka_unit_test(test_uncommitted_redelivered_to_next_consumer),
+    };
+    return cmocka_run_group_tests_name("host/kafka", tests, group_setup, NULL);
+}
