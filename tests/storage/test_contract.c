@@ -27,6 +27,42 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+static const char *rc_name(int rc)
+{
+    switch (rc) {
+    case BNB_OK:
+        return "OK";
+    case BNB_EPERM:
+        return "EPERM";
+    case BNB_ENOENT:
+        return "ENOENT";
+    case BNB_EIO:
+        return "EIO";
+    case BNB_EAGAIN:
+        return "EAGAIN";
+    case BNB_ENOMEM:
+        return "ENOMEM";
+    case BNB_EEXIST:
+        return "EEXIST";
+    case BNB_EINVAL:
+        return "EINVAL";
+    case BNB_EALREADY:
+        return "EALREADY";
+    case BNB_ETIMEDOUT:
+        return "ETIMEDOUT";
+    default:
+        return "?";
+    }
+}
+
+/* Like assert_int_equal for BNB return codes, with readable names. */
+#define assert_rc(expr, want)                                                                                          \
+    do {                                                                                                               \
+        int rc_ = (expr), want_ = (want);                                                                              \
+        if (rc_ != want_)                                                                                              \
+            fail_msg("%s returned %d (%s), expected %d (%s)", #expr, rc_, rc_name(rc_), want_, rc_name(want_));        \
+    } while (0)
+
 #define TOPIC "bearbnb.test"
 
 static struct {
@@ -96,7 +132,7 @@ static int get_n(const char *coll, const char *id, int64_t *ver)
     int64_t v = -99;
     int n;
 
-    assert_int_equal(fx.st->ops->get(fx.st, coll, id, &b, &v), 0);
+    assert_rc(fx.st->ops->get(fx.st, coll, id, &b, &v), 0);
     assert_non_null(b);
     assert_true(json_is_object(b));
     assert_true(json_is_integer(json_object_get(b, "n")));
@@ -111,7 +147,7 @@ static void assert_absent(const char *coll, const char *id)
 {
     json_t *b = NULL;
     int64_t v = 0;
-    assert_int_equal(fx.st->ops->get(fx.st, coll, id, &b, &v), BNB_ENOENT);
+    assert_rc(fx.st->ops->get(fx.st, coll, id, &b, &v), BNB_ENOENT);
     assert_null(b);
 }
 
@@ -144,7 +180,7 @@ static void drain(drained_t *d, size_t chunk)
         size_t n = 0;
         const char **ids;
 
-        assert_int_equal(fx.st->ops->outbox_fetch(fx.st, chunk, &e, &n), 0);
+        assert_rc(fx.st->ops->outbox_fetch(fx.st, chunk, &e, &n), 0);
         assert_true(n <= chunk);
         if (n == 0) {
             free(e);
@@ -171,7 +207,7 @@ static void drain(drained_t *d, size_t chunk)
             ids[i] = e[i].event_id;
         }
         d->n += n;
-        assert_int_equal(fx.st->ops->outbox_ack(fx.st, ids, n), 0);
+        assert_rc(fx.st->ops->outbox_ack(fx.st, ids, n), 0);
         free(ids);
         bnb_outbox_entries_free(e, n);
     }
@@ -293,7 +329,7 @@ static void test_backend_lookup(void **state)
 static void test_ping(void **state)
 {
     (void)state;
-    assert_int_equal(fx.st->ops->ping(fx.st), 0);
+    assert_rc(fx.st->ops->ping(fx.st), 0);
 }
 
 static void test_create_only(void **state)
@@ -301,15 +337,15 @@ static void test_create_only(void **state)
     int64_t v = 0;
     (void)state;
 
-    assert_int_equal(put("create", "c1", 0, 10, &v), 0);
+    assert_rc(put("create", "c1", 0, 10, &v), 0);
     assert_int_equal(v, 1);
     v = 77;
-    assert_int_equal(put("create", "c1", 0, 11, &v), BNB_EEXIST);
+    assert_rc(put("create", "c1", 0, 11, &v), BNB_EEXIST);
     assert_int_equal(v, 77); /* untouched on failure */
     assert_int_equal(get_n("create", "c1", &v), 10);
     assert_int_equal(v, 1);
     /* same id in another collection is another document */
-    assert_int_equal(put("create2", "c1", 0, 12, &v), 0);
+    assert_rc(put("create2", "c1", 0, 12, &v), 0);
     assert_int_equal(v, 1);
     assert_int_equal(get_n("create", "c1", NULL), 10);
 }
@@ -320,13 +356,13 @@ static void test_versions_count_up(void **state)
     (void)state;
 
     for (int i = 1; i <= 5; i++) {
-        assert_int_equal(put("ver", "v1", -1, i, &v), 0);
+        assert_rc(put("ver", "v1", -1, i, &v), 0);
         assert_int_equal(v, i);
         assert_int_equal(get_n("ver", "v1", &got), i);
         assert_int_equal(got, i);
     }
     /* new_version may be NULL */
-    assert_int_equal(put("ver", "v1", 5, 6, NULL), 0);
+    assert_rc(put("ver", "v1", 5, 6, NULL), 0);
     assert_int_equal(get_n("ver", "v1", &got), 6);
     assert_int_equal(got, 6);
 }
@@ -336,17 +372,17 @@ static void test_cas(void **state)
     int64_t v = 0;
     (void)state;
 
-    assert_int_equal(put("cas", "k1", 0, 1, &v), 0);
-    assert_int_equal(put("cas", "k1", 1, 2, &v), 0);
+    assert_rc(put("cas", "k1", 0, 1, &v), 0);
+    assert_rc(put("cas", "k1", 1, 2, &v), 0);
     assert_int_equal(v, 2);
     /* stale version */
-    assert_int_equal(put("cas", "k1", 1, 3, &v), BNB_EEXIST);
+    assert_rc(put("cas", "k1", 1, 3, &v), BNB_EEXIST);
     /* future version */
-    assert_int_equal(put("cas", "k1", 9, 3, &v), BNB_EEXIST);
+    assert_rc(put("cas", "k1", 9, 3, &v), BNB_EEXIST);
     assert_int_equal(get_n("cas", "k1", &v), 2);
     assert_int_equal(v, 2);
     /* absent document */
-    assert_int_equal(put("cas", "nope", 1, 1, &v), BNB_ENOENT);
+    assert_rc(put("cas", "nope", 1, 1, &v), BNB_ENOENT);
     assert_absent("cas", "nope");
 }
 
@@ -355,9 +391,9 @@ static void test_unconditional(void **state)
     int64_t v = 0;
     (void)state;
 
-    assert_int_equal(put("uncond", "u1", -1, 1, &v), 0);
+    assert_rc(put("uncond", "u1", -1, 1, &v), 0);
     assert_int_equal(v, 1);
-    assert_int_equal(put("uncond", "u1", -1, 2, &v), 0);
+    assert_rc(put("uncond", "u1", -1, 2, &v), 0);
     assert_int_equal(v, 2);
     assert_int_equal(get_n("uncond", "u1", &v), 2);
     assert_int_equal(v, 2);
@@ -368,17 +404,17 @@ static void test_touch(void **state)
     int64_t v = 0;
     (void)state;
 
-    assert_int_equal(put("touch", "t1", 0, 42, &v), 0);
-    assert_int_equal(commit1(BNB_WRITE_TOUCH, "touch", "t1", 1, NULL, NULL, NULL, NULL, NULL, 0, &v), 0);
+    assert_rc(put("touch", "t1", 0, 42, &v), 0);
+    assert_rc(commit1(BNB_WRITE_TOUCH, "touch", "t1", 1, NULL, NULL, NULL, NULL, NULL, 0, &v), 0);
     assert_int_equal(v, 2);
-    assert_int_equal(commit1(BNB_WRITE_TOUCH, "touch", "t1", -1, NULL, NULL, NULL, NULL, NULL, 0, &v), 0);
+    assert_rc(commit1(BNB_WRITE_TOUCH, "touch", "t1", -1, NULL, NULL, NULL, NULL, NULL, 0, &v), 0);
     assert_int_equal(v, 3);
     assert_int_equal(get_n("touch", "t1", &v), 42); /* body unchanged */
     assert_int_equal(v, 3);
-    assert_int_equal(commit1(BNB_WRITE_TOUCH, "touch", "t1", 1, NULL, NULL, NULL, NULL, NULL, 0, &v), BNB_EEXIST);
-    assert_int_equal(commit1(BNB_WRITE_TOUCH, "touch", "t1", 0, NULL, NULL, NULL, NULL, NULL, 0, &v), BNB_EEXIST);
-    assert_int_equal(commit1(BNB_WRITE_TOUCH, "touch", "absent", -1, NULL, NULL, NULL, NULL, NULL, 0, &v), BNB_ENOENT);
-    assert_int_equal(commit1(BNB_WRITE_TOUCH, "touch", "absent", 3, NULL, NULL, NULL, NULL, NULL, 0, &v), BNB_ENOENT);
+    assert_rc(commit1(BNB_WRITE_TOUCH, "touch", "t1", 1, NULL, NULL, NULL, NULL, NULL, 0, &v), BNB_EEXIST);
+    assert_rc(commit1(BNB_WRITE_TOUCH, "touch", "t1", 0, NULL, NULL, NULL, NULL, NULL, 0, &v), BNB_EEXIST);
+    assert_rc(commit1(BNB_WRITE_TOUCH, "touch", "absent", -1, NULL, NULL, NULL, NULL, NULL, 0, &v), BNB_ENOENT);
+    assert_rc(commit1(BNB_WRITE_TOUCH, "touch", "absent", 3, NULL, NULL, NULL, NULL, NULL, 0, &v), BNB_ENOENT);
     assert_absent("touch", "absent");
     assert_int_equal(get_n("touch", "t1", &v), 42);
     assert_int_equal(v, 3);
@@ -395,21 +431,21 @@ static void test_delete_keeps_outbox(void **state)
     drain_all();
     new_event_id(e1, sizeof(e1), "created");
     new_event_id(e2, sizeof(e2), "deleted");
-    assert_int_equal(commit1(BNB_WRITE_PUT, "del", "d1", 0, b, "k", NULL, NULL, e1, 1, &v), 0);
+    assert_rc(commit1(BNB_WRITE_PUT, "del", "d1", 0, b, "k", NULL, NULL, e1, 1, &v), 0);
     assert_int_equal(v, 1);
     /* wrong version: nothing deleted */
-    assert_int_equal(commit1(BNB_WRITE_DELETE, "del", "d1", 4, NULL, NULL, NULL, NULL, NULL, 0, NULL), BNB_EEXIST);
+    assert_rc(commit1(BNB_WRITE_DELETE, "del", "d1", 4, NULL, NULL, NULL, NULL, NULL, 0, NULL), BNB_EEXIST);
     assert_int_equal(get_n("del", "d1", NULL), 5);
-    assert_int_equal(commit1(BNB_WRITE_DELETE, "del", "d1", 1, NULL, NULL, NULL, NULL, e2, 2, NULL), 0);
+    assert_rc(commit1(BNB_WRITE_DELETE, "del", "d1", 1, NULL, NULL, NULL, NULL, e2, 2, NULL), 0);
     assert_absent("del", "d1");
-    assert_int_equal(fx.st->ops->list(fx.st, "del", 0, NULL, &list), 0);
+    assert_rc(fx.st->ops->list(fx.st, "del", 0, NULL, &list), 0);
     assert_int_equal(json_array_size(list), 0);
     json_decref(list);
-    assert_int_equal(fx.st->ops->list(fx.st, "del", 1, "k", &list), 0);
+    assert_rc(fx.st->ops->list(fx.st, "del", 1, "k", &list), 0);
     assert_int_equal(json_array_size(list), 0);
     json_decref(list);
     /* deleting again: no such document */
-    assert_int_equal(commit1(BNB_WRITE_DELETE, "del", "d1", -1, NULL, NULL, NULL, NULL, NULL, 0, NULL), BNB_ENOENT);
+    assert_rc(commit1(BNB_WRITE_DELETE, "del", "d1", -1, NULL, NULL, NULL, NULL, NULL, 0, NULL), BNB_ENOENT);
 
     /* both events are still queued, in commit order */
     drain(&d, 10);
@@ -420,7 +456,7 @@ static void test_delete_keeps_outbox(void **state)
     drained_free(&d);
 
     /* the id can be created again */
-    assert_int_equal(commit1(BNB_WRITE_PUT, "del", "d1", 0, b, NULL, NULL, NULL, NULL, 0, &v), 0);
+    assert_rc(commit1(BNB_WRITE_PUT, "del", "d1", 0, b, NULL, NULL, NULL, NULL, 0, &v), 0);
     assert_int_equal(get_n("del", "d1", NULL), 5);
     json_decref(b);
 }
@@ -440,24 +476,23 @@ static void test_applied_dedupe(void **state)
     new_event_id(o2, sizeof(o2), "out");
     new_event_id(o3, sizeof(o3), "out");
 
-    assert_int_equal(commit1(BNB_WRITE_PUT, "dedupe", "x1", 0, b1, NULL, NULL, applied, o1, 1, &v), 0);
+    assert_rc(commit1(BNB_WRITE_PUT, "dedupe", "x1", 0, b1, NULL, NULL, applied, o1, 1, &v), 0);
     assert_int_equal(v, 1);
     /* redelivery, even unconditional and with another body: nothing changes */
-    assert_int_equal(commit1(BNB_WRITE_PUT, "dedupe", "x1", -1, b2, NULL, NULL, applied, o2, 2, &v), BNB_EALREADY);
-    assert_int_equal(commit1(BNB_WRITE_TOUCH, "dedupe", "x1", 1, NULL, NULL, NULL, applied, o2, 2, &v), BNB_EALREADY);
-    assert_int_equal(commit1(BNB_WRITE_DELETE, "dedupe", "x1", -1, NULL, NULL, NULL, applied, o2, 2, &v), BNB_EALREADY);
+    assert_rc(commit1(BNB_WRITE_PUT, "dedupe", "x1", -1, b2, NULL, NULL, applied, o2, 2, &v), BNB_EALREADY);
+    assert_rc(commit1(BNB_WRITE_TOUCH, "dedupe", "x1", 1, NULL, NULL, NULL, applied, o2, 2, &v), BNB_EALREADY);
+    assert_rc(commit1(BNB_WRITE_DELETE, "dedupe", "x1", -1, NULL, NULL, NULL, applied, o2, 2, &v), BNB_EALREADY);
     assert_int_equal(get_n("dedupe", "x1", &v), 1);
     assert_int_equal(v, 1);
 
     /* the mark belongs to (coll, id): the same event applies to another document */
-    assert_int_equal(commit1(BNB_WRITE_PUT, "dedupe", "x2", 0, b2, NULL, NULL, applied, o3, 3, &v), 0);
+    assert_rc(commit1(BNB_WRITE_PUT, "dedupe", "x2", 0, b2, NULL, NULL, applied, o3, 3, &v), 0);
     assert_int_equal(v, 1);
 
     /* TOUCH records a mark too */
-    assert_int_equal(commit1(BNB_WRITE_TOUCH, "dedupe", "x1", 1, NULL, NULL, NULL, applied2, NULL, 0, &v), 0);
+    assert_rc(commit1(BNB_WRITE_TOUCH, "dedupe", "x1", 1, NULL, NULL, NULL, applied2, NULL, 0, &v), 0);
     assert_int_equal(v, 2);
-    assert_int_equal(commit1(BNB_WRITE_TOUCH, "dedupe", "x1", -1, NULL, NULL, NULL, applied2, NULL, 0, &v),
-                     BNB_EALREADY);
+    assert_rc(commit1(BNB_WRITE_TOUCH, "dedupe", "x1", -1, NULL, NULL, NULL, applied2, NULL, 0, &v), BNB_EALREADY);
     assert_int_equal(get_n("dedupe", "x1", &v), 1);
     assert_int_equal(v, 2);
 
@@ -486,18 +521,18 @@ static void test_failed_check_is_atomic(void **state)
     new_event_id(o_bad3, sizeof(o_bad3), "out");
     new_event_id(o_good, sizeof(o_good), "out");
 
-    assert_int_equal(commit1(BNB_WRITE_PUT, "atomic", "a1", 0, b, NULL, NULL, NULL, NULL, 0, &v), 0);
+    assert_rc(commit1(BNB_WRITE_PUT, "atomic", "a1", 0, b, NULL, NULL, NULL, NULL, 0, &v), 0);
     /* version mismatch: no body change, no mark, no event */
-    assert_int_equal(commit1(BNB_WRITE_PUT, "atomic", "a1", 7, b9, NULL, NULL, applied, o_bad, 9, &v), BNB_EEXIST);
+    assert_rc(commit1(BNB_WRITE_PUT, "atomic", "a1", 7, b9, NULL, NULL, applied, o_bad, 9, &v), BNB_EEXIST);
     /* create-only conflict: same */
-    assert_int_equal(commit1(BNB_WRITE_PUT, "atomic", "a1", 0, b9, NULL, NULL, applied, o_bad2, 9, &v), BNB_EEXIST);
+    assert_rc(commit1(BNB_WRITE_PUT, "atomic", "a1", 0, b9, NULL, NULL, applied, o_bad2, 9, &v), BNB_EEXIST);
     /* absent document under CAS: same */
-    assert_int_equal(commit1(BNB_WRITE_PUT, "atomic", "zz", 3, b9, NULL, NULL, applied, o_bad3, 9, &v), BNB_ENOENT);
+    assert_rc(commit1(BNB_WRITE_PUT, "atomic", "zz", 3, b9, NULL, NULL, applied, o_bad3, 9, &v), BNB_ENOENT);
     assert_absent("atomic", "zz");
     assert_int_equal(get_n("atomic", "a1", &v), 1);
     assert_int_equal(v, 1);
     /* the failed commits recorded no mark: the event still applies */
-    assert_int_equal(commit1(BNB_WRITE_PUT, "atomic", "a1", 1, b9, NULL, NULL, applied, o_good, 9, &v), 0);
+    assert_rc(commit1(BNB_WRITE_PUT, "atomic", "a1", 1, b9, NULL, NULL, applied, o_good, 9, &v), 0);
     assert_int_equal(v, 2);
     assert_int_equal(get_n("atomic", "a1", NULL), 9);
 
@@ -527,20 +562,20 @@ static void test_list(void **state)
 
     /* created out of id order; "b" gets two versions */
     b = body_n(3);
-    assert_int_equal(commit1(BNB_WRITE_PUT, "lst", "c", 0, b, "host-1", "paris", NULL, NULL, 0, NULL), 0);
+    assert_rc(commit1(BNB_WRITE_PUT, "lst", "c", 0, b, "host-1", "paris", NULL, NULL, 0, NULL), 0);
     json_decref(b);
     b = body_n(1);
-    assert_int_equal(commit1(BNB_WRITE_PUT, "lst", "a", 0, b, "host-1", "rome", NULL, NULL, 0, NULL), 0);
+    assert_rc(commit1(BNB_WRITE_PUT, "lst", "a", 0, b, "host-1", "rome", NULL, NULL, 0, NULL), 0);
     json_decref(b);
     b = body_n(2);
-    assert_int_equal(commit1(BNB_WRITE_PUT, "lst", "b", 0, b, "host-2", "paris", NULL, NULL, 0, NULL), 0);
-    assert_int_equal(commit1(BNB_WRITE_PUT, "lst", "b", 1, b, "host-2", "paris", NULL, NULL, 0, NULL), 0);
+    assert_rc(commit1(BNB_WRITE_PUT, "lst", "b", 0, b, "host-2", "paris", NULL, NULL, 0, NULL), 0);
+    assert_rc(commit1(BNB_WRITE_PUT, "lst", "b", 1, b, "host-2", "paris", NULL, NULL, 0, NULL), 0);
     json_decref(b);
     b = body_n(4);
-    assert_int_equal(commit1(BNB_WRITE_PUT, "lst_other", "a0", 0, b, "host-1", "paris", NULL, NULL, 0, NULL), 0);
+    assert_rc(commit1(BNB_WRITE_PUT, "lst_other", "a0", 0, b, "host-1", "paris", NULL, NULL, 0, NULL), 0);
     json_decref(b);
 
-    assert_int_equal(fx.st->ops->list(fx.st, "lst", 0, NULL, &out), 0);
+    assert_rc(fx.st->ops->list(fx.st, "lst", 0, NULL, &out), 0);
     assert_true(json_is_array(out));
     assert_int_equal(json_array_size(out), 3);
     check_list_item(json_array_get(out, 0), "a", 1, 1);
@@ -548,13 +583,13 @@ static void test_list(void **state)
     check_list_item(json_array_get(out, 2), "c", 1, 3);
     json_decref(out);
 
-    assert_int_equal(fx.st->ops->list(fx.st, "lst", 1, "host-1", &out), 0);
+    assert_rc(fx.st->ops->list(fx.st, "lst", 1, "host-1", &out), 0);
     assert_int_equal(json_array_size(out), 2);
     check_list_item(json_array_get(out, 0), "a", 1, 1);
     check_list_item(json_array_get(out, 1), "c", 1, 3);
     json_decref(out);
 
-    assert_int_equal(fx.st->ops->list(fx.st, "lst", 2, "paris", &out), 0);
+    assert_rc(fx.st->ops->list(fx.st, "lst", 2, "paris", &out), 0);
     assert_int_equal(json_array_size(out), 2);
     check_list_item(json_array_get(out, 0), "b", 2, 2);
     check_list_item(json_array_get(out, 1), "c", 1, 3);
@@ -562,24 +597,24 @@ static void test_list(void **state)
 
     /* keys change with the document; a PUT without keys clears them */
     b = body_n(5);
-    assert_int_equal(commit1(BNB_WRITE_PUT, "lst", "c", 1, b, "host-2", NULL, NULL, NULL, 0, NULL), 0);
+    assert_rc(commit1(BNB_WRITE_PUT, "lst", "c", 1, b, "host-2", NULL, NULL, NULL, 0, NULL), 0);
     json_decref(b);
-    assert_int_equal(fx.st->ops->list(fx.st, "lst", 2, "paris", &out), 0);
+    assert_rc(fx.st->ops->list(fx.st, "lst", 2, "paris", &out), 0);
     assert_int_equal(json_array_size(out), 1);
     check_list_item(json_array_get(out, 0), "b", 2, 2);
     json_decref(out);
-    assert_int_equal(fx.st->ops->list(fx.st, "lst", 1, "host-2", &out), 0);
+    assert_rc(fx.st->ops->list(fx.st, "lst", 1, "host-2", &out), 0);
     assert_int_equal(json_array_size(out), 2);
     check_list_item(json_array_get(out, 0), "b", 2, 2);
     check_list_item(json_array_get(out, 1), "c", 2, 5);
     json_decref(out);
 
     /* no match, empty collection: an empty array */
-    assert_int_equal(fx.st->ops->list(fx.st, "lst", 1, "nobody", &out), 0);
+    assert_rc(fx.st->ops->list(fx.st, "lst", 1, "nobody", &out), 0);
     assert_true(json_is_array(out));
     assert_int_equal(json_array_size(out), 0);
     json_decref(out);
-    assert_int_equal(fx.st->ops->list(fx.st, "lst_empty", 0, NULL, &out), 0);
+    assert_rc(fx.st->ops->list(fx.st, "lst_empty", 0, NULL, &out), 0);
     assert_true(json_is_array(out));
     assert_int_equal(json_array_size(out), 0);
     json_decref(out);
@@ -596,13 +631,13 @@ static void test_outbox_order_and_ack(void **state)
     (void)state;
 
     drain_all();
-    assert_int_equal(fx.st->ops->outbox_fetch(fx.st, 10, &e, &n), 0);
+    assert_rc(fx.st->ops->outbox_fetch(fx.st, 10, &e, &n), 0);
     assert_int_equal(n, 0);
     bnb_outbox_entries_free(e, n);
 
     for (int i = 0; i < 5; i++) {
         new_event_id(ids[i], sizeof(ids[i]), "ord");
-        assert_int_equal(commit1(BNB_WRITE_PUT, "ord", "o1", i == 0 ? 0 : i, b, NULL, NULL, NULL, ids[i], i, &v), 0);
+        assert_rc(commit1(BNB_WRITE_PUT, "ord", "o1", i == 0 ? 0 : i, b, NULL, NULL, NULL, ids[i], i, &v), 0);
         assert_int_equal(v, i + 1);
     }
     /* two events in one commit keep their order */
@@ -620,13 +655,13 @@ static void test_outbox_order_and_ack(void **state)
         snprintf(pc, sizeof(pc), "{\"id\":\"%s\",\"n\":6}", c);
         evs[0].payload = pa;
         evs[1].payload = pc;
-        assert_int_equal(fx.st->ops->commit(fx.st, &w, evs, 2, NULL, &v), 0);
+        assert_rc(fx.st->ops->commit(fx.st, &w, evs, 2, NULL, &v), 0);
         assert_int_equal(v, 6);
         snprintf(ids[5], sizeof(ids[5]), "%s", c);
     }
 
     /* oldest first, at most `max` */
-    assert_int_equal(fx.st->ops->outbox_fetch(fx.st, 3, &e, &n), 0);
+    assert_rc(fx.st->ops->outbox_fetch(fx.st, 3, &e, &n), 0);
     assert_int_equal(n, 3);
     for (size_t i = 0; i < 3; i++) {
         assert_string_equal(e[i].event_id, ids[i]);
@@ -638,16 +673,16 @@ static void test_outbox_order_and_ack(void **state)
     {
         bnb_outbox_entry_t *again = NULL;
         size_t n2 = 0;
-        assert_int_equal(fx.st->ops->outbox_fetch(fx.st, 1, &again, &n2), 0);
+        assert_rc(fx.st->ops->outbox_fetch(fx.st, 1, &again, &n2), 0);
         assert_int_equal(n2, 1);
         assert_string_equal(again[0].event_id, ids[0]);
         bnb_outbox_entries_free(again, n2);
     }
-    assert_int_equal(fx.st->ops->outbox_ack(fx.st, ack, 3), 0);
+    assert_rc(fx.st->ops->outbox_ack(fx.st, ack, 3), 0);
     bnb_outbox_entries_free(e, n);
 
     /* acked entries are gone; the rest follow in order */
-    assert_int_equal(fx.st->ops->outbox_fetch(fx.st, 100, &e, &n), 0);
+    assert_rc(fx.st->ops->outbox_fetch(fx.st, 100, &e, &n), 0);
     assert_int_equal(n, 4);
     assert_string_equal(e[0].event_id, ids[3]);
     assert_string_equal(e[1].event_id, ids[4]);
@@ -662,16 +697,16 @@ static void test_outbox_order_and_ack(void **state)
     /* acking an unknown id is harmless; acking twice too */
     {
         const char *two[2] = {e[0].event_id, "no-such-event"};
-        assert_int_equal(fx.st->ops->outbox_ack(fx.st, two, 2), 0);
-        assert_int_equal(fx.st->ops->outbox_ack(fx.st, two, 2), 0);
+        assert_rc(fx.st->ops->outbox_ack(fx.st, two, 2), 0);
+        assert_rc(fx.st->ops->outbox_ack(fx.st, two, 2), 0);
     }
     bnb_outbox_entries_free(e, n);
-    assert_int_equal(fx.st->ops->outbox_fetch(fx.st, 100, &e, &n), 0);
+    assert_rc(fx.st->ops->outbox_fetch(fx.st, 100, &e, &n), 0);
     assert_int_equal(n, 3);
     assert_string_equal(e[0].event_id, ids[4]);
     bnb_outbox_entries_free(e, n);
     drain_all();
-    assert_int_equal(fx.st->ops->outbox_fetch(fx.st, 100, &e, &n), 0);
+    assert_rc(fx.st->ops->outbox_fetch(fx.st, 100, &e, &n), 0);
     assert_int_equal(n, 0);
     bnb_outbox_entries_free(e, n);
     json_decref(b);
@@ -682,11 +717,11 @@ static void test_dead_letters(void **state)
     int64_t before = -1, after = -1;
     (void)state;
 
-    assert_int_equal(fx.st->ops->dead_count(fx.st, &before), 0);
+    assert_rc(fx.st->ops->dead_count(fx.st, &before), 0);
     assert_true(before >= 0);
-    assert_int_equal(fx.st->ops->park(fx.st, "dashboard", "{\"id\":\"e1\",\"type\":\"Bogus\"}", "unknown type"), 0);
-    assert_int_equal(fx.st->ops->park(fx.st, "payment", "not json at all {", "malformed JSON"), 0);
-    assert_int_equal(fx.st->ops->dead_count(fx.st, &after), 0);
+    assert_rc(fx.st->ops->park(fx.st, "dashboard", "{\"id\":\"e1\",\"type\":\"Bogus\"}", "unknown type"), 0);
+    assert_rc(fx.st->ops->park(fx.st, "payment", "not json at all {", "malformed JSON"), 0);
+    assert_rc(fx.st->ops->dead_count(fx.st, &after), 0);
     assert_int_equal(after, before + 2);
 }
 
@@ -752,7 +787,7 @@ static void test_concurrent_cas(void **state)
     (void)state;
 
     drain_all();
-    assert_int_equal(put("conc", "counter", 0, 0, &v), 0);
+    assert_rc(put("conc", "counter", 0, 0, &v), 0);
     for (int i = 0; i < NTHREADS; i++) {
         wk[i] = (worker_t){.tid = i};
         assert_int_equal(pthread_create(&th[i], NULL, incr_worker, &wk[i]), 0);
@@ -787,21 +822,21 @@ static void test_reopen(void **state)
 
     drain_all();
     new_event_id(e1, sizeof(e1), "reopen");
-    assert_int_equal(commit1(BNB_WRITE_PUT, "reopen", "r1", 0, b, "kk", NULL, NULL, e1, 31, &v), 0);
-    assert_int_equal(commit1(BNB_WRITE_TOUCH, "reopen", "r1", 1, NULL, NULL, NULL, NULL, NULL, 0, &v), 0);
+    assert_rc(commit1(BNB_WRITE_PUT, "reopen", "r1", 0, b, "kk", NULL, NULL, e1, 31, &v), 0);
+    assert_rc(commit1(BNB_WRITE_TOUCH, "reopen", "r1", 1, NULL, NULL, NULL, NULL, NULL, 0, &v), 0);
     json_decref(b);
 
     bnb_storage_close(fx.st);
     fx.st = NULL;
     assert_int_equal(open_store(), 0);
 
-    assert_int_equal(fx.st->ops->ping(fx.st), 0);
+    assert_rc(fx.st->ops->ping(fx.st), 0);
     assert_int_equal(get_n("reopen", "r1", &v), 31);
     assert_int_equal(v, 2);
     assert_int_equal(get_n("cas", "k1", &v), 2); /* from an earlier test */
     {
         json_t *out = NULL;
-        assert_int_equal(fx.st->ops->list(fx.st, "reopen", 1, "kk", &out), 0);
+        assert_rc(fx.st->ops->list(fx.st, "reopen", 1, "kk", &out), 0);
         assert_int_equal(json_array_size(out), 1);
         json_decref(out);
     }
@@ -810,7 +845,7 @@ static void test_reopen(void **state)
     assert_string_equal(d.ids[0], e1);
     drained_free(&d);
     /* versions go on after reopening */
-    assert_int_equal(put("reopen", "r1", 2, 32, &v), 0);
+    assert_rc(put("reopen", "r1", 2, 32, &v), 0);
     assert_int_equal(v, 3);
 }
 

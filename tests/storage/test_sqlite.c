@@ -21,6 +21,42 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+static const char *rc_name(int rc)
+{
+    switch (rc) {
+    case BNB_OK:
+        return "OK";
+    case BNB_EPERM:
+        return "EPERM";
+    case BNB_ENOENT:
+        return "ENOENT";
+    case BNB_EIO:
+        return "EIO";
+    case BNB_EAGAIN:
+        return "EAGAIN";
+    case BNB_ENOMEM:
+        return "ENOMEM";
+    case BNB_EEXIST:
+        return "EEXIST";
+    case BNB_EINVAL:
+        return "EINVAL";
+    case BNB_EALREADY:
+        return "EALREADY";
+    case BNB_ETIMEDOUT:
+        return "ETIMEDOUT";
+    default:
+        return "?";
+    }
+}
+
+/* Like assert_int_equal for BNB return codes, with readable names. */
+#define assert_rc(expr, want)                                                                                          \
+    do {                                                                                                               \
+        int rc_ = (expr), want_ = (want);                                                                              \
+        if (rc_ != want_)                                                                                              \
+            fail_msg("%s returned %d (%s), expected %d (%s)", #expr, rc_, rc_name(rc_), want_, rc_name(want_));        \
+    } while (0)
+
 static char tmpdir[PATH_MAX];
 
 static void rm_tree(const char *dir)
@@ -82,7 +118,7 @@ static int get_n(bnb_store_t *st, const char *id, int64_t *ver)
 {
     json_t *b = NULL;
     int n;
-    assert_int_equal(st->ops->get(st, "t", id, &b, ver), 0);
+    assert_rc(st->ops->get(st, "t", id, &b, ver), 0);
     n = (int)json_integer_value(json_object_get(b, "n"));
     json_decref(b);
     return n;
@@ -95,7 +131,7 @@ static void test_default_backend_is_sqlite(void **state)
     assert_string_equal(st->ops->name, "sqlite");
     assert_ptr_equal(st->ops, &bnb_storage_sqlite);
     assert_ptr_equal(bnb_storage_find("sqlite"), &bnb_storage_sqlite);
-    assert_int_equal(st->ops->ping(st), 0);
+    assert_rc(st->ops->ping(st), 0);
     bnb_storage_close(st);
     bnb_storage_close(NULL); /* harmless */
 }
@@ -119,7 +155,7 @@ static void test_missing_directory(void **state)
     /* no path at all */
     cfg.path = NULL;
     err[0] = '\0';
-    assert_int_equal(bnb_storage_open(&cfg, &st, err, sizeof(err)), BNB_EINVAL);
+    assert_rc(bnb_storage_open(&cfg, &st, err, sizeof(err)), BNB_EINVAL);
     assert_null(st);
     assert_true(err[0] != '\0');
 }
@@ -132,7 +168,7 @@ static void test_wal_and_schema(void **state)
     sqlite3_stmt *q = NULL;
     (void)state;
 
-    assert_int_equal(put_event(st, "w1", 0, 1, NULL, NULL), 0);
+    assert_rc(put_event(st, "w1", 0, 1, NULL, NULL), 0);
     snprintf(path, sizeof(path), "%s/wal.db", tmpdir);
     assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q, NULL), SQLITE_OK);
@@ -161,18 +197,18 @@ static void test_rollback_midway(void **state)
     int64_t v = 0;
     (void)state;
 
-    assert_int_equal(put_event(st, "r1", 0, 1, NULL, "ev-1"), 0);
+    assert_rc(put_event(st, "r1", 0, 1, NULL, "ev-1"), 0);
     assert_int_not_equal(put_event(st, "r1", 1, 2, "applied-1", "ev-1"), 0);
     assert_int_equal(get_n(st, "r1", &v), 1);
     assert_int_equal(v, 1);
-    assert_int_equal(st->ops->outbox_fetch(st, 10, &e, &n), 0);
+    assert_rc(st->ops->outbox_fetch(st, 10, &e, &n), 0);
     assert_int_equal(n, 1);
     bnb_outbox_entries_free(e, n);
     /* the applied mark was rolled back too */
-    assert_int_equal(put_event(st, "r1", 1, 2, "applied-1", "ev-2"), 0);
+    assert_rc(put_event(st, "r1", 1, 2, "applied-1", "ev-2"), 0);
     assert_int_equal(get_n(st, "r1", &v), 2);
     assert_int_equal(v, 2);
-    assert_int_equal(put_event(st, "r1", -1, 3, "applied-1", "ev-3"), BNB_EALREADY);
+    assert_rc(put_event(st, "r1", -1, 3, "applied-1", "ev-3"), BNB_EALREADY);
     bnb_storage_close(st);
 }
 
@@ -184,13 +220,13 @@ static void test_delete_keeps_marks(void **state)
     int64_t v = 99;
     (void)state;
 
-    assert_int_equal(put_event(st, "m1", 0, 1, "ev-a", NULL), 0);
-    assert_int_equal(put_event(st, "m1", 1, 2, NULL, NULL), 0);
-    assert_int_equal(st->ops->commit(st, &del, NULL, 0, "ev-b", &v), 0);
+    assert_rc(put_event(st, "m1", 0, 1, "ev-a", NULL), 0);
+    assert_rc(put_event(st, "m1", 1, 2, NULL, NULL), 0);
+    assert_rc(st->ops->commit(st, &del, NULL, 0, "ev-b", &v), 0);
     assert_int_equal(v, 0);
-    assert_int_equal(st->ops->commit(st, &del, NULL, 0, "ev-b", &v), BNB_EALREADY);
-    assert_int_equal(put_event(st, "m1", -1, 5, "ev-a", NULL), BNB_EALREADY);
-    assert_int_equal(put_event(st, "m1", 0, 5, "ev-c", NULL), 0);
+    assert_rc(st->ops->commit(st, &del, NULL, 0, "ev-b", &v), BNB_EALREADY);
+    assert_rc(put_event(st, "m1", -1, 5, "ev-a", NULL), BNB_EALREADY);
+    assert_rc(put_event(st, "m1", 0, 5, "ev-c", NULL), 0);
     assert_int_equal(get_n(st, "m1", &v), 5);
     assert_int_equal(v, 1);
     bnb_storage_close(st);
@@ -243,10 +279,10 @@ static void test_small_pool_many_threads(void **state)
         pthread_join(th[i], NULL);
         assert_int_equal(args[i].errors, 0);
     }
-    assert_int_equal(st->ops->list(st, "t", 0, NULL, &list), 0);
+    assert_rc(st->ops->list(st, "t", 0, NULL, &list), 0);
     assert_int_equal(json_array_size(list), NTH);
     json_decref(list);
-    assert_int_equal(st->ops->outbox_fetch(st, 10000, &e, &n), 0);
+    assert_rc(st->ops->outbox_fetch(st, 10000, &e, &n), 0);
     assert_int_equal(n, NTH * NOPS);
     bnb_outbox_entries_free(e, n);
     bnb_storage_close(st);
@@ -263,7 +299,7 @@ static void test_io_error_is_logged(void **state)
     int saved, fd;
     (void)state;
 
-    assert_int_equal(put_event(st, "b1", 0, 1, NULL, NULL), 0);
+    assert_rc(put_event(st, "b1", 0, 1, NULL, NULL), 0);
     snprintf(path, sizeof(path), "%s/broken.db", tmpdir);
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     sqlite3_busy_timeout(db, 5000);
@@ -278,7 +314,7 @@ static void test_io_error_is_logged(void **state)
     assert_true(saved >= 0 && fd >= 0);
     dup2(fd, 2);
     close(fd);
-    assert_int_equal(st->ops->get(st, "t", "b1", &b, NULL), BNB_EIO);
+    assert_rc(st->ops->get(st, "t", "b1", &b, NULL), BNB_EIO);
     fflush(stderr);
     dup2(saved, 2);
     close(saved);
