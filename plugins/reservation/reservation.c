@@ -133,9 +133,11 @@ static json_t *event_data(const json_t *r, const json_t *card)
 /* Apply `in` to reservation `res_id` of room `room_id`, publishing the event of
  * the new state. *out (optional, caller frees) is the reservation afterwards;
  * a transition that does not apply changes nothing and is not an error.
+ * `paid` (>= 0) is the amount of an approved payment: one that does not match
+ * the reservation (a payment made outside the saga) rejects it instead.
  * BNB_ENOENT when the reservation does not exist. */
-static int apply_input(bnb_ctx_t *ctx, const char *room_id, const char *res_id, resv_input_t in, const char *payment_id,
-                       const char *reason, const char *applied, json_t **out)
+static int apply_input(bnb_ctx_t *ctx, const char *room_id, const char *res_id, resv_input_t in, json_int_t paid,
+                       const char *payment_id, const char *reason, const char *applied, json_t **out)
 {
     bnb_store_t *st = H->store(ctx);
     int rc = BNB_EEXIST;
@@ -150,7 +152,15 @@ static int apply_input(bnb_ctx_t *ctx, const char *room_id, const char *res_id, 
             json_decref(cal);
             return BNB_ENOENT;
         }
-        const char *next = resv_next_status(json_string_value(json_object_get(r, "status")), in);
+        resv_input_t eff = in;
+        if (in == RESV_IN_APPROVED && paid >= 0 && paid != json_integer_value(json_object_get(r, "amount"))) {
+            H->log(ctx, "warn", "reservation %s: payment of %lld does not match its amount, rejecting", res_id,
+                   (long long)paid);
+            eff = RESV_IN_DECLINED;
+            payment_id = NULL;
+            reason = "payment does not match the reservation";
+        }
+        const char *next = resv_next_status(json_string_value(json_object_get(r, "status")), eff);
         if (!next) {
             if (out)
                 *out = json_deep_copy(r);
@@ -265,7 +275,8 @@ static void book_pay(bnb_ctx_t *ctx, bnb_req_t *req, json_t *res, const json_t *
     if (rc == 0 && (status == 200 || status == 201) && pst && pid &&
         (!strcmp(pst, "APPROVED") || !strcmp(pst, "DECLINED"))) {
         int approved = !strcmp(pst, "APPROVED");
-        rc = apply_input(ctx, room_id, id, approved ? RESV_IN_APPROVED : RESV_IN_DECLINED, approved ? pid : NULL,
+        rc = apply_input(ctx, room_id, id, approved ? RESV_IN_APPROVED : RESV_IN_DECLINED,
+                         json_integer_value(json_object_get(resp, "amount")), approved ? pid : NULL,
                          approved ? NULL : "payment declined", NULL, &after);
         if (rc == 0 && after) {
             const char *now = json_string_value(json_object_get(after, "status"));
@@ -576,7 +587,7 @@ static void on_cancel(bnb_ctx_t *ctx, bnb_req_t *req)
         H->respond_problem(req, 409, "Conflict", "the stay of reservation %s has already begun", id);
         goto done;
     }
-    rc = apply_input(ctx, json_string_value(json_object_get(r, "roomId")), id, RESV_IN_CANCEL, NULL,
+    rc = apply_input(ctx, json_string_value(json_object_get(r, "roomId")), id, RESV_IN_CANCEL, -1, NULL,
                      "cancelled by guest", NULL, &after);
     if (rc != 0) {
         respond_store_error(req, rc == BNB_ENOENT ? BNB_EIO : rc);
@@ -753,8 +764,12 @@ static int on_payment_event(bnb_ctx_t *ctx, const json_t *ev)
         return reject(ctx, "payment event without data object");
     const char *res_id = json_string_value(json_object_get(d, "reservationId"));
     const char *pay_id = json_string_value(json_object_get(d, "id"));
+    const json_t *jpaid = json_object_get(d, "amount");
     if (!res_id || !id_ok(res_id) || !pay_id)
         return reject(ctx, "payment event data needs id and reservationId");
+    if (in == RESV_IN_APPROVED && !json_is_integer(jpaid))
+        return reject(ctx, "PaymentApproved data needs an integer amount");
+    json_int_t paid = in == RESV_IN_APPROVED ? json_integer_value(jpaid) : -1;
     H->set_correlation(ctx, res_id);
     json_t *idx = NULL;
     int64_t v;
@@ -764,7 +779,7 @@ static int on_payment_event(bnb_ctx_t *ctx, const json_t *ev)
     if (rc != 0)
         return rc;
     const char *room_id = json_string_value(json_object_get(idx, "roomId"));
-    rc = room_id ? apply_input(ctx, room_id, res_id, in, in == RESV_IN_APPROVED ? pay_id : NULL,
+    rc = room_id ? apply_input(ctx, room_id, res_id, in, paid, in == RESV_IN_APPROVED ? pay_id : NULL,
                                in == RESV_IN_DECLINED ? "payment declined" : NULL, ev_id, NULL)
                  : BNB_ENOENT;
     json_decref(idx);
