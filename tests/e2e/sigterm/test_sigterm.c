@@ -44,7 +44,7 @@ typedef struct result {
     int http_version;
     long new_conn;
     char room_id[40]; /* for a 201 */
-    char error[128];
+    char error[256];
 } result_t;
 
 typedef struct worker {
