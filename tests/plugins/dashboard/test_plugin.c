@@ -338,8 +338,8 @@ static const char *placed = "{\"id\":\"ev-res-1\",\"type\":\"ReservationPlaced\"
                             "\"checkOut\":\"2030-01-03\",\"guests\":1,\"amount\":20000,\"card\":\"4111\","
                             "\"status\":\"PENDING\",\"paymentId\":null,\"version\":1}}";
 static const char *approved =
-    "{\"id\":\"ev-pay-1\",\"type\":\"PaymentApproved\",\"subject\":\"" RES1 "\",\"correlationId\":\"" RES1
-    "\",\"data\":{\"id\":\"" RES1 "\",\"reservationId\":\"" RES1 "\",\"roomId\":\"" ROOM
+    "{\"id\":\"ev-pay-1\",\"type\":\"PaymentApproved\",\"subject\":\"pay-" RES1 "\",\"correlationId\":\"" RES1
+    "\",\"data\":{\"id\":\"pay-" RES1 "\",\"reservationId\":\"" RES1 "\",\"roomId\":\"" ROOM
     "\",\"hostId\":\"hanna\",\"payerId\":\"gus\",\"amount\":20000,"
     "\"status\":\"APPROVED\",\"version\":1}}";
 

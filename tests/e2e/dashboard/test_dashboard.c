@@ -1,0 +1,641 @@
+/*
+ * End-to-end tests of the dashboard read model against a real all-in-one
+ * bearbnb (every plugin, SQLite, in-process events): what the API does shows
+ * up on GET /dashboard/rooms/{id}, the read model agrees with the services'
+ * own answers (also when every event is delivered twice), poison events are
+ * dead-lettered with a reason without stopping later events, and a restart
+ * on the same data dir changes nothing.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "harness.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define WAIT_MS 20000
+
+static e2e_host_t *host;
+static char *tok_host, *tok_guest, *tok_guest2;
+
+/* ---- helpers -------------------------------------------------------------- */
+
+static int start(const char *const *env)
+{
+    e2e_host_opts_t o = {.env = env};
+    if (e2e_host_start(&host, &o) != 0)
+        return -1;
+    tok_host = e2e_token(host, "hanna", "host", 0);
+    tok_guest = e2e_token(host, "gus", "guest", 0);
+    tok_guest2 = e2e_token(host, "greta", "guest", 0);
+    return tok_host && tok_guest && tok_guest2 ? 0 : -1;
+}
+
+static int setup_plain(void **state)
+{
+    (void)state;
+    return start(NULL);
+}
+
+static int setup_twice(void **state)
+{
+    (void)state;
+    static const char *const env[] = {"BEARBNB_EVENTS_DELIVER_TWICE=1", NULL};
+    return start(env);
+}
+
+static int setup_admin(void **state)
+{
+    (void)state;
+    static const char *const env[] = {"BEARBNB_ADMIN=1", NULL};
+    return start(env);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    int rc = host ? e2e_host_stop(host) : 0;
+    e2e_host_free(host);
+    host = NULL;
+    free(tok_host);
+    free(tok_guest);
+    free(tok_guest2);
+    tok_host = tok_guest = tok_guest2 = NULL;
+    return rc == 0 ? 0 : -1; /* a non-zero exit (ASan/LSan report: 23) fails */
+}
+
+/* One request; asserts the status; returns the JSON body (caller decrefs) or NULL. */
+static json_t *call(const char *method, const char *path, const char *tok, const char *body, long want)
+{
+    e2e_resp_t r;
+    int rc = e2e_call(host, E2E_HTTP1, method, path, tok, body, &r);
+    if (rc != 0 || r.status != want)
+        fprintf(stderr, "%s %s -> %ld (want %ld): %s\n", method, path, r.status, want, r.body ? r.body : "");
+    assert_int_equal(rc, 0);
+    assert_int_equal(r.status, want);
+    json_t *j = r.json ? json_incref(r.json) : NULL;
+    e2e_resp_free(&r);
+    return j;
+}
+
+/* GET path: the JSON body when 200, else NULL. */
+static json_t *get_if_200(const char *path, const char *tok)
+{
+    e2e_resp_t r;
+    json_t *j = NULL;
+    if (e2e_call(host, E2E_HTTP1, "GET", path, tok, NULL, &r) == 0 && r.status == 200 && r.json)
+        j = json_incref(r.json);
+    e2e_resp_free(&r);
+    return j;
+}
+
+static void date_plus(int days, char out[11])
+{
+    time_t t = time(NULL) + (time_t)days * 86400;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, 11, "%Y-%m-%d", &tm);
+}
+
+static const char *sget(const json_t *o, const char *k)
+{
+    return json_string_value(json_object_get(o, k));
+}
+
+static json_t *find_res(const json_t *doc, const char *id)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(doc, "reservations"), i, e)
+    {
+        const char *eid = sget(e, "id");
+        if (eid && strcmp(eid, id) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+static int str_is(const json_t *o, const char *k, const char *want)
+{
+    const char *v = sget(o, k);
+    return v && want && strcmp(v, want) == 0;
+}
+
+/* ---- polling the dashboard ----------------------------------------------------- */
+
+typedef int (*doc_pred_fn)(const json_t *doc, const void *arg);
+
+typedef struct {
+    char path[160];
+    doc_pred_fn pred;
+    const void *arg;
+    json_t *last;
+} poll_t;
+
+static int poll_cond(void *a)
+{
+    poll_t *p = a;
+    json_t *doc = get_if_200(p->path, NULL);
+    if (!doc)
+        return 0;
+    json_decref(p->last);
+    p->last = doc;
+    return p->pred(doc, p->arg);
+}
+
+/* Wait until GET /dashboard/rooms/{room} satisfies pred; returns that document
+ * (caller decrefs); fails the test (printing the last document) on timeout. */
+static json_t *wait_doc(const char *room, doc_pred_fn pred, const void *arg, const char *what)
+{
+    poll_t p = {.pred = pred, .arg = arg};
+    snprintf(p.path, sizeof(p.path), "/dashboard/rooms/%s", room);
+    if (e2e_wait_until(WAIT_MS, 50, poll_cond, &p) != 0) {
+        char *s = p.last ? json_dumps(p.last, JSON_INDENT(1)) : NULL;
+        fprintf(stderr, "timed out waiting for %s; last dashboard document: %s\n", what, s ? s : "(none)");
+        free(s);
+        json_decref(p.last);
+        fail_msg("dashboard never showed %s", what);
+    }
+    return p.last;
+}
+
+static int pred_exists(const json_t *doc, const void *arg)
+{
+    (void)doc;
+    (void)arg;
+    return 1;
+}
+
+typedef struct {
+    const char *id, *status, *pay_status;
+} res_want_t;
+
+static int pred_res(const json_t *doc, const void *arg)
+{
+    const res_want_t *w = arg;
+    json_t *e = find_res(doc, w->id);
+    return e && str_is(e, "status", w->status) && str_is(e, "paymentStatus", w->pay_status);
+}
+
+typedef struct {
+    const char *key;
+    json_int_t value;
+} int_want_t;
+
+static int pred_int(const json_t *doc, const void *arg)
+{
+    const int_want_t *w = arg;
+    json_t *v = json_object_get(doc, w->key);
+    return json_is_integer(v) && json_integer_value(v) == w->value;
+}
+
+static int pred_status(const json_t *doc, const void *arg)
+{
+    return str_is(doc, "status", arg);
+}
+
+/* The dashboard document agrees with the services' own answers: the room
+ * (GET /rooms/{id}), every reservation (GET /reservations/{id} as its guest)
+ * and its payment (GET /payments/{paymentId}). */
+static const char *const room_keys[] = {"id",       "hostId", "name",      "description", "city",       "pricePerNight",
+                                        "capacity", "status", "reviewCnt", "rating",      "bookingCnt", "version"};
+static const char *const res_keys[] = {"id",     "guestId", "checkIn", "checkOut",
+                                       "guests", "amount",  "status",  "paymentId"};
+
+static int same_key(const json_t *a, const json_t *b, const char *k, const char *what, int verbose)
+{
+    json_t *x = json_object_get(a, k), *y = json_object_get(b, k);
+    int eq =
+        x && y &&
+        (json_equal(x, y) || (json_is_number(x) && json_is_number(y) && json_number_value(x) == json_number_value(y)));
+    if (!eq && verbose) {
+        char *sx = x ? json_dumps(x, JSON_ENCODE_ANY) : NULL, *sy = y ? json_dumps(y, JSON_ENCODE_ANY) : NULL;
+        fprintf(stderr, "  %s.%s: dashboard %s, service %s\n", what, k, sx ? sx : "(absent)", sy ? sy : "(absent)");
+        free(sx);
+        free(sy);
+    }
+    return eq;
+}
+
+typedef struct {
+    const char *guest_tok[8]; /* token of the guest of reservations[i] (by guestId) */
+    int verbose;
+} svc_arg_t;
+
+static const char *token_for(const char *guest)
+{
+    if (guest && strcmp(guest, "greta") == 0)
+        return tok_guest2;
+    return tok_guest;
+}
+
+static int pred_matches_services(const json_t *doc, const void *arg)
+{
+    const svc_arg_t *a = arg;
+    char path[200];
+    int ok = 1;
+    size_t i;
+    json_t *e;
+
+    snprintf(path, sizeof(path), "/rooms/%s", sget(doc, "id"));
+    json_t *room = get_if_200(path, NULL);
+    if (!room)
+        return 0;
+    for (i = 0; i < sizeof(room_keys) / sizeof(room_keys[0]); i++)
+        ok &= same_key(doc, room, room_keys[i], "room", a->verbose);
+    json_decref(room);
+
+    json_array_foreach(json_object_get(doc, "reservations"), i, e)
+    {
+        snprintf(path, sizeof(path), "/reservations/%s", sget(e, "id"));
+        json_t *r = get_if_200(path, token_for(sget(e, "guestId")));
+        if (!r) {
+            if (a->verbose)
+                fprintf(stderr, "  GET %s failed\n", path);
+            ok = 0;
+            continue;
+        }
+        for (size_t k = 0; k < sizeof(res_keys) / sizeof(res_keys[0]); k++)
+            ok &= same_key(e, r, res_keys[k], "reservation", a->verbose);
+        json_decref(r);
+        if (!sget(e, "paymentId"))
+            continue;
+        snprintf(path, sizeof(path), "/payments/%s", sget(e, "paymentId"));
+        json_t *p = get_if_200(path, token_for(sget(e, "guestId")));
+        if (!p) {
+            if (a->verbose)
+                fprintf(stderr, "  GET %s failed\n", path);
+            ok = 0;
+            continue;
+        }
+        if (!str_is(e, "paymentStatus", sget(p, "status"))) {
+            if (a->verbose)
+                fprintf(stderr, "  payment %s: dashboard %s, service %s\n", sget(p, "id"), sget(e, "paymentStatus"),
+                        sget(p, "status"));
+            ok = 0;
+        }
+        json_decref(p);
+    }
+    return ok;
+}
+
+static void assert_matches_services(const char *room_id)
+{
+    svc_arg_t a = {.verbose = 0};
+    json_t *doc = NULL;
+    poll_t p = {.pred = pred_matches_services, .arg = &a};
+    snprintf(p.path, sizeof(p.path), "/dashboard/rooms/%s", room_id);
+    if (e2e_wait_until(WAIT_MS, 100, poll_cond, &p) != 0) {
+        fprintf(stderr, "dashboard does not match the services:\n");
+        a.verbose = 1;
+        if (p.last)
+            pred_matches_services(p.last, &a);
+        json_decref(p.last);
+        fail_msg("dashboard of room %s differs from the services", room_id);
+    }
+    doc = p.last;
+    json_decref(doc);
+}
+
+/* ---- building blocks ------------------------------------------------------------ */
+
+static char *create_room(const char *name, const char *city, int price)
+{
+    char body[256];
+    snprintf(body, sizeof(body),
+             "{\"name\":\"%s\",\"description\":\"quiet, near the river\",\"city\":\"%s\",\"pricePerNight\":%d,"
+             "\"capacity\":3}",
+             name, city, price);
+    json_t *room = call("POST", "/rooms", tok_host, body, 201);
+    assert_non_null(room);
+    char *id = strdup(sget(room, "id"));
+    json_decref(room);
+    return id;
+}
+
+/* POST /reservations; returns the reservation id (caller frees). */
+static char *book(const char *room, const char *tok, int from_day, int to_day, const char *card, long want,
+                  json_t **resp)
+{
+    char in[11], out[11], body[300];
+    date_plus(from_day, in);
+    date_plus(to_day, out);
+    snprintf(body, sizeof(body),
+             "{\"roomId\":\"%s\",\"checkIn\":\"%s\",\"checkOut\":\"%s\",\"guests\":2,\"card\":\"%s\"}", room, in, out,
+             card);
+    e2e_resp_t r;
+    assert_int_equal(e2e_call(host, E2E_HTTP1, "POST", "/reservations", tok, body, &r), 0);
+    if (r.status != want)
+        fprintf(stderr, "POST /reservations -> %ld (want %ld): %s\n", r.status, want, r.body);
+    assert_int_equal(r.status, want);
+    char *id = NULL;
+    if (r.json && sget(r.json, "id"))
+        id = strdup(sget(r.json, "id"));
+    else if (strncmp(r.location, "/reservations/", 14) == 0)
+        id = strdup(r.location + 14);
+    if (resp)
+        *resp = r.json ? json_incref(r.json) : NULL;
+    e2e_resp_free(&r);
+    assert_non_null(id);
+    return id;
+}
+
+static void review(const char *room, const char *tok, int rating)
+{
+    char path[160], body[128];
+    snprintf(path, sizeof(path), "/rooms/%s/reviews", room);
+    snprintf(body, sizeof(body), "{\"rating\":%d,\"content\":\"stayed here, rated %d\"}", rating, rating);
+    json_decref(call("POST", path, tok, body, 201));
+}
+
+/* ---- tests ---------------------------------------------------------------------- */
+
+static void test_booking_flow_shows_on_dashboard(void **state)
+{
+    (void)state;
+    char *room = create_room("Riverside loft", "Bern", 12000);
+    char path[160];
+
+    /* the room fields */
+    json_t *doc = wait_doc(room, pred_exists, NULL, "the new room");
+    snprintf(path, sizeof(path), "/rooms/%s", room);
+    json_t *svc = call("GET", path, NULL, NULL, 200);
+    for (size_t i = 0; i < sizeof(room_keys) / sizeof(room_keys[0]); i++)
+        assert_true(same_key(doc, svc, room_keys[i], "room", 1));
+    assert_string_equal(sget(doc, "name"), "Riverside loft");
+    assert_string_equal(sget(doc, "hostId"), "hanna");
+    assert_string_equal(sget(doc, "status"), "ACTIVE");
+    assert_int_equal(json_array_size(json_object_get(doc, "reservations")), 0);
+    json_decref(svc);
+    json_decref(doc);
+
+    /* a booking: CONFIRMED and APPROVED, amount = nights x price */
+    json_t *resp = NULL;
+    char *r1 = book(room, tok_guest, 30, 33, "4111111111111111", 201, &resp);
+    assert_string_equal(sget(resp, "status"), "CONFIRMED");
+    res_want_t w1 = {r1, "CONFIRMED", "APPROVED"};
+    doc = wait_doc(room, pred_res, &w1, "reservation 1 CONFIRMED/APPROVED");
+    json_t *e = find_res(doc, r1);
+    assert_int_equal(json_integer_value(json_object_get(e, "amount")), 3 * 12000);
+    assert_string_equal(sget(e, "guestId"), "gus");
+    assert_int_equal(json_integer_value(json_object_get(e, "guests")), 2);
+    assert_non_null(sget(e, "paymentId"));
+    assert_string_equal(sget(e, "paymentId"), sget(resp, "paymentId"));
+    json_decref(resp);
+    json_decref(doc);
+    int_want_t one_booking = {"bookingCnt", 1};
+    json_decref(wait_doc(room, pred_int, &one_booking, "bookingCnt 1"));
+
+    /* a declined card: REJECTED and DECLINED */
+    char *r2 = book(room, tok_guest2, 40, 42, "4000000000000002", 402, NULL);
+    res_want_t w2 = {r2, "REJECTED", "DECLINED"};
+    json_decref(wait_doc(room, pred_res, &w2, "reservation 2 REJECTED/DECLINED"));
+
+    /* cancel: CANCELLED and CANCELLED */
+    snprintf(path, sizeof(path), "/reservations/%s", r1);
+    json_decref(call("DELETE", path, tok_guest, NULL, 202));
+    res_want_t w1c = {r1, "CANCELLED", "CANCELLED"};
+    json_decref(wait_doc(room, pred_res, &w1c, "reservation 1 CANCELLED/CANCELLED"));
+    int_want_t no_booking = {"bookingCnt", 0};
+    json_decref(wait_doc(room, pred_int, &no_booking, "bookingCnt 0"));
+
+    /* reviews: reviewCnt and rating follow the room service */
+    review(room, tok_guest, 4);
+    review(room, tok_guest2, 5);
+    int_want_t two_reviews = {"reviewCnt", 2};
+    json_decref(wait_doc(room, pred_int, &two_reviews, "reviewCnt 2"));
+    assert_matches_services(room);
+
+    /* the list, filtered by city */
+    json_t *list = call("GET", "/dashboard/rooms?city=Bern", NULL, NULL, 200);
+    assert_true(json_is_array(list));
+    int found = 0;
+    size_t i;
+    json_array_foreach(list, i, e)
+    {
+        assert_string_equal(sget(e, "city"), "Bern");
+        found += str_is(e, "id", room);
+    }
+    assert_int_equal(found, 1);
+    json_decref(list);
+    list = call("GET", "/dashboard/rooms?city=Nowhere", NULL, NULL, 200);
+    assert_int_equal(json_array_size(list), 0);
+    json_decref(list);
+
+    /* an unknown room */
+    e2e_resp_t r;
+    assert_int_equal(e2e_call(host, E2E_HTTP1, "GET", "/dashboard/rooms/no-such-room", NULL, NULL, &r), 0);
+    assert_true(e2e_is_problem(&r, 404));
+    e2e_resp_free(&r);
+
+    /* restart on the same data dir: the dashboard is unchanged */
+    snprintf(path, sizeof(path), "/dashboard/rooms/%s", room);
+    json_t *before = call("GET", path, NULL, NULL, 200);
+    json_t *all_before = call("GET", "/dashboard/rooms", NULL, NULL, 200);
+    assert_int_equal(e2e_host_stop(host), 0);
+    assert_int_equal(e2e_host_restart(host), 0);
+    json_t *after = call("GET", path, NULL, NULL, 200);
+    json_t *all_after = call("GET", "/dashboard/rooms", NULL, NULL, 200);
+    assert_true(json_equal(before, after));
+    assert_true(json_equal(all_before, all_after));
+    json_decref(before);
+    json_decref(after);
+    json_decref(all_before);
+    json_decref(all_after);
+    /* and it keeps following events after the restart */
+    review(room, tok_guest, 1);
+    int_want_t three_reviews = {"reviewCnt", 3};
+    json_decref(wait_doc(room, pred_int, &three_reviews, "reviewCnt 3 after restart"));
+    assert_matches_services(room);
+
+    free(r1);
+    free(r2);
+    free(room);
+}
+
+static void test_deliver_twice_matches_services(void **state)
+{
+    (void)state;
+    char *room = create_room("Twice house", "Zug", 9000);
+    char *other = create_room("Other house", "Basel", 5000);
+    char path[160];
+
+    char *a = book(room, tok_guest, 20, 22, "4111111111111111", 201, NULL);
+    char *b = book(room, tok_guest2, 25, 29, "4111111111111111", 201, NULL);
+    char *c = book(room, tok_guest, 35, 36, "4000000000000002", 402, NULL);
+    char *d = book(other, tok_guest2, 20, 23, "4111111111111111", 201, NULL);
+    snprintf(path, sizeof(path), "/reservations/%s", a);
+    json_decref(call("DELETE", path, tok_guest, NULL, 202));
+    review(room, tok_guest, 3);
+    review(room, tok_guest2, 4);
+    snprintf(path, sizeof(path), "/rooms/%s", room);
+    json_decref(call("PATCH", path, tok_host, "{\"name\":\"Twice house, renovated\",\"pricePerNight\":9500}", 200));
+
+    res_want_t wa = {a, "CANCELLED", "CANCELLED"}, wb = {b, "CONFIRMED", "APPROVED"}, wc = {c, "REJECTED", "DECLINED"};
+    json_decref(wait_doc(room, pred_res, &wa, "a CANCELLED/CANCELLED"));
+    json_decref(wait_doc(room, pred_res, &wb, "b CONFIRMED/APPROVED"));
+    json_decref(wait_doc(room, pred_res, &wc, "c REJECTED/DECLINED"));
+    res_want_t wd = {d, "CONFIRMED", "APPROVED"};
+    json_decref(wait_doc(other, pred_res, &wd, "d CONFIRMED/APPROVED"));
+    assert_matches_services(room);
+    assert_matches_services(other);
+
+    snprintf(path, sizeof(path), "/dashboard/rooms/%s", room);
+    json_t *doc = call("GET", path, NULL, NULL, 200);
+    assert_string_equal(sget(doc, "name"), "Twice house, renovated");
+    assert_int_equal(json_integer_value(json_object_get(doc, "reviewCnt")), 2);
+    assert_int_equal(json_integer_value(json_object_get(doc, "bookingCnt")), 1);
+    assert_int_equal(json_array_size(json_object_get(doc, "reservations")), 3); /* not duplicated */
+    json_decref(doc);
+
+    /* deleting the room: DELETED, its future booking cancelled and refunded */
+    snprintf(path, sizeof(path), "/rooms/%s", room);
+    json_decref(call("DELETE", path, tok_host, NULL, 204));
+    json_decref(wait_doc(room, pred_status, "DELETED", "room DELETED"));
+    res_want_t wb2 = {b, "CANCELLED", "CANCELLED"};
+    json_decref(wait_doc(room, pred_res, &wb2, "b CANCELLED/CANCELLED after room deletion"));
+    json_t *list = call("GET", "/dashboard/rooms?city=Zug", NULL, NULL, 200);
+    assert_int_equal(json_array_size(list), 1);
+    assert_string_equal(sget(json_array_get(list, 0), "status"), "DELETED");
+    json_decref(list);
+
+    free(a);
+    free(b);
+    free(c);
+    free(d);
+    free(room);
+    free(other);
+}
+
+/* ---- poison events ------------------------------------------------------------ */
+
+typedef struct {
+    const char *needle;
+} dl_arg_t;
+
+/* A dead letter of the dashboard whose reason contains needle. */
+static int has_dead_letter(void *arg)
+{
+    const dl_arg_t *a = arg;
+    json_t *list = get_if_200("/admin/dead-letters", NULL), *e;
+    size_t i;
+    int found = 0;
+    json_array_foreach(list, i, e)
+    {
+        const char *reason = sget(e, "reason");
+        if (str_is(e, "consumer", "dashboard") && reason && strstr(reason, a->needle))
+            found = 1;
+    }
+    json_decref(list);
+    return found;
+}
+
+static double dead_letters_metric(void)
+{
+    e2e_resp_t r;
+    double v = 0;
+    assert_int_equal(e2e_call(host, E2E_HTTP1, "GET", "/metrics", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    const char *line = strstr(r.body, "bearbnb_dead_letters_total{plugin=\"dashboard\"}");
+    if (line)
+        v = strtod(line + strlen("bearbnb_dead_letters_total{plugin=\"dashboard\"}"), NULL);
+    e2e_resp_free(&r);
+    return v;
+}
+
+static void inject(const char *topic, const char *payload)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/admin/events?topic=%s", topic);
+    e2e_req_t rq = {.proto = E2E_HTTP1, .method = "POST", .path = path, .body = payload};
+    e2e_resp_t r;
+    assert_int_equal(e2e_http(host, &rq, &r), 0);
+    if (r.status / 100 != 2)
+        fprintf(stderr, "POST %s -> %ld: %s\n", path, r.status, r.body);
+    assert_int_equal(r.status / 100, 2);
+    e2e_resp_free(&r);
+}
+
+static void test_poison_events_are_dead_lettered(void **state)
+{
+    (void)state;
+    char *room = create_room("Poison-proof", "Chur", 7000);
+    char payload[600], path[160];
+    json_decref(wait_doc(room, pred_exists, NULL, "the new room"));
+    double before = dead_letters_metric();
+
+    /* a room event whose data has a field of the wrong type */
+    snprintf(payload, sizeof(payload),
+             "{\"id\":\"poison-1\",\"type\":\"RoomModified\",\"source\":\"evil\",\"subject\":\"%s\","
+             "\"time\":\"2030-01-01T00:00:00Z\",\"data\":{\"id\":\"%s\",\"name\":\"Hacked\","
+             "\"pricePerNight\":\"free\",\"version\":99}}",
+             room, room);
+    inject("bearbnb.room", payload);
+    dl_arg_t a1 = {"data.pricePerNight"};
+    assert_int_equal(e2e_wait_until(WAIT_MS, 50, has_dead_letter, &a1), 0);
+
+    /* a payment event without roomId, and an envelope without data */
+    inject("bearbnb.payment", "{\"id\":\"poison-2\",\"type\":\"PaymentApproved\",\"subject\":\"p\",\"data\":{\"id\":"
+                              "\"p\",\"reservationId\":\"x\",\"status\":\"APPROVED\",\"version\":1}}");
+    dl_arg_t a2 = {"data.roomId"};
+    assert_int_equal(e2e_wait_until(WAIT_MS, 50, has_dead_letter, &a2), 0);
+    inject("bearbnb.reservation", "{\"id\":\"poison-3\",\"type\":\"ReservationPlaced\",\"subject\":\"x\"}");
+    dl_arg_t a3 = {"data is missing"};
+    assert_int_equal(e2e_wait_until(WAIT_MS, 50, has_dead_letter, &a3), 0);
+    /* not JSON at all (parked by the host for every consumer) */
+    inject("bearbnb.room", "{this is not json");
+
+    /* an unknown type is not poison */
+    inject("bearbnb.room", "{\"id\":\"harmless-1\",\"type\":\"RoomRepainted\",\"subject\":\"r\",\"data\":{}}");
+
+    /* later events still apply, the poisoned fields did not */
+    snprintf(path, sizeof(path), "/rooms/%s", room);
+    json_decref(call("PATCH", path, tok_host, "{\"name\":\"Poison-proof, still\"}", 200));
+    char *r1 = book(room, tok_guest, 50, 51, "4111111111111111", 201, NULL);
+    res_want_t w = {r1, "CONFIRMED", "APPROVED"};
+    json_t *doc = wait_doc(room, pred_res, &w, "a booking after the poison events");
+    assert_int_equal(json_integer_value(json_object_get(doc, "pricePerNight")), 7000);
+    json_decref(doc);
+    assert_matches_services(room);
+    snprintf(path, sizeof(path), "/dashboard/rooms/%s", room);
+    doc = call("GET", path, NULL, NULL, 200);
+    assert_string_equal(sget(doc, "name"), "Poison-proof, still");
+    json_decref(doc);
+
+    double after = dead_letters_metric();
+    assert_true(after >= before + 4);
+    json_t *dl = call("GET", "/admin/dead-letters", NULL, NULL, 200);
+    size_t i, n = 0;
+    json_t *e;
+    json_array_foreach(dl, i, e)
+    {
+        if (!str_is(e, "consumer", "dashboard"))
+            continue;
+        n++;
+        assert_non_null(sget(e, "reason"));
+        assert_true(strlen(sget(e, "reason")) > 0);
+        assert_non_null(json_object_get(e, "event"));
+        const char *ev = sget(e, "event");
+        assert_true(ev == NULL || strstr(ev, "harmless-1") == NULL); /* the unknown type was not parked */
+    }
+    assert_int_equal(n, 4);
+    json_decref(dl);
+    free(r1);
+    free(room);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_booking_flow_shows_on_dashboard, setup_plain, teardown),
+        cmocka_unit_test_setup_teardown(test_deliver_twice_matches_services, setup_twice, teardown),
+        cmocka_unit_test_setup_teardown(test_poison_events_are_dead_lettered, setup_admin, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
