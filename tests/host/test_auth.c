@@ -10,6 +10,7 @@
 #include "bnb_plugin.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <jansson.h>
 #include <jwt.h>
 #include <openssl/core_names.h>
@@ -671,6 +672,69 @@ static void test_jwks_errors_name_file(void **state)
     assert_true(bnb__auth_new(&none, &b, err, sizeof err) < 0);
 }
 
+/* ---- threads ------------------------------------------------------------ */
+
+typedef struct vworker {
+    bnb_auth_t *auth;
+    char *tokens[3];
+    int *stop;
+    int ok, bad;
+} vworker_t;
+
+static void *vworker_main(void *arg)
+{
+    vworker_t *w = arg;
+    for (int i = 0; !__atomic_load_n(w->stop, __ATOMIC_ACQUIRE) || i < 30; i++) {
+        bnb_identity_t id;
+        char why[128];
+        if (bnb__auth_verify(w->auth, w->tokens[i % 3], &id, why, sizeof why) == 0 && strcmp(id.sub, "t") == 0)
+            w->ok++;
+        else
+            w->bad++;
+    }
+    return NULL;
+}
+
+/* 4 threads verify HS256/RS256/ES256 tokens while the JWKS is re-read every
+ * second and rewritten under them: never a failure, never a torn key set. */
+static void test_concurrent_verify_during_refresh(void **state)
+{
+    fx_t *f = *state;
+    bnb_auth_t *a = NULL;
+    bnb_auth_config_t cfg = {
+        .hs256_key_file = f->keyfile, .jwks_file = f->jwksfile, .jwks_refresh_s = 1, .leeway_s = -1};
+    char err[256];
+    assert_int_equal(bnb__auth_new(&cfg, &a, err, sizeof err), 0);
+    int stop = 0;
+    vworker_t w[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = (vworker_t){.auth = a, .stop = &stop};
+        w[i].tokens[0] = sign_hs(f, &(claims_t){.sub = "t"});
+        w[i].tokens[1] = RSA_SIGN(K.rsa_priv, "rsa1", .sub = "t");
+        w[i].tokens[2] = EC_SIGN("ec1", .sub = "t");
+        assert_int_equal(pthread_create(&th[i], NULL, vworker_main, &w[i]), 0);
+    }
+    for (int r = 0; r < 6; r++) { /* ~1.5 s: at least one background refresh */
+        write_jwks(f->jwksfile, r % 2 ? K.rsa2 : K.ec, r % 2 ? "rsa2" : "ec1", K.rsa, "rsa1", K.ec, "ec1");
+        struct timespec ts = {0, 250000000L};
+        nanosleep(&ts, NULL);
+    }
+    __atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
+    int ok = 0, bad = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ok += w[i].ok;
+        bad += w[i].bad;
+        for (int j = 0; j < 3; j++)
+            free(w[i].tokens[j]);
+    }
+    print_message("concurrent verifications: %d ok, %d failed\n", ok, bad);
+    assert_int_equal(bad, 0);
+    assert_true(ok >= 4 * 30);
+    bnb__auth_free(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -689,6 +753,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_key_rotation_and_kid_refresh, setup_all, teardown),
         cmocka_unit_test_setup_teardown(test_jwks_errors_name_file, setup_all, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_tokens, setup_all, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_verify_during_refresh, setup_all, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -165,6 +165,15 @@ static void test_bad_jwks_rejected(void **state)
     assert_int_equal(bnb__jwk_to_pem(sm, &pem, NULL, err, sizeof err), BNB_EINVAL);
     free(sm);
     EVP_PKEY_free(small);
+    /* an encryption key, even without an alg member */
+    json_t *enc = jwk_of(K.rsa, "k", 0);
+    json_object_del(enc, "alg");
+    json_object_set_new(enc, "use", json_string("enc"));
+    char *enc_s = json_dumps(enc, 0);
+    assert_int_equal(bnb__jwk_to_pem(enc_s, &pem, NULL, err, sizeof err), BNB_EINVAL);
+    assert_null(pem);
+    free(enc_s);
+    json_decref(enc);
     const char *bad[] = {
         "{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"AAAA\",\"y\":\"AAAA\"}",       /* short coordinates */
         "{\"kty\":\"EC\",\"crv\":\"P-384\",\"x\":\"AAAA\",\"y\":\"AAAA\"}",       /* other curve */
