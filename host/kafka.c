@@ -108,6 +108,8 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
+    if (strcmp(fac, "FAIL") == 0) /* connection failures: reported by on_error too */
+        return;
     klog(level <= 3   ? BNB_LOG_ERROR
          : level <= 4 ? BNB_LOG_WARN
          : level <= 6 ? BNB_LOG_INFO
