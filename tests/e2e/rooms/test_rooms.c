@@ -683,13 +683,27 @@ static void inject(const char *event_id, const char *type, const char *resv_id, 
     e2e_resp_free(&r);
 }
 
+/* A dead letter parked by the room consumer whose event mentions `arg`. */
 static int dead_letter_seen(void *arg)
 {
     const char *marker = arg;
     e2e_resp_t r;
     int found = 0;
-    if (e2e_call(H, E2E_HTTP1, "GET", "/admin/dead-letters", NULL, NULL, &r) == 0 && r.status == 200 && r.body)
-        found = strstr(r.body, marker) != NULL && strstr(r.body, "room") != NULL;
+    size_t i;
+    json_t *dl;
+    if (e2e_call(H, E2E_HTTP1, "GET", "/admin/dead-letters", NULL, NULL, &r) == 0 && r.status == 200) {
+        json_t *list = json_is_array(r.json) ? r.json : json_object_get(r.json, "items");
+        json_array_foreach(list, i, dl)
+        {
+            const char *consumer = json_string_value(json_object_get(dl, "consumer"));
+            json_t *ev = json_object_get(dl, "event");
+            char *text = json_is_string(ev) ? strdup(json_string_value(ev)) : json_dumps(ev, JSON_COMPACT);
+            const char *reason = json_string_value(json_object_get(dl, "reason"));
+            if (consumer && strstr(consumer, "room") && text && strstr(text, marker) && reason && *reason)
+                found = 1;
+            free(text);
+        }
+    }
     e2e_resp_free(&r);
     return found;
 }
