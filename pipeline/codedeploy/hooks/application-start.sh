@@ -1,0 +1,49 @@
+#!/bin/sh
+# ApplicationStart: the new release starts in the idle slot, on the same
+# listening socket as the running one; once it runs and answers, the old slot
+# is stopped (SIGTERM: readiness 503, stop accepting, finish in-flight, exit).
+. "$(dirname "$0")/common.sh"
+REL=$APP/releases/$DEPLOYMENT_ID
+[ -d "$REL" ] || die "no release $REL"
+ensure_supervisor
+
+old=$(active_slot)
+if [ -n "$old" ] && [ "$(slot_state "$old")" != RUNNING ]; then
+    log "active slot $old is $(slot_state "$old"): treating as a first start"
+    old=""
+fi
+if [ "$old" = 0 ]; then new=1; else new=0; fi
+[ "$(slot_state "$new")" = STOPPED ] || ctl stop "bearbnb:bearbnb-$new" >/dev/null 2>&1 || true
+
+ln -sfn "$REL" "$APP/slots/$new"
+slotlog=$LOGDIR/bearbnb-$new.log
+before=$(wc -l <"$slotlog" 2>/dev/null || echo 0)
+log "starting $(cat "$REL/VERSION" 2>/dev/null) in slot $new (old slot: ${old:-none})"
+# `start` returns once the slot has run startsecs without exiting.
+if ! out=$(ctl start "bearbnb:bearbnb-$new" 2>&1) || [ "$(slot_state "$new")" != RUNNING ]; then
+    ctl stop "bearbnb:bearbnb-$new" >/dev/null 2>&1 || true
+    tail -n 20 "$LOGDIR/bearbnb-$new.log" >&2 2>/dev/null || true
+    die "slot $new did not start: $out"
+fi
+# The new process accepts only once its plugins, storage and channels are up,
+# and says so ("listening on"); until then the old slot keeps serving.
+limit=${BEARBNB_START_TIMEOUT:-60} start=$(date +%s)
+until tail -n +$((before + 1)) "$slotlog" 2>/dev/null | grep -q 'listening on'; do
+    if [ "$(slot_state "$new")" != RUNNING ] || [ $(($(date +%s) - start)) -ge "$limit" ]; then
+        ctl stop "bearbnb:bearbnb-$new" >/dev/null 2>&1 || true
+        tail -n 20 "$slotlog" >&2 2>/dev/null || true
+        die "slot $new did not start listening within ${limit}s"
+    fi
+    sleep 0.2
+done
+wait_200 /healthz 3 "$limit" || die "no /healthz answer on :$BEARBNB_PORT"
+
+if [ -n "$old" ]; then
+    log "draining slot $old"
+    ctl stop "bearbnb:bearbnb-$old" >/dev/null || die "slot $old did not stop"
+fi
+[ -L "$APP/current" ] && [ "$(readlink -f "$APP/current")" != "$(readlink -f "$REL")" ] &&
+    ln -sfn "$(readlink -f "$APP/current")" "$APP/previous"
+ln -sfn "$REL" "$APP/current"
+echo "$new" >"$APP/active-slot.new" && mv "$APP/active-slot.new" "$APP/active-slot"
+log "slot $new (pid $(slot_pid "$new")) serves $(cat "$REL/VERSION" 2>/dev/null)"
