@@ -58,9 +58,9 @@ typedef struct bnb_store bnb_store_t; /* the plugin's own store (opaque) */
 typedef enum { BNB_CFG_STRING = 1, BNB_CFG_INT, BNB_CFG_BOOL } bnb_cfg_type_t;
 
 /* A plugin's config map, terminated by an item whose name is NULL. Keys are
- * read from `plugins.<plugin>.<name>` in the YAML file and from the
- * environment variable BEARBNB_<PLUGIN>_<NAME> (upper case, '.'/'-' -> '_').
- * Keys not declared here are configuration errors. */
+ * read from the YAML section named after the plugin (`room: {key: value}`)
+ * and from the environment variable BEARBNB_<PLUGIN>_<NAME> (upper case,
+ * '.' -> '_'). Keys not declared here are configuration errors. */
 typedef struct bnb_cfg_item {
     const char *name;
     bnb_cfg_type_t type;

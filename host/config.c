@@ -1,0 +1,467 @@
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+typedef struct entry {
+    char *key;
+    char *value;
+    char *origin;
+    int from_file;
+} entry_t;
+
+struct bnb_config {
+    entry_t *e;
+    size_t n, cap;
+    bnb_config_key_t *k;
+    size_t nk, capk;
+};
+
+bnb_config_t *bnb__config_new(void)
+{
+    return calloc(1, sizeof(bnb_config_t));
+}
+
+void bnb__config_free(bnb_config_t *c)
+{
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < c->n; i++) {
+        free(c->e[i].key);
+        free(c->e[i].value);
+        free(c->e[i].origin);
+    }
+    for (size_t i = 0; i < c->nk; i++) {
+        free(c->k[i].key);
+        free(c->k[i].def);
+    }
+    free(c->e);
+    free(c->k);
+    free(c);
+}
+
+static entry_t *find(bnb_config_t *c, const char *key)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (strcmp(c->e[i].key, key) == 0)
+            return &c->e[i];
+    return NULL;
+}
+
+static bnb_config_key_t *find_key(bnb_config_t *c, const char *key)
+{
+    for (size_t i = 0; i < c->nk; i++)
+        if (strcmp(c->k[i].key, key) == 0)
+            return &c->k[i];
+    return NULL;
+}
+
+static int set(bnb_config_t *c, const char *key, const char *value, const char *origin, int from_file)
+{
+    entry_t *e = find(c, key);
+    if (e == NULL) {
+        if (c->n == c->cap) {
+            size_t cap = c->cap ? c->cap * 2 : 32;
+            entry_t *ne = realloc(c->e, cap * sizeof(*ne));
+            if (ne == NULL)
+                return -ENOMEM;
+            c->e = ne;
+            c->cap = cap;
+        }
+        e = &c->e[c->n];
+        memset(e, 0, sizeof(*e));
+        e->key = strdup(key);
+        if (e->key == NULL)
+            return -ENOMEM;
+        c->n++;
+    }
+    char *v = strdup(value), *o = strdup(origin);
+    if (v == NULL || o == NULL) {
+        free(v);
+        free(o);
+        return -ENOMEM;
+    }
+    free(e->value);
+    free(e->origin);
+    e->value = v;
+    e->origin = o;
+    e->from_file = from_file;
+    return 0;
+}
+
+int bnb__config_set(bnb_config_t *c, const char *key, const char *value, const char *origin)
+{
+    return set(c, key, value, origin, 0);
+}
+
+int bnb__config_declare(bnb_config_t *c, const char *key, bnb_cfg_type_t type, const char *def)
+{
+    if (find_key(c, key) != NULL)
+        return 0;
+    if (c->nk == c->capk) {
+        size_t cap = c->capk ? c->capk * 2 : 64;
+        bnb_config_key_t *nk = realloc(c->k, cap * sizeof(*nk));
+        if (nk == NULL)
+            return -ENOMEM;
+        c->k = nk;
+        c->capk = cap;
+    }
+    bnb_config_key_t *k = &c->k[c->nk];
+    k->key = strdup(key);
+    k->def = def ? strdup(def) : NULL;
+    k->type = type;
+    if (k->key == NULL || (def && k->def == NULL)) {
+        free(k->key);
+        free(k->def);
+        return -ENOMEM;
+    }
+    c->nk++;
+    return 0;
+}
+
+static const struct {
+    const char *key;
+    bnb_cfg_type_t type;
+    const char *def;
+} host_keys[] = {
+    {"listen", BNB_CFG_STRING, "0.0.0.0:8088"},
+    {"data", BNB_CFG_STRING, "./data"},
+    {"plugins", BNB_CFG_STRING, NULL},
+    {"plugin_dir", BNB_CFG_STRING, NULL},
+    {"log_level", BNB_CFG_STRING, "info"},
+    {"http.max_body", BNB_CFG_INT, "65536"},
+    {"http.tls_cert", BNB_CFG_STRING, NULL},
+    {"http.tls_key", BNB_CFG_STRING, NULL},
+    {"http.threads", BNB_CFG_INT, "16"},
+    {"http.drain_timeout_ms", BNB_CFG_INT, "15000"},
+    {"auth.key_file", BNB_CFG_STRING, NULL},
+    {"auth.jwks_file", BNB_CFG_STRING, NULL},
+    {"auth.jwks_url", BNB_CFG_STRING, NULL},
+    {"auth.jwks_refresh_s", BNB_CFG_INT, "300"},
+    {"auth.issuer", BNB_CFG_STRING, "bearbnb"},
+    {"auth.audience", BNB_CFG_STRING, "bearbnb"},
+    {"auth.leeway_s", BNB_CFG_INT, "30"},
+    {"storage.backend", BNB_CFG_STRING, "sqlite"},
+    {"storage.url", BNB_CFG_STRING, NULL},
+    {"storage.pool_size", BNB_CFG_INT, "8"},
+    {"kafka.brokers", BNB_CFG_STRING, NULL},
+    {"kafka.partitions", BNB_CFG_INT, "3"},
+    {"call.timeout_ms", BNB_CFG_INT, "2000"},
+    {"breaker.failure_rate", BNB_CFG_INT, "50"},
+    {"breaker.window", BNB_CFG_INT, "100"},
+    {"breaker.minimum_calls", BNB_CFG_INT, "100"},
+    {"breaker.wait_open_ms", BNB_CFG_INT, "60000"},
+    {"breaker.half_open_calls", BNB_CFG_INT, "10"},
+    {"services.room.url", BNB_CFG_STRING, NULL},
+    {"services.reservation.url", BNB_CFG_STRING, NULL},
+    {"services.payment.url", BNB_CFG_STRING, NULL},
+    {"services.dashboard.url", BNB_CFG_STRING, NULL},
+    {"events.deliver_twice", BNB_CFG_BOOL, "false"},
+    {"events.relay_interval_ms", BNB_CFG_INT, "200"},
+    {"events.batch", BNB_CFG_INT, "100"},
+    {"admin", BNB_CFG_BOOL, "false"},
+};
+
+int bnb__config_declare_host(bnb_config_t *c)
+{
+    for (size_t i = 0; i < sizeof(host_keys) / sizeof(host_keys[0]); i++)
+        if (bnb__config_declare(c, host_keys[i].key, host_keys[i].type, host_keys[i].def) != 0)
+            return -ENOMEM;
+    return 0;
+}
+
+const char *bnb__config_env_name(const char *key)
+{
+    static __thread char buf[256];
+    size_t o = snprintf(buf, sizeof(buf), "BEARBNB_");
+    for (const char *p = key; *p && o + 1 < sizeof(buf); p++)
+        buf[o++] = (*p == '.' || *p == '-') ? '_' : (char)toupper((unsigned char)*p);
+    buf[o] = '\0';
+    return buf;
+}
+
+/* ---- YAML ---------------------------------------------------------------- */
+
+typedef struct ystate {
+    bnb_config_t *c;
+    const char *path;
+    char *err;
+    size_t errlen;
+} ystate_t;
+
+static int yerr(ystate_t *s, size_t line, const char *fmt, const char *arg)
+{
+    char msg[1024];
+    snprintf(msg, sizeof(msg), fmt, arg);
+    snprintf(s->err, s->errlen, "%s:%zu: %s", s->path, line + 1, msg);
+    return -EINVAL;
+}
+
+static int next(yaml_parser_t *p, yaml_event_t *ev, ystate_t *s)
+{
+    if (!yaml_parser_parse(p, ev)) {
+        snprintf(s->err, s->errlen, "%s:%zu: YAML syntax error: %s", s->path, p->problem_mark.line + 1,
+                 p->problem ? p->problem : "unknown");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int parse_node(yaml_parser_t *p, yaml_event_t *ev, ystate_t *s, const char *prefix);
+
+static int parse_mapping(yaml_parser_t *p, ystate_t *s, const char *prefix)
+{
+    for (;;) {
+        yaml_event_t k;
+        if (next(p, &k, s) != 0)
+            return -EINVAL;
+        if (k.type == YAML_MAPPING_END_EVENT) {
+            yaml_event_delete(&k);
+            return 0;
+        }
+        if (k.type != YAML_SCALAR_EVENT) {
+            size_t line = k.start_mark.line;
+            yaml_event_delete(&k);
+            return yerr(s, line, "%s", "a key must be a plain name");
+        }
+        char key[512];
+        const char *name = (const char *)k.data.scalar.value;
+        size_t line = k.start_mark.line;
+        if (prefix[0])
+            snprintf(key, sizeof(key), "%s.%s", prefix, name);
+        else
+            snprintf(key, sizeof(key), "%s", name);
+        int bad = name[0] == '\0' || strchr(name, '.') != NULL;
+        yaml_event_delete(&k);
+        if (bad)
+            return yerr(s, line, "key '%s': names may not be empty or contain '.'", key);
+        if (find(s->c, key) != NULL)
+            return yerr(s, line, "key '%s' appears twice", key);
+        yaml_event_t v;
+        if (next(p, &v, s) != 0)
+            return -EINVAL;
+        int rc = parse_node(p, &v, s, key);
+        yaml_event_delete(&v);
+        if (rc != 0)
+            return rc;
+    }
+}
+
+static int parse_node(yaml_parser_t *p, yaml_event_t *ev, ystate_t *s, const char *key)
+{
+    char origin[512];
+    snprintf(origin, sizeof(origin), "%s:%zu", s->path, ev->start_mark.line + 1);
+    switch (ev->type) {
+    case YAML_SCALAR_EVENT:
+        if (key[0] == '\0')
+            return yerr(s, ev->start_mark.line, "%s", "the file must be a mapping of keys");
+        return set(s->c, key, (const char *)ev->data.scalar.value, origin, 1);
+    case YAML_MAPPING_START_EVENT:
+        return parse_mapping(p, s, key);
+    case YAML_SEQUENCE_START_EVENT: {
+        /* a list of scalars becomes "a,b,c" */
+        char joined[4096] = "";
+        size_t o = 0;
+        for (;;) {
+            yaml_event_t it;
+            if (next(p, &it, s) != 0)
+                return -EINVAL;
+            if (it.type == YAML_SEQUENCE_END_EVENT) {
+                yaml_event_delete(&it);
+                break;
+            }
+            if (it.type != YAML_SCALAR_EVENT) {
+                size_t line = it.start_mark.line;
+                yaml_event_delete(&it);
+                return yerr(s, line, "key '%s': only lists of plain values are supported", key);
+            }
+            o += snprintf(joined + o, o < sizeof(joined) ? sizeof(joined) - o : 0, "%s%s", o ? "," : "",
+                          (const char *)it.data.scalar.value);
+            yaml_event_delete(&it);
+        }
+        if (o >= sizeof(joined))
+            return yerr(s, ev->start_mark.line, "key '%s': list too long", key);
+        return set(s->c, key, joined, origin, 1);
+    }
+    case YAML_ALIAS_EVENT:
+        return yerr(s, ev->start_mark.line, "key '%s': YAML aliases are not supported", key);
+    default:
+        return yerr(s, ev->start_mark.line, "key '%s': unexpected YAML node", key);
+    }
+}
+
+int bnb__config_load_file(bnb_config_t *c, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        snprintf(err, errlen, "%s: cannot open config file: %s", path, strerror(errno));
+        return -ENOENT;
+    }
+    yaml_parser_t p;
+    yaml_parser_initialize(&p);
+    yaml_parser_set_input_file(&p, f);
+    ystate_t s = {c, path, err, errlen};
+    int rc = 0, done = 0;
+    while (!done && rc == 0) {
+        yaml_event_t ev;
+        if (next(&p, &ev, &s) != 0) {
+            rc = -EINVAL;
+            break;
+        }
+        switch (ev.type) {
+        case YAML_STREAM_END_EVENT:
+            done = 1;
+            break;
+        case YAML_MAPPING_START_EVENT:
+            rc = parse_mapping(&p, &s, "");
+            break;
+        case YAML_SCALAR_EVENT:
+        case YAML_SEQUENCE_START_EVENT:
+            rc = yerr(&s, ev.start_mark.line, "%s", "the file must be a mapping of keys");
+            break;
+        default:
+            break;
+        }
+        yaml_event_delete(&ev);
+    }
+    yaml_parser_delete(&p);
+    fclose(f);
+    return rc;
+}
+
+/* ---- finishing ---------------------------------------------------------- */
+
+static int parse_bool(const char *v, int *out)
+{
+    static const char *t[] = {"true", "yes", "on", "1"}, *fl[] = {"false", "no", "off", "0"};
+    for (int i = 0; i < 4; i++) {
+        if (strcasecmp(v, t[i]) == 0) {
+            *out = 1;
+            return 0;
+        }
+        if (strcasecmp(v, fl[i]) == 0) {
+            *out = 0;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int parse_int(const char *v, long *out)
+{
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (errno != 0 || end == v || *end != '\0')
+        return -1;
+    *out = n;
+    return 0;
+}
+
+int bnb__config_finish(bnb_config_t *c, char *const *envp, const char *const *skip_plugins, char *err, size_t errlen)
+{
+    /* environment */
+    for (char *const *e = envp; e && *e; e++) {
+        if (strncmp(*e, "BEARBNB_", 8) != 0)
+            continue;
+        const char *eq = strchr(*e, '=');
+        if (eq == NULL)
+            continue;
+        size_t nl = (size_t)(eq - *e);
+        bnb_config_key_t *hit = NULL;
+        for (size_t i = 0; i < c->nk && hit == NULL; i++) {
+            const char *en = bnb__config_env_name(c->k[i].key);
+            if (strlen(en) == nl && strncmp(en, *e, nl) == 0)
+                hit = &c->k[i];
+        }
+        if (hit != NULL) {
+            entry_t *ex = find(c, hit->key);
+            if (ex != NULL && strncmp(ex->origin, "--", 2) == 0)
+                continue; /* the command line wins */
+            char origin[256];
+            snprintf(origin, sizeof(origin), "%.*s", (int)nl, *e);
+            if (set(c, hit->key, eq + 1, origin, 0) != 0)
+                return -ENOMEM;
+            continue;
+        }
+        int skip = strncmp(*e, "BEARBNB_BIN=", 12) == 0; /* the tests' pointer to the program */
+        for (const char *const *sp = skip_plugins; sp && *sp && !skip; sp++) {
+            char pre[128];
+            snprintf(pre, sizeof(pre), "%s", bnb__config_env_name(*sp));
+            size_t pl = strlen(pre);
+            skip = strncmp(*e, pre, pl) == 0 && (*e)[pl] == '_';
+        }
+        if (!skip) {
+            snprintf(err, errlen, "environment variable %.*s: unknown setting", (int)nl, *e);
+            return -EINVAL;
+        }
+    }
+    /* every set key declared and typed */
+    for (size_t i = 0; i < c->n; i++) {
+        entry_t *e = &c->e[i];
+        bnb_config_key_t *k = find_key(c, e->key);
+        int skip = 0;
+        for (const char *const *sp = skip_plugins; sp && *sp && !skip; sp++)
+            skip = strncmp(e->key, *sp, strlen(*sp)) == 0 && e->key[strlen(*sp)] == '.';
+        if (skip)
+            continue;
+        if (k == NULL) {
+            snprintf(err, errlen, "%s: unknown key '%s'", e->origin, e->key);
+            return -EINVAL;
+        }
+        long n;
+        int b;
+        if (k->type == BNB_CFG_INT && parse_int(e->value, &n) != 0) {
+            snprintf(err, errlen, "%s: key '%s' must be an integer, got '%s'", e->origin, e->key, e->value);
+            return -EINVAL;
+        }
+        if (k->type == BNB_CFG_BOOL && parse_bool(e->value, &b) != 0) {
+            snprintf(err, errlen, "%s: key '%s' must be true or false, got '%s'", e->origin, e->key, e->value);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+const char *bnb__config_str(bnb_config_t *c, const char *key)
+{
+    entry_t *e = find(c, key);
+    if (e != NULL)
+        return e->value;
+    bnb_config_key_t *k = find_key(c, key);
+    return k ? k->def : NULL;
+}
+
+long bnb__config_int(bnb_config_t *c, const char *key)
+{
+    const char *v = bnb__config_str(c, key);
+    long n = 0;
+    if (v != NULL)
+        parse_int(v, &n);
+    return n;
+}
+
+int bnb__config_bool(bnb_config_t *c, const char *key)
+{
+    const char *v = bnb__config_str(c, key);
+    int b = 0;
+    if (v != NULL)
+        parse_bool(v, &b);
+    return b;
+}
+
+const char *bnb__config_origin(bnb_config_t *c, const char *key)
+{
+    entry_t *e = find(c, key);
+    return e ? e->origin : "default";
+}
+
+void bnb__config_each(bnb_config_t *c, void (*fn)(const char *, const char *, void *), void *ud)
+{
+    for (size_t i = 0; i < c->n; i++)
+        fn(c->e[i].key, c->e[i].value, ud);
+}

@@ -1,0 +1,343 @@
+/* Events: the outbox relay, the in-process channel, consumer dispatch with
+ * idempotency handled by the plugins and poison events parked here. */
+#include "host.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void record_dead(bnb_host_t *h, bnb_ctx_t *ctx, const char *payload, size_t len, const char *reason)
+{
+    char labels[64];
+    snprintf(labels, sizeof(labels), "plugin=\"%s\"", ctx->name);
+    bnb__metrics_add(h->metrics, "bearbnb_dead_letters_total", labels, 1);
+    pthread_mutex_lock(&h->dl_mu);
+    json_t *ev = json_stringn(payload, len);
+    json_t *item = json_pack("{s:s, s:s, s:o, s:I}", "consumer", ctx->name, "reason", reason, "event",
+                             ev ? ev : json_string("(not UTF-8)"), "time", (json_int_t)bnb__now_ms());
+    if (item != NULL) {
+        json_array_append_new(h->dead_letters, item);
+        while (json_array_size(h->dead_letters) > 1000)
+            json_array_remove(h->dead_letters, 0);
+    }
+    pthread_mutex_unlock(&h->dl_mu);
+}
+
+static int park(bnb_host_t *h, bnb_ctx_t *ctx, const char *payload, size_t len, const char *reason)
+{
+    char *copy = strndup(payload, len);
+    if (copy == NULL)
+        return BNB_ENOMEM;
+    int rc = ctx->store->ops->park(ctx->store, ctx->name, copy, reason);
+    free(copy);
+    if (rc != 0) {
+        bnb__log(BNB_LOG_ERROR, "cannot park a poison event for %s (store error %d); will retry", ctx->name, rc);
+        return rc;
+    }
+    bnb__logf(BNB_LOG_WARN, NULL, "event parked in the dead-letter store of %s: %s", ctx->name, reason);
+    record_dead(h, ctx, payload, len, reason);
+    return 0;
+}
+
+/* One message for one consumer plugin: 0 = done (applied, duplicate or
+ * parked), <0 = deliver again later. */
+static int dispatch(bnb_host_t *h, bnb_ctx_t *ctx, const char *topic, const char *payload, size_t len)
+{
+    if (atomic_load(&ctx->paused))
+        return BNB_EAGAIN;
+    json_error_t jerr;
+    json_t *env = json_loadb(payload, len, JSON_REJECT_DUPLICATES, &jerr);
+    char reason[300];
+    if (env == NULL) {
+        snprintf(reason, sizeof(reason), "malformed JSON at position %d: %s", jerr.position, jerr.text);
+        return park(h, ctx, payload, len, reason);
+    }
+    const char *id = json_string_value(json_object_get(env, "id"));
+    const char *type = json_string_value(json_object_get(env, "type"));
+    if (!json_is_object(env) || id == NULL || type == NULL || id[0] == '\0' || strlen(id) >= 64) {
+        json_decref(env);
+        return park(h, ctx, payload, len, "not an event envelope: needs string fields id (< 64 chars) and type");
+    }
+    bnb_exec_t ex = {0};
+    ex.plugin = ctx->name;
+    snprintf(ex.event_id, sizeof(ex.event_id), "%s", id);
+    const char *s = json_string_value(json_object_get(env, "correlationId"));
+    if (s)
+        snprintf(ex.correlation_id, sizeof(ex.correlation_id), "%s", s);
+    if ((s = json_string_value(json_object_get(env, "traceparent"))) != NULL)
+        snprintf(ex.traceparent, sizeof(ex.traceparent), "%s", s);
+    if ((s = json_string_value(json_object_get(env, "requestId"))) != NULL)
+        snprintf(ex.request_id, sizeof(ex.request_id), "%s", s);
+    bnb_exec_t *saved = bnb__exec;
+    bnb__exec = &ex;
+    int rc = 0;
+    for (size_t i = 0; i < ctx->nsubs && rc == 0; i++) {
+        if (strcmp(ctx->subs[i].topic, topic) != 0)
+            continue;
+        int times = h->deliver_twice ? 2 : 1;
+        for (int t = 0; t < times && rc == 0; t++) {
+            ex.reject_reason[0] = '\0';
+            rc = ctx->subs[i].fn(ctx, env);
+            if (rc == BNB_EALREADY)
+                rc = 0;
+        }
+    }
+    bnb__exec = saved;
+    json_decref(env);
+    if (rc == BNB_EINVAL) {
+        snprintf(reason, sizeof(reason), "%s", ex.reject_reason[0] ? ex.reject_reason : "rejected by the consumer");
+        return park(h, ctx, payload, len, reason);
+    }
+    if (rc != 0) {
+        bnb__logf(BNB_LOG_WARN, NULL, "consumer %s failed on event %s (%d); it will be delivered again", ctx->name, id,
+                  rc);
+        return rc;
+    }
+    char labels[64];
+    snprintf(labels, sizeof(labels), "plugin=\"%s\"", ctx->name);
+    bnb__metrics_add(h->metrics, "bearbnb_events_consumed_total", labels, 1);
+    return 0;
+}
+
+static int subscribes(bnb_ctx_t *ctx, const char *topic)
+{
+    for (size_t i = 0; i < ctx->nsubs; i++)
+        if (strcmp(ctx->subs[i].topic, topic) == 0)
+            return 1;
+    return 0;
+}
+
+/* In-process channel: hand the message to every local consumer of the topic. */
+static int deliver_local(bnb_host_t *h, const char *topic, const char *payload, size_t len)
+{
+    for (size_t i = 0; i < h->nplugins; i++) {
+        bnb_ctx_t *c = h->plugins[i];
+        if (!subscribes(c, topic))
+            continue;
+        int rc = dispatch(h, c, topic, payload, len);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---- relay ---------------------------------------------------------------- */
+
+/* Publish what is pending in ctx's outbox; returns 1 when more may be waiting. */
+static int relay_once(bnb_host_t *h, bnb_ctx_t *ctx)
+{
+    bnb_store_t *st = ctx->store;
+    for (int round = 0; round < 20; round++) {
+        bnb_outbox_entry_t *e = NULL;
+        size_t n = 0;
+        if (st->ops->outbox_fetch(st, h->relay_batch, &e, &n) != 0)
+            return 0;
+        if (n == 0)
+            return 0;
+        size_t done = 0;
+        if (h->channel != NULL) {
+            if (h->channel->ops->publish(h->channel, e, n, 10000) == 0)
+                done = n;
+        } else {
+            while (done < n && deliver_local(h, e[done].topic, e[done].payload, strlen(e[done].payload)) == 0)
+                done++;
+        }
+        if (done > 0) {
+            const char **ids = malloc(done * sizeof(char *));
+            if (ids != NULL) {
+                for (size_t i = 0; i < done; i++)
+                    ids[i] = e[i].event_id;
+                if (st->ops->outbox_ack(st, ids, done) != 0)
+                    bnb__log(BNB_LOG_ERROR, "outbox of %s: ack failed; events will be published again", ctx->name);
+                free(ids);
+            }
+            char labels[64];
+            snprintf(labels, sizeof(labels), "plugin=\"%s\"", ctx->name);
+            bnb__metrics_add(h->metrics, "bearbnb_events_published_total", labels, (double)done);
+        }
+        bnb_outbox_entries_free(e, n);
+        if (done < n)
+            return 0; /* a consumer or the broker asked for a retry: next tick */
+        if (n < h->relay_batch)
+            return 0;
+    }
+    return 1;
+}
+
+typedef struct relay_job {
+    uv_work_t w;
+    bnb_host_t *h;
+    bnb_ctx_t *ctx;
+    int more;
+} relay_job_t;
+
+static void relay_work(uv_work_t *w)
+{
+    relay_job_t *j = w->data;
+    j->more = relay_once(j->h, j->ctx);
+}
+
+static void relay_schedule(bnb_host_t *h);
+
+static void relay_after(uv_work_t *w, int status)
+{
+    (void)status;
+    relay_job_t *j = w->data;
+    atomic_store(&j->ctx->relaying, 0);
+    atomic_fetch_sub(&j->h->relay_jobs, 1);
+    int more = j->more;
+    bnb_host_t *h = j->h;
+    free(j);
+    if (more && !h->relay_stopped)
+        relay_schedule(h);
+}
+
+static void relay_schedule(bnb_host_t *h)
+{
+    for (size_t i = 0; i < h->nplugins; i++) {
+        bnb_ctx_t *c = h->plugins[i];
+        if (c->store == NULL || atomic_exchange(&c->relaying, 1))
+            continue;
+        relay_job_t *j = calloc(1, sizeof(*j));
+        if (j == NULL) {
+            atomic_store(&c->relaying, 0);
+            continue;
+        }
+        j->h = h;
+        j->ctx = c;
+        j->w.data = j;
+        atomic_fetch_add(&h->relay_jobs, 1);
+        if (uv_queue_work(h->loop, &j->w, relay_work, relay_after) != 0) {
+            atomic_fetch_sub(&h->relay_jobs, 1);
+            atomic_store(&c->relaying, 0);
+            free(j);
+        }
+    }
+}
+
+static void on_relay_timer(uv_timer_t *t)
+{
+    relay_schedule(t->data);
+}
+
+static void on_relay_wake(uv_async_t *a)
+{
+    bnb_host_t *h = a->data;
+    if (!h->relay_stopped)
+        relay_schedule(h);
+}
+
+void bnb__events_wake(bnb_host_t *h)
+{
+    if (!h->relay_stopped)
+        uv_async_send(&h->relay_wake);
+}
+
+/* ---- channel consumers ----------------------------------------------------- */
+
+static int on_channel_message(void *ud, const char *topic, const char *payload, size_t len)
+{
+    bnb_ctx_t *ctx = ud;
+    return dispatch(ctx->host, ctx, topic, payload, len);
+}
+
+int bnb__events_start(bnb_host_t *h, char *err, size_t errlen)
+{
+    h->dead_letters = json_array();
+    pthread_mutex_init(&h->dl_mu, NULL);
+    const char *brokers = bnb__config_str(h->cfg, "kafka.brokers");
+    if (brokers != NULL && brokers[0]) {
+#ifdef BNB_HAVE_KAFKA
+        static const char *const topics[] = {"bearbnb.room", "bearbnb.reservation", "bearbnb.payment"};
+        char client[128] = "bearbnb";
+        for (size_t i = 0; i < h->nplugins; i++) {
+            size_t l = strlen(client);
+            snprintf(client + l, sizeof(client) - l, "-%s", h->plugins[i]->name);
+        }
+        bnb_kafka_config_t kc = {brokers, client, topics, 3, (int)bnb__config_int(h->cfg, "kafka.partitions")};
+        if (bnb__kafka_open(&kc, &h->channel, err, errlen) != 0)
+            return -1;
+        for (size_t i = 0; i < h->nplugins; i++) {
+            bnb_ctx_t *c = h->plugins[i];
+            if (c->nsubs == 0)
+                continue;
+            const char *tl[16];
+            size_t nt = 0;
+            for (size_t k = 0; k < c->nsubs && nt < 16; k++) {
+                int dup = 0;
+                for (size_t m = 0; m < nt; m++)
+                    dup |= strcmp(tl[m], c->subs[k].topic) == 0;
+                if (!dup)
+                    tl[nt++] = c->subs[k].topic;
+            }
+            char group[64];
+            snprintf(group, sizeof(group), "bearbnb-%s", c->name);
+            if (h->channel->ops->subscribe(h->channel, group, tl, nt, on_channel_message, c) != 0) {
+                snprintf(err, errlen, "kafka: cannot subscribe %s to its topics", c->name);
+                return -1;
+            }
+        }
+#else
+        snprintf(err, errlen, "kafka.brokers is set (%s) but this build has no Kafka support", brokers);
+        return -1;
+#endif
+    }
+    uv_async_init(h->loop, &h->relay_wake, on_relay_wake);
+    h->relay_wake.data = h;
+    uv_timer_init(h->loop, &h->relay_timer);
+    h->relay_timer.data = h;
+    uv_timer_start(&h->relay_timer, on_relay_timer, 0, (uint64_t)h->relay_interval_ms);
+    return 0;
+}
+
+void bnb__events_stop(bnb_host_t *h)
+{
+    if (!h->relay_stopped) {
+        h->relay_stopped = 1;
+        uv_timer_stop(&h->relay_timer);
+        uv_close((uv_handle_t *)&h->relay_timer, NULL);
+        uv_close((uv_handle_t *)&h->relay_wake, NULL);
+        while (atomic_load(&h->relay_jobs) > 0)
+            uv_run(h->loop, UV_RUN_ONCE);
+        /* last flush: what was committed before shutdown leaves now */
+        for (size_t i = 0; i < h->nplugins; i++)
+            if (h->plugins[i]->store)
+                while (relay_once(h, h->plugins[i]))
+                    ;
+    }
+    if (h->channel != NULL) {
+        h->channel->ops->close(h->channel, 10000);
+        h->channel = NULL;
+    }
+}
+
+void bnb__events_free(bnb_host_t *h)
+{
+    if (h->dead_letters) {
+        json_decref(h->dead_letters);
+        h->dead_letters = NULL;
+        pthread_mutex_destroy(&h->dl_mu);
+    }
+}
+
+int bnb__events_inject(bnb_host_t *h, const char *topic, const char *payload, size_t len)
+{
+    if (h->channel != NULL) {
+        char id[37];
+        bnb__uuid(id);
+        bnb_outbox_entry_t e = {id, (char *)topic, "admin", (char *)payload};
+        char *copy = strndup(payload, len);
+        if (copy == NULL)
+            return BNB_ENOMEM;
+        e.payload = copy;
+        int rc = h->channel->ops->publish(h->channel, &e, 1, 10000);
+        free(copy);
+        return rc;
+    }
+    return deliver_local(h, topic, payload, len);
+}
+
+int bnb__events_ready(bnb_host_t *h)
+{
+    return h->channel == NULL || h->channel->ops->ready(h->channel);
+}

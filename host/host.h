@@ -1,0 +1,169 @@
+/* The host's shared state (host-internal). One bnb_host_t per process. */
+#ifndef BNB_HOST_H
+#define BNB_HOST_H
+
+#include "bnb_build_config.h"
+
+#include "auth.h"
+#include "bnb_plugin.h"
+#include "bnb_storage.h"
+#include "breaker.h"
+#include "channel.h"
+#include "config.h"
+#include "log.h"
+#include "metrics.h"
+#include "router.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <uv.h>
+
+typedef struct bnb_sub {
+    char *topic;
+    bnb_event_fn fn;
+} bnb_sub_t;
+
+/* One route a plugin registered (the router's `data`). */
+typedef struct bnb_route_entry {
+    bnb_ctx_t *ctx;
+    bnb_role_t who;
+    bnb_route_fn fn;
+    char *pattern;
+    char *method;
+} bnb_route_entry_t;
+
+struct bnb_ctx {
+    struct bnb_host *host;
+    const bnb_plugin_t *plugin;
+    const char *name; /* plugin->name */
+    void *dl;
+    char *path;
+    void *userdata;
+    bnb_store_t *store;
+    bnb_sub_t *subs;
+    size_t nsubs;
+    bnb_route_entry_t **routes;
+    size_t nroutes;
+    atomic_int paused;
+    atomic_int relaying;
+    int inited, started;
+};
+
+typedef struct bnb_breaker_slot {
+    char service[32];
+    bnb_breaker_t *b;
+} bnb_breaker_slot_t;
+
+typedef struct bnb_host {
+    bnb_config_t *cfg;
+    uv_loop_t *loop;
+    bnb_ctx_t **plugins;
+    size_t nplugins;
+    bnb_router_t *router;
+    bnb_auth_t *auth;
+    bnb_metrics_t *metrics;
+    bnb_channel_t *channel; /* NULL: in-process events */
+
+    pthread_mutex_t breakers_mu;
+    bnb_breaker_slot_t breakers[16];
+    size_t nbreakers;
+    bnb_breaker_config_t breaker_cfg;
+    long call_timeout_ms;
+
+    int deliver_twice;
+    int admin;
+    size_t max_body;
+    long relay_interval_ms;
+    size_t relay_batch;
+
+    atomic_int ready;
+    atomic_int draining;
+    atomic_int inflight; /* worker jobs running for requests */
+
+    pthread_mutex_t dl_mu;
+    json_t *dead_letters; /* recent parked events, newest last */
+
+    uv_async_t relay_wake;
+    uv_timer_t relay_timer;
+    atomic_int relay_jobs;
+    int relay_stopped;
+} bnb_host_t;
+
+/* A request being handled by a plugin (HTTP or an in-process call). */
+struct bnb_req {
+    bnb_ctx_t *ctx;
+    bnb_route_entry_t *route;
+    char *method;
+    char *path;
+    char *query; /* raw, without '?', or NULL */
+    bnb_route_match_t match;
+    json_t *body;
+    bnb_identity_t id;
+    int has_id;
+    char *bearer;
+    size_t nheaders;
+    char **hnames; /* lower case */
+    char **hvalues;
+    /* the answer */
+    int status;
+    json_t *resp;
+    int answered;
+    int problem;
+    size_t nrh;
+    char *rh_names[8];
+    char *rh_values[8];
+    /* context of the handler call */
+    bnb_exec_t exec;
+    char *qcache_key[8];
+    char *qcache_val[8];
+    size_t nq;
+};
+
+extern const bnb_host_api_t bnb__host_api;
+extern bnb_host_t *bnb__host; /* the host of this process */
+
+/* api.c */
+void bnb__req_free_parts(bnb_req_t *r);
+/* Run a route handler on the current (worker) thread; answers 500 if it did not. */
+void bnb__req_run(bnb_req_t *r);
+void bnb__problem_json(bnb_req_t *r, int status, const char *title, const char *detail);
+char *bnb__problem_text(int status, const char *title, const char *detail, size_t *len);
+const char *bnb__status_title(int status);
+void bnb__uuid(char out[37]);
+int64_t bnb__now_ms(void);
+int64_t bnb__mono_ms(void);
+
+/* loader.c */
+/* Open and check one plugin file; NULL with a message naming the file. */
+bnb_ctx_t *bnb__plugin_open(bnb_host_t *h, const char *path, char *err, size_t errlen);
+/* init; on failure undoes every registration and returns <0 with err set. */
+int bnb__plugin_init(bnb_ctx_t *ctx, char *err, size_t errlen);
+void bnb__plugin_unregister(bnb_ctx_t *ctx);
+void bnb__plugin_close(bnb_ctx_t *ctx);
+/* Every *.so in dir and dir/<x>/ (sorted); caller frees each and the array. */
+int bnb__plugin_scan(const char *dir, char ***paths, size_t *n);
+
+/* events.c */
+int bnb__events_start(bnb_host_t *h, char *err, size_t errlen);
+/* Stop relaying; one last synchronous flush of every outbox; close channels. */
+void bnb__events_stop(bnb_host_t *h);
+void bnb__events_wake(bnb_host_t *h);
+/* Hand one raw event to the consumers of `topic` (admin injection). */
+int bnb__events_inject(bnb_host_t *h, const char *topic, const char *payload, size_t len);
+int bnb__events_ready(bnb_host_t *h);
+void bnb__events_free(bnb_host_t *h);
+
+/* call.c */
+int bnb__call(bnb_ctx_t *ctx, const char *service, const char *method, const char *path, const json_t *body,
+              int *status, json_t **resp);
+bnb_breaker_t *bnb__breaker_for(bnb_host_t *h, const char *service);
+void bnb__breakers_export(bnb_host_t *h);
+
+/* http.c */
+int bnb__http_start(bnb_host_t *h, char *err, size_t errlen);
+/* Stop accepting, let in-flight requests finish, then call done. */
+void bnb__http_drain(bnb_host_t *h, void (*done)(bnb_host_t *h));
+void bnb__http_free(bnb_host_t *h);
+int bnb__http_open_connections(void);
+
+#endif
