@@ -11,6 +11,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <netdb.h>
+#include <sys/socket.h>
 
 #include <cmocka.h>
 
@@ -112,6 +114,31 @@ static int publish(bnb_channel_t *ch, const char *topic, const char *key, const 
     return ch->ops->publish(ch, &e, 1, 10000);
 }
 
+/* 1 when a TCP connection to the first "host:port" of list succeeds. */
+static int broker_answers(const char *list)
+{
+    char host[256];
+    snprintf(host, sizeof host, "%s", list);
+    host[strcspn(host, ",")] = '\0';
+    char *colon = strrchr(host, ':');
+    if (!colon)
+        return 0;
+    *colon = '\0';
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    if (getaddrinfo(host, colon + 1, &hints, &res) != 0)
+        return 0;
+    int ok = 0;
+    for (struct addrinfo *a = res; a && !ok; a = a->ai_next) {
+        int fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+        if (fd < 0)
+            continue;
+        ok = connect(fd, a->ai_addr, a->ai_addrlen) == 0;
+        close(fd);
+    }
+    freeaddrinfo(res);
+    return ok;
+}
+
 /* Setup: the broker must answer. */
 static int group_setup(void **state)
 {
@@ -120,6 +147,10 @@ static int group_setup(void **state)
     if (!brokers || !*brokers) {
         fprintf(stderr,
                 "BNB_TEST_KAFKA is not set: run `scripts/infra up kafka` and `eval \"$(scripts/infra env)\"`\n");
+        return -1;
+    }
+    if (!broker_answers(brokers)) {
+        fprintf(stderr, "Kafka broker %s (BNB_TEST_KAFKA) does not answer: run `scripts/infra up kafka`\n", brokers);
         return -1;
     }
     snprintf(run_id, sizeof run_id, "%ld-%d", (long)time(NULL), (int)getpid());
