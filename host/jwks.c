@@ -28,6 +28,7 @@ typedef struct jwk {
     int kty;
     char *pem;
     size_t pem_len;
+    EVP_PKEY *pkey; /* the same key, parsed once: verifying with it is ~10x cheaper than re-reading the PEM */
 } jwk_t;
 
 typedef struct keyset {
@@ -71,6 +72,7 @@ static void keyset_free(keyset_t *s)
     for (size_t i = 0; i < s->n; i++) {
         free(s->keys[i].kid);
         free(s->keys[i].pem);
+        EVP_PKEY_free(s->keys[i].pkey);
     }
     free(s->keys);
     free(s);
@@ -271,10 +273,11 @@ static int jwk_parse(json_t *j, jwk_t *out, char *err, size_t errlen)
         return BNB_EINVAL;
     out->pem = pkey_to_pem(pkey, &out->pem_len);
     out->kid = strdup(kid ? kid : "");
-    EVP_PKEY_free(pkey);
+    out->pkey = pkey;
     if (!out->pem || !out->kid) {
         free(out->pem);
         free(out->kid);
+        EVP_PKEY_free(pkey);
         memset(out, 0, sizeof *out);
         return BNB_ENOMEM;
     }
@@ -299,6 +302,7 @@ int bnb__jwk_to_pem(const char *jwk_json, char **pem, const char **alg, char *er
     if (rc)
         return rc == BNB_ENOMEM ? rc : BNB_EINVAL;
     free(k.kid);
+    EVP_PKEY_free(k.pkey);
     *pem = k.pem;
     if (alg)
         *alg = k.kty == KTY_RSA ? "RS256" : "ES256";
@@ -607,8 +611,14 @@ static int want_kty(const char *alg)
     return 0;
 }
 
+typedef struct want {
+    char **pem;
+    size_t *pem_len;
+    EVP_PKEY **pkey;
+} want_t;
+
 /* Under the read lock. */
-static int lookup(bnb_jwks_t *k, const char *kid, int kty, char **pem, size_t *pem_len)
+static int lookup(bnb_jwks_t *k, const char *kid, int kty, const want_t *w)
 {
     const jwk_t *hit = NULL;
     int wrong_type = 0, matches = 0;
@@ -636,31 +646,32 @@ static int lookup(bnb_jwks_t *k, const char *kid, int kty, char **pem, size_t *p
         hit = NULL; /* ambiguous without a kid */
     if (!hit)
         return wrong_type ? BNB_EINVAL : BNB_ENOENT;
-    *pem = malloc(hit->pem_len + 1);
-    if (!*pem)
+    if (w->pkey) {
+        if (EVP_PKEY_up_ref(hit->pkey) != 1)
+            return BNB_ENOMEM;
+        *w->pkey = hit->pkey;
+        return 0;
+    }
+    *w->pem = malloc(hit->pem_len + 1);
+    if (!*w->pem)
         return BNB_ENOMEM;
-    memcpy(*pem, hit->pem, hit->pem_len + 1);
-    if (pem_len)
-        *pem_len = hit->pem_len;
+    memcpy(*w->pem, hit->pem, hit->pem_len + 1);
+    if (w->pem_len)
+        *w->pem_len = hit->pem_len;
     return 0;
 }
 
-static int locked_lookup(bnb_jwks_t *k, const char *kid, int kty, char **pem, size_t *pem_len)
+static int locked_lookup(bnb_jwks_t *k, const char *kid, int kty, const want_t *w)
 {
     pthread_rwlock_rdlock(&k->lock);
-    int rc = lookup(k, kid, kty, pem, pem_len);
+    int rc = lookup(k, kid, kty, w);
     pthread_rwlock_unlock(&k->lock);
     return rc;
 }
 
-int bnb__jwks_get_pem(bnb_jwks_t *k, const char *kid, const char *alg, char **pem, size_t *pem_len)
+static int get(bnb_jwks_t *k, const char *kid, int kty, const want_t *w)
 {
-    int kty = want_kty(alg);
-
-    if (!k || !pem || !kty)
-        return BNB_EINVAL;
-    *pem = NULL;
-    int rc = locked_lookup(k, kid, kty, pem, pem_len);
+    int rc = locked_lookup(k, kid, kty, w);
     if (rc != BNB_ENOENT || !kid)
         return rc;
 
@@ -692,7 +703,27 @@ int bnb__jwks_get_pem(bnb_jwks_t *k, const char *kid, const char *alg, char **pe
         }
     }
     pthread_mutex_unlock(&k->mu);
-    return locked_lookup(k, kid, kty, pem, pem_len);
+    return locked_lookup(k, kid, kty, w);
+}
+
+int bnb__jwks_get_pem(bnb_jwks_t *k, const char *kid, const char *alg, char **pem, size_t *pem_len)
+{
+    int kty = want_kty(alg);
+
+    if (!k || !pem || !kty)
+        return BNB_EINVAL;
+    *pem = NULL;
+    return get(k, kid, kty, &(want_t){.pem = pem, .pem_len = pem_len});
+}
+
+int bnb__jwks_get_key(bnb_jwks_t *k, const char *kid, const char *alg, EVP_PKEY **pkey)
+{
+    int kty = want_kty(alg);
+
+    if (!k || !pkey || !kty)
+        return BNB_EINVAL;
+    *pkey = NULL;
+    return get(k, kid, kty, &(want_t){.pkey = pkey});
 }
 
 size_t bnb__jwks_count(bnb_jwks_t *k)

@@ -9,6 +9,7 @@
 #ifndef BNB_JWKS_H
 #define BNB_JWKS_H
 
+#include <openssl/evp.h>
 #include <stddef.h>
 
 typedef struct bnb_jwks bnb_jwks_t;
@@ -33,6 +34,10 @@ void bnb__jwks_free(bnb_jwks_t *k);
  * frees with free()). 0; BNB_ENOENT unknown kid (after at most one rate-limited
  * refresh); BNB_EINVAL the key exists but is of another type/alg. Thread-safe. */
 int bnb__jwks_get_pem(bnb_jwks_t *k, const char *kid, const char *alg, char **pem, size_t *pem_len);
+
+/* Same lookup, as a parsed key: *pkey holds a reference, release it with
+ * EVP_PKEY_free. Concurrent verifications may share it (OpenSSL 3). */
+int bnb__jwks_get_key(bnb_jwks_t *k, const char *kid, const char *alg, EVP_PKEY **pkey);
 
 /* Re-read file and URL now, in the calling thread. 0 when every source
  * loaded; otherwise the first error (the other sources are still swapped in). */
