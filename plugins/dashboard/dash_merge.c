@@ -300,10 +300,13 @@ static json_t *derive_reservation(const char *id, const json_t *res, const json_
     json_t *pid = json_is_object(res) ? json_object_get(res, "paymentId") : NULL;
     json_t *amount = json_is_object(res) ? json_object_get(res, "amount") : NULL;
 
-    if (!json_is_string(pid)) /* not known from the reservation (yet) */
-        pid = json_is_object(pay) ? json_object_get(pay, "id") : NULL;
-    if (!json_is_integer(amount))
-        amount = json_is_object(pay) ? json_object_get(pay, "amount") : NULL;
+    /* The reservation service is the authority for paymentId and amount (a
+     * rejected reservation keeps paymentId null); the payment fills them in
+     * only while no reservation event has arrived yet. */
+    if (!json_is_object(res) && json_is_object(pay)) {
+        pid = json_object_get(pay, "id");
+        amount = json_object_get(pay, "amount");
+    }
 
     bad = bad || json_object_set_new(e, "id", json_string(id));
     bad = bad || json_object_set_new(e, "guestId", pick(res, "guestId"));

@@ -303,6 +303,29 @@ static void assert_matches_services(const char *room_id)
     json_decref(doc);
 }
 
+/* The value of the Prometheus sample `name` (name with labels), 0 when absent. */
+static double metric(const char *name)
+{
+    e2e_resp_t r;
+    double v = 0;
+    size_t n = strlen(name);
+    assert_int_equal(e2e_call(host, E2E_HTTP1, "GET", "/metrics", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    for (const char *p = r.body; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+        if (strncmp(p, name, n) == 0 && p[n] == ' ') {
+            v = strtod(p + n, NULL);
+            break;
+        }
+    }
+    e2e_resp_free(&r);
+    return v;
+}
+
+static double dead_letters_metric(void)
+{
+    return metric("bearbnb_dead_letters_total{plugin=\"dashboard\"}");
+}
+
 /* ---- building blocks ------------------------------------------------------------ */
 
 static char *create_room(const char *name, const char *city, int price)
@@ -485,6 +508,9 @@ static void test_deliver_twice_matches_services(void **state)
     json_decref(wait_doc(other, pred_res, &wd, "d CONFIRMED/APPROVED"));
     assert_matches_services(room);
     assert_matches_services(other);
+    /* every event really came twice: the second copy was recognised */
+    assert_true(metric("bearbnb_dashboard_events_repeated_total") > 0);
+    assert_true(metric("bearbnb_dashboard_events_repeated_total") >= metric("bearbnb_dashboard_events_applied_total"));
 
     snprintf(path, sizeof(path), "/dashboard/rooms/%s", room);
     json_t *doc = call("GET", path, NULL, NULL, 200);
@@ -534,19 +560,6 @@ static int has_dead_letter(void *arg)
     }
     json_decref(list);
     return found;
-}
-
-static double dead_letters_metric(void)
-{
-    e2e_resp_t r;
-    double v = 0;
-    assert_int_equal(e2e_call(host, E2E_HTTP1, "GET", "/metrics", NULL, NULL, &r), 0);
-    assert_int_equal(r.status, 200);
-    const char *line = strstr(r.body, "bearbnb_dead_letters_total{plugin=\"dashboard\"}");
-    if (line)
-        v = strtod(line + strlen("bearbnb_dead_letters_total{plugin=\"dashboard\"}"), NULL);
-    e2e_resp_free(&r);
-    return v;
 }
 
 static void inject(const char *topic, const char *payload)
