@@ -435,6 +435,10 @@ int bnb__auth_verify(bnb_auth_t *a, const char *token, bnb_identity_t *id, char 
         say(why, whylen, "missing alg");
         goto done;
     }
+    if (json_object_get(header, "crit")) { /* RFC 7515 4.1.11: no extension is understood here */
+        say(why, whylen, "unsupported crit header");
+        goto done;
+    }
     if (strcmp(alg, "HS256") == 0) {
         if (!a->hs_key_len) {
             say(why, whylen, "alg HS256 not allowed");

@@ -495,6 +495,21 @@ static void test_alg_none_rejected(void **state)
         free(h);
         free(b);
     }
+    /* a crit header this verifier cannot understand, validly signed */
+    {
+        unsigned char key[64];
+        size_t len;
+        read_hs_key(f, key, &len);
+        jwt_t *j = NULL;
+        assert_int_equal(jwt_new(&j), 0);
+        assert_int_equal(jwt_add_grants_json(j, body), 0);
+        assert_int_equal(jwt_add_headers_json(j, "{\"crit\":[\"exp\"]}"), 0);
+        assert_int_equal(jwt_set_alg(j, JWT_ALG_HS256, key, (int)len), 0);
+        char *t = jwt_encode_str(j);
+        jwt_free(j);
+        EXPECT_FAIL(f, t, "crit");
+        free(t);
+    }
     /* other algs the HS key does not allow */
     unsigned char key[64];
     size_t len;
