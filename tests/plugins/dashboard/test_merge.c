@@ -101,6 +101,19 @@ static json_t *apply_all(json_t **evs, const size_t *order, size_t n, int times)
     return doc;
 }
 
+/* Fast check: equal as JSON values (dumped only when they differ). */
+static void assert_equal_doc(const json_t *a, const json_t *b)
+{
+    if (!json_equal((json_t *)a, (json_t *)b)) {
+        char *sa = json_dumps(a, JSON_SORT_KEYS | JSON_COMPACT), *sb = json_dumps(b, JSON_SORT_KEYS | JSON_COMPACT);
+        fprintf(stderr, "documents differ:\n%s\n%s\n", sa, sb);
+        free(sa);
+        free(sb);
+        fail();
+    }
+}
+
+/* Full check: also the same serialisation, key order included. */
 static void assert_same_doc(const json_t *a, const json_t *b)
 {
     char *sa = json_dumps(a, JSON_SORT_KEYS | JSON_COMPACT), *sb = json_dumps(b, JSON_SORT_KEYS | JSON_COMPACT);
@@ -205,12 +218,17 @@ static void test_all_orders_small_set(void **state)
     do {
         json_t *once = apply_all(evs, order, n, 1);
         json_t *twice = apply_all(evs, order, n, 2);
-        assert_same_doc(ref, once);
-        assert_same_doc(ref, twice);
+        if (perms % 97 == 0) {
+            assert_same_doc(ref, once);
+            assert_same_doc(ref, twice);
+        } else {
+            assert_equal_doc(ref, once);
+            assert_equal_doc(ref, twice);
+        }
         /* the whole sequence once more changes nothing */
         for (size_t i = 0; i < n; i++)
             assert_int_equal(dash_apply(once, evs[order[i]]), 0);
-        assert_same_doc(ref, once);
+        assert_equal_doc(ref, once);
         json_decref(once);
         json_decref(twice);
         perms++;
