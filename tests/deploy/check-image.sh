@@ -53,8 +53,15 @@ echo "ok /healthz from the image after $((i * 200)) ms: $(cat "$W/body")"
 [ "$(code /readyz)" = 200 ] && echo "ok /readyz 200" || { echo "FAIL /readyz $(code /readyz)"; fail=1; }
 [ "$(code /rooms)" = 200 ] && echo "ok GET /rooms 200 (all plugins loaded)" || { echo "FAIL GET /rooms $(code /rooms)"; fail=1; }
 grep -q '"uid":\|listening on' "$W/run.log" && echo "ok started: $(grep -o 'listening on[^"]*' "$W/run.log" | head -1)"
-# Stop it: buildah run forwards SIGTERM to the program, which drains and exits 0.
-kill -TERM "$RUN_PID"
+# Stop it like the kubelet does: SIGTERM to the program (found among the
+# descendants of `buildah run`), which drains and exits 0.
+desc() { for c in $(pgrep -P "$1"); do echo "$c"; desc "$c"; done; }
+PROG=""
+for p in $(desc "$RUN_PID"); do
+    case $(readlink "/proc/$p/exe" 2>/dev/null) in */usr/bin/bearbnb) PROG=$p ;; esac
+done
+[ -n "$PROG" ] || { echo "FAIL bearbnb process not found under buildah run"; exit 1; }
+kill -TERM "$PROG"
 i=0; while kill -0 "$RUN_PID" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.2; i=$((i + 1)); done
 if kill -0 "$RUN_PID" 2>/dev/null; then
     echo "FAIL still running 20 s after SIGTERM"; fail=1

@@ -17,7 +17,7 @@ if [ "$old" = 0 ]; then new=1; else new=0; fi
 
 ln -sfn "$REL" "$APP/slots/$new"
 slotlog=$LOGDIR/bearbnb-$new.log
-before=$(wc -l <"$slotlog" 2>/dev/null || echo 0)
+before=$( (wc -l <"$slotlog") 2>/dev/null || echo 0)
 log "starting $(cat "$REL/VERSION" 2>/dev/null) in slot $new (old slot: ${old:-none})"
 # `start` returns once the slot has run startsecs without exiting.
 if ! out=$(ctl start "bearbnb:bearbnb-$new" 2>&1) || [ "$(slot_state "$new")" != RUNNING ]; then
@@ -29,10 +29,11 @@ fi
 # and says so ("listening on"); until then the old slot keeps serving.
 limit=${BEARBNB_START_TIMEOUT:-60} start=$(date +%s)
 until tail -n +$((before + 1)) "$slotlog" 2>/dev/null | grep -q 'listening on'; do
-    if [ "$(slot_state "$new")" != RUNNING ] || [ $(($(date +%s) - start)) -ge "$limit" ]; then
+    st=$(slot_state "$new")
+    if [ "$st" != RUNNING ] || [ $(($(date +%s) - start)) -ge "$limit" ]; then
         ctl stop "bearbnb:bearbnb-$new" >/dev/null 2>&1 || true
-        tail -n 20 "$slotlog" >&2 2>/dev/null || true
-        die "slot $new did not start listening within ${limit}s"
+        tail -n +$((before + 1)) "$slotlog" 2>/dev/null | grep -v '"msg":"access"' | tail -n 5 >&2 || true
+        die "slot $new ($st) did not start listening within ${limit}s; slot ${old:-none} keeps serving"
     fi
     sleep 0.2
 done
