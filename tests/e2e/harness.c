@@ -670,7 +670,14 @@ int e2e_client_do(e2e_client_t *c, const e2e_req_t *rq, e2e_resp_t *out)
     curl_easy_setopt(cu, CURLOPT_URL, url);
     curl_easy_setopt(cu, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(cu, CURLOPT_HTTP_VERSION,
-                     rq->proto == E2E_HTTP2 ? (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE : (long)CURL_HTTP_VERSION_1_1);
+                     rq->proto == E2E_HTTP2           ? (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE
+                     : rq->proto == E2E_HTTP2_UPGRADE ? (long)CURL_HTTP_VERSION_2_0
+                                                      : (long)CURL_HTTP_VERSION_1_1);
+    if (rq->proto == E2E_HTTP2 && curl_version_info(CURLVERSION_NOW)->version_num < 0x080000) {
+        /* curl issue #10634: prior-knowledge connections break on reuse */
+        curl_easy_setopt(cu, CURLOPT_FRESH_CONNECT, 1L);
+        curl_easy_setopt(cu, CURLOPT_FORBID_REUSE, 1L);
+    }
     curl_easy_setopt(cu, CURLOPT_CUSTOMREQUEST, rq->method ? rq->method : "GET");
     if (rq->method && strcmp(rq->method, "HEAD") == 0)
         curl_easy_setopt(cu, CURLOPT_NOBODY, 1L);

@@ -98,7 +98,14 @@ char *e2e_token_claims(const e2e_host_t *h, const char *claims_json);
 
 typedef enum {
     E2E_HTTP1 = 1, /* HTTP/1.1 */
-    E2E_HTTP2 = 2  /* HTTP/2 over cleartext with prior knowledge */
+    /* HTTP/2 over cleartext with prior knowledge. libcurl < 8.0 cannot reuse
+     * such a connection (curl issue #10634: "Error in the HTTP2 framing
+     * layer" on the second request), so there every request opens a fresh
+     * connection; use E2E_HTTP2_UPGRADE for a persistent HTTP/2 connection. */
+    E2E_HTTP2 = 2,
+    /* HTTP/2 reached by an HTTP/1.1 `Upgrade: h2c` on the first request
+     * (make that one a GET without body), then reused by an e2e_client_t. */
+    E2E_HTTP2_UPGRADE = 3
 } e2e_proto_t;
 
 typedef struct e2e_resp {

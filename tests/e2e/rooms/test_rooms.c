@@ -348,8 +348,10 @@ static void reviews_concurrent(void **state)
         args[i] = (cr_arg_t){.rpath = rpath, .n = i, .rating = 1 + i % 5};
         assert_int_equal(pthread_create(&th[i], NULL, cr_worker, &args[i]), 0);
     }
-    for (int i = 0; i < CR_THREADS; i++) {
+    for (int i = 0; i < CR_THREADS; i++)
         pthread_join(th[i], NULL);
+    free(id); /* every thread is done with rpath; path keeps a copy */
+    for (int i = 0; i < CR_THREADS; i++) {
         assert_int_equal(args[i].ok, CR_EACH);
         sum += (long)args[i].rating * CR_EACH;
     }
@@ -358,7 +360,6 @@ static void reviews_concurrent(void **state)
     json_t *list = do_req(E2E_HTTP1, "GET", rpath, NULL, NULL, 200);
     assert_int_equal(json_array_size(list), n);
     json_decref(list);
-    free(id);
 }
 
 /* ---- bad input changes nothing ---------------------------------------------- */

@@ -1,8 +1,8 @@
 /*
  * End-to-end: SIGTERM in the middle of a request burst loses no request.
  *
- * 8 client threads (4 over HTTP/2, 4 over HTTP/1.1), each on its own
- * keep-alive connection, send 25 requests back to back (GET /rooms/{id},
+ * 8 client threads (4 over HTTP/2 via h2c upgrade, 4 over HTTP/1.1), each
+ * on its own keep-alive connection, send 25 requests back to back (GET /rooms/{id},
  * GET /rooms, and every 4th a POST /rooms). When half of the 200 requests
  * are answered the host gets SIGTERM. What must hold, precisely:
  *
@@ -145,7 +145,7 @@ static void sigterm_mid_burst(void **state)
     atomic_store(&kill_at, 0);
     for (int i = 0; i < THREADS; i++) {
         ws[i] = (worker_t){.n = i,
-                           .proto = i % 2 ? E2E_HTTP1 : E2E_HTTP2,
+                           .proto = i % 2 ? E2E_HTTP1 : E2E_HTTP2_UPGRADE,
                            .port = e2e_host_port(h),
                            .token = tok,
                            .room_path = room_path};
@@ -170,7 +170,7 @@ static void sigterm_mid_burst(void **state)
             const char *why = NULL;
             if (complete && !status_ok)
                 why = "unexpected status";
-            else if (complete && x->http_version != (ws[i].proto == E2E_HTTP2 ? 20 : 11))
+            else if (complete && x->http_version != (ws[i].proto == E2E_HTTP2_UPGRADE ? 20 : 11))
                 why = "wrong protocol";
             else if (!complete && before)
                 why = "sent before SIGTERM but no complete response";
@@ -178,7 +178,7 @@ static void sigterm_mid_burst(void **state)
                 why = "response cut after its status line";
             if (why) {
                 print_error("thread %d (%s) request %d: %s: status %ld, curl %d (%s), started %lld ms %s SIGTERM\n", i,
-                            ws[i].proto == E2E_HTTP2 ? "h2" : "h1", j, why, x->status, x->curl_code, x->error,
+                            ws[i].proto == E2E_HTTP2_UPGRADE ? "h2" : "h1", j, why, x->status, x->curl_code, x->error,
                             before ? t_kill - x->t_start : x->t_start - t_kill, before ? "before" : "after");
                 failures++;
             }
