@@ -116,6 +116,10 @@ void bnb__req_free_parts(bnb_req_t *r)
     free(r->path);
     free(r->query);
     free(r->bearer);
+    free(r->raw_in);
+    free(r->raw_out);
+    free(r->raw_ctype);
+    free(r->upstream);
     for (size_t i = 0; i < r->nheaders; i++) {
         free(r->hnames[i]);
         free(r->hvalues[i]);

@@ -1,5 +1,6 @@
 /* Synchronous service calls with a timeout and a circuit breaker per target:
  * in-process when the target plugin is loaded here, HTTP otherwise. */
+#include "gateway.h"
 #include "host.h"
 
 #include <curl/curl.h>
@@ -143,6 +144,20 @@ static int call_remote(bnb_host_t *h, const char *base, const char *method, cons
     if (ex != NULL && ex->traceparent[0]) {
         snprintf(line, sizeof(line), "traceparent: %s", ex->traceparent);
         hdr = curl_slist_append(hdr, line);
+    }
+    if (bnb__gateway_has_secret()) {
+        /* service to service: signed like the gateway, so an enforcing service accepts it */
+        const char *user = ex && ex->user ? ex->user : "", *role = ex && ex->role ? ex->role : "";
+        char sig[200];
+        bnb__gateway_sign(method, path, ex ? ex->request_id : "", user, role, bnb__now_ms() / 1000, sig, sizeof(sig));
+        snprintf(line, sizeof(line), "X-Bnb-Gateway: %s", sig);
+        hdr = curl_slist_append(hdr, line);
+        if (user[0]) {
+            snprintf(line, sizeof(line), "X-Bnb-User: %s", user);
+            hdr = curl_slist_append(hdr, line);
+            snprintf(line, sizeof(line), "X-Bnb-Role: %s", role);
+            hdr = curl_slist_append(hdr, line);
+        }
     }
     char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
     if (payload != NULL) {

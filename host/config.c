@@ -164,6 +164,14 @@ static const struct {
     {"events.relay_interval_ms", BNB_CFG_INT, "200"},
     {"events.batch", BNB_CFG_INT, "100"},
     {"admin", BNB_CFG_BOOL, "false"},
+    {"gateway.routes", BNB_CFG_STRING, NULL},
+    {"gateway.secret_file", BNB_CFG_STRING, NULL},
+    {"gateway.enforce", BNB_CFG_BOOL, "false"},
+    {"gateway.timeout_ms", BNB_CFG_INT, "5000"},
+    {"limits.user_rate", BNB_CFG_INT, "100"},
+    {"limits.user_burst", BNB_CFG_INT, "200"},
+    {"limits.ip_rate", BNB_CFG_INT, "500"},
+    {"limits.ip_burst", BNB_CFG_INT, "1000"},
 };
 
 int bnb__config_declare_host(bnb_config_t *c)

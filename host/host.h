@@ -70,6 +70,9 @@ typedef struct bnb_host {
     bnb_breaker_config_t breaker_cfg;
     long call_timeout_ms;
 
+    struct bnb_ratelimit *rl_user, *rl_ip; /* NULL: off */
+    int gw_enforce;
+    long gw_timeout_ms;
     int deliver_twice;
     int admin;
     size_t max_body;
@@ -112,6 +115,14 @@ struct bnb_req {
     size_t nrh;
     char *rh_names[8];
     char *rh_values[8];
+    /* a proxied request: the raw body in and the raw answer out */
+    char *raw_in;
+    size_t raw_in_len;
+    char *raw_out;
+    size_t raw_out_len;
+    char *raw_ctype;
+    char *upstream;
+    int upstream_index, upstream_h2c;
     /* context of the handler call */
     bnb_exec_t exec;
     char *qcache_key[8];

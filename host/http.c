@@ -1,7 +1,9 @@
 /* HTTP/1.1, h2c (Upgrade and prior knowledge) and HTTP/2 over TLS with h2o on
  * libuv. Requests are routed on the loop; plugin handlers run on worker
  * threads; answers go back on the loop. */
+#include "gateway.h"
 #include "host.h"
+#include "ratelimit.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -98,6 +100,10 @@ static void job_work(uv_work_t *w)
             bnb__problem_json(&j->r, 503, NULL, "the event could not be delivered now; try again");
         return;
     }
+    if (j->r.upstream != NULL) {
+        bnb__proxy_run(&j->r, j->r.upstream, j->r.upstream_h2c, j->h->gw_timeout_ms);
+        return;
+    }
     bnb__req_run(&j->r);
 }
 
@@ -115,12 +121,22 @@ static void job_after(uv_work_t *w, int status)
         for (size_t i = 0; i < r->nrh; i++)
             add_header(req, r->rh_names[i], r->rh_values[i]);
         char *text = NULL;
-        if (r->resp != NULL && r->status != 204)
-            text = json_dumps(r->resp, JSON_COMPACT | JSON_ENCODE_ANY);
-        send_body(req, r->status, r->problem ? "application/problem+json" : "application/json", text ? text : "",
-                  text ? strlen(text) : 0);
+        if (r->raw_out != NULL || (r->upstream != NULL && !r->problem)) {
+            send_body(req, r->status, r->raw_ctype ? r->raw_ctype : "application/octet-stream",
+                      r->raw_out ? r->raw_out : "", r->raw_out_len);
+        } else {
+            if (r->resp != NULL && r->status != 204)
+                text = json_dumps(r->resp, JSON_COMPACT | JSON_ENCODE_ANY);
+            send_body(req, r->status, r->problem ? "application/problem+json" : "application/json", text ? text : "",
+                      text ? strlen(text) : 0);
+        }
         access_log(req, r->exec.request_id, r->status, secs);
         free(text);
+    }
+    if (j->r.upstream != NULL) {
+        bnb_breaker_t *b = bnb__breaker_for(h, j->route);
+        if (b != NULL)
+            bnb__breaker_record(b, j->r.status < 500, bnb__mono_ms());
     }
     bnb__metrics_http(h->metrics, j->route, j->r.method ? j->r.method : "?", j->r.status, secs);
     bnb__req_free_parts(&j->r);
@@ -379,50 +395,124 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     char method[16];
     snprintf(method, sizeof(method), "%.*s", (int)(req->method.len < 15 ? req->method.len : 15), req->method.base);
     int st = bnb__router_match(h->router, method, path, plen, &m, allow, sizeof(allow));
-    if (st == 404) {
-        problem_now(h, req, "unmatched", t0, 404, "no such route");
-        return 0;
-    }
-    if (st == 405) {
+    bnb_route_entry_t *e = NULL;
+    const char *upstream = NULL;
+    int upi = -1, h2c = 0;
+    char routelabel[160];
+    if (st == 200) {
+        e = m.route;
+        snprintf(routelabel, sizeof(routelabel), "%s", e->pattern);
+    } else if ((upstream = bnb__gateway_route(path, plen, &upi, &h2c)) != NULL) {
+        snprintf(routelabel, sizeof(routelabel), "edge %.*s", (int)(plen < 40 ? plen : 40), path);
+        char *q = strchr(routelabel + 6, '/');
+        if (q != NULL && (q = strchr(q + 1, '/')) != NULL)
+            *q = '\0'; /* label by the first segment: "edge /rooms" */
+    } else if (st == 405) {
         add_header(req, "allow", allow);
         char d[200];
         snprintf(d, sizeof(d), "method %s is not allowed here; allowed: %s", method, allow);
         problem_now(h, req, "unmatched", t0, 405, d);
         return 0;
+    } else {
+        problem_now(h, req, "unmatched", t0, 404, "no such route");
+        return 0;
     }
-    bnb_route_entry_t *e = m.route;
-    char routelabel[160];
-    snprintf(routelabel, sizeof(routelabel), "%s", e->pattern);
 
-    /* identity */
+    /* identity: behind an enforcing gateway, the signed headers it forwards;
+     * otherwise the bearer token */
     bnb_identity_t id;
+    memset(&id, 0, sizeof(id));
     int has_id = 0;
     char *bearer = NULL;
-    ssize_t ai = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
-    if (ai != -1) {
-        h2o_iovec_t v = req->headers.entries[ai].value;
-        if (v.len < 8 || strncasecmp(v.base, "Bearer ", 7) != 0 || v.len > 8192) {
+    char rid_hdr[64] = "";
+    if (h->gw_enforce) {
+        char sig[200] = "", user[128] = "", role[16] = "", pq[3072];
+        ssize_t k;
+        if ((k = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-bnb-gateway"), -1)) != -1)
+            snprintf(sig, sizeof(sig), "%.*s", (int)req->headers.entries[k].value.len,
+                     req->headers.entries[k].value.base);
+        if ((k = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-bnb-user"), -1)) != -1)
+            snprintf(user, sizeof(user), "%.*s", (int)req->headers.entries[k].value.len,
+                     req->headers.entries[k].value.base);
+        if ((k = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-bnb-role"), -1)) != -1)
+            snprintf(role, sizeof(role), "%.*s", (int)req->headers.entries[k].value.len,
+                     req->headers.entries[k].value.base);
+        if ((k = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1)) != -1)
+            snprintf(rid_hdr, sizeof(rid_hdr), "%.*s", (int)req->headers.entries[k].value.len,
+                     req->headers.entries[k].value.base);
+        snprintf(pq, sizeof(pq), "%.*s%s%.*s", (int)plen, path, req->query_at != SIZE_MAX ? "?" : "",
+                 req->query_at != SIZE_MAX ? (int)(req->path.len - req->query_at - 1) : 0,
+                 req->query_at != SIZE_MAX ? req->path.base + req->query_at + 1 : "");
+        if (bnb__gateway_verify(sig, method, pq, rid_hdr, user, role, bnb__now_ms() / 1000) != 0) {
             bnb__route_match_clear(&m);
-            add_header(req, "www-authenticate", "Bearer");
-            problem_now(h, req, routelabel, t0, 401, "Authorization must be 'Bearer <token>'");
+            problem_now(h, req, routelabel, t0, 403, "requests must come through the gateway");
             return 0;
         }
-        bearer = strndup(v.base + 7, v.len - 7);
-        char why[160];
-        if (bearer == NULL || bnb__auth_verify(h->auth, bearer, &id, why, sizeof(why)) != 0) {
+        if (user[0]) {
+            snprintf(id.sub, sizeof(id.sub), "%s", user);
+            snprintf(id.role, sizeof(id.role), "%s", role);
+            has_id = 1;
+        }
+        ssize_t ai = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+        if (ai != -1 && req->headers.entries[ai].value.len > 7)
+            bearer = strndup(req->headers.entries[ai].value.base + 7, req->headers.entries[ai].value.len - 7);
+    } else {
+        ssize_t ai = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+        if (ai != -1) {
+            h2o_iovec_t v = req->headers.entries[ai].value;
+            if (v.len < 8 || strncasecmp(v.base, "Bearer ", 7) != 0 || v.len > 8192) {
+                bnb__route_match_clear(&m);
+                add_header(req, "www-authenticate", "Bearer");
+                problem_now(h, req, routelabel, t0, 401, "Authorization must be 'Bearer <token>'");
+                return 0;
+            }
+            bearer = strndup(v.base + 7, v.len - 7);
+            char why[160];
+            if (bearer == NULL || bnb__auth_verify(h->auth, bearer, &id, why, sizeof(why)) != 0) {
+                free(bearer);
+                bnb__route_match_clear(&m);
+                add_header(req, "www-authenticate", "Bearer error=\"invalid_token\"");
+                char d[200];
+                snprintf(d, sizeof(d), "invalid token: %s", why);
+                problem_now(h, req, routelabel, t0, 401, d);
+                return 0;
+            }
+            has_id = 1;
+        }
+    }
+
+    /* limits (OWASP API4): a bucket per user, and one per client address */
+    {
+        int64_t wait = 0;
+        int limited = 0;
+        if (has_id && h->rl_user != NULL && !bnb__ratelimit_take(h->rl_user, id.sub, bnb__mono_ms(), &wait))
+            limited = 1;
+        if (!limited && h->rl_ip != NULL) {
+            char ip[64] = "?";
+            struct sockaddr_storage ss;
+            socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+            if (sl > 0 && ss.ss_family == AF_INET)
+                inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof(ip));
+            else if (sl > 0 && ss.ss_family == AF_INET6)
+                inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof(ip));
+            if (!bnb__ratelimit_take(h->rl_ip, ip, bnb__mono_ms(), &wait))
+                limited = 1;
+        }
+        if (limited) {
             free(bearer);
             bnb__route_match_clear(&m);
-            add_header(req, "www-authenticate", "Bearer error=\"invalid_token\"");
-            char d[200];
-            snprintf(d, sizeof(d), "invalid token: %s", why);
-            problem_now(h, req, routelabel, t0, 401, d);
+            char ra[32];
+            snprintf(ra, sizeof(ra), "%lld", (long long)((wait + 999) / 1000));
+            add_header(req, "retry-after", ra);
+            problem_now(h, req, routelabel, t0, 429, "rate limit exceeded; retry later");
             return 0;
         }
-        has_id = 1;
     }
-    if (e->who != BNB_ROLE_ANYONE) {
+
+    if (e != NULL && e->who != BNB_ROLE_ANYONE) {
         const char *need = e->who == BNB_ROLE_HOST ? "host" : e->who == BNB_ROLE_GUEST ? "guest" : NULL;
         if (!has_id) {
+            free(bearer);
             bnb__route_match_clear(&m);
             add_header(req, "www-authenticate", "Bearer");
             problem_now(h, req, routelabel, t0, 401, "this route needs a bearer token");
@@ -437,12 +527,24 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
             return 0;
         }
     }
-    if (atomic_load(&e->ctx->paused)) {
+    if (e != NULL && atomic_load(&e->ctx->paused)) {
         free(bearer);
         bnb__route_match_clear(&m);
         add_header(req, "retry-after", "1");
         problem_now(h, req, routelabel, t0, 503, "the service is paused");
         return 0;
+    }
+    if (upstream != NULL) {
+        bnb_breaker_t *b = bnb__breaker_for(h, routelabel);
+        if (b != NULL && !bnb__breaker_allow(b, bnb__mono_ms())) {
+            free(bearer);
+            char ra[32];
+            snprintf(ra, sizeof(ra), "%lld",
+                     (long long)((bnb__breaker_retry_after_ms(b, bnb__mono_ms()) + 999) / 1000));
+            add_header(req, "retry-after", ra);
+            problem_now(h, req, routelabel, t0, 503, "the service is unavailable (circuit open); retry later");
+            return 0;
+        }
     }
 
     /* body */
@@ -456,6 +558,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
             code = 413;
             snprintf(d, sizeof(d), "the body has %zu bytes; the limit is %zu", req->entity.len, h->max_body);
             err = d;
+        } else if (upstream != NULL) {
+            /* passed through as it is: the service checks it */
         } else if (ci == -1 || (h2o_strstr(req->headers.entries[ci].value.base, req->headers.entries[ci].value.len,
                                            H2O_STRLIT("application/json")) == SIZE_MAX &&
                                 h2o_strstr(req->headers.entries[ci].value.base, req->headers.entries[ci].value.len,
@@ -492,7 +596,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     }
     bnb_req_t *r = &j->r;
-    r->ctx = e->ctx;
+    if (h->gw_enforce && rid_hdr[0])
+        snprintf(r->exec.request_id, sizeof(r->exec.request_id), "%s", rid_hdr);
+    r->ctx = e ? e->ctx : NULL;
     r->route = e;
     r->match = m;
     r->body = body;
@@ -503,7 +609,23 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     r->path = strndup(path, plen);
     if (req->query_at != SIZE_MAX)
         r->query = strndup(req->path.base + req->query_at + 1, req->path.len - req->query_at - 1);
-    if (r->method == NULL || r->path == NULL || copy_headers(req, r) != 0) {
+    int oom = r->method == NULL || r->path == NULL || copy_headers(req, r) != 0;
+    if (!oom && upstream != NULL) {
+        r->upstream = strdup(upstream);
+        r->upstream_index = upi;
+        r->upstream_h2c = h2c;
+        oom = r->upstream == NULL;
+        if (!oom && req->entity.base != NULL && req->entity.len > 0) {
+            r->raw_in = malloc(req->entity.len + 1);
+            oom = r->raw_in == NULL;
+            if (!oom) {
+                memcpy(r->raw_in, req->entity.base, req->entity.len);
+                r->raw_in[req->entity.len] = '\0';
+                r->raw_in_len = req->entity.len;
+            }
+        }
+    }
+    if (oom) {
         bnb__req_free_parts(r);
         free(j);
         problem_now(h, req, routelabel, t0, 503, "out of memory");

@@ -1,6 +1,8 @@
 /* bearbnb: the host program. */
 #include "bnb_build_config.h"
+#include "gateway.h"
 #include "host.h"
+#include "ratelimit.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -204,6 +206,9 @@ static void free_all(void)
     for (size_t i = 0; i < h->nbreakers; i++)
         bnb__breaker_free(h->breakers[i].b);
     bnb__events_free(h);
+    bnb__ratelimit_free(h->rl_user);
+    bnb__ratelimit_free(h->rl_ip);
+    bnb__gateway_free();
     bnb__config_free(h->cfg);
 }
 
@@ -365,10 +370,6 @@ int main(int argc, char **argv)
         }
         p = e;
     }
-    if (h->nplugins == 0) {
-        snprintf(err, sizeof(err), "no plugin to run");
-        goto fail;
-    }
     /* every loaded plugin's keys */
     for (size_t i = 0; i < h->nplugins; i++) {
         bnb_ctx_t *c = h->plugins[i];
@@ -385,6 +386,11 @@ int main(int argc, char **argv)
     }
     if (bnb__config_finish(h->cfg, environ, skip, err, sizeof(err)) != 0)
         goto fail;
+    if (h->nplugins == 0 &&
+        !(bnb__config_str(h->cfg, "gateway.routes") && bnb__config_str(h->cfg, "gateway.routes")[0])) {
+        snprintf(err, sizeof(err), "no plugin to run and no gateway.routes to serve");
+        goto fail;
+    }
     {
         bnb_log_level_t lvl;
         const char *ls = bnb__config_str(h->cfg, "log_level");
@@ -473,6 +479,19 @@ int main(int argc, char **argv)
         goto fail;
     }
 
+    if (bnb__gateway_init(h, err, sizeof(err)) != 0)
+        goto fail;
+    h->gw_enforce = bnb__config_bool(h->cfg, "gateway.enforce");
+    h->gw_timeout_ms = bnb__config_int(h->cfg, "gateway.timeout_ms");
+    {
+        long ur = bnb__config_int(h->cfg, "limits.user_rate"), ub = bnb__config_int(h->cfg, "limits.user_burst");
+        long ir = bnb__config_int(h->cfg, "limits.ip_rate"), ib = bnb__config_int(h->cfg, "limits.ip_burst");
+        /* a rate of 0 turns that limit off */
+        if (ur > 0)
+            h->rl_user = bnb__ratelimit_new((double)ur, (double)(ub > 0 ? ub : ur), 0);
+        if (ir > 0)
+            h->rl_ip = bnb__ratelimit_new((double)ir, (double)(ib > 0 ? ib : ir), 0);
+    }
     for (size_t i = 0; i < h->nplugins; i++)
         if (open_store(h, h->plugins[i], data, err, sizeof(err)) != 0)
             goto fail;

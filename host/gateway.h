@@ -1,0 +1,32 @@
+/* The edge (host-internal): routes by path prefix to upstream services,
+ * signs the verified identity it forwards, and lets a service refuse
+ * requests that did not come through it. */
+#ifndef BNB_GATEWAY_H
+#define BNB_GATEWAY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct bnb_host;
+struct bnb_req;
+
+/* Parse gateway.routes ("/rooms=http://room:8082,/payments=h2c://payment:8081")
+ * and read gateway.secret_file. 0 or -1 with err naming the key. */
+int bnb__gateway_init(struct bnb_host *h, char *err, size_t errlen);
+void bnb__gateway_free(void);
+/* Upstream base URL for a path ("http://room:8082"), its index, or NULL. */
+const char *bnb__gateway_route(const char *path, size_t len, int *index, int *h2c);
+/* The secret is configured (the edge signs; services may enforce). */
+int bnb__gateway_has_secret(void);
+/* Header value for X-Bnb-Gateway: "v1;ts=<s>;sig=<b64url>" over method, path
+ * (with query), request id, user and role. out >= 128 bytes. */
+void bnb__gateway_sign(const char *method, const char *path, const char *request_id, const char *user, const char *role,
+                       int64_t now_s, char *out, size_t outlen);
+/* 0 when `header` is a valid signature made within 60 s of now_s. */
+int bnb__gateway_verify(const char *header, const char *method, const char *path, const char *request_id,
+                        const char *user, const char *role, int64_t now_s);
+/* Forward r (method, path, query, headers, raw body) to `base`; fills the
+ * raw answer of r. Runs on a worker thread. */
+void bnb__proxy_run(struct bnb_req *r, const char *base, int h2c, long timeout_ms);
+
+#endif
