@@ -21,6 +21,13 @@ fail=0
 # The host refuses unknown BEARBNB_* settings: check the ConfigMaps against its keys.
 HOSTCFG=""
 [ -f "$SRC/host/config.c" ] && HOSTCFG="--host-config $SRC/host/config.c"
+# With a built program: it must accept every Deployment's environment (--check-config).
+BUILD=${BNB_BUILD_ROOT:-$SRC/build}
+if [ -x "$BUILD/bearbnb" ]; then
+    HOSTCFG="$HOSTCFG --check-config $BUILD/bearbnb $BUILD/plugins"
+else
+    echo "note: no $BUILD/bearbnb: environments not run through bearbnb --check-config"
+fi
 for overlay in all-in-one per-service; do
     if ! "$KUSTOMIZE" build "$SRC/deploy/k8s/overlays/$overlay" >"$OUT/$overlay.yaml" 2>"$OUT/err"; then
         echo "FAIL render $overlay: $(cat "$OUT/err")"; fail=1; continue
@@ -40,7 +47,7 @@ for overlay in all-in-one per-service; do
 done
 # Overlay-specific expectations.
 if [ -s "$OUT/per-service.yaml" ]; then
-    for kind in "Deployment 5" "HorizontalPodAutoscaler 5" "StatefulSet 3" "Secret 3"; do
+    for kind in "Deployment 5" "HorizontalPodAutoscaler 5" "StatefulSet 3" "Secret 4"; do
         set -- $kind
         got=$(grep -c "^kind: $1\$" "$OUT/per-service.yaml")
         [ "$got" = "$2" ] && echo "ok per-service has $got $1" || { echo "FAIL per-service: $got $1, want $2"; fail=1; }
@@ -61,6 +68,16 @@ for want in "noprobes container bearbnb: no startupProbe" "no livenessProbe" "no
 done
 [ $rc -ne 0 ] && echo "ok policy rejects fixtures/broken.yaml ($(grep -c '^POLICY' "$OUT/neg") violations)" \
     || { echo "FAIL policy accepted fixtures/broken.yaml"; fail=1; }
+# --check-config must be able to fail: a plugin that is not installed.
+if [ -x "$BUILD/bearbnb" ] && [ -s "$OUT/per-service.yaml" ]; then
+    sed 's/BEARBNB_PLUGINS: room$/BEARBNB_PLUGINS: no-such-plugin/' "$OUT/per-service.yaml" >"$OUT/bad-env.yaml"
+    if "$PY" "$SRC/tests/deploy/k8s_policy.py" --check-config "$BUILD/bearbnb" "$BUILD/plugins" "$OUT/bad-env.yaml" |
+        grep -q "bearbnb-room: bearbnb --check-config refuses"; then
+        echo "ok --check-config refuses a Deployment whose plugin is not installed"
+    else
+        echo "FAIL --check-config accepted BEARBNB_PLUGINS=no-such-plugin"; fail=1
+    fi
+fi
 # Schema validation must be able to fail too.
 printf 'apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {selector: {}, template: {spec: {containers: [{name: a, image: b, livenessProbe: {httpGet: {path: /healthz}}, bogus: 1}]}}}\n' >"$OUT/bad.yaml"
 if "$VALIDATE" --strict --quiet -k "$K8S_VERSION" "$OUT/bad.yaml" >/dev/null 2>&1; then

@@ -189,18 +189,80 @@ def check_env_keys(objs, known, plugins=("ROOM", "RESERVATION", "PAYMENT", "DASH
     return errs
 
 
+def check_config(objs, program, plugin_dir):
+    """Run `bearbnb --check-config` with each BearBnB Deployment's environment
+    (ConfigMaps, Secrets, mounted secret files materialized in a temp dir)."""
+    import base64, os, subprocess, tempfile
+    errs = []
+    by = {key(o): o for o in objs}
+    for d in (o for o in objs if o.get("kind") == "Deployment"):
+        pod = d["spec"]["template"]["spec"]
+        for c in (c for c in pod["containers"] if c["name"] == "bearbnb"):
+            with tempfile.TemporaryDirectory() as tmp:
+                env = {}
+                def data_of(kind, name):
+                    o = by.get((kind, ns(d), name)) or {}
+                    if kind == "Secret":
+                        return {k: base64.b64decode(v).decode() for k, v in (o.get("data") or {}).items()}
+                    return dict(o.get("data") or {})
+                for e in c.get("envFrom", []):
+                    if "configMapRef" in e:
+                        env.update(data_of("ConfigMap", e["configMapRef"]["name"]))
+                    if "secretRef" in e:
+                        env.update(data_of("Secret", e["secretRef"]["name"]))
+                for e in c.get("env", []):
+                    if "value" in e:
+                        env[e["name"]] = e["value"]
+                    elif "secretKeyRef" in e.get("valueFrom", {}):
+                        r = e["valueFrom"]["secretKeyRef"]
+                        env[e["name"]] = data_of("Secret", r["name"]).get(r["key"], "")
+                vols = {v["name"]: v for v in pod.get("volumes", [])}
+                mounts = {}
+                for m in c.get("volumeMounts", []):
+                    v = vols.get(m["name"], {})
+                    if "secret" in v:
+                        local = os.path.join(tmp, m["name"])
+                        os.makedirs(local)
+                        for k, val in data_of("Secret", v["secret"]["secretName"]).items():
+                            with open(os.path.join(local, k), "w") as f:
+                                f.write(val)
+                        mounts[m["mountPath"]] = local
+                for k, val in list(env.items()):
+                    for mp, local in mounts.items():
+                        if val.startswith(mp + "/"):
+                            env[k] = local + val[len(mp):]
+                env["BEARBNB_DATA"] = tmp
+                env["BEARBNB_PLUGIN_DIR"] = plugin_dir
+                env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
+                for k in ("ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS"):
+                    if k in os.environ:
+                        env[k] = os.environ[k]
+                r = subprocess.run([program, "--check-config"], env=env, capture_output=True, text=True,
+                                   timeout=60)
+                if r.returncode != 0:
+                    last = (r.stderr.strip().splitlines() or ["exit %d" % r.returncode])[0]
+                    errs.append("Deployment/%s: bearbnb --check-config refuses its environment: %s"
+                                % (d["metadata"]["name"], last))
+    return errs
+
+
 def main(argv):
     args = argv[1:]
-    host_config = None
-    if len(args) >= 2 and args[0] == "--host-config":
-        host_config, args = args[1], args[2:]
+    host_config = program = plugin_dir = None
+    while len(args) >= 2 and args[0] in ("--host-config", "--check-config"):
+        if args[0] == "--host-config":
+            host_config, args = args[1], args[2:]
+        else:
+            program, plugin_dir, args = args[1], args[2], args[3:]
     if not args:
-        print("usage: k8s_policy.py [--host-config host/config.c] RENDERED.yaml...", file=sys.stderr)
+        print("usage: k8s_policy.py [--host-config host/config.c] [--check-config BEARBNB PLUGIN_DIR] RENDERED.yaml...", file=sys.stderr)
         return 2
     objs = load(args)
     errs, nwork, hpas = check(objs)
     if host_config:
         errs += check_env_keys(objs, host_env_names(host_config))
+    if program:
+        errs += check_config(objs, program, plugin_dir)
     for e in errs:
         print("POLICY: " + e)
     print("k8s_policy: %d objects, %d workloads, %d HPAs, %d violations"
