@@ -172,6 +172,70 @@ static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *
     return 0;
 }
 
+/* ---- leftovers --------------------------------------------------------------
+ * A test that fails between start and free (cmocka longjmps out of it) must
+ * not leave a running host or a temp dir behind: live children and their
+ * dirs are recorded here and killed/removed at exit. Only copies live here,
+ * so LeakSanitizer still reports an e2e_host_t a test forgot to free. */
+
+#define E2E_MAX_LIVE 64
+
+static struct {
+    pid_t pid;
+    char dir[512];
+} live[E2E_MAX_LIVE];
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t live_once = PTHREAD_ONCE_INIT;
+
+static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw);
+
+static void live_cleanup(void)
+{
+    const char *keep = getenv("BNB_E2E_KEEP");
+    pthread_mutex_lock(&live_lock);
+    for (int i = 0; i < E2E_MAX_LIVE; i++) {
+        if (live[i].pid > 0) {
+            kill(live[i].pid, SIGKILL);
+            waitpid(live[i].pid, NULL, 0);
+        }
+        if (live[i].dir[0] && !(keep && *keep == '1'))
+            nftw(live[i].dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+        live[i].pid = 0;
+        live[i].dir[0] = '\0';
+    }
+    pthread_mutex_unlock(&live_lock);
+}
+
+static void live_init(void)
+{
+    atexit(live_cleanup);
+}
+
+/* Record `dir` and its running child `pid` (0: none running), or forget the entry. */
+static void live_set(const char *dir, pid_t pid, int forget_dir)
+{
+    int slot = -1;
+    pthread_once(&live_once, live_init);
+    pthread_mutex_lock(&live_lock);
+    for (int i = 0; i < E2E_MAX_LIVE; i++)
+        if (live[i].dir[0] && strcmp(live[i].dir, dir) == 0)
+            slot = i;
+    if (slot < 0 && !forget_dir)
+        for (int i = 0; i < E2E_MAX_LIVE && slot < 0; i++)
+            if (!live[i].dir[0])
+                slot = i;
+    if (slot >= 0) {
+        if (forget_dir) {
+            live[slot].pid = 0;
+            live[slot].dir[0] = '\0';
+        } else {
+            live[slot].pid = pid;
+            snprintf(live[slot].dir, sizeof(live[slot].dir), "%s", dir);
+        }
+    }
+    pthread_mutex_unlock(&live_lock);
+}
+
 /* ---- host process ---------------------------------------------------------- */
 
 int e2e_host_port(const e2e_host_t *h)
@@ -254,7 +318,14 @@ static int spawn_host(e2e_host_t *h)
         h->pid = 0;
         return -1;
     }
+    live_set(h->dir, h->pid, 0);
     return 0;
+}
+
+static void child_gone(e2e_host_t *h)
+{
+    h->pid = 0;
+    live_set(h->dir, 0, 0);
 }
 
 static int reap(e2e_host_t *h, int timeout_ms)
@@ -266,7 +337,7 @@ static int reap(e2e_host_t *h, int timeout_ms)
     for (;;) {
         pid_t r = waitpid(h->pid, &st, WNOHANG);
         if (r == h->pid) {
-            h->pid = 0;
+            child_gone(h);
             if (WIFEXITED(st))
                 return WEXITSTATUS(st);
             if (WIFSIGNALED(st))
@@ -274,7 +345,7 @@ static int reap(e2e_host_t *h, int timeout_ms)
             return -1;
         }
         if (r < 0 && errno != EINTR) {
-            h->pid = 0;
+            child_gone(h);
             return -1;
         }
         if (e2e_now_ms() >= deadline)
@@ -301,7 +372,7 @@ int e2e_host_wait_ready(e2e_host_t *h, int timeout_ms)
         if (h->pid > 0 && waitpid(h->pid, NULL, WNOHANG) == h->pid) {
             /* Already exited: reaped here, so record it. */
             e2e_msg("host exited before becoming ready");
-            h->pid = 0;
+            child_gone(h);
             goto fail;
         }
         if (e2e_now_ms() >= deadline) {
@@ -338,6 +409,7 @@ int e2e_host_start(e2e_host_t **out, const e2e_host_opts_t *opts)
         h->dir[0] = '\0';
         goto fail;
     }
+    live_set(h->dir, 0, 0);
     snprintf(h->log_path, sizeof(h->log_path), "%s/host.log", h->dir);
     if (!(h->bin = strdup(bin)) || !(h->env = build_env(opts ? opts->env : NULL)) ||
         !(h->args = copy_strv(opts ? opts->args : NULL)))
@@ -419,6 +491,7 @@ void e2e_host_free(e2e_host_t *h)
             e2e_msg("keeping %s", h->dir);
         else
             nftw(h->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+        live_set(h->dir, 0, 1);
     }
     free(h->bin);
     free_strv(h->env);
