@@ -150,6 +150,7 @@ static const struct {
     {"storage.pool_size", BNB_CFG_INT, "8"},
     {"kafka.brokers", BNB_CFG_STRING, NULL},
     {"kafka.partitions", BNB_CFG_INT, "3"},
+    {"kafka.namespace", BNB_CFG_STRING, NULL},
     {"call.timeout_ms", BNB_CFG_INT, "2000"},
     {"breaker.failure_rate", BNB_CFG_INT, "50"},
     {"breaker.window", BNB_CFG_INT, "100"},

@@ -123,6 +123,37 @@ static int deliver_local(bnb_host_t *h, const char *topic, const char *payload, 
 
 /* ---- relay ---------------------------------------------------------------- */
 
+/* Publish on the channel under kafka.namespace. */
+static int publish_prefixed(bnb_host_t *h, bnb_outbox_entry_t *e, size_t n)
+{
+    if (h->kafka_prefix[0] == '\0')
+        return h->channel->ops->publish(h->channel, e, n, 10000);
+    char **orig = malloc(n * sizeof(char *));
+    if (orig == NULL)
+        return BNB_ENOMEM;
+    int rc = 0;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        orig[i] = e[i].topic;
+        size_t l = strlen(h->kafka_prefix) + strlen(orig[i]) + 1;
+        e[i].topic = malloc(l);
+        if (e[i].topic == NULL) {
+            e[i].topic = orig[i];
+            rc = BNB_ENOMEM;
+            break;
+        }
+        snprintf(e[i].topic, l, "%s%s", h->kafka_prefix, orig[i]);
+    }
+    if (rc == 0)
+        rc = h->channel->ops->publish(h->channel, e, n, 10000);
+    for (size_t k = 0; k < i; k++) {
+        free(e[k].topic);
+        e[k].topic = orig[k];
+    }
+    free(orig);
+    return rc;
+}
+
 /* Publish what is pending in ctx's outbox; returns 1 when more may be waiting. */
 static int relay_once(bnb_host_t *h, bnb_ctx_t *ctx)
 {
@@ -136,7 +167,7 @@ static int relay_once(bnb_host_t *h, bnb_ctx_t *ctx)
             return 0;
         size_t done = 0;
         if (h->channel != NULL) {
-            if (h->channel->ops->publish(h->channel, e, n, 10000) == 0)
+            if (publish_prefixed(h, e, n) == 0)
                 done = n;
         } else {
             while (done < n && deliver_local(h, e[done].topic, e[done].payload, strlen(e[done].payload)) == 0)
@@ -238,6 +269,9 @@ void bnb__events_wake(bnb_host_t *h)
 static int on_channel_message(void *ud, const char *topic, const char *payload, size_t len)
 {
     bnb_ctx_t *ctx = ud;
+    size_t pl = strlen(ctx->host->kafka_prefix);
+    if (pl > 0 && strncmp(topic, ctx->host->kafka_prefix, pl) == 0)
+        topic += pl;
     return dispatch(ctx->host, ctx, topic, payload, len);
 }
 
@@ -248,7 +282,17 @@ int bnb__events_start(bnb_host_t *h, char *err, size_t errlen)
     const char *brokers = bnb__config_str(h->cfg, "kafka.brokers");
     if (brokers != NULL && brokers[0]) {
 #ifdef BNB_HAVE_KAFKA
-        static const char *const topics[] = {"bearbnb.room", "bearbnb.reservation", "bearbnb.payment"};
+        /* kafka.namespace prefixes topics and groups, so that several
+         * deployments (or test runs) can share one cluster */
+        const char *ns = bnb__config_str(h->cfg, "kafka.namespace");
+        snprintf(h->kafka_prefix, sizeof(h->kafka_prefix), "%s%s", ns && ns[0] ? ns : "", ns && ns[0] ? "." : "");
+        static const char *const base_topics[] = {"bearbnb.room", "bearbnb.reservation", "bearbnb.payment"};
+        char tb[3][160];
+        const char *topics[3];
+        for (int i = 0; i < 3; i++) {
+            snprintf(tb[i], sizeof(tb[i]), "%s%s", h->kafka_prefix, base_topics[i]);
+            topics[i] = tb[i];
+        }
         char client[128] = "bearbnb";
         for (size_t i = 0; i < h->nplugins; i++) {
             size_t l = strlen(client);
@@ -262,16 +306,20 @@ int bnb__events_start(bnb_host_t *h, char *err, size_t errlen)
             if (c->nsubs == 0)
                 continue;
             const char *tl[16];
+            char tlb[16][160];
             size_t nt = 0;
             for (size_t k = 0; k < c->nsubs && nt < 16; k++) {
+                snprintf(tlb[nt], sizeof(tlb[nt]), "%s%s", h->kafka_prefix, c->subs[k].topic);
                 int dup = 0;
                 for (size_t m = 0; m < nt; m++)
-                    dup |= strcmp(tl[m], c->subs[k].topic) == 0;
-                if (!dup)
-                    tl[nt++] = c->subs[k].topic;
+                    dup |= strcmp(tl[m], tlb[nt]) == 0;
+                if (!dup) {
+                    tl[nt] = tlb[nt];
+                    nt++;
+                }
             }
-            char group[64];
-            snprintf(group, sizeof(group), "bearbnb-%s", c->name);
+            char group[192];
+            snprintf(group, sizeof(group), "%sbearbnb-%s", h->kafka_prefix, c->name);
             if (h->channel->ops->subscribe(h->channel, group, tl, nt, on_channel_message, c) != 0) {
                 snprintf(err, errlen, "kafka: cannot subscribe %s to its topics", c->name);
                 return -1;
@@ -325,13 +373,11 @@ int bnb__events_inject(bnb_host_t *h, const char *topic, const char *payload, si
     if (h->channel != NULL) {
         char id[37];
         bnb__uuid(id);
-        bnb_outbox_entry_t e = {id, (char *)topic, "admin", (char *)payload};
-        char *copy = strndup(payload, len);
-        if (copy == NULL)
-            return BNB_ENOMEM;
-        e.payload = copy;
-        int rc = h->channel->ops->publish(h->channel, &e, 1, 10000);
+        char *copy = strndup(payload, len), *t = strdup(topic);
+        bnb_outbox_entry_t e = {id, t, "admin", copy};
+        int rc = copy && t ? publish_prefixed(h, &e, 1) : BNB_ENOMEM;
         free(copy);
+        free(t);
         return rc;
     }
     return deliver_local(h, topic, payload, len);

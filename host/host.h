@@ -63,6 +63,7 @@ typedef struct bnb_host {
     bnb_auth_t *auth;
     bnb_metrics_t *metrics;
     bnb_channel_t *channel; /* NULL: in-process events */
+    char kafka_prefix[96];  /* "<kafka.namespace>." or "" */
 
     pthread_mutex_t breakers_mu;
     bnb_breaker_slot_t breakers[16];

@@ -41,13 +41,14 @@ static void add_header(h2o_req_t *req, const char *name, const char *value)
     h2o_add_header_by_str(&req->pool, &req->res.headers, n, nl, 1, NULL, v, vl);
 }
 
-static void access_log(h2o_req_t *req, const char *reqid, int status, double secs)
+static void access_log(h2o_req_t *req, const char *reqid, const char *traceparent, int status, double secs)
 {
-    char fields[512];
+    char fields[640];
     snprintf(fields, sizeof(fields),
-             "\"method\":\"%.*s\",\"path\":\"%.*s\",\"status\":%d,\"ms\":%.3f,\"protocol\":\"%s\",\"requestId\":\"%s\"",
+             "\"method\":\"%.*s\",\"path\":\"%.*s\",\"status\":%d,\"ms\":%.3f,\"protocol\":\"%s\",\"requestId\":\"%s\","
+             "\"traceparent\":\"%s\"",
              (int)req->method.len, req->method.base, (int)(req->path.len > 200 ? 200 : req->path.len), req->path.base,
-             status, secs * 1000.0, req->version >= 0x200 ? "h2" : "http/1.1", reqid);
+             status, secs * 1000.0, req->version >= 0x200 ? "h2" : "http/1.1", reqid, traceparent ? traceparent : "");
     for (char *p = fields; *p; p++)
         if ((unsigned char)*p < 0x20)
             *p = ' ';
@@ -112,7 +113,7 @@ static void job_after(uv_work_t *w, int status)
     (void)status;
     http_job_t *j = w->data;
     bnb_host_t *h = j->h;
-    double secs = (double)(bnb__mono_ms() - j->t0) / 1000.0;
+    double secs = (double)((int64_t)uv_hrtime() - j->t0) / 1e9;
     if (j->req != NULL) {
         h2o_req_t *req = j->req;
         *j->slot = NULL;
@@ -130,7 +131,7 @@ static void job_after(uv_work_t *w, int status)
             send_body(req, r->status, r->problem ? "application/problem+json" : "application/json", text ? text : "",
                       text ? strlen(text) : 0);
         }
-        access_log(req, r->exec.request_id, r->status, secs);
+        access_log(req, r->exec.request_id, r->exec.traceparent, r->status, secs);
         free(text);
     }
     if (j->r.upstream != NULL) {
@@ -248,12 +249,12 @@ static void answer_now(bnb_host_t *h, h2o_req_t *req, const char *route, int64_t
     bnb__uuid(rid);
     add_header(req, "x-request-id", rid);
     send_body(req, status, ctype, body, len);
-    double secs = (double)(bnb__mono_ms() - t0) / 1000.0;
+    double secs = (double)((int64_t)uv_hrtime() - t0) / 1e9;
     char m[16];
     snprintf(m, sizeof(m), "%.*s", (int)(req->method.len < 15 ? req->method.len : 15), req->method.base);
     bnb__metrics_http(h->metrics, route, m, status, secs);
     if (status >= 400)
-        access_log(req, rid, status, secs);
+        access_log(req, rid, NULL, status, secs);
 }
 
 static void problem_now(bnb_host_t *h, h2o_req_t *req, const char *route, int64_t t0, int status, const char *detail)
@@ -358,7 +359,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     (void)self;
     bnb_host_t *h = bnb__host;
-    int64_t t0 = bnb__mono_ms();
+    int64_t t0 = (int64_t)uv_hrtime(); /* ns, for durations */
     const char *path = req->path_normalized.base;
     size_t plen = req->path_normalized.len;
     int get = iov_eq(req->method, "GET") || iov_eq(req->method, "HEAD");
