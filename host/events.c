@@ -266,6 +266,7 @@ void bnb__events_wake(bnb_host_t *h)
 
 /* ---- channel consumers ----------------------------------------------------- */
 
+#ifdef BNB_HAVE_KAFKA
 static int on_channel_message(void *ud, const char *topic, const char *payload, size_t len)
 {
     bnb_ctx_t *ctx = ud;
@@ -274,6 +275,7 @@ static int on_channel_message(void *ud, const char *topic, const char *payload, 
         topic += pl;
     return dispatch(ctx->host, ctx, topic, payload, len);
 }
+#endif
 
 int bnb__events_start(bnb_host_t *h, char *err, size_t errlen)
 {
