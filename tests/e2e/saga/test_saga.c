@@ -161,9 +161,11 @@ static double metric(const world_t *w, const char *prefix)
     if (e2e_call(w->h, E2E_HTTP1, "GET", "/metrics", NULL, NULL, &r) == 0 && r.status == 200) {
         for (char *line = r.body; line && *line;) {
             char *nl = strchr(line, '\n');
+            if (nl)
+                *nl = '\0';
             if (!strncmp(line, prefix, strlen(prefix))) {
                 char *sp = strrchr(line, ' ');
-                if (sp && (!nl || sp < nl))
+                if (sp)
                     v = strtod(sp + 1, NULL);
                 break;
             }
