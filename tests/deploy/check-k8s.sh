@@ -72,7 +72,7 @@ done
 if [ -x "$BUILD/bearbnb" ] && [ -s "$OUT/per-service.yaml" ]; then
     sed 's/BEARBNB_PLUGINS: room$/BEARBNB_PLUGINS: no-such-plugin/' "$OUT/per-service.yaml" >"$OUT/bad-env.yaml"
     if "$PY" "$SRC/tests/deploy/k8s_policy.py" --check-config "$BUILD/bearbnb" "$BUILD/plugins" "$OUT/bad-env.yaml" |
-        grep -q "bearbnb-room: bearbnb --check-config refuses"; then
+        grep "bearbnb-room: bearbnb --check-config refuses" >/dev/null; then
         echo "ok --check-config refuses a Deployment whose plugin is not installed"
     else
         echo "FAIL --check-config accepted BEARBNB_PLUGINS=no-such-plugin"; fail=1
