@@ -33,7 +33,13 @@
 
 static const bnb_host_api_t *H;
 
-static const bnb_cfg_item_t resv_config[] = {{NULL, 0, NULL, NULL}};
+/* max_active_per_guest: how many PENDING/CONFIRMED reservations that have not
+ * ended yet one guest may hold; one more is a 409 "too many active
+ * reservations" (OWASP API6). 0 turns the cap off. The count is taken before the
+ * booking commits, so two bookings of one guest racing each other may both pass. */
+static const bnb_cfg_item_t resv_config[] = {
+    {"max_active_per_guest", BNB_CFG_INT, "10", "cap on a guest's PENDING/CONFIRMED future reservations (0 = none)"},
+    {NULL, 0, NULL, NULL}};
 
 /* ---- helpers -------------------------------------------------------------- */
 
@@ -240,6 +246,48 @@ static int room_lookup(bnb_ctx_t *ctx, const char *room_id, json_t **room)
 /* ---- HTTP ------------------------------------------------------------------ */
 
 static const char *const book_fields[] = {"roomId", "checkIn", "checkOut", "guests", "card", NULL};
+/* fields of a reservation only the server sets (OWASP API3): named in the 400 */
+static const char *const book_server_owned[] = {"id",     "status",  "amount",    "paymentId", "guestId",
+                                                "hostId", "version", "createdAt", "reason",    NULL};
+
+/* How many of `user`'s reservations are PENDING or CONFIRMED and not over yet. */
+static int count_active(bnb_store_t *st, const char *user, long *n)
+{
+    json_t *idxs = NULL, *cals = json_object();
+    size_t i;
+    json_t *e;
+    char now[11];
+    resv_format_date(today(), now);
+    *n = 0;
+    int rc = cals ? H->store_list(st, "reservations_idx", 1, user, &idxs) : BNB_ENOMEM;
+    if (rc != 0)
+        goto fail;
+    json_array_foreach(idxs, i, e)
+    {
+        json_t *body = json_object_get(e, "body");
+        const char *id = json_string_value(json_object_get(body, "id"));
+        const char *room_id = json_string_value(json_object_get(body, "roomId"));
+        if (!id || !room_id)
+            continue;
+        json_t *cal = json_object_get(cals, room_id);
+        if (!cal) {
+            int64_t v;
+            rc = calendar_load(st, room_id, &cal, &v);
+            if (rc != 0)
+                goto fail;
+            json_object_set_new(cals, room_id, cal);
+        }
+        json_t *r = calendar_find(cal, id);
+        const char *s = json_string_value(json_object_get(r, "status"));
+        const char *out = json_string_value(json_object_get(r, "checkOut"));
+        if (s && out && (!strcmp(s, "PENDING") || !strcmp(s, "CONFIRMED")) && strcmp(out, now) > 0)
+            (*n)++;
+    }
+fail:
+    json_decref(idxs);
+    json_decref(cals);
+    return rc;
+}
 
 static void idx_forget(bnb_store_t *st, const char *id)
 {
@@ -325,7 +373,13 @@ static void on_book(bnb_ctx_t *ctx, bnb_req_t *req)
         for (int i = 0; book_fields[i]; i++)
             known |= !strcmp(key, book_fields[i]);
         if (!known) {
-            H->respond_problem(req, 400, "Bad Request", "unknown field '%s'", key);
+            int owned = 0;
+            for (int i = 0; book_server_owned[i]; i++)
+                owned |= !strcmp(key, book_server_owned[i]);
+            if (owned)
+                H->respond_problem(req, 400, "Bad Request", "field '%s' is set by the server and cannot be given", key);
+            else
+                H->respond_problem(req, 400, "Bad Request", "unknown field '%s'", key);
             return;
         }
     }
@@ -370,7 +424,21 @@ static void on_book(bnb_ctx_t *ctx, bnb_req_t *req)
         H->respond_problem(req, 404, "Not Found", "no room '%s'", room_id);
         return;
     }
-    int rc = room_lookup(ctx, room_id, &room);
+    const char *capv = H->config(ctx, "max_active_per_guest");
+    long cap_active = capv ? strtol(capv, NULL, 10) : 10, active = 0;
+    int rc = cap_active > 0 ? count_active(st, user, &active) : 0;
+    if (rc != 0) {
+        respond_store_error(req, rc);
+        return;
+    }
+    if (cap_active > 0 && active >= cap_active) {
+        H->respond_problem(
+            req, 409, "Conflict",
+            "too many active reservations: you hold %ld PENDING/CONFIRMED reservations, the limit is %ld", active,
+            cap_active);
+        return;
+    }
+    rc = room_lookup(ctx, room_id, &room);
     if (rc == BNB_ENOENT) {
         H->respond_problem(req, 404, "Not Found", "no room '%s'", room_id);
         return;
