@@ -329,8 +329,31 @@ static void my_lib_init(void)
     my_lib_rc = mysql_library_init(0, NULL, NULL);
 }
 
-/* Map the last error of `m` to an internal/BNB code. */
+/* One JSON line on stderr: {"level":"error","msg":...,"component":"storage.mysql"}. */
+static void my_log(const char *what, const char *detail, unsigned code)
+{
+    char msg[700];
+    snprintf(msg, sizeof msg, "mysql %s: %s (%u)", what, detail ? detail : "failed", code);
+    json_t *line = json_pack("{s:s, s:s, s:s}", "level", "error", "msg", msg, "component", "storage.mysql");
+    char *text = line ? json_dumps(line, JSON_COMPACT) : NULL;
+    if (text)
+        fprintf(stderr, "%s\n", text);
+    free(text);
+    json_decref(line);
+}
+
+static int my_err_code(MYSQL *m, bool *broken);
+
+/* Map the last error of `m` to an internal/BNB code; log real failures. */
 static int my_err(MYSQL *m, bool *broken)
+{
+    int rc = my_err_code(m, broken);
+    if (rc != MY_RETRY && rc != MY_DUP)
+        my_log("query", mysql_error(m), mysql_errno(m));
+    return rc;
+}
+
+static int my_err_code(MYSQL *m, bool *broken)
 {
     unsigned e = mysql_errno(m);
     switch (e) {
@@ -453,8 +476,10 @@ static int acquire(my_store_t *s, my_conn_t **out)
     }
     char err[256];
     c->m = my_connect(&s->url, s->url.db, err, sizeof err);
-    if (!c->m)
+    if (!c->m) {
+        my_log("connect", err, 0);
         goto fail;
+    }
     *out = c;
     return 0;
 fail:
@@ -902,6 +927,8 @@ static int my_commit(bnb_store_t *st, const bnb_write_t *w, const bnb_outbox_new
         /* back off a little, with jitter, before the next attempt */
         usleep((useconds_t)(1000 * (1 << attempt) + (unsigned)rand() % 1000));
     }
+    if (rc == MY_RETRY || rc == MY_DUP)
+        my_log("commit", "deadlock / lock wait timeout / insert race persisted after retries", (unsigned)MY_RETRIES);
     release(s, c, broken);
     free(body_txt);
     if (rc == 0 && new_version)
