@@ -22,6 +22,13 @@ if ! out=$(clean_env BEARBNB_SLOT_RELEASE="$REL" BEARBNB_SLOT_DATA="$DATA" \
     die "configuration refused: $out"
 fi
 
+if [ "$BEARBNB_SUPERVISOR" = systemd ]; then
+    # Units for this port; the slots' ExecStart follows opt/bearbnb/slots/N.
+    sed "s|^ListenStream=.*|ListenStream=$BEARBNB_BIND:$BEARBNB_PORT|" "$REL/support/systemd/bearbnb.socket" \
+        >/etc/systemd/system/bearbnb.socket
+    install -m 0644 "$REL/support/systemd/bearbnb@.service" /etc/systemd/system/bearbnb@.service
+    systemctl daemon-reload
+fi
 tmp=$CONF.new
 sed -e "s|@ROOT@|$R|g" -e "s|@BIND@|$BEARBNB_BIND|g" -e "s|@PORT@|$BEARBNB_PORT|g" \
     -e "s|@USER@|$( [ -z "$BEARBNB_ROOT" ] && echo bearbnb || id -un)|g" \
@@ -30,7 +37,7 @@ if [ -f "$CONF" ] && cmp -s "$tmp" "$CONF"; then
     rm -f "$tmp"
 else
     mv "$tmp" "$CONF"
-    if supervisor_running; then
+    if [ "$BEARBNB_SUPERVISOR" = supervisord ] && supervisor_running; then
         log "supervisor configuration changed: reread/update"
         ctl reread >/dev/null && ctl update >/dev/null
     fi

@@ -13,26 +13,25 @@ if [ -n "$old" ] && [ "$(slot_state "$old")" != RUNNING ]; then
     old=""
 fi
 if [ "$old" = 0 ]; then new=1; else new=0; fi
-[ "$(slot_state "$new")" = STOPPED ] || ctl stop "bearbnb:bearbnb-$new" >/dev/null 2>&1 || true
+[ "$(slot_state "$new")" = STOPPED ] || slot_stop "$new" >/dev/null 2>&1 || true
 
 ln -sfn "$REL" "$APP/slots/$new"
-slotlog=$LOGDIR/bearbnb-$new.log
-before=$( (wc -l <"$slotlog") 2>/dev/null || echo 0)
+mark=$(slot_log_mark "$new")
 log "starting $(cat "$REL/VERSION" 2>/dev/null) in slot $new (old slot: ${old:-none})"
 # `start` returns once the slot has run startsecs without exiting.
-if ! out=$(ctl start "bearbnb:bearbnb-$new" 2>&1) || [ "$(slot_state "$new")" != RUNNING ]; then
-    ctl stop "bearbnb:bearbnb-$new" >/dev/null 2>&1 || true
-    tail -n 20 "$LOGDIR/bearbnb-$new.log" >&2 2>/dev/null || true
+if ! out=$(slot_start "$new" 2>&1) || [ "$(slot_state "$new")" != RUNNING ]; then
+    slot_stop "$new" >/dev/null 2>&1 || true
+    slot_log_since "$new" "$mark" | grep -v '"msg":"access"' | tail -n 5 >&2 || true
     die "slot $new did not start: $out"
 fi
 # The new process accepts only once its plugins, storage and channels are up,
 # and says so ("listening on"); until then the old slot keeps serving.
 limit=${BEARBNB_START_TIMEOUT:-60} start=$(date +%s)
-until tail -n +$((before + 1)) "$slotlog" 2>/dev/null | grep -q 'listening on'; do
+until slot_log_since "$new" "$mark" | grep 'listening on' >/dev/null; do
     st=$(slot_state "$new")
     if [ "$st" != RUNNING ] || [ $(($(date +%s) - start)) -ge "$limit" ]; then
-        ctl stop "bearbnb:bearbnb-$new" >/dev/null 2>&1 || true
-        tail -n +$((before + 1)) "$slotlog" 2>/dev/null | grep -v '"msg":"access"' | tail -n 5 >&2 || true
+        slot_stop "$new" >/dev/null 2>&1 || true
+        slot_log_since "$new" "$mark" | grep -v '"msg":"access"' | tail -n 5 >&2 || true
         die "slot $new ($st) did not start listening within ${limit}s; slot ${old:-none} keeps serving"
     fi
     sleep 0.2
@@ -41,7 +40,7 @@ wait_200 /healthz 3 "$limit" || die "no /healthz answer on :$BEARBNB_PORT"
 
 if [ -n "$old" ]; then
     log "draining slot $old"
-    ctl stop "bearbnb:bearbnb-$old" >/dev/null || die "slot $old did not stop"
+    slot_stop "$old" >/dev/null || die "slot $old did not stop"
 fi
 [ -L "$APP/current" ] && [ "$(readlink -f "$APP/current")" != "$(readlink -f "$REL")" ] &&
     ln -sfn "$(readlink -f "$APP/current")" "$APP/previous"

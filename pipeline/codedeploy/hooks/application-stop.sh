@@ -5,7 +5,7 @@
 # active one (a release left half-started by a failed deployment), so that the
 # next ApplicationStart finds an idle slot.
 . "$(dirname "$0")/common.sh"
-if [ ! -f "$CONF" ] || ! supervisor_running; then
+if { [ "$BEARBNB_SUPERVISOR" = supervisord ] && [ ! -f "$CONF" ]; } || ! supervisor_running; then
     log "nothing running"
     exit 0
 fi
@@ -15,7 +15,7 @@ for s in 0 1; do
     st=$(slot_state "$s")
     if [ "$st" != STOPPED ] && [ -n "$st" ]; then
         log "stopping stray slot $s ($st)"
-        ctl stop "bearbnb:bearbnb-$s" >/dev/null || true
+        slot_stop "$s" >/dev/null || true
     fi
 done
 log "active slot ${active:-none} keeps serving"

@@ -18,13 +18,16 @@
 # new release in the idle slot (both accept on the same socket), then stops the
 # old slot: SIGTERM makes it answer 503 on /readyz, stop accepting, finish its
 # in-flight requests and exit; connections queued meanwhile go to the new slot.
-# With systemd (real hosts), support/systemd/ has the same shape:
-# bearbnb.socket + bearbnb@.service slots.
+# With systemd as PID 1 (real hosts), the same shape with support/systemd/:
+# bearbnb.socket holds the socket, bearbnb@0/bearbnb@1.service are the slots
+# (LISTEN_FDS, fd 3). The supervisord path is what CI runs for real
+# (tests/pipeline/check-codedeploy.sh); the systemd path cannot run there.
 set -eu
 
 BEARBNB_ROOT=${BEARBNB_ROOT:-}
 BEARBNB_PORT=${BEARBNB_PORT:-8088}
-BEARBNB_BIND=${BEARBNB_BIND:-127.0.0.1}
+# Real hosts listen on every address (behind a load balancer); a test root on loopback.
+if [ -z "${BEARBNB_ROOT:-}" ]; then BEARBNB_BIND=${BEARBNB_BIND:-0.0.0.0}; else BEARBNB_BIND=${BEARBNB_BIND:-127.0.0.1}; fi
 R=$BEARBNB_ROOT
 APP=$R/opt/bearbnb
 ETC=$R/etc/bearbnb
@@ -44,20 +47,39 @@ die() {
     exit 1
 }
 
+# Which process manager holds the socket: systemd where it is PID 1 on a real
+# host (support/systemd: bearbnb.socket + bearbnb@N.service), supervisord
+# otherwise (and always under a BEARBNB_ROOT). BEARBNB_SUPERVISOR overrides.
+if [ -z "${BEARBNB_SUPERVISOR:-}" ]; then
+    if [ -z "$BEARBNB_ROOT" ] && [ -d /run/systemd/system ]; then
+        BEARBNB_SUPERVISOR=systemd
+    else
+        BEARBNB_SUPERVISOR=supervisord
+    fi
+fi
+
 # supervisord/supervisorctl with our private config; never leak the hooks'
 # own BEARBNB_* variables into the supervised program (the host refuses
 # unknown settings).
 clean_env() {
     env -u BEARBNB_ROOT -u BEARBNB_PORT -u BEARBNB_BIND -u BEARBNB_VALIDATE_TIMEOUT \
-        -u BEARBNB_START_TIMEOUT -u BEARBNB_KEEP_RELEASES "$@"
+        -u BEARBNB_START_TIMEOUT -u BEARBNB_KEEP_RELEASES -u BEARBNB_SUPERVISOR "$@"
 }
 ctl() {
     clean_env supervisorctl -c "$CONF" "$@"
 }
 supervisor_running() {
-    [ -S "$RUNDIR/supervisor.sock" ] && ctl pid >/dev/null 2>&1
+    if [ "$BEARBNB_SUPERVISOR" = systemd ]; then
+        systemctl is-active --quiet bearbnb.socket
+    else
+        [ -S "$RUNDIR/supervisor.sock" ] && ctl pid >/dev/null 2>&1
+    fi
 }
 ensure_supervisor() {
+    if [ "$BEARBNB_SUPERVISOR" = systemd ]; then
+        systemctl enable --now bearbnb.socket >/dev/null || die "bearbnb.socket does not start"
+        return 0
+    fi
     [ -f "$CONF" ] || die "no $CONF (AfterInstall did not run?)"
     if ! supervisor_running; then
         log "starting supervisord ($CONF)"
@@ -70,19 +92,59 @@ ensure_supervisor() {
         done
     fi
 }
-# state of one slot: RUNNING, STOPPED, STARTING, FATAL, EXITED, BACKOFF...
+# Slot operations. State: RUNNING, STOPPED, or the manager's word for anything else.
 slot_state() {
-    ctl status "bearbnb:bearbnb-$1" 2>/dev/null | awk '{print $2}'
+    if [ "$BEARBNB_SUPERVISOR" = systemd ]; then
+        case $(systemctl is-active "bearbnb@$1.service" 2>/dev/null) in
+        active) echo RUNNING ;; inactive) echo STOPPED ;; *) systemctl is-active "bearbnb@$1.service" 2>/dev/null || true ;;
+        esac
+    else
+        ctl status "bearbnb:bearbnb-$1" 2>/dev/null | awk '{print $2}'
+    fi
 }
 slot_pid() {
-    ctl pid "bearbnb:bearbnb-$1" 2>/dev/null
+    if [ "$BEARBNB_SUPERVISOR" = systemd ]; then
+        systemctl show -p MainPID --value "bearbnb@$1.service"
+    else
+        ctl pid "bearbnb:bearbnb-$1" 2>/dev/null
+    fi
+}
+slot_start() {
+    if [ "$BEARBNB_SUPERVISOR" = systemd ]; then
+        systemctl start "bearbnb@$1.service" && sleep 2 && [ "$(slot_state "$1")" = RUNNING ]
+    else
+        ctl start "bearbnb:bearbnb-$1"
+    fi
+}
+# Stop = SIGTERM and wait for the drain (stopwaitsecs / TimeoutStopSec 30 s).
+slot_stop() {
+    if [ "$BEARBNB_SUPERVISOR" = systemd ]; then
+        systemctl stop "bearbnb@$1.service"
+    else
+        ctl stop "bearbnb:bearbnb-$1"
+    fi
+}
+# Log lines of a slot since a mark (slot_log_mark prints one).
+slot_log_mark() {
+    if [ "$BEARBNB_SUPERVISOR" = systemd ]; then
+        date +%s
+    else
+        ( (wc -l <"$LOGDIR/bearbnb-$1.log") 2>/dev/null || echo 0) | tr -d ' '
+    fi
+}
+slot_log_since() {
+    if [ "$BEARBNB_SUPERVISOR" = systemd ]; then
+        journalctl -q -o cat -u "bearbnb@$1.service" --since "@$2" 2>/dev/null
+    else
+        tail -n +$(($2 + 1)) "$LOGDIR/bearbnb-$1.log" 2>/dev/null
+    fi
 }
 active_slot() {
     cat "$APP/active-slot" 2>/dev/null || true
 }
 
 http_code() { # path [timeout]
-    curl -s -o /dev/null -m "${2:-3}" -w '%{http_code}' "http://$BEARBNB_BIND:$BEARBNB_PORT$1" 2>/dev/null || true
+    curl -s -o /dev/null -m "${2:-3}" -w '%{http_code}' "http://127.0.0.1:$BEARBNB_PORT$1" 2>/dev/null || true
 }
 # Wait until $1 answers 200 $2 times in a row, for at most $3 seconds.
 wait_200() {
