@@ -168,8 +168,9 @@ static int route(bnb_ctx_t *ctx, const char *method, const char *pattern, bnb_ro
     int ok = 0;
     for (size_t i = 0; i < 5; i++)
         ok |= strcmp(method, methods[i]) == 0;
-    if (!ok || fn == NULL || pattern == NULL || strncmp(pattern, "/admin", 6) == 0 ||
-        strcmp(pattern, "/healthz") == 0 || strcmp(pattern, "/readyz") == 0 || strcmp(pattern, "/metrics") == 0)
+    if (!ok || fn == NULL || pattern == NULL || (int)who < BNB_ROLE_ANYONE || (int)who > BNB_ROLE_SERVICE ||
+        strncmp(pattern, "/admin", 6) == 0 || strcmp(pattern, "/healthz") == 0 || strcmp(pattern, "/readyz") == 0 ||
+        strcmp(pattern, "/metrics") == 0)
         return BNB_EINVAL;
     bnb_route_entry_t *e = calloc(1, sizeof(*e));
     bnb_route_entry_t **nr = realloc(ctx->routes, (ctx->nroutes + 1) * sizeof(*nr));

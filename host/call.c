@@ -83,7 +83,7 @@ static int call_local(bnb_host_t *h, bnb_ctx_t *target, const char *method, cons
         memcpy(r.exec.correlation_id, ex->correlation_id, sizeof(r.exec.correlation_id));
         memcpy(r.exec.traceparent, ex->traceparent, sizeof(r.exec.traceparent));
     }
-    int allowed = e->who == BNB_ROLE_ANYONE ||
+    int allowed = e->who == BNB_ROLE_ANYONE || e->who == BNB_ROLE_SERVICE ||
                   (r.has_id && (e->who == BNB_ROLE_USER || (e->who == BNB_ROLE_HOST && !strcmp(r.id.role, "host")) ||
                                 (e->who == BNB_ROLE_GUEST && !strcmp(r.id.role, "guest"))));
     if (!allowed)
@@ -149,7 +149,8 @@ static int call_remote(bnb_host_t *h, const char *base, const char *method, cons
         /* service to service: signed like the gateway, so an enforcing service accepts it */
         const char *user = ex && ex->user ? ex->user : "", *role = ex && ex->role ? ex->role : "";
         char sig[200];
-        bnb__gateway_sign(method, path, ex ? ex->request_id : "", user, role, bnb__now_ms() / 1000, sig, sizeof(sig));
+        bnb__gateway_sign(BNB_SIGNED_SERVICE, method, path, ex ? ex->request_id : "", user, role, bnb__now_ms() / 1000,
+                          sig, sizeof(sig));
         snprintf(line, sizeof(line), "X-Bnb-Gateway: %s", sig);
         hdr = curl_slist_append(hdr, line);
         if (user[0]) {

@@ -18,11 +18,15 @@ void bnb__gateway_free(void);
 const char *bnb__gateway_route(const char *path, size_t len, int *index, int *h2c);
 /* The secret is configured (the edge signs; services may enforce). */
 int bnb__gateway_has_secret(void);
-/* Header value for X-Bnb-Gateway: "v1;ts=<s>;sig=<b64url>" over method, path
- * (with query), request id, user and role. out >= 128 bytes. */
-void bnb__gateway_sign(const char *method, const char *path, const char *request_id, const char *user, const char *role,
-                       int64_t now_s, char *out, size_t outlen);
-/* 0 when `header` is a valid signature made within 60 s of now_s. */
+/* Who signs: the edge forwarding a client's request, or a service calling
+ * another (host->call); only the latter may reach BNB_ROLE_SERVICE routes. */
+typedef enum { BNB_SIGNED_EDGE = 1, BNB_SIGNED_SERVICE = 2 } bnb_signer_t;
+
+/* Header value for X-Bnb-Gateway: "v1;by=edge|svc;ts=<s>;sig=<b64url>" over
+ * the signer, method, path (with query), request id, user and role. */
+void bnb__gateway_sign(bnb_signer_t by, const char *method, const char *path, const char *request_id, const char *user,
+                       const char *role, int64_t now_s, char *out, size_t outlen);
+/* The signer when `header` is a valid signature made within 60 s of now_s, else -1. */
 int bnb__gateway_verify(const char *header, const char *method, const char *path, const char *request_id,
                         const char *user, const char *role, int64_t now_s);
 /* Forward r (method, path, query, headers, raw body) to `base`; fills the

@@ -426,6 +426,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     int has_id = 0;
     char *bearer = NULL;
     char rid_hdr[64] = "";
+    int signer = -1;
     if (h->gw_enforce) {
         char sig[200] = "", user[128] = "", role[16] = "", pq[3072];
         ssize_t k;
@@ -444,7 +445,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         snprintf(pq, sizeof(pq), "%.*s%s%.*s", (int)plen, path, req->query_at != SIZE_MAX ? "?" : "",
                  req->query_at != SIZE_MAX ? (int)(req->path.len - req->query_at - 1) : 0,
                  req->query_at != SIZE_MAX ? req->path.base + req->query_at + 1 : "");
-        if (bnb__gateway_verify(sig, method, pq, rid_hdr, user, role, bnb__now_ms() / 1000) != 0) {
+        signer = bnb__gateway_verify(sig, method, pq, rid_hdr, user, role, bnb__now_ms() / 1000);
+        if (signer < 0) {
             bnb__route_match_clear(&m);
             problem_now(h, req, routelabel, t0, 403, "requests must come through the gateway");
             return 0;
@@ -510,7 +512,13 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         }
     }
 
-    if (e != NULL && e->who != BNB_ROLE_ANYONE) {
+    if (e != NULL && e->who == BNB_ROLE_SERVICE && signer != BNB_SIGNED_SERVICE) {
+        free(bearer);
+        bnb__route_match_clear(&m);
+        problem_now(h, req, routelabel, t0, 403, "this route is internal: only other services may call it");
+        return 0;
+    }
+    if (e != NULL && e->who != BNB_ROLE_ANYONE && e->who != BNB_ROLE_SERVICE) {
         const char *need = e->who == BNB_ROLE_HOST ? "host" : e->who == BNB_ROLE_GUEST ? "guest" : NULL;
         if (!has_id) {
             free(bearer);

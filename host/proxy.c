@@ -151,24 +151,25 @@ static void b64url(const unsigned char *in, size_t n, char *out, size_t outlen)
     out[o] = '\0';
 }
 
-static void mac(const char *method, const char *path, const char *rid, const char *user, const char *role, int64_t ts,
-                char *out, size_t outlen)
+static void mac(const char *by, const char *method, const char *path, const char *rid, const char *user,
+                const char *role, int64_t ts, char *out, size_t outlen)
 {
     char msg[4096];
-    int n = snprintf(msg, sizeof(msg), "v1\n%s\n%s\n%s\n%s\n%s\n%lld", method, path, rid ? rid : "", user ? user : "",
-                     role ? role : "", (long long)ts);
+    int n = snprintf(msg, sizeof(msg), "v1\n%s\n%s\n%s\n%s\n%s\n%s\n%lld", by, method, path, rid ? rid : "",
+                     user ? user : "", role ? role : "", (long long)ts);
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
     HMAC(EVP_sha256(), secret, (int)secret_len, (const unsigned char *)msg, (size_t)(n < 4096 ? n : 4095), md, &mdlen);
     b64url(md, mdlen, out, outlen);
 }
 
-void bnb__gateway_sign(const char *method, const char *path, const char *request_id, const char *user, const char *role,
-                       int64_t now_s, char *out, size_t outlen)
+void bnb__gateway_sign(bnb_signer_t by, const char *method, const char *path, const char *request_id, const char *user,
+                       const char *role, int64_t now_s, char *out, size_t outlen)
 {
+    const char *who = by == BNB_SIGNED_SERVICE ? "svc" : "edge";
     char sig[96];
-    mac(method, path, request_id, user, role, now_s, sig, sizeof(sig));
-    snprintf(out, outlen, "v1;ts=%lld;sig=%s", (long long)now_s, sig);
+    mac(who, method, path, request_id, user, role, now_s, sig, sizeof(sig));
+    snprintf(out, outlen, "v1;by=%s;ts=%lld;sig=%s", who, (long long)now_s, sig);
 }
 
 int bnb__gateway_verify(const char *header, const char *method, const char *path, const char *request_id,
@@ -177,15 +178,16 @@ int bnb__gateway_verify(const char *header, const char *method, const char *path
     if (header == NULL || secret_len == 0)
         return -1;
     long long ts;
-    char got[96];
-    if (sscanf(header, "v1;ts=%lld;sig=%95s", &ts, got) != 2)
+    char who[8], got[96];
+    if (sscanf(header, "v1;by=%7[a-z];ts=%lld;sig=%95s", who, &ts, got) != 3)
         return -1;
-    if (ts < now_s - 60 || ts > now_s + 60)
+    int by = strcmp(who, "svc") == 0 ? BNB_SIGNED_SERVICE : strcmp(who, "edge") == 0 ? BNB_SIGNED_EDGE : -1;
+    if (by < 0 || ts < now_s - 60 || ts > now_s + 60)
         return -1;
     char want[96];
-    mac(method, path, request_id, user, role, ts, want, sizeof(want));
+    mac(who, method, path, request_id, user, role, ts, want, sizeof(want));
     size_t l = strlen(want);
-    return strlen(got) == l && CRYPTO_memcmp(got, want, l) == 0 ? 0 : -1;
+    return strlen(got) == l && CRYPTO_memcmp(got, want, l) == 0 ? by : -1;
 }
 
 /* ---- proxying ---------------------------------------------------------------- */
@@ -307,7 +309,8 @@ void bnb__proxy_run(bnb_req_t *r, const char *base, int h2c, long timeout_ms)
     if (secret_len > 0) {
         char pq[3072], sig[160];
         snprintf(pq, sizeof(pq), "%s%s%s", r->path, r->query ? "?" : "", r->query ? r->query : "");
-        bnb__gateway_sign(r->method, pq, r->exec.request_id, user, role, bnb__now_ms() / 1000, sig, sizeof(sig));
+        bnb__gateway_sign(BNB_SIGNED_EDGE, r->method, pq, r->exec.request_id, user, role, bnb__now_ms() / 1000, sig,
+                          sizeof(sig));
         snprintf(line, sizeof(line), "X-Bnb-Gateway: %s", sig);
         hdr = curl_slist_append(hdr, line);
     }

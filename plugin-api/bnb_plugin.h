@@ -38,13 +38,13 @@ extern "C" {
 
 enum {
     BNB_OK = 0,
-    BNB_EPERM = -1,     /* not allowed */
-    BNB_ENOENT = -2,    /* no such document / route / service */
-    BNB_EIO = -5,       /* backend failure (transient, retried) */
-    BNB_EAGAIN = -11,   /* unavailable right now (breaker open, draining) */
-    BNB_ENOMEM = -12,   /* out of memory */
-    BNB_EEXIST = -17,   /* version conflict / already exists */
-    BNB_EINVAL = -22,   /* invalid input; for an event handler: poison, park it */
+    BNB_EPERM = -1,      /* not allowed */
+    BNB_ENOENT = -2,     /* no such document / route / service */
+    BNB_EIO = -5,        /* backend failure (transient, retried) */
+    BNB_EAGAIN = -11,    /* unavailable right now (breaker open, draining) */
+    BNB_ENOMEM = -12,    /* out of memory */
+    BNB_EEXIST = -17,    /* version conflict / already exists */
+    BNB_EINVAL = -22,    /* invalid input; for an event handler: poison, park it */
     BNB_EALREADY = -114, /* this event was already applied to that document */
     BNB_ETIMEDOUT = -110 /* a call ran past its timeout */
 };
@@ -88,7 +88,11 @@ typedef enum {
     BNB_ROLE_ANYONE = 0, /* no token needed */
     BNB_ROLE_USER,       /* any valid token */
     BNB_ROLE_HOST,       /* token with role "host" */
-    BNB_ROLE_GUEST       /* token with role "guest" */
+    BNB_ROLE_GUEST,      /* token with role "guest" */
+    BNB_ROLE_SERVICE     /* since ABI 1 (appended): only another service, through
+                          * host->call (in-process, or over HTTP signed as a
+                          * service call); never a client, not even through the
+                          * gateway. The caller's identity is still forwarded. */
 } bnb_role_t;
 
 /* ---- storage ------------------------------------------------------------ */
@@ -146,13 +150,13 @@ typedef struct bnb_host_api {
 
     /* -- since ABI 1: requests (inside a route handler) -- */
 
-    const char *(*req_method)(bnb_req_t *req);                     /* borrowed */
-    const char *(*req_param)(bnb_req_t *req, const char *name);    /* path param, borrowed */
-    const char *(*req_query)(bnb_req_t *req, const char *name);    /* decoded query value or NULL */
-    const json_t *(*req_body)(bnb_req_t *req);                     /* parsed JSON or NULL, borrowed */
-    const char *(*req_user)(bnb_req_t *req);                       /* verified `sub` or NULL */
-    const char *(*req_role)(bnb_req_t *req);                       /* "host"/"guest" or NULL */
-    const char *(*req_header)(bnb_req_t *req, const char *name);   /* borrowed or NULL */
+    const char *(*req_method)(bnb_req_t *req);                   /* borrowed */
+    const char *(*req_param)(bnb_req_t *req, const char *name);  /* path param, borrowed */
+    const char *(*req_query)(bnb_req_t *req, const char *name);  /* decoded query value or NULL */
+    const json_t *(*req_body)(bnb_req_t *req);                   /* parsed JSON or NULL, borrowed */
+    const char *(*req_user)(bnb_req_t *req);                     /* verified `sub` or NULL */
+    const char *(*req_role)(bnb_req_t *req);                     /* "host"/"guest" or NULL */
+    const char *(*req_header)(bnb_req_t *req, const char *name); /* borrowed or NULL */
     /* Answer. `body` is stolen (the host decrefs it). */
     void (*respond_json)(bnb_req_t *req, int status, json_t *body);
     void (*respond_problem)(bnb_req_t *req, int status, const char *title, const char *detail_fmt, ...)

@@ -320,7 +320,7 @@ static int pay_init(bnb_ctx_t *ctx, const bnb_host_api_t *host)
 {
     H = host;
     int rc = 0;
-    rc = rc ? rc : host->route(ctx, "POST", "/payments", BNB_ROLE_USER, on_pay);
+    rc = rc ? rc : host->route(ctx, "POST", "/payments", BNB_ROLE_SERVICE, on_pay);
     rc = rc ? rc : host->route(ctx, "GET", "/payments", BNB_ROLE_USER, on_list);
     rc = rc ? rc : host->route(ctx, "GET", "/payments/{id}", BNB_ROLE_USER, on_get);
     rc = rc ? rc : host->subscribe(ctx, "bearbnb.reservation", on_reservation_event);
