@@ -6,23 +6,30 @@
 #include <ctype.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <jwt.h>
 #include <unistd.h>
 
 extern char **environ;
+
+/* room, reservation, payment, dashboard, edge */
+#define E2E_NPARTS 5
+static const char *const part_names[E2E_NPARTS] = {"room", "reservation", "payment", "dashboard", "edge"};
 
 struct e2e_host {
     char *bin;
@@ -33,6 +40,14 @@ struct e2e_host {
     int ready_timeout_ms;
     char **env;  /* full environment for the child, NULL-terminated */
     char **args; /* extra args, NULL-terminated */
+    /* Distributed topology (BNB_E2E_TOPOLOGY=distributed): this object owns
+     * no process itself; parts[] are the services and the edge (last). */
+    char name[16]; /* part name: "room", ..., "edge"; "" for a single host */
+    size_t nparts;
+    e2e_host_t *parts[E2E_NPARTS];
+    char mysql_base[256]; /* "mysql://user@host:port/" used for the databases */
+    char mongo_base[256];
+    char dbs[E2E_NPARTS][96]; /* database name per part ("" = none) */
 };
 
 struct e2e_client {
@@ -245,6 +260,8 @@ int e2e_host_port(const e2e_host_t *h)
 
 pid_t e2e_host_pid(const e2e_host_t *h)
 {
+    if (h->nparts)
+        return h->parts[h->nparts - 1]->pid;
     return h->pid;
 }
 
@@ -255,12 +272,14 @@ const char *e2e_host_dir(const e2e_host_t *h)
 
 const char *e2e_host_log_path(const e2e_host_t *h)
 {
+    if (h->nparts)
+        return h->parts[h->nparts - 1]->log_path;
     return h->log_path;
 }
 
 char *e2e_host_log_tail(const e2e_host_t *h, size_t max)
 {
-    FILE *f = fopen(h->log_path, "rb");
+    FILE *f = fopen(e2e_host_log_path(h), "rb");
     char *buf = calloc(1, max + 1);
     size_t n = 0;
     if (!buf)
@@ -281,6 +300,14 @@ out:
 
 static void print_log_tail(const e2e_host_t *h)
 {
+    if (h->nparts) {
+        for (size_t i = 0; i < h->nparts; i++) {
+            char *tail = e2e_host_log_tail(h->parts[i], 2500);
+            e2e_msg("%s log tail (%s):\n%s", h->parts[i]->name, h->parts[i]->log_path, tail ? tail : "");
+            free(tail);
+        }
+        return;
+    }
     char *tail = e2e_host_log_tail(h, 4000);
     e2e_msg("host log tail (%s):\n%s", h->log_path, tail ? tail : "");
     free(tail);
@@ -354,7 +381,7 @@ static int reap(e2e_host_t *h, int timeout_ms)
     }
 }
 
-int e2e_host_wait_ready(e2e_host_t *h, int timeout_ms)
+static int proc_wait_ready(e2e_host_t *h, int timeout_ms)
 {
     long long deadline = e2e_now_ms() + (timeout_ms > 0 ? timeout_ms : 15000);
     e2e_client_t *c = e2e_client_new(h->port);
@@ -389,7 +416,7 @@ fail:
     return -1;
 }
 
-int e2e_host_start(e2e_host_t **out, const e2e_host_opts_t *opts)
+static int single_start(e2e_host_t **out, const e2e_host_opts_t *opts)
 {
     const char *bin = getenv("BEARBNB_BIN"), *tmp = getenv("TMPDIR");
     e2e_host_t *h = NULL;
@@ -420,7 +447,7 @@ int e2e_host_start(e2e_host_t **out, const e2e_host_opts_t *opts)
     }
     if (spawn_host(h) != 0)
         goto fail;
-    if (!(opts && opts->no_wait) && e2e_host_wait_ready(h, h->ready_timeout_ms) != 0)
+    if (!(opts && opts->no_wait) && proc_wait_ready(h, h->ready_timeout_ms) != 0)
         goto fail;
     *out = h;
     return 0;
@@ -429,14 +456,14 @@ fail:
     return -1;
 }
 
-int e2e_host_signal(e2e_host_t *h, int sig)
+static int proc_signal(e2e_host_t *h, int sig)
 {
     if (h->pid <= 0)
         return -1;
     return kill(h->pid, sig) == 0 ? 0 : -1;
 }
 
-int e2e_host_wait_exit(e2e_host_t *h, int timeout_ms)
+static int proc_wait_exit(e2e_host_t *h, int timeout_ms)
 {
     int rc = reap(h, timeout_ms);
     if (rc == -2) {
@@ -452,6 +479,478 @@ int e2e_host_wait_exit(e2e_host_t *h, int timeout_ms)
     return rc;
 }
 
+static void proc_kill(e2e_host_t *h)
+{
+    if (h->pid > 0) {
+        kill(h->pid, SIGKILL);
+        reap(h, 10000);
+    }
+}
+
+static int proc_restart(e2e_host_t *h)
+{
+    if (h->pid > 0) {
+        e2e_msg("restart: host still running");
+        return -1;
+    }
+    if (spawn_host(h) != 0)
+        return -1;
+    return proc_wait_ready(h, h->ready_timeout_ms);
+}
+
+/* ---- distributed topology ---------------------------------------------------
+ * BNB_E2E_TOPOLOGY=distributed: one process per plugin (room and reservation
+ * on MySQL, payment and dashboard on MongoDB, events on Kafka under a fresh
+ * namespace) plus the edge (no plugin, gateway routes to the services). The
+ * e2e_host_t then owns no process; parts[] are the five processes. */
+
+static int write_file(const char *path, const char *content)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    size_t len = strlen(content), off = 0;
+    if (fd < 0)
+        return -1;
+    while (off < len) {
+        ssize_t w = write(fd, content + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            close(fd);
+            return -1;
+        }
+        off += (size_t)w;
+    }
+    return close(fd) == 0 ? 0 : -1;
+}
+
+/* 2*nbytes hex characters of randomness into out (2*nbytes+1 bytes). */
+static int random_hex(char *out, size_t nbytes)
+{
+    unsigned char b[64];
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    size_t got = 0;
+    if (fd < 0 || nbytes > sizeof(b)) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    while (got < nbytes) {
+        ssize_t r = read(fd, b + got, nbytes - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            close(fd);
+            return -1;
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    for (size_t i = 0; i < nbytes; i++)
+        snprintf(out + 2 * i, 3, "%02x", b[i]);
+    return 0;
+}
+
+/* "scheme://auth@host:port/db?x" -> "scheme://auth@host:port/" */
+static int url_base(const char *url, char *out, size_t outlen)
+{
+    const char *p = strstr(url, "://"), *slash;
+    if (!p)
+        return -1;
+    slash = strchr(p + 3, '/');
+    if (slash)
+        snprintf(out, outlen, "%.*s", (int)(slash - url + 1), url);
+    else
+        snprintf(out, outlen, "%s/", url);
+    return 0;
+}
+
+/* Split "scheme://[user[:pass]@]host[:port]/" into its parts. */
+static void url_parts(const char *base, char *user, char *pass, char *host, int *port, int defport)
+{
+    const char *p = strstr(base, "://"), *at, *end, *colon;
+    user[0] = pass[0] = host[0] = '\0';
+    *port = defport;
+    if (!p)
+        return;
+    p += 3;
+    end = strchr(p, '/');
+    if (!end)
+        end = p + strlen(p);
+    at = memchr(p, '@', (size_t)(end - p));
+    if (at) {
+        colon = memchr(p, ':', (size_t)(at - p));
+        if (colon) {
+            snprintf(user, 128, "%.*s", (int)(colon - p), p);
+            snprintf(pass, 128, "%.*s", (int)(at - colon - 1), colon + 1);
+        } else {
+            snprintf(user, 128, "%.*s", (int)(at - p), p);
+        }
+        p = at + 1;
+    }
+    colon = memchr(p, ':', (size_t)(end - p));
+    if (colon) {
+        snprintf(host, 128, "%.*s", (int)(colon - p), p);
+        *port = atoi(colon + 1);
+    } else {
+        snprintf(host, 128, "%.*s", (int)(end - p), p);
+    }
+}
+
+/* Best effort: DROP DATABASE with the mariadb (or mysql) command-line client. */
+static void drop_mysql(const char *base, const char *const *dbs, size_t n)
+{
+    char user[128], pass[128], host[128], ports[16], passarg[140], sql[1024];
+    int port, st;
+    size_t o = 0;
+    pid_t pid;
+    posix_spawn_file_actions_t fa;
+    static const char *const clients[] = {"mariadb", "mysql"};
+
+    url_parts(base, user, pass, host, &port, 3306);
+    snprintf(ports, sizeof(ports), "%d", port);
+    snprintf(passarg, sizeof(passarg), "-p%s", pass);
+    sql[0] = '\0';
+    for (size_t i = 0; i < n; i++)
+        o += (size_t)snprintf(sql + o, o < sizeof(sql) ? sizeof(sql) - o : 0, "DROP DATABASE IF EXISTS `%s`;", dbs[i]);
+    if (o == 0 || o >= sizeof(sql))
+        return;
+    for (size_t c = 0; c < 2; c++) {
+        char *argv[] = {(char *)clients[c],
+                        "--no-defaults",
+                        "--protocol=TCP",
+                        "-h",
+                        host,
+                        "-P",
+                        ports,
+                        "-u",
+                        user[0] ? user : "root",
+                        "-e",
+                        sql,
+                        pass[0] ? passarg : NULL,
+                        NULL};
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+        posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+        posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+        int rc = posix_spawnp(&pid, clients[c], &fa, NULL, argv, environ);
+        posix_spawn_file_actions_destroy(&fa);
+        if (rc != 0)
+            continue;
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+            ;
+        return;
+    }
+}
+
+static size_t bson_put(unsigned char *b, size_t o, const void *src, size_t n)
+{
+    memcpy(b + o, src, n);
+    return o + n;
+}
+
+static size_t bson_i32(unsigned char *b, size_t o, int32_t v)
+{
+    unsigned char le[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16),
+                           (unsigned char)(v >> 24)};
+    return bson_put(b, o, le, 4);
+}
+
+/* Best effort: {dropDatabase: 1, $db: name} as one OP_MSG over a plain socket
+ * (the harness does not link the MongoDB driver). */
+static void drop_mongo(const char *base, const char *db)
+{
+    char user[128], pass[128], host[128];
+    unsigned char msg[512], reply[1024];
+    int port, fd;
+    size_t o = 0, doc, dlen = strlen(db);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    struct timeval tv = {2, 0};
+
+    url_parts(base, user, pass, host, &port, 27017);
+    if (dlen > 200 || inet_pton(AF_INET, strcmp(host, "localhost") == 0 ? "127.0.0.1" : host, &sa.sin_addr) != 1)
+        return;
+    sa.sin_port = htons((uint16_t)port);
+    o = bson_i32(msg, o, 0);    /* messageLength, below */
+    o = bson_i32(msg, o, 1);    /* requestID */
+    o = bson_i32(msg, o, 0);    /* responseTo */
+    o = bson_i32(msg, o, 2013); /* OP_MSG */
+    o = bson_i32(msg, o, 0);    /* flagBits */
+    msg[o++] = 0;               /* section kind 0: body */
+    doc = o;
+    o = bson_i32(msg, o, 0); /* document length, below */
+    msg[o++] = 0x10;         /* int32 */
+    o = bson_put(msg, o, "dropDatabase", 13);
+    o = bson_i32(msg, o, 1);
+    msg[o++] = 0x02; /* string */
+    o = bson_put(msg, o, "$db", 4);
+    o = bson_i32(msg, o, (int32_t)dlen + 1);
+    o = bson_put(msg, o, db, dlen + 1);
+    msg[o++] = 0; /* end of document */
+    bson_i32(msg, doc, (int32_t)(o - doc));
+    bson_i32(msg, 0, (int32_t)o);
+    if ((fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+        return;
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && send(fd, msg, o, MSG_NOSIGNAL) == (ssize_t)o)
+        (void)!recv(fd, reply, sizeof(reply), 0);
+    close(fd);
+}
+
+static void drop_databases(e2e_host_t *h)
+{
+    const char *my[E2E_NPARTS];
+    size_t nmy = 0;
+    for (size_t i = 0; i < h->nparts; i++) {
+        if (!h->dbs[i][0])
+            continue;
+        if (i <= 1)
+            my[nmy++] = h->dbs[i];
+        else
+            drop_mongo(h->mongo_base, h->dbs[i]);
+    }
+    if (nmy)
+        drop_mysql(h->mysql_base, my, nmy);
+}
+
+/* environ, then the test's env, then the topology's (which wins). */
+static char **part_env(const char *const *test_env, const char *const *topo)
+{
+    size_t nt = strv_len(test_env), nk = strv_len(topo), n = 0;
+    const char **m = calloc(nt + nk + 1, sizeof(*m));
+    char **env;
+    if (!m)
+        return NULL;
+    for (size_t i = 0; i < nt; i++) {
+        const char *eq = strchr(test_env[i], '=');
+        size_t klen = eq ? (size_t)(eq - test_env[i]) : strlen(test_env[i]);
+        int overridden = 0;
+        for (size_t j = 0; j < nk; j++)
+            if (strncmp(topo[j], test_env[i], klen) == 0 && topo[j][klen] == '=')
+                overridden = 1;
+        if (!overridden)
+            m[n++] = test_env[i];
+    }
+    for (size_t j = 0; j < nk; j++)
+        m[n++] = topo[j];
+    env = build_env(m);
+    free(m);
+    return env;
+}
+
+static e2e_host_t *part_new(const e2e_host_t *top, const char *name, int port, const char *const *test_env,
+                            const char *const *topo, const char *const *args)
+{
+    e2e_host_t *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    snprintf(p->name, sizeof(p->name), "%s", name);
+    snprintf(p->dir, sizeof(p->dir), "%s/%s", top->dir, name);
+    if (mkdir(p->dir, 0700) != 0) {
+        e2e_msg("mkdir %s: %s", p->dir, strerror(errno));
+        p->dir[0] = '\0';
+        goto fail;
+    }
+    live_set(p->dir, 0, 0);
+    snprintf(p->log_path, sizeof(p->log_path), "%s/host.log", p->dir);
+    p->port = port;
+    p->ready_timeout_ms = top->ready_timeout_ms;
+    if (!(p->bin = strdup(top->bin)) || !(p->env = part_env(test_env, topo)) || !(p->args = copy_strv(args)))
+        goto fail;
+    return p;
+fail:
+    e2e_host_free(p);
+    return NULL;
+}
+
+#define TOPO_MAX 16
+
+static int dist_start(e2e_host_t **out, const e2e_host_opts_t *opts)
+{
+    static int seq;
+    const char *bin = getenv("BEARBNB_BIN"), *tmp = getenv("TMPDIR"), *kafka = getenv("BNB_TEST_KAFKA"),
+               *my = getenv("BNB_TEST_MYSQL_URL"), *mo = getenv("BNB_TEST_MONGO_URL");
+    const char *const *test_env = opts ? opts->env : NULL, *const *args = opts ? opts->args : NULL;
+    char ns[64], hex[65], path[700], kv[TOPO_MAX][700];
+    const char *topo[TOPO_MAX + 1];
+    int ports[E2E_NPARTS];
+    e2e_host_t *h = NULL;
+
+    *out = NULL;
+    pthread_once(&curl_once, curl_init_once);
+    if (!bin || !*bin) {
+        e2e_msg("BEARBNB_BIN is not set");
+        return -1;
+    }
+    if (!kafka || !*kafka || !my || !*my || !mo || !*mo) {
+        e2e_msg("BNB_E2E_TOPOLOGY=distributed needs BNB_TEST_KAFKA, BNB_TEST_MYSQL_URL and BNB_TEST_MONGO_URL "
+                "(scripts/infra up; eval \"$(scripts/infra env)\")");
+        return -1;
+    }
+    if (!(h = calloc(1, sizeof(*h))))
+        return -1;
+    h->ready_timeout_ms = opts && opts->ready_timeout_ms > 0 ? opts->ready_timeout_ms : 60000;
+    snprintf(h->dir, sizeof(h->dir), "%s/bnb-e2e-dist-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(h->dir)) {
+        e2e_msg("mkdtemp %s: %s", h->dir, strerror(errno));
+        h->dir[0] = '\0';
+        goto fail;
+    }
+    live_set(h->dir, 0, 0);
+    if (!(h->bin = strdup(bin)) || url_base(my, h->mysql_base, sizeof(h->mysql_base)) != 0 ||
+        url_base(mo, h->mongo_base, sizeof(h->mongo_base)) != 0) {
+        e2e_msg("cannot use BNB_TEST_MYSQL_URL=%s / BNB_TEST_MONGO_URL=%s", my, mo);
+        goto fail;
+    }
+    /* unique per start, also across runs that reuse a pid: topics, groups, databases */
+    snprintf(ns, sizeof(ns), "t%dx%dr%lx", (int)getpid(), __atomic_add_fetch(&seq, 1, __ATOMIC_SEQ_CST),
+             (unsigned long)time(NULL) & 0xffffffUL);
+    snprintf(path, sizeof(path), "%s/jwt.key", h->dir);
+    if (random_hex(hex, 32) != 0 || write_file(path, hex) != 0)
+        goto fail;
+    snprintf(path, sizeof(path), "%s/gateway.secret", h->dir);
+    if (random_hex(hex, 32) != 0 || write_file(path, hex) != 0)
+        goto fail;
+    for (size_t i = 0; i < E2E_NPARTS; i++) {
+        int dup;
+        do {
+            ports[i] = free_port();
+            dup = 0;
+            for (size_t j = 0; j < i; j++)
+                dup |= ports[j] == ports[i];
+        } while (dup && ports[i] > 0);
+        if (ports[i] <= 0) {
+            e2e_msg("no free port");
+            goto fail;
+        }
+    }
+    for (size_t i = 0; i < E2E_NPARTS; i++) {
+        size_t n = 0;
+        const char *name = part_names[i];
+        snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_AUTH_KEY_FILE=%s/jwt.key", h->dir);
+        snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_GATEWAY_SECRET_FILE=%s/gateway.secret", h->dir);
+        if (strcmp(name, "edge") == 0) {
+            snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_PLUGINS=");
+            snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_KAFKA_BROKERS=");
+            snprintf(kv[n++], sizeof(kv[0]),
+                     "BEARBNB_GATEWAY_ROUTES=/rooms=http://127.0.0.1:%d,/reviews=http://127.0.0.1:%d,"
+                     "/reservations=http://127.0.0.1:%d,/payments=h2c://127.0.0.1:%d,/dashboard=http://127.0.0.1:%d",
+                     ports[0], ports[0], ports[1], ports[2], ports[3]);
+        } else {
+            int mysql = i <= 1;
+            snprintf(h->dbs[i], sizeof(h->dbs[i]), "bnb_%s_%s", ns, name);
+            snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_PLUGINS=%s", name);
+            snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_KAFKA_BROKERS=%s", kafka);
+            snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_KAFKA_NAMESPACE=%s", ns);
+            snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_STORAGE_BACKEND=%s", mysql ? "mysql" : "mongo");
+            snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_STORAGE_URL=%s%s", mysql ? h->mysql_base : h->mongo_base,
+                     h->dbs[i]);
+            snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_GATEWAY_ENFORCE=1");
+            if (strcmp(name, "reservation") == 0) {
+                snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_SERVICES_PAYMENT_URL=http://127.0.0.1:%d", ports[2]);
+                snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_SERVICES_ROOM_URL=http://127.0.0.1:%d", ports[0]);
+            }
+        }
+        for (size_t k = 0; k < n; k++)
+            topo[k] = kv[k];
+        topo[n] = NULL;
+        if (!(h->parts[i] = part_new(h, name, ports[i], test_env, topo, args)))
+            goto fail;
+        h->nparts = i + 1;
+        if (strcmp(name, "edge") == 0 && !(h->env = part_env(test_env, topo)))
+            goto fail;
+    }
+    /* e2e_token runs `bearbnb token` with the edge's environment (shared key) */
+    h->port = ports[E2E_NPARTS - 1];
+    snprintf(h->log_path, sizeof(h->log_path), "%s", h->parts[E2E_NPARTS - 1]->log_path);
+    if (!(h->args = copy_strv(NULL)))
+        goto fail;
+    for (size_t i = 0; i < h->nparts; i++)
+        if (spawn_host(h->parts[i]) != 0)
+            goto fail;
+    if (!(opts && opts->no_wait) && e2e_host_wait_ready(h, h->ready_timeout_ms) != 0)
+        goto fail;
+    *out = h;
+    return 0;
+fail:
+    e2e_host_free(h);
+    return -1;
+}
+
+int e2e_host_start(e2e_host_t **out, const e2e_host_opts_t *opts)
+{
+    const char *topo = getenv("BNB_E2E_TOPOLOGY");
+    if (topo && strcmp(topo, "distributed") == 0)
+        return dist_start(out, opts);
+    if (topo && *topo && strcmp(topo, "all-in-one") != 0) {
+        *out = NULL;
+        e2e_msg("unknown BNB_E2E_TOPOLOGY=%s (all-in-one or distributed)", topo);
+        return -1;
+    }
+    return single_start(out, opts);
+}
+
+int e2e_host_distributed(const e2e_host_t *h)
+{
+    return h->nparts > 0;
+}
+
+e2e_host_t *e2e_host_part(e2e_host_t *h, const char *name)
+{
+    for (size_t i = 0; i < h->nparts; i++)
+        if (strcmp(h->parts[i]->name, name) == 0)
+            return h->parts[i];
+    return NULL;
+}
+
+int e2e_host_wait_ready(e2e_host_t *h, int timeout_ms)
+{
+    long long deadline;
+    if (!h->nparts)
+        return proc_wait_ready(h, timeout_ms);
+    deadline = e2e_now_ms() + (timeout_ms > 0 ? timeout_ms : 60000);
+    for (size_t i = 0; i < h->nparts; i++) {
+        long long left = deadline - e2e_now_ms();
+        if (proc_wait_ready(h->parts[i], left > 0 ? (int)left : 1) != 0) {
+            e2e_msg("%s (port %d) not ready", h->parts[i]->name, h->parts[i]->port);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int e2e_host_signal(e2e_host_t *h, int sig)
+{
+    int any = 0, rc = 0;
+    if (!h->nparts)
+        return proc_signal(h, sig);
+    for (size_t i = 0; i < h->nparts; i++)
+        if (h->parts[i]->pid > 0) {
+            any = 1;
+            if (proc_signal(h->parts[i], sig) != 0)
+                rc = -1;
+        }
+    return any ? rc : -1;
+}
+
+int e2e_host_wait_exit(e2e_host_t *h, int timeout_ms)
+{
+    int any = 0, rc = 0;
+    if (!h->nparts)
+        return proc_wait_exit(h, timeout_ms);
+    for (size_t i = 0; i < h->nparts; i++)
+        if (h->parts[i]->pid > 0) {
+            int r = proc_wait_exit(h->parts[i], timeout_ms);
+            any = 1;
+            if (r != 0) {
+                e2e_msg("%s exited with status %d", h->parts[i]->name, r);
+                if (rc == 0)
+                    rc = r;
+            }
+        }
+    return any ? rc : -1;
+}
+
 int e2e_host_stop(e2e_host_t *h)
 {
     if (e2e_host_signal(h, SIGTERM) != 0) {
@@ -463,20 +962,26 @@ int e2e_host_stop(e2e_host_t *h)
 
 void e2e_host_kill(e2e_host_t *h)
 {
-    if (h->pid > 0) {
-        kill(h->pid, SIGKILL);
-        reap(h, 10000);
-    }
+    for (size_t i = 0; i < h->nparts; i++)
+        proc_kill(h->parts[i]);
+    proc_kill(h);
 }
 
 int e2e_host_restart(e2e_host_t *h)
 {
-    if (h->pid > 0) {
-        e2e_msg("restart: host still running");
+    size_t started = 0;
+    if (!h->nparts)
+        return proc_restart(h);
+    for (size_t i = 0; i < h->nparts; i++)
+        if (h->parts[i]->pid <= 0) {
+            if (spawn_host(h->parts[i]) != 0)
+                return -1;
+            started++;
+        }
+    if (started == 0) {
+        e2e_msg("restart: every process still running");
         return -1;
     }
-    if (spawn_host(h) != 0)
-        return -1;
     return e2e_host_wait_ready(h, h->ready_timeout_ms);
 }
 
@@ -485,7 +990,11 @@ void e2e_host_free(e2e_host_t *h)
     const char *keep = getenv("BNB_E2E_KEEP");
     if (!h)
         return;
-    e2e_host_kill(h);
+    for (size_t i = 0; i < h->nparts; i++)
+        e2e_host_free(h->parts[i]);
+    if (h->nparts && !(keep && *keep == '1'))
+        drop_databases(h);
+    proc_kill(h);
     if (h->dir[0]) {
         if (keep && *keep == '1')
             e2e_msg("keeping %s", h->dir);
@@ -793,8 +1302,114 @@ done:
     return rc;
 }
 
+static int port_http(int port, const e2e_req_t *rq, e2e_resp_t *out)
+{
+    e2e_client_t *c = e2e_client_new(port);
+    int rc;
+    if (!c) {
+        memset(out, 0, sizeof(*out));
+        return -1;
+    }
+    rc = e2e_client_do(c, rq, out);
+    e2e_client_free(c);
+    return rc;
+}
+
+/* path is `p` exactly, maybe followed by a query */
+static int path_is(const char *path, const char *p)
+{
+    size_t l = strlen(p);
+    return strncmp(path, p, l) == 0 && (path[l] == '\0' || path[l] == '?');
+}
+
+/* Distributed: GET rq on every running process; /metrics texts are
+ * concatenated (services first, the edge last), /admin/dead-letters arrays
+ * joined. A non-200 answer or a transport error of one process is returned
+ * as it is. */
+static int gather(const e2e_host_t *h, const e2e_req_t *rq, int metrics, e2e_resp_t *out)
+{
+    json_t *all = json_array();
+    char *text = NULL;
+    size_t len = 0;
+    e2e_resp_t r;
+    memset(out, 0, sizeof(*out));
+    if (!all)
+        return -1;
+    for (size_t i = 0; i < h->nparts; i++) {
+        const e2e_host_t *p = h->parts[i];
+        if (p->pid <= 0)
+            continue; /* killed by the test */
+        if (port_http(p->port, rq, &r) != 0 || r.status != 200 || (!metrics && !json_is_array(r.json))) {
+            int rc = r.curl_code ? -1 : 0;
+            e2e_msg("%s %s on %s: status %ld %s", rq->method ? rq->method : "GET", rq->path, p->name, r.status,
+                    r.error);
+            json_decref(all);
+            free(text);
+            *out = r;
+            return rc;
+        }
+        if (metrics) {
+            char head[64];
+            int hl = snprintf(head, sizeof(head), "# e2e process %s\n", p->name);
+            char *nt = realloc(text, len + (size_t)hl + r.body_len + 2);
+            if (!nt) {
+                e2e_resp_free(&r);
+                json_decref(all);
+                free(text);
+                return -1;
+            }
+            text = nt;
+            memcpy(text + len, head, (size_t)hl);
+            len += (size_t)hl;
+            memcpy(text + len, r.body, r.body_len);
+            len += r.body_len;
+            if (len && text[len - 1] != '\n')
+                text[len++] = '\n';
+            text[len] = '\0';
+        } else {
+            json_array_extend(all, r.json);
+        }
+        if (!out->content_type[0])
+            snprintf(out->content_type, sizeof(out->content_type), "%s", r.content_type);
+        out->http_version = r.http_version;
+        out->new_connections += r.new_connections;
+        e2e_resp_free(&r);
+    }
+    out->status = 200;
+    if (metrics) {
+        out->body = text ? text : strdup("");
+        out->body_len = len;
+        json_decref(all);
+    } else {
+        free(text);
+        out->body = json_dumps(all, JSON_COMPACT);
+        out->body_len = out->body ? strlen(out->body) : 0;
+        out->json = all;
+    }
+    return out->body ? 0 : -1;
+}
+
+static int dist_http(const e2e_host_t *h, const e2e_req_t *rq, e2e_resp_t *out)
+{
+    const char *path = rq->path, *m = rq->method ? rq->method : "GET";
+    if (strncmp(path, "/admin/plugins/", 15) == 0) {
+        const char *n = path + 15, *e = strchr(n, '/');
+        size_t l = e ? (size_t)(e - n) : strlen(n);
+        for (size_t i = 0; i < h->nparts; i++)
+            if (strlen(h->parts[i]->name) == l && strncmp(h->parts[i]->name, n, l) == 0)
+                return port_http(h->parts[i]->port, rq, out);
+    }
+    if (strcmp(m, "GET") == 0 && (path_is(path, "/metrics") || path_is(path, "/admin/dead-letters")))
+        return gather(h, rq, path_is(path, "/metrics"), out);
+    if (path_is(path, "/admin/events")) /* published on Kafka by a process that has it */
+        return port_http(h->parts[1]->port, rq, out);
+    return port_http(h->port, rq, out);
+}
+
 int e2e_http(const e2e_host_t *h, const e2e_req_t *rq, e2e_resp_t *out)
 {
+    if (h->nparts)
+        return dist_http(h, rq, out);
     e2e_client_t *c = e2e_client_new(h->port);
     int rc;
     if (!c) {

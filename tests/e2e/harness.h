@@ -6,6 +6,7 @@
  *   BEARBNB_BIN         the program (required)
  *   BEARBNB_PLUGIN_DIR  passed through to the host unchanged
  *   BNB_E2E_KEEP=1      keep the temp data dir (for debugging); its path is printed
+ *   BNB_E2E_TOPOLOGY    all-in-one (default) or distributed (see below)
  *
  * Typical test:
  *
@@ -93,6 +94,42 @@ char *e2e_token(const e2e_host_t *h, const char *sub, const char *role, long ttl
  * the host writes it, else raw bytes). The key file must exist (start the
  * host or mint a token first). Caller frees with free(); NULL on failure. */
 char *e2e_token_claims(const e2e_host_t *h, const char *claims_json);
+
+/* ---- distributed topology --------------------------------------------------
+ * With BNB_E2E_TOPOLOGY=distributed (and BNB_TEST_KAFKA, BNB_TEST_MYSQL_URL,
+ * BNB_TEST_MONGO_URL from `scripts/infra env`), e2e_host_start runs the
+ * cluster layout instead of one process: one `bearbnb` per plugin (room and
+ * reservation on MySQL, payment and dashboard on MongoDB, each with its own
+ * fresh database; every channel on Kafka under a fresh kafka.namespace;
+ * gateway.enforce on) plus the edge (no plugin, gateway routes to the
+ * services), all sharing one signing key (<dir>/jwt.key) and one gateway
+ * secret. opts->env and opts->args go to every process (the topology's own
+ * settings win); ready_timeout_ms defaults to 60000. The rest of the API is
+ * unchanged:
+ *   - e2e_host_port/pid/log_path/log_tail name the edge; e2e_host_dir is the
+ *     top directory (jwt.key, and one sub-directory per process);
+ *   - e2e_http/e2e_call go to the edge, except: POST /admin/plugins/{name}/...
+ *     goes to that plugin's process, /admin/events to the reservation
+ *     process, and GET /metrics and GET /admin/dead-letters gather every
+ *     running process (metrics texts concatenated, services first, each
+ *     preceded by "# e2e process <name>"; dead-letter arrays joined);
+ *   - stop/signal/wait_exit/kill act on every process (the first non-zero
+ *     exit status is returned); restart starts every process that is not
+ *     running and waits until all are ready;
+ *   - e2e_host_free also drops the databases (best effort; Kafka topics of the
+ *     namespace stay).
+ * An e2e_client_t only talks to the port it was made for. */
+
+/* 1 when h runs the distributed topology. */
+int e2e_host_distributed(const e2e_host_t *h);
+/* One process of a distributed topology: "room", "reservation", "payment",
+ * "dashboard" or "edge" (borrowed, owned by h); NULL in all-in-one mode or for
+ * another name. Every e2e_host_* function works on it for per-process
+ * crashes: e2e_host_kill(part), e2e_host_restart(part) (same port, data dir,
+ * database and namespace), e2e_host_pid(part), e2e_host_port(part),
+ * e2e_http(part, ...) (straight to that process, no routing). Never pass it
+ * to e2e_host_free. */
+e2e_host_t *e2e_host_part(e2e_host_t *h, const char *name);
 
 /* ---- HTTP ------------------------------------------------------------------ */
 
