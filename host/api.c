@@ -273,9 +273,9 @@ static const char *req_query(bnb_req_t *r, const char *qname)
         size_t seg = amp ? (size_t)(amp - p) : strlen(p);
         const char *eq = memchr(p, '=', seg);
         size_t kl = eq ? (size_t)(eq - p) : seg;
-        char *k = bnb__url_decode(p, kl);
+        char *k = bnb__url_decode(p, kl, 1);
         if (k != NULL && strlen(k) == l && strcmp(k, qname) == 0) {
-            char *v = eq ? bnb__url_decode(eq + 1, seg - kl - 1) : strdup("");
+            char *v = eq ? bnb__url_decode(eq + 1, seg - kl - 1, 1) : strdup("");
             if (v == NULL) {
                 free(k);
                 return NULL;

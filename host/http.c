@@ -245,8 +245,10 @@ static int start_job(bnb_host_t *h, h2o_req_t *req, http_job_t *j)
 static void answer_now(bnb_host_t *h, h2o_req_t *req, const char *route, int64_t t0, int status, const char *ctype,
                        const char *body, size_t len)
 {
-    char rid[37];
-    bnb__uuid(rid);
+    bnb_exec_t ids;
+    memset(&ids, 0, sizeof(ids));
+    fill_ids(req, &ids); /* the client's X-Request-Id when it sent a sane one */
+    const char *rid = ids.request_id;
     add_header(req, "x-request-id", rid);
     send_body(req, status, ctype, body, len);
     double secs = (double)((int64_t)uv_hrtime() - t0) / 1e9;

@@ -495,9 +495,24 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < h->nplugins; i++)
         if (open_store(h, h->plugins[i], data, err, sizeof(err)) != 0)
             goto fail;
-    for (size_t i = 0; i < h->nplugins; i++) {
-        if (bnb__plugin_init(h->plugins[i], err, sizeof(err)) != 0)
+    for (size_t i = 0; i < h->nplugins;) {
+        if (bnb__plugin_init(h->plugins[i], err, sizeof(err)) == 0) {
+            i++;
+            continue;
+        }
+        /* refused; it stops us only when it was asked for by name */
+        if (want && in_list(want, h->plugins[i]->name))
             goto fail;
+        bnb__log(BNB_LOG_ERROR, "%s", err);
+        err[0] = '\0';
+        bnb__plugin_close(h->plugins[i]);
+        memmove(&h->plugins[i], &h->plugins[i + 1], (h->nplugins - i - 1) * sizeof(h->plugins[0]));
+        h->nplugins--;
+    }
+    if (h->nplugins == 0 &&
+        !(bnb__config_str(h->cfg, "gateway.routes") && bnb__config_str(h->cfg, "gateway.routes")[0])) {
+        snprintf(err, sizeof(err), "no plugin left to run");
+        goto fail;
     }
     if (bnb__events_start(h, err, sizeof(err)) != 0)
         goto fail;

@@ -157,7 +157,7 @@ static int hexval(int c)
     return -1;
 }
 
-char *bnb__url_decode(const char *s, size_t len)
+char *bnb__url_decode(const char *s, size_t len, int form)
 {
     char *out = malloc(len + 1);
     if (out == NULL)
@@ -173,7 +173,7 @@ char *bnb__url_decode(const char *s, size_t len)
                 goto bad;
             out[o++] = c;
             i += 2;
-        } else if (s[i] == '+') {
+        } else if (form && s[i] == '+') {
             out[o++] = ' ';
         } else {
             out[o++] = s[i];
@@ -235,7 +235,7 @@ int bnb__router_match(bnb_router_t *r, const char *method, const char *path, siz
         for (size_t k = 0; k < nsegs; k++) {
             if (!is_param(hit->segs[k]))
                 continue;
-            char *v = bnb__url_decode(segs[k], strlen(segs[k]));
+            char *v = bnb__url_decode(segs[k], strlen(segs[k]), 0);
             if (v == NULL) {
                 bnb__route_match_clear(m);
                 status = 404;

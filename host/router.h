@@ -30,7 +30,8 @@ void bnb__route_match_clear(bnb_route_match_t *m);
 /* Every route of `owner` (or all when NULL): calls fn(method, pattern, data). */
 void bnb__router_each(bnb_router_t *r, void *owner,
                       void (*fn)(const char *method, const char *pattern, void *data, void *ud), void *ud);
-/* Percent-decode [s, s+len) into a new string; NULL on bad escapes or NUL. */
-char *bnb__url_decode(const char *s, size_t len);
+/* Percent-decode [s, s+len) into a new string; NULL on bad escapes or NUL.
+ * `form`: '+' means a space (query strings); in paths it is a literal plus. */
+char *bnb__url_decode(const char *s, size_t len, int form);
 
 #endif

@@ -140,17 +140,22 @@ static void test_percent_decoding(void **state)
         assert_int_equal(m.nparams, 0);
     }
 
-    char *d = bnb__url_decode("caf%C3%A9+au%20lait", strlen("caf%C3%A9+au%20lait"));
+    char *d = bnb__url_decode("caf%C3%A9+au%20lait", strlen("caf%C3%A9+au%20lait"), 1);
     assert_non_null(d);
     assert_string_equal(d, "caf\xc3\xa9 au lait");
     free(d);
+    /* in a path, '+' is a literal plus */
+    d = bnb__url_decode("a+b%20c", 7, 0);
+    assert_non_null(d);
+    assert_string_equal(d, "a+b c");
+    free(d);
     /* decoding is bounded by len, not by the NUL */
-    d = bnb__url_decode("ab%41zz", 5);
+    d = bnb__url_decode("ab%41zz", 5, 0);
     assert_non_null(d);
     assert_string_equal(d, "abA");
     free(d);
-    assert_null(bnb__url_decode("%4", 2));
-    assert_null(bnb__url_decode("%00", 3));
+    assert_null(bnb__url_decode("%4", 2, 0));
+    assert_null(bnb__url_decode("%00", 3, 0));
     bnb__router_free(r);
 }
 

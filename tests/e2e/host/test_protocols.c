@@ -282,17 +282,11 @@ static void test_request_id_routed(void **state)
     assert_true(strlen(got) >= 16);
 }
 
-/* KNOWN HOST BUG (host/http.c answer_now): answers the host gives itself
- * (probes, 404, 405, 401, 415, 400, 413) carry a fresh x-request-id instead
- * of the one the client sent. Run with BNB_TEST_KNOWN_BUGS=1. */
+/* Answers the host gives itself (probes, 404, 405, 401, 415, 400, 413) echo
+ * the client's x-request-id too. */
 static void test_request_id_host_answers(void **state)
 {
     fx_t *f = *state;
-    if (getenv("BNB_TEST_KNOWN_BUGS") == NULL) {
-        fprintf(stderr,
-                "skipped: known host bug (x-request-id not echoed on host answers); BNB_TEST_KNOWN_BUGS=1 runs it\n");
-        skip();
-    }
     char got[128];
     request_id(f, HU_H1, "/no/such/route", "e2e-404", got, sizeof(got));
     assert_string_equal(got, "e2e-404");
