@@ -788,12 +788,18 @@ static void test_concurrent_cas(void **state)
 
     drain_all();
     assert_rc(put("conc", "counter", 0, 0, &v), 0);
+    int started = 0;
     for (int i = 0; i < NTHREADS; i++) {
         wk[i] = (worker_t){.tid = i};
-        assert_int_equal(pthread_create(&th[i], NULL, incr_worker, &wk[i]), 0);
+        if (pthread_create(&th[i], NULL, incr_worker, &wk[i]) != 0)
+            break;
+        started++;
     }
-    for (int i = 0; i < NTHREADS; i++) {
+    /* join every worker before any assert: they use this stack frame */
+    for (int i = 0; i < started; i++)
         pthread_join(th[i], NULL);
+    assert_int_equal(started, NTHREADS);
+    for (int i = 0; i < NTHREADS; i++) {
         assert_int_equal(wk[i].errors, 0);
         assert_int_equal(wk[i].done, NINCR);
         conflicts += wk[i].conflicts;
