@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void record_dead(bnb_host_t *h, bnb_ctx_t *ctx, const char *payload, size_t len, const char *reason)
 {
@@ -158,6 +159,8 @@ static int publish_prefixed(bnb_host_t *h, bnb_outbox_entry_t *e, size_t n)
 static int relay_once(bnb_host_t *h, bnb_ctx_t *ctx)
 {
     bnb_store_t *st = ctx->store;
+    if (h->kafka_wanted && atomic_load(&h->channel) == NULL)
+        return 0; /* not connected yet: keep it in the outbox */
     for (int round = 0; round < 20; round++) {
         bnb_outbox_entry_t *e = NULL;
         size_t n = 0;
@@ -277,6 +280,78 @@ static int on_channel_message(void *ud, const char *topic, const char *payload, 
 }
 #endif
 
+#ifdef BNB_HAVE_KAFKA
+/* Open the Kafka channel and subscribe every plugin's consumer group. */
+static int kafka_connect(bnb_host_t *h, bnb_channel_t **out, char *err, size_t errlen)
+{
+    static const char *const base_topics[] = {"bearbnb.room", "bearbnb.reservation", "bearbnb.payment"};
+    char tb[3][160];
+    const char *topics[3];
+    for (int i = 0; i < 3; i++) {
+        snprintf(tb[i], sizeof(tb[i]), "%s%s", h->kafka_prefix, base_topics[i]);
+        topics[i] = tb[i];
+    }
+    char client[128] = "bearbnb";
+    for (size_t i = 0; i < h->nplugins; i++) {
+        size_t l = strlen(client);
+        snprintf(client + l, sizeof(client) - l, "-%s", h->plugins[i]->name);
+    }
+    bnb_kafka_config_t kc = {bnb__config_str(h->cfg, "kafka.brokers"), client, topics, 3,
+                             (int)bnb__config_int(h->cfg, "kafka.partitions")};
+    bnb_channel_t *ch = NULL;
+    if (bnb__kafka_open(&kc, &ch, err, errlen) != 0)
+        return -1;
+    for (size_t i = 0; i < h->nplugins; i++) {
+        bnb_ctx_t *c = h->plugins[i];
+        if (c->nsubs == 0)
+            continue;
+        const char *tl[16];
+        char tlb[16][160];
+        size_t nt = 0;
+        for (size_t k = 0; k < c->nsubs && nt < 16; k++) {
+            snprintf(tlb[nt], sizeof(tlb[nt]), "%s%s", h->kafka_prefix, c->subs[k].topic);
+            int dup = 0;
+            for (size_t m = 0; m < nt; m++)
+                dup |= strcmp(tl[m], tlb[nt]) == 0;
+            if (!dup) {
+                tl[nt] = tlb[nt];
+                nt++;
+            }
+        }
+        char group[192];
+        snprintf(group, sizeof(group), "%sbearbnb-%s", h->kafka_prefix, c->name);
+        if (ch->ops->subscribe(ch, group, tl, nt, on_channel_message, c) != 0) {
+            snprintf(err, errlen, "kafka: cannot subscribe %s to its topics", c->name);
+            ch->ops->close(ch, 1000);
+            return -1;
+        }
+    }
+    *out = ch;
+    return 0;
+}
+
+/* Keeps trying until the broker answers: the host serves (not ready) meanwhile. */
+static void *kafka_connector(void *arg)
+{
+    bnb_host_t *h = arg;
+    for (int attempt = 1; !atomic_load(&h->kafka_stop); attempt++) {
+        char err[512] = "";
+        bnb_channel_t *ch = NULL;
+        if (kafka_connect(h, &ch, err, sizeof(err)) == 0) {
+            atomic_store(&h->channel, ch);
+            bnb__log(BNB_LOG_INFO, "kafka: connected to %s after %d attempt(s)",
+                     bnb__config_str(h->cfg, "kafka.brokers"), attempt);
+            bnb__events_wake(h);
+            return NULL;
+        }
+        bnb__log(BNB_LOG_WARN, "kafka: not reachable yet (%s); not ready, retrying", err);
+        for (int i = 0; i < 20 && !atomic_load(&h->kafka_stop); i++)
+            usleep(100 * 1000);
+    }
+    return NULL;
+}
+#endif
+
 int bnb__events_start(bnb_host_t *h, char *err, size_t errlen)
 {
     h->dead_letters = json_array();
@@ -288,45 +363,12 @@ int bnb__events_start(bnb_host_t *h, char *err, size_t errlen)
          * deployments (or test runs) can share one cluster */
         const char *ns = bnb__config_str(h->cfg, "kafka.namespace");
         snprintf(h->kafka_prefix, sizeof(h->kafka_prefix), "%s%s", ns && ns[0] ? ns : "", ns && ns[0] ? "." : "");
-        static const char *const base_topics[] = {"bearbnb.room", "bearbnb.reservation", "bearbnb.payment"};
-        char tb[3][160];
-        const char *topics[3];
-        for (int i = 0; i < 3; i++) {
-            snprintf(tb[i], sizeof(tb[i]), "%s%s", h->kafka_prefix, base_topics[i]);
-            topics[i] = tb[i];
-        }
-        char client[128] = "bearbnb";
-        for (size_t i = 0; i < h->nplugins; i++) {
-            size_t l = strlen(client);
-            snprintf(client + l, sizeof(client) - l, "-%s", h->plugins[i]->name);
-        }
-        bnb_kafka_config_t kc = {brokers, client, topics, 3, (int)bnb__config_int(h->cfg, "kafka.partitions")};
-        if (bnb__kafka_open(&kc, &h->channel, err, errlen) != 0)
+        h->kafka_wanted = 1;
+        if (pthread_create(&h->kafka_thread, NULL, kafka_connector, h) != 0) {
+            snprintf(err, errlen, "kafka: cannot start the connector thread");
             return -1;
-        for (size_t i = 0; i < h->nplugins; i++) {
-            bnb_ctx_t *c = h->plugins[i];
-            if (c->nsubs == 0)
-                continue;
-            const char *tl[16];
-            char tlb[16][160];
-            size_t nt = 0;
-            for (size_t k = 0; k < c->nsubs && nt < 16; k++) {
-                snprintf(tlb[nt], sizeof(tlb[nt]), "%s%s", h->kafka_prefix, c->subs[k].topic);
-                int dup = 0;
-                for (size_t m = 0; m < nt; m++)
-                    dup |= strcmp(tl[m], tlb[nt]) == 0;
-                if (!dup) {
-                    tl[nt] = tlb[nt];
-                    nt++;
-                }
-            }
-            char group[192];
-            snprintf(group, sizeof(group), "%sbearbnb-%s", h->kafka_prefix, c->name);
-            if (h->channel->ops->subscribe(h->channel, group, tl, nt, on_channel_message, c) != 0) {
-                snprintf(err, errlen, "kafka: cannot subscribe %s to its topics", c->name);
-                return -1;
-            }
         }
+        h->kafka_thread_started = 1;
 #else
         snprintf(err, errlen, "kafka.brokers is set (%s) but this build has no Kafka support", brokers);
         return -1;
@@ -342,6 +384,11 @@ int bnb__events_start(bnb_host_t *h, char *err, size_t errlen)
 
 void bnb__events_stop(bnb_host_t *h)
 {
+    if (h->kafka_thread_started) {
+        atomic_store(&h->kafka_stop, 1);
+        pthread_join(h->kafka_thread, NULL);
+        h->kafka_thread_started = 0;
+    }
     if (!h->relay_stopped) {
         h->relay_stopped = 1;
         uv_timer_stop(&h->relay_timer);
@@ -372,6 +419,8 @@ void bnb__events_free(bnb_host_t *h)
 
 int bnb__events_inject(bnb_host_t *h, const char *topic, const char *payload, size_t len)
 {
+    if (h->kafka_wanted && atomic_load(&h->channel) == NULL)
+        return BNB_EAGAIN;
     if (h->channel != NULL) {
         char id[37];
         bnb__uuid(id);
@@ -387,5 +436,8 @@ int bnb__events_inject(bnb_host_t *h, const char *topic, const char *payload, si
 
 int bnb__events_ready(bnb_host_t *h)
 {
-    return h->channel == NULL || h->channel->ops->ready(h->channel);
+    bnb_channel_t *ch = atomic_load(&h->channel);
+    if (h->kafka_wanted)
+        return ch != NULL && ch->ops->ready(ch);
+    return 1;
 }

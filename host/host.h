@@ -62,8 +62,12 @@ typedef struct bnb_host {
     bnb_router_t *router;
     bnb_auth_t *auth;
     bnb_metrics_t *metrics;
-    bnb_channel_t *channel; /* NULL: in-process events */
-    char kafka_prefix[96];  /* "<kafka.namespace>." or "" */
+    bnb_channel_t *_Atomic channel; /* NULL: in-process events (or Kafka not connected yet) */
+    int kafka_wanted;               /* kafka.brokers is set: never deliver in-process */
+    pthread_t kafka_thread;
+    int kafka_thread_started;
+    atomic_int kafka_stop;
+    char kafka_prefix[96]; /* "<kafka.namespace>." or "" */
 
     pthread_mutex_t breakers_mu;
     bnb_breaker_slot_t breakers[16];

@@ -538,7 +538,7 @@ int main(int argc, char **argv)
             snprintf(names + l, sizeof(names) - l, "%s%s", i ? "," : "", h->plugins[i]->name);
         }
         bnb__log(BNB_LOG_INFO, "bearbnb %s listening on %s; plugins %s; events %s; data %s", BNB_VERSION,
-                 bnb__config_str(h->cfg, "listen"), names, h->channel ? "kafka" : "in-process", data);
+                 bnb__config_str(h->cfg, "listen"), names, h->kafka_wanted ? "kafka" : "in-process", data);
     }
     atomic_store(&h->ready, 1);
     uv_run(h->loop, UV_RUN_DEFAULT);
