@@ -97,27 +97,6 @@ static int call_local(bnb_host_t *h, bnb_ctx_t *target, const char *method, cons
     return 0;
 }
 
-typedef struct buf {
-    char *p;
-    size_t len;
-} buf_t;
-
-static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud)
-{
-    buf_t *b = ud;
-    size_t n = size * nmemb;
-    if (b->len + n > 4 * 1024 * 1024)
-        return 0;
-    char *np = realloc(b->p, b->len + n + 1);
-    if (np == NULL)
-        return 0;
-    memcpy(np + b->len, ptr, n);
-    b->p = np;
-    b->len += n;
-    b->p[b->len] = '\0';
-    return n;
-}
-
 static int call_remote(bnb_host_t *h, const char *base, const char *method, const char *path, const json_t *body,
                        int *status, json_t **resp)
 {
@@ -165,14 +144,14 @@ static int call_remote(bnb_host_t *h, const char *base, const char *method, cons
         hdr = curl_slist_append(hdr, "Content-Type: application/json");
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, payload);
     }
-    buf_t b = {NULL, 0};
+    bnb_buf_t b = {NULL, 0, 4 * 1024 * 1024};
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, h->call_timeout_ms);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, h->call_timeout_ms);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, bnb__curl_collect);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
     CURLcode cc = curl_easy_perform(c);
     int rc = 0;
@@ -242,4 +221,20 @@ int bnb__call(bnb_ctx_t *ctx, const char *service, const char *method, const cha
     bnb__metrics_add(h->metrics, "bearbnb_calls_total", labels, 1);
     bnb__breakers_export(h);
     return rc;
+}
+
+size_t bnb__curl_collect(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    bnb_buf_t *b = ud;
+    size_t n = size * nmemb;
+    if (b->len + n > b->max)
+        return 0; /* libcurl fails the transfer */
+    char *np = realloc(b->p, b->len + n + 1);
+    if (np == NULL)
+        return 0;
+    memcpy(np + b->len, ptr, n);
+    b->p = np;
+    b->len += n;
+    b->p[b->len] = '\0';
+    return n;
 }

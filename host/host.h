@@ -173,6 +173,13 @@ void bnb__events_free(bnb_host_t *h);
 int bnb__call(bnb_ctx_t *ctx, const char *service, const char *method, const char *path, const json_t *body,
               int *status, json_t **resp);
 bnb_breaker_t *bnb__breaker_for(bnb_host_t *h, const char *service);
+/* A response body growing up to `max` bytes, NUL-terminated; p freed by the caller. */
+typedef struct bnb_buf {
+    char *p;
+    size_t len, max;
+} bnb_buf_t;
+/* libcurl CURLOPT_WRITEFUNCTION collecting into a bnb_buf_t. */
+size_t bnb__curl_collect(char *ptr, size_t size, size_t nmemb, void *ud);
 void bnb__breakers_export(bnb_host_t *h);
 
 /* http.c */

@@ -192,27 +192,6 @@ int bnb__gateway_verify(const char *header, const char *method, const char *path
 
 /* ---- proxying ---------------------------------------------------------------- */
 
-typedef struct pbuf {
-    char *p;
-    size_t len;
-} pbuf_t;
-
-static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
-{
-    pbuf_t *b = ud;
-    size_t n = size * nmemb;
-    if (b->len + n > 16 * 1024 * 1024)
-        return 0;
-    char *np = realloc(b->p, b->len + n + 1);
-    if (np == NULL)
-        return 0;
-    memcpy(np + b->len, ptr, n);
-    b->p = np;
-    b->len += n;
-    b->p[b->len] = '\0';
-    return n;
-}
-
 static const char *const pass_back[] = {"content-type", "retry-after", "location", "allow", "www-authenticate", "etag"};
 
 static size_t on_header(char *buf, size_t size, size_t nitems, void *ud)
@@ -315,7 +294,7 @@ void bnb__proxy_run(bnb_req_t *r, const char *base, int h2c, long timeout_ms)
         hdr = curl_slist_append(hdr, line);
     }
     hdr = curl_slist_append(hdr, "Expect:");
-    pbuf_t b = {NULL, 0};
+    bnb_buf_t b = {NULL, 0, 16 * 1024 * 1024};
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method);
     if (r->raw_in != NULL) {
@@ -331,7 +310,7 @@ void bnb__proxy_run(bnb_req_t *r, const char *base, int h2c, long timeout_ms)
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms < 2000 ? timeout_ms : 2000);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, bnb__curl_collect);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
