@@ -150,11 +150,11 @@ static long status_of(const e2e_host_t *h, e2e_proto_t p, const char *method, co
 }
 
 /* X-Bnb-Gateway as the scheme documented in host/README.md computes it. */
-static void sign_gw(const char *secret, const char *method, const char *pq, const char *rid, const char *user,
-                    const char *role, long long ts, char *out, size_t outlen)
+static void sign_gw(const char *secret, const char *by, const char *method, const char *pq, const char *rid,
+                    const char *user, const char *role, long long ts, char *out, size_t outlen)
 {
     char msg[2048];
-    int n = snprintf(msg, sizeof(msg), "v1\n%s\n%s\n%s\n%s\n%s\n%lld", method, pq, rid, user, role, ts);
+    int n = snprintf(msg, sizeof(msg), "v1\n%s\n%s\n%s\n%s\n%s\n%s\n%lld", by, method, pq, rid, user, role, ts);
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int ml = 0;
     HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)msg, (size_t)n, md, &ml);
@@ -171,7 +171,7 @@ static void sign_gw(const char *secret, const char *method, const char *pq, cons
             b[o++] = tbl[v & 63];
     }
     b[o] = '\0';
-    snprintf(out, outlen, "v1;ts=%lld;sig=%s", ts, b);
+    snprintf(out, outlen, "v1;by=%s;ts=%lld;sig=%s", by, ts, b);
 }
 
 /* ---- proxied routing ------------------------------------------------------------ */
@@ -311,24 +311,25 @@ static void test_bypass_refused(void **state)
     char good[200], sig[200], user[64] = "X-Bnb-User: hana", role[64] = "X-Bnb-Role: host";
     const char *rid = "gw-e2e-direct-1";
     struct {
-        const char *what, *secret, *signed_user, *method, *path;
+        const char *what, *secret, *by, *signed_user, *method, *path;
         long long ts;
         long want;
     } cases[] = {
-        {"right secret (the documented scheme)", SECRET, "hana", "GET", "/rooms?city=Bern", now, 200},
-        {"garbage signature", NULL, "hana", "GET", "/rooms?city=Bern", now, 403},
-        {"wrong secret", "another-secret-0123456789abcdef", "hana", "GET", "/rooms?city=Bern", now, 403},
-        {"signed for another user", SECRET, "mallory", "GET", "/rooms?city=Bern", now, 403},
-        {"signed for another path", SECRET, "hana", "GET", "/rooms", now, 403},
-        {"signed for another method", SECRET, "hana", "DELETE", "/rooms?city=Bern", now, 403},
-        {"stale timestamp", SECRET, "hana", "GET", "/rooms?city=Bern", now - 600, 403},
+        {"right secret (the documented scheme)", SECRET, "edge", "hana", "GET", "/rooms?city=Bern", now, 200},
+        {"garbage signature", NULL, "edge", "hana", "GET", "/rooms?city=Bern", now, 403},
+        {"wrong secret", "another-secret-0123456789abcdef", "edge", "hana", "GET", "/rooms?city=Bern", now, 403},
+        {"signed for another user", SECRET, "edge", "mallory", "GET", "/rooms?city=Bern", now, 403},
+        {"signed for another path", SECRET, "edge", "hana", "GET", "/rooms", now, 403},
+        {"signed for another method", SECRET, "edge", "hana", "DELETE", "/rooms?city=Bern", now, 403},
+        {"stale timestamp", SECRET, "edge", "hana", "GET", "/rooms?city=Bern", now - 600, 403},
+        {"unknown signer", SECRET, "admin", "hana", "GET", "/rooms?city=Bern", now, 403},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         if (cases[i].secret)
-            sign_gw(cases[i].secret, cases[i].method, cases[i].path, rid, cases[i].signed_user, "host", cases[i].ts,
-                    good, sizeof(good));
+            sign_gw(cases[i].secret, cases[i].by, cases[i].method, cases[i].path, rid, cases[i].signed_user, "host",
+                    cases[i].ts, good, sizeof(good));
         else
-            snprintf(good, sizeof(good), "v1;ts=%lld;sig=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", now);
+            snprintf(good, sizeof(good), "v1;by=edge;ts=%lld;sig=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", now);
         snprintf(sig, sizeof(sig), "X-Bnb-Gateway: %s", good);
         const char *hdr[] = {sig, user, role, "X-Request-Id: gw-e2e-direct-1", NULL};
         gw_raw_t raw;
@@ -339,6 +340,16 @@ static void test_bypass_refused(void **state)
         if (cases[i].want == 403)
             assert_non_null(strstr(raw.body, "must come through the gateway"));
     }
+    /* the identity is the signed one: the role check applies to it */
+    sign_gw(SECRET, "edge", "POST", "/rooms", rid, "gina", "guest", now, good, sizeof(good));
+    snprintf(sig, sizeof(sig), "X-Bnb-Gateway: %s", good);
+    const char *ghdr[] = {
+        sig, "X-Bnb-User: gina", "X-Bnb-Role: guest", "X-Request-Id: gw-e2e-direct-1", "Content-Type: application/json",
+        NULL};
+    e2e_req_t rq = {.proto = E2E_HTTP1, .method = "POST", .path = "/rooms", .body = ROOM_BODY, .headers = ghdr};
+    assert_int_equal(e2e_http(s->svc, &rq, &r), 0);
+    assert_true(e2e_is_problem(&r, 403));
+    e2e_resp_free(&r);
 }
 
 /* A stopped upstream: 504 after gateway.timeout_ms, not before. */
@@ -470,6 +481,17 @@ static void test_authz_reservations_payments(void **state)
     assert_int_equal(e2e_call(h, E2E_HTTP1, "GET", path, gb, NULL, &r), 0);
     assert_true(r.status == 403 || r.status == 404 || (r.status == 200 && json_array_size(r.json) == 0));
     e2e_resp_free(&r);
+    /* paying is internal (the reservation service calls it): a client cannot
+     * create a payment with an amount of its choosing */
+    char pbody[400];
+    snprintf(pbody, sizeof(pbody),
+             "{\"reservationId\":\"%s\",\"roomId\":\"%s\",\"hostId\":\"hostA\",\"amount\":1,"
+             "\"card\":\"4111111111111111\"}",
+             rid, room);
+    st = status_of(h, E2E_HTTP1, "POST", "/payments", gb, pbody);
+    assert_true(st == 403 || st == 404 || st == 405);
+    st = status_of(h, E2E_HTTP1, "POST", "/payments", ga, pbody);
+    assert_true(st == 403 || st == 404 || st == 405);
     free(room);
     free(host);
     free(ga);
