@@ -121,6 +121,9 @@ static void job_after(uv_work_t *w, int status)
         add_header(req, "x-request-id", r->exec.request_id);
         for (size_t i = 0; i < r->nrh; i++)
             add_header(req, r->rh_names[i], r->rh_values[i]);
+        /* logged before the answer leaves, so a client that saw the answer
+         * finds the line */
+        access_log(req, r->exec.request_id, r->exec.traceparent, r->status, secs);
         char *text = NULL;
         if (r->raw_out != NULL || (r->upstream != NULL && !r->problem)) {
             send_body(req, r->status, r->raw_ctype ? r->raw_ctype : "application/octet-stream",
@@ -131,7 +134,6 @@ static void job_after(uv_work_t *w, int status)
             send_body(req, r->status, r->problem ? "application/problem+json" : "application/json", text ? text : "",
                       text ? strlen(text) : 0);
         }
-        access_log(req, r->exec.request_id, r->exec.traceparent, r->status, secs);
         free(text);
     }
     if (j->r.upstream != NULL) {
@@ -250,13 +252,13 @@ static void answer_now(bnb_host_t *h, h2o_req_t *req, const char *route, int64_t
     fill_ids(req, &ids); /* the client's X-Request-Id when it sent a sane one */
     const char *rid = ids.request_id;
     add_header(req, "x-request-id", rid);
-    send_body(req, status, ctype, body, len);
     double secs = (double)((int64_t)uv_hrtime() - t0) / 1e9;
+    if (status >= 400)
+        access_log(req, rid, ids.traceparent, status, secs);
+    send_body(req, status, ctype, body, len);
     char m[16];
     snprintf(m, sizeof(m), "%.*s", (int)(req->method.len < 15 ? req->method.len : 15), req->method.base);
     bnb__metrics_http(h->metrics, route, m, status, secs);
-    if (status >= 400)
-        access_log(req, rid, NULL, status, secs);
 }
 
 static void problem_now(bnb_host_t *h, h2o_req_t *req, const char *route, int64_t t0, int status, const char *detail)
@@ -490,9 +492,12 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     {
         int64_t wait = 0;
         int limited = 0;
-        if (has_id && h->rl_user != NULL && !bnb__ratelimit_take(h->rl_user, id.sub, bnb__mono_ms(), &wait))
+        /* a request signed by the edge or a service was counted where it came in;
+         * counting it again here would make the edge one client */
+        int counted = signer >= 0;
+        if (!counted && has_id && h->rl_user != NULL && !bnb__ratelimit_take(h->rl_user, id.sub, bnb__mono_ms(), &wait))
             limited = 1;
-        if (!limited && h->rl_ip != NULL) {
+        if (!counted && !limited && h->rl_ip != NULL) {
             char ip[64] = "?";
             struct sockaddr_storage ss;
             socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);

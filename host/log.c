@@ -49,7 +49,7 @@ void bnb__logv(bnb_log_level_t level, const char *plugin, const char *fields, co
     size_t n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(ts + n, sizeof(ts) - n, ".%03dZ", (int)(tv.tv_usec / 1000));
 
-    char ctx[512] = "";
+    char ctx[640] = "";
     size_t off = 0;
     bnb_exec_t *ex = bnb__exec;
     if (plugin == NULL && ex != NULL)
@@ -60,6 +60,8 @@ void bnb__logv(bnb_log_level_t level, const char *plugin, const char *fields, co
         off += snprintf(ctx + off, sizeof(ctx) - off, ",\"requestId\":\"%s\"", ex->request_id);
     if (ex != NULL && ex->correlation_id[0] && off < sizeof(ctx))
         off += snprintf(ctx + off, sizeof(ctx) - off, ",\"correlationId\":\"%s\"", ex->correlation_id);
+    if (ex != NULL && ex->traceparent[0] && off < sizeof(ctx))
+        off += snprintf(ctx + off, sizeof(ctx) - off, ",\"traceparent\":\"%s\"", ex->traceparent);
     if (ex != NULL && ex->event_id[0] && off < sizeof(ctx))
         off += snprintf(ctx + off, sizeof(ctx) - off, ",\"eventId\":\"%s\"", ex->event_id);
 

@@ -5,12 +5,18 @@
 #include "host.h"
 
 #include <curl/curl.h>
+#include <pthread.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* every thread's handle, so that they are cleaned up at exit */
+static pthread_mutex_t handles_mu = PTHREAD_MUTEX_INITIALIZER;
+static CURL **handles;
+static size_t nhandles;
 
 typedef struct gw_route {
     char *prefix;
@@ -36,6 +42,14 @@ static void free_routes(void)
 
 void bnb__gateway_free(void)
 {
+    /* the worker threads are idle now (drained): their handles can go */
+    pthread_mutex_lock(&handles_mu);
+    for (size_t i = 0; i < nhandles; i++)
+        curl_easy_cleanup(handles[i]);
+    free(handles);
+    handles = NULL;
+    nhandles = 0;
+    pthread_mutex_unlock(&handles_mu);
     free_routes();
     OPENSSL_cleanse(secret, sizeof(secret));
     secret_len = 0;
@@ -253,11 +267,31 @@ static int hop_by_hop(const char *name)
 
 static __thread CURL *tl_curl; /* one per worker thread: keeps its connections alive */
 
+static CURL *thread_handle(void)
+{
+    if (tl_curl != NULL)
+        return tl_curl;
+    CURL *c = curl_easy_init();
+    if (c == NULL)
+        return NULL;
+    pthread_mutex_lock(&handles_mu);
+    CURL **nh = realloc(handles, (nhandles + 1) * sizeof(*nh));
+    if (nh != NULL) {
+        handles = nh;
+        handles[nhandles++] = c;
+    }
+    pthread_mutex_unlock(&handles_mu);
+    if (nh == NULL) {
+        curl_easy_cleanup(c);
+        return NULL;
+    }
+    tl_curl = c;
+    return c;
+}
+
 void bnb__proxy_run(bnb_req_t *r, const char *base, int h2c, long timeout_ms)
 {
-    if (tl_curl == NULL)
-        tl_curl = curl_easy_init();
-    CURL *c = tl_curl;
+    CURL *c = thread_handle();
     if (c == NULL) {
         bnb__problem_json(r, 503, NULL, "out of memory");
         return;
@@ -306,6 +340,12 @@ void bnb__proxy_run(bnb_req_t *r, const char *base, int h2c, long timeout_ms)
     }
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
     curl_easy_setopt(c, CURLOPT_HTTP_VERSION, h2c ? CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE : CURL_HTTP_VERSION_1_1);
+    if (h2c && curl_version_info(CURLVERSION_NOW)->version_num < 0x080000) {
+        /* libcurl < 8 breaks on a reused prior-knowledge connection ("Error in
+         * the HTTP2 framing layer", fixed in 8.0): one connection per request */
+        curl_easy_setopt(c, CURLOPT_FRESH_CONNECT, 1L);
+        curl_easy_setopt(c, CURLOPT_FORBID_REUSE, 1L);
+    }
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms < 2000 ? timeout_ms : 2000);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
