@@ -12,6 +12,7 @@
  *                                  has been applied yet
  */
 #include "bnb_plugin.h"
+#include "bnb_plugin_util.h"
 #include "dash_merge.h"
 
 #include <stdlib.h>
@@ -179,18 +180,23 @@ static void dashboard_get(bnb_ctx_t *ctx, bnb_req_t *req)
 
 /* ---- plugin -------------------------------------------------------------- */
 
+static const bnb_util_route_t dashboard_routes[] = {
+    {"GET", "/dashboard/rooms", BNB_ROLE_ANYONE, dashboard_list},
+    {"GET", "/dashboard/rooms/{id}", BNB_ROLE_ANYONE, dashboard_get},
+    {NULL, NULL, 0, NULL},
+};
+
+static const bnb_util_sub_t dashboard_subs[] = {
+    {"bearbnb.room", dashboard_on_event},
+    {"bearbnb.reservation", dashboard_on_event},
+    {"bearbnb.payment", dashboard_on_event},
+    {NULL, NULL},
+};
+
 static int dashboard_init(bnb_ctx_t *ctx, const bnb_host_api_t *h)
 {
-    static const char *const topics[] = {"bearbnb.room", "bearbnb.reservation", "bearbnb.payment"};
-    int rc;
-
     host = h;
-    rc = host->route(ctx, "GET", "/dashboard/rooms", BNB_ROLE_ANYONE, dashboard_list);
-    if (rc == 0)
-        rc = host->route(ctx, "GET", "/dashboard/rooms/{id}", BNB_ROLE_ANYONE, dashboard_get);
-    for (size_t i = 0; rc == 0 && i < sizeof(topics) / sizeof(topics[0]); i++)
-        rc = host->subscribe(ctx, topics[i], dashboard_on_event);
-    return rc;
+    return bnb_util_register(ctx, host, dashboard_routes, dashboard_subs);
 }
 
 static const bnb_cfg_item_t dashboard_config[] = {{NULL, 0, NULL, NULL}};

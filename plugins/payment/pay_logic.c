@@ -1,28 +1,17 @@
 #include "pay_logic.h"
+#include "bnb_plugin_util.h"
 
 #include <stdio.h>
 #include <string.h>
 
 const char *pay_card_number(const json_t *card)
 {
-    if (json_is_string(card))
-        return json_string_value(card);
-    if (json_is_object(card))
-        return json_string_value(json_object_get(card, "number"));
-    return NULL;
+    return bnb_util_card_number(card);
 }
 
 int pay_card_valid(const char *number)
 {
-    if (!number)
-        return 0;
-    size_t n = strlen(number);
-    if (n < 12 || n > 19)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (number[i] < '0' || number[i] > '9')
-            return 0;
-    return 1;
+    return bnb_util_card_valid(number);
 }
 
 const char *pay_decide(const char *number)

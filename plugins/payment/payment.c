@@ -14,6 +14,7 @@
  * nothing; a refund of a DECLINED payment is a no-op.
  */
 #include "bnb_plugin.h"
+#include "bnb_plugin_util.h"
 #include "pay_logic.h"
 
 #include <stdio.h>
@@ -25,17 +26,6 @@
 static const bnb_host_api_t *H;
 
 static const bnb_cfg_item_t pay_config[] = {{NULL, 0, NULL, NULL}};
-
-static int id_ok(const char *s)
-{
-    if (!s || !*s || strlen(s) > 64)
-        return 0;
-    for (const char *p = s; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
-              *p == '_'))
-            return 0;
-    return 1;
-}
 
 static const char *event_type_for(const char *status)
 {
@@ -158,30 +148,16 @@ static const char *const pay_fields[] = {"reservationId", "roomId", "hostId", "a
 
 static void on_pay(bnb_ctx_t *ctx, bnb_req_t *req)
 {
-    const json_t *body = H->req_body(req);
+    const json_t *body = bnb_util_body(H, req, pay_fields, NULL);
     const char *user = H->req_user(req);
-    const char *key;
-    json_t *val;
-    if (!json_is_object(body) || !user) {
-        H->respond_problem(req, 400, "Bad Request", "body must be a JSON object");
+    if (!body)
         return;
-    }
-    json_object_foreach((json_t *)body, key, val)
-    {
-        int known = 0;
-        for (int i = 0; pay_fields[i]; i++)
-            known |= !strcmp(key, pay_fields[i]);
-        if (!known) {
-            H->respond_problem(req, 400, "Bad Request", "unknown field '%s'", key);
-            return;
-        }
-    }
     const char *res_id = json_string_value(json_object_get(body, "reservationId"));
     const char *room_id = json_string_value(json_object_get(body, "roomId"));
     const char *host_id = json_string_value(json_object_get(body, "hostId"));
     const json_t *amount = json_object_get(body, "amount");
     const char *number = pay_card_number(json_object_get(body, "card"));
-    const char *bad = !id_ok(res_id)                                               ? "reservationId"
+    const char *bad = !bnb_util_id_ok(res_id)                                      ? "reservationId"
                       : !room_id                                                   ? "roomId"
                       : !host_id                                                   ? "hostId"
                       : !json_is_integer(amount) || json_integer_value(amount) < 0 ? "amount"
@@ -215,7 +191,7 @@ static int load_visible(bnb_ctx_t *ctx, const char *id, const char *user, json_t
     const char *res_id = pay_reservation_of(id);
     json_t *p = NULL;
     int64_t v;
-    if (!id_ok(res_id) || !user)
+    if (!bnb_util_id_ok(res_id) || !user)
         return BNB_ENOENT;
     int rc = H->store_get(H->store(ctx), "payments", res_id, &p, &v);
     if (rc != 0)
@@ -277,37 +253,30 @@ static void on_list(bnb_ctx_t *ctx, bnb_req_t *req)
 
 /* ---- events ---------------------------------------------------------------- */
 
-static int reject(bnb_ctx_t *ctx, const char *why)
-{
-    H->event_reject(ctx, "%s", why);
-    return BNB_EINVAL;
-}
-
 static int on_reservation_event(bnb_ctx_t *ctx, const json_t *ev)
 {
-    const char *ev_id = json_string_value(json_object_get(ev, "id"));
-    const char *type = json_string_value(json_object_get(ev, "type"));
-    const json_t *d = json_object_get(ev, "data");
-    if (!json_is_object(ev) || !ev_id || !type)
-        return reject(ctx, "envelope without string id/type");
+    const char *ev_id, *type;
+    const json_t *d;
+    if (bnb_util_envelope(H, ctx, ev, &ev_id, &type, &d) != 0)
+        return BNB_EINVAL;
     int placed = !strcmp(type, "ReservationPlaced");
     if (!placed && strcmp(type, "ReservationCancelRequested"))
         return 0;
     if (!json_is_object(d))
-        return reject(ctx, "reservation event without data object");
+        return bnb_util_reject(H, ctx, "reservation event without data object");
     const char *res_id = json_string_value(json_object_get(d, "id"));
     const char *room_id = json_string_value(json_object_get(d, "roomId"));
     const char *host_id = json_string_value(json_object_get(d, "hostId"));
     const char *guest_id = json_string_value(json_object_get(d, "guestId"));
     const json_t *amount = json_object_get(d, "amount");
-    if (!id_ok(res_id) || !room_id || !host_id || !guest_id || !json_is_integer(amount))
-        return reject(ctx, "reservation event data needs id, roomId, hostId, guestId and amount");
+    if (!bnb_util_id_ok(res_id) || !room_id || !host_id || !guest_id || !json_is_integer(amount))
+        return bnb_util_reject(H, ctx, "reservation event data needs id, roomId, hostId, guestId and amount");
     H->set_correlation(ctx, res_id);
     if (!placed)
         return pay_refund(ctx, d, ev_id);
     const char *number = pay_card_number(json_object_get(d, "card"));
     if (!number)
-        return reject(ctx, "ReservationPlaced without card");
+        return bnb_util_reject(H, ctx, "ReservationPlaced without card");
     json_t *p = NULL;
     int created = 0;
     int rc =
@@ -316,15 +285,22 @@ static int on_reservation_event(bnb_ctx_t *ctx, const json_t *ev)
     return rc;
 }
 
+static const bnb_util_route_t pay_routes[] = {
+    {"POST", "/payments", BNB_ROLE_SERVICE, on_pay},
+    {"GET", "/payments", BNB_ROLE_USER, on_list},
+    {"GET", "/payments/{id}", BNB_ROLE_USER, on_get},
+    {NULL, NULL, 0, NULL},
+};
+
+static const bnb_util_sub_t pay_subs[] = {
+    {"bearbnb.reservation", on_reservation_event},
+    {NULL, NULL},
+};
+
 static int pay_init(bnb_ctx_t *ctx, const bnb_host_api_t *host)
 {
     H = host;
-    int rc = 0;
-    rc = rc ? rc : host->route(ctx, "POST", "/payments", BNB_ROLE_SERVICE, on_pay);
-    rc = rc ? rc : host->route(ctx, "GET", "/payments", BNB_ROLE_USER, on_list);
-    rc = rc ? rc : host->route(ctx, "GET", "/payments/{id}", BNB_ROLE_USER, on_get);
-    rc = rc ? rc : host->subscribe(ctx, "bearbnb.reservation", on_reservation_event);
-    return rc;
+    return bnb_util_register(ctx, host, pay_routes, pay_subs);
 }
 
 BNB_EXPORT const bnb_plugin_t bnb_plugin = {

@@ -22,6 +22,7 @@
  * the reservation CANCELLED. Its nights stay held until then.
  */
 #include "bnb_plugin.h"
+#include "bnb_plugin_util.h"
 #include "resv_logic.h"
 
 #include <stdio.h>
@@ -42,17 +43,6 @@ static const bnb_cfg_item_t resv_config[] = {
     {NULL, 0, NULL, NULL}};
 
 /* ---- helpers -------------------------------------------------------------- */
-
-static int id_ok(const char *s)
-{
-    if (!s || !*s || strlen(s) > 64)
-        return 0;
-    for (const char *p = s; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
-              *p == '_'))
-            return 0;
-    return 1;
-}
 
 static int32_t today(void)
 {
@@ -355,34 +345,14 @@ static void book_pay(bnb_ctx_t *ctx, bnb_req_t *req, json_t *res, const json_t *
 static void on_book(bnb_ctx_t *ctx, bnb_req_t *req)
 {
     bnb_store_t *st = H->store(ctx);
-    const json_t *body = H->req_body(req);
+    const json_t *body = bnb_util_body(H, req, book_fields, book_server_owned);
     const char *user = H->req_user(req);
     json_t *room = NULL, *res = NULL, *card = NULL;
-    const char *key;
-    json_t *val;
     int idx_written = 0;
     char id[37];
 
-    if (!json_is_object(body) || !user) {
-        H->respond_problem(req, 400, "Bad Request", "body must be a JSON object");
+    if (!body)
         return;
-    }
-    json_object_foreach((json_t *)body, key, val)
-    {
-        int known = 0;
-        for (int i = 0; book_fields[i]; i++)
-            known |= !strcmp(key, book_fields[i]);
-        if (!known) {
-            int owned = 0;
-            for (int i = 0; book_server_owned[i]; i++)
-                owned |= !strcmp(key, book_server_owned[i]);
-            if (owned)
-                H->respond_problem(req, 400, "Bad Request", "field '%s' is set by the server and cannot be given", key);
-            else
-                H->respond_problem(req, 400, "Bad Request", "unknown field '%s'", key);
-            return;
-        }
-    }
     const char *room_id = json_string_value(json_object_get(body, "roomId"));
     const char *check_in = json_string_value(json_object_get(body, "checkIn"));
     const char *check_out = json_string_value(json_object_get(body, "checkOut"));
@@ -420,7 +390,7 @@ static void on_book(bnb_ctx_t *ctx, bnb_req_t *req)
         H->respond_problem(req, 422, "Unprocessable Entity", "card number must be 12 to 19 digits");
         return;
     }
-    if (!id_ok(room_id)) {
+    if (!bnb_util_id_ok(room_id)) {
         H->respond_problem(req, 404, "Not Found", "no room '%s'", room_id);
         return;
     }
@@ -552,7 +522,7 @@ static int load_visible(bnb_ctx_t *ctx, const char *id, const char *user, int gu
     bnb_store_t *st = H->store(ctx);
     json_t *idx = NULL, *cal = NULL;
     int64_t v;
-    if (!id_ok(id) || !user)
+    if (!bnb_util_id_ok(id) || !user)
         return BNB_ENOENT;
     int rc = H->store_get(st, "reservations_idx", id, &idx, &v);
     if (rc != 0)
@@ -676,12 +646,6 @@ done:
 
 /* ---- events ---------------------------------------------------------------- */
 
-static int reject(bnb_ctx_t *ctx, const char *why)
-{
-    H->event_reject(ctx, "%s", why);
-    return BNB_EINVAL;
-}
-
 /* Store the replica of a room from its event unless a newer one is stored. */
 static int replica_apply(bnb_ctx_t *ctx, const char *ev_id, const char *type, const json_t *d)
 {
@@ -787,25 +751,24 @@ static int calendar_close(bnb_ctx_t *ctx, const char *ev_id, const char *room_id
 
 static int on_room_event(bnb_ctx_t *ctx, const json_t *ev)
 {
-    const char *ev_id = json_string_value(json_object_get(ev, "id"));
-    const char *type = json_string_value(json_object_get(ev, "type"));
-    const json_t *d = json_object_get(ev, "data");
-    if (!json_is_object(ev) || !ev_id || !type)
-        return reject(ctx, "envelope without string id/type");
+    const char *ev_id, *type;
+    const json_t *d;
+    if (bnb_util_envelope(H, ctx, ev, &ev_id, &type, &d) != 0)
+        return BNB_EINVAL;
     int del = !strcmp(type, "RoomDeleted");
     if (!del && strcmp(type, "RoomRegistered") && strcmp(type, "RoomModified"))
         return 0; /* reviews: not ours */
     if (!json_is_object(d))
-        return reject(ctx, "room event without data object");
+        return bnb_util_reject(H, ctx, "room event without data object");
     const char *room_id = json_string_value(json_object_get(d, "id"));
     json_t *ver = json_object_get(d, "version");
-    if (!room_id || !id_ok(room_id) || !json_is_integer(ver) || json_integer_value(ver) < 1)
-        return reject(ctx, "room event data needs id and version >= 1");
+    if (!room_id || !bnb_util_id_ok(room_id) || !json_is_integer(ver) || json_integer_value(ver) < 1)
+        return bnb_util_reject(H, ctx, "room event data needs id and version >= 1");
     if (!del &&
         (!json_is_string(json_object_get(d, "hostId")) || !json_is_integer(json_object_get(d, "pricePerNight")) ||
          json_integer_value(json_object_get(d, "pricePerNight")) < 0 ||
          !json_is_integer(json_object_get(d, "capacity"))))
-        return reject(ctx, "room event data needs hostId, pricePerNight >= 0 and capacity");
+        return bnb_util_reject(H, ctx, "room event data needs hostId, pricePerNight >= 0 and capacity");
     int rc = replica_apply(ctx, ev_id, type, d);
     if (rc != 0 || !del)
         return rc;
@@ -814,11 +777,10 @@ static int on_room_event(bnb_ctx_t *ctx, const json_t *ev)
 
 static int on_payment_event(bnb_ctx_t *ctx, const json_t *ev)
 {
-    const char *ev_id = json_string_value(json_object_get(ev, "id"));
-    const char *type = json_string_value(json_object_get(ev, "type"));
-    const json_t *d = json_object_get(ev, "data");
-    if (!json_is_object(ev) || !ev_id || !type)
-        return reject(ctx, "envelope without string id/type");
+    const char *ev_id, *type;
+    const json_t *d;
+    if (bnb_util_envelope(H, ctx, ev, &ev_id, &type, &d) != 0)
+        return BNB_EINVAL;
     resv_input_t in;
     if (!strcmp(type, "PaymentApproved"))
         in = RESV_IN_APPROVED;
@@ -829,21 +791,21 @@ static int on_payment_event(bnb_ctx_t *ctx, const json_t *ev)
     else
         return 0;
     if (!json_is_object(d))
-        return reject(ctx, "payment event without data object");
+        return bnb_util_reject(H, ctx, "payment event without data object");
     const char *res_id = json_string_value(json_object_get(d, "reservationId"));
     const char *pay_id = json_string_value(json_object_get(d, "id"));
     const json_t *jpaid = json_object_get(d, "amount");
-    if (!res_id || !id_ok(res_id) || !pay_id)
-        return reject(ctx, "payment event data needs id and reservationId");
+    if (!res_id || !bnb_util_id_ok(res_id) || !pay_id)
+        return bnb_util_reject(H, ctx, "payment event data needs id and reservationId");
     if (in == RESV_IN_APPROVED && !json_is_integer(jpaid))
-        return reject(ctx, "PaymentApproved data needs an integer amount");
+        return bnb_util_reject(H, ctx, "PaymentApproved data needs an integer amount");
     json_int_t paid = in == RESV_IN_APPROVED ? json_integer_value(jpaid) : -1;
     H->set_correlation(ctx, res_id);
     json_t *idx = NULL;
     int64_t v;
     int rc = H->store_get(H->store(ctx), "reservations_idx", res_id, &idx, &v);
     if (rc == BNB_ENOENT)
-        return reject(ctx, "payment for an unknown reservation");
+        return bnb_util_reject(H, ctx, "payment for an unknown reservation");
     if (rc != 0)
         return rc;
     const char *room_id = json_string_value(json_object_get(idx, "roomId"));
@@ -852,23 +814,30 @@ static int on_payment_event(bnb_ctx_t *ctx, const json_t *ev)
                  : BNB_ENOENT;
     json_decref(idx);
     if (rc == BNB_ENOENT)
-        return reject(ctx, "payment for an unknown reservation");
+        return bnb_util_reject(H, ctx, "payment for an unknown reservation");
     return rc;
 }
 
 /* ---- plugin ----------------------------------------------------------------- */
 
+static const bnb_util_route_t resv_routes[] = {
+    {"POST", "/reservations", BNB_ROLE_GUEST, on_book},
+    {"GET", "/reservations", BNB_ROLE_USER, on_list},
+    {"GET", "/reservations/{id}", BNB_ROLE_USER, on_get},
+    {"DELETE", "/reservations/{id}", BNB_ROLE_GUEST, on_cancel},
+    {NULL, NULL, 0, NULL},
+};
+
+static const bnb_util_sub_t resv_subs[] = {
+    {"bearbnb.room", on_room_event},
+    {"bearbnb.payment", on_payment_event},
+    {NULL, NULL},
+};
+
 static int resv_init(bnb_ctx_t *ctx, const bnb_host_api_t *host)
 {
     H = host;
-    int rc = 0;
-    rc = rc ? rc : host->route(ctx, "POST", "/reservations", BNB_ROLE_GUEST, on_book);
-    rc = rc ? rc : host->route(ctx, "GET", "/reservations", BNB_ROLE_USER, on_list);
-    rc = rc ? rc : host->route(ctx, "GET", "/reservations/{id}", BNB_ROLE_USER, on_get);
-    rc = rc ? rc : host->route(ctx, "DELETE", "/reservations/{id}", BNB_ROLE_GUEST, on_cancel);
-    rc = rc ? rc : host->subscribe(ctx, "bearbnb.room", on_room_event);
-    rc = rc ? rc : host->subscribe(ctx, "bearbnb.payment", on_payment_event);
-    return rc;
+    return bnb_util_register(ctx, host, resv_routes, resv_subs);
 }
 
 BNB_EXPORT const bnb_plugin_t bnb_plugin = {
