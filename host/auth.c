@@ -2,6 +2,7 @@
  * HS256 minting. Everything in bnb_auth_t is immutable after bnb__auth_new
  * except the JWKS key set, which has its own lock: verify is thread-safe. */
 #include "auth.h"
+#include "b64.h"
 #include "bnb_plugin.h"
 #include "jwks.h"
 
@@ -215,54 +216,10 @@ void bnb__auth_free(bnb_auth_t *a)
 
 /* ---- verification ------------------------------------------------------ */
 
-static int b64url_val(int c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-')
-        return 62;
-    if (c == '_')
-        return 63;
-    return -1;
-}
-
-/* Strict unpadded base64url (RFC 7515 2). Returns malloc'ed, NUL-terminated. */
-static unsigned char *b64url_decode(const char *s, size_t n, size_t *outlen)
-{
-    if (n % 4 == 1)
-        return NULL;
-    unsigned char *out = malloc(n * 3 / 4 + 1);
-    if (!out)
-        return NULL;
-    size_t o = 0;
-    unsigned acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        int v = b64url_val((unsigned char)s[i]);
-        if (v < 0) {
-            free(out);
-            return NULL;
-        }
-        acc = (acc << 6) | (unsigned)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (unsigned char)(acc >> bits);
-        }
-    }
-    out[o] = '\0';
-    *outlen = o;
-    return out;
-}
-
 static json_t *decode_json_segment(const char *s, size_t n)
 {
     size_t len = 0;
-    unsigned char *raw = b64url_decode(s, n, &len);
+    unsigned char *raw = bnb__b64url_decode(s, n, &len);
     if (!raw)
         return NULL;
     json_t *j = json_loadb((const char *)raw, len, JSON_REJECT_DUPLICATES, NULL);
@@ -364,7 +321,7 @@ static int check_claims(bnb_auth_t *a, json_t *claims, bnb_identity_t *id, char 
 static int verify_pkey(EVP_PKEY *pk, int ec, const char *input, size_t inlen, const char *sig_b64)
 {
     size_t slen = 0;
-    unsigned char *sig = b64url_decode(sig_b64, strlen(sig_b64), &slen), *der = NULL;
+    unsigned char *sig = bnb__b64url_decode(sig_b64, strlen(sig_b64), &slen), *der = NULL;
     ECDSA_SIG *es = NULL;
     BIGNUM *r = NULL, *s = NULL;
     EVP_MD_CTX *ctx = NULL;
@@ -422,7 +379,7 @@ int bnb__auth_verify(bnb_auth_t *a, const char *token, bnb_identity_t *id, char 
     if (!d1 || !d2 || memchr(d2 + 1, '.', n - (size_t)(d2 + 1 - token)) || d1 == token || d2 == d1 + 1)
         return say(why, whylen, "malformed token"), -1;
     for (const char *p = d2 + 1; *p; p++) {
-        if (b64url_val((unsigned char)*p) < 0)
+        if (bnb__b64url_val((unsigned char)*p) < 0)
             return say(why, whylen, "malformed token"), -1;
     }
     header = decode_json_segment(token, (size_t)(d1 - token));

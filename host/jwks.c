@@ -1,5 +1,6 @@
 /* JWKS loading (file / URL), JWK -> PEM with OpenSSL 3, background refresh. */
 #include "jwks.h"
+#include "b64.h"
 #include "bnb_plugin.h"
 #include "log.h"
 
@@ -80,50 +81,15 @@ static void keyset_free(keyset_t *s)
 
 /* ---- JWK -> PEM -------------------------------------------------------- */
 
-static int b64url_val(int c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-')
-        return 62;
-    if (c == '_')
-        return 63;
-    return -1;
-}
-
 /* Unpadded base64url (trailing '=' tolerated). malloc'ed; NULL when invalid/empty. */
 static unsigned char *b64url_decode(const char *s, size_t *outlen)
 {
     size_t n = s ? strlen(s) : 0;
     while (n && s[n - 1] == '=')
         n--;
-    if (n == 0 || n % 4 == 1)
+    if (n == 0)
         return NULL;
-    unsigned char *out = malloc(n * 3 / 4 + 1);
-    if (!out)
-        return NULL;
-    size_t o = 0;
-    unsigned acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        int v = b64url_val((unsigned char)s[i]);
-        if (v < 0) {
-            free(out);
-            return NULL;
-        }
-        acc = (acc << 6) | (unsigned)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (unsigned char)(acc >> bits);
-        }
-    }
-    *outlen = o;
-    return out;
+    return bnb__b64url_decode(s, n, outlen);
 }
 
 static BIGNUM *b64url_bn(const char *s)
