@@ -21,61 +21,9 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-static const char *rc_name(int rc)
-{
-    switch (rc) {
-    case BNB_OK:
-        return "OK";
-    case BNB_EPERM:
-        return "EPERM";
-    case BNB_ENOENT:
-        return "ENOENT";
-    case BNB_EIO:
-        return "EIO";
-    case BNB_EAGAIN:
-        return "EAGAIN";
-    case BNB_ENOMEM:
-        return "ENOMEM";
-    case BNB_EEXIST:
-        return "EEXIST";
-    case BNB_EINVAL:
-        return "EINVAL";
-    case BNB_EALREADY:
-        return "EALREADY";
-    case BNB_ETIMEDOUT:
-        return "ETIMEDOUT";
-    default:
-        return "?";
-    }
-}
-
-/* Like assert_int_equal for BNB return codes, with readable names. */
-#define assert_rc(expr, want)                                                                                          \
-    do {                                                                                                               \
-        int rc_ = (expr), want_ = (want);                                                                              \
-        if (rc_ != want_)                                                                                              \
-            fail_msg("%s returned %d (%s), expected %d (%s)", #expr, rc_, rc_name(rc_), want_, rc_name(want_));        \
-    } while (0)
+#include "storage_test.h"
 
 static char tmpdir[PATH_MAX];
-
-static void rm_tree(const char *dir)
-{
-    DIR *dh = opendir(dir);
-    struct dirent *de;
-    char p[PATH_MAX + 300];
-
-    if (!dh)
-        return;
-    while ((de = readdir(dh))) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
-        unlink(p);
-    }
-    closedir(dh);
-    rmdir(dir);
-}
 
 static int setup(void **state)
 {
