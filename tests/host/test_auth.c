@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "jwk_test.h"
+
 #include "auth.h"
 #include "bnb_plugin.h"
 
@@ -64,29 +66,6 @@ static char *pem_of(EVP_PKEY *k, int priv)
     return s;
 }
 
-static char *b64url_bn(const BIGNUM *bn, int pad_to)
-{
-    int n = BN_num_bytes(bn);
-    if (pad_to > n)
-        n = pad_to;
-    unsigned char *raw = malloc((size_t)n);
-    assert_non_null(raw);
-    assert_int_equal(BN_bn2binpad(bn, raw, n), n);
-    char *out = malloc((size_t)n * 4 / 3 + 8);
-    assert_non_null(out);
-    int len = EVP_EncodeBlock((unsigned char *)out, raw, n);
-    int j = 0;
-    for (int i = 0; i < len; i++) {
-        char c = out[i];
-        if (c == '=')
-            break;
-        out[j++] = c == '+' ? '-' : c == '/' ? '_' : c;
-    }
-    out[j] = '\0';
-    free(raw);
-    return out;
-}
-
 static json_t *jwk_of(EVP_PKEY *k, const char *kid)
 {
     json_t *j;
@@ -115,14 +94,6 @@ static json_t *jwk_of(EVP_PKEY *k, const char *kid)
     }
     assert_non_null(j);
     return j;
-}
-
-static void write_file(const char *path, const char *s)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    assert_int_equal(fputs(s, f) >= 0, 1);
-    assert_int_equal(fclose(f), 0);
 }
 
 /* JWKS with the given keys (NULL-terminated pairs key, kid). */

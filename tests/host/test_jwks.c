@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "jwk_test.h"
+
 #include "bnb_plugin.h"
 #include "jwks.h"
 
@@ -31,30 +33,6 @@ static struct {
 } K;
 
 /* ---- keys and JWKs ------------------------------------------------------ */
-
-static char *b64url_raw(const unsigned char *raw, int n)
-{
-    char *out = malloc((size_t)n * 4 / 3 + 8);
-    assert_non_null(out);
-    int len = EVP_EncodeBlock((unsigned char *)out, raw, n), j = 0;
-    for (int i = 0; i < len && out[i] != '='; i++)
-        out[j++] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
-    out[j] = '\0';
-    return out;
-}
-
-static char *b64url_bn(const BIGNUM *bn, int pad_to)
-{
-    int n = BN_num_bytes(bn);
-    if (pad_to > n)
-        n = pad_to;
-    unsigned char *raw = malloc((size_t)n);
-    assert_non_null(raw);
-    assert_int_equal(BN_bn2binpad(bn, raw, n), n);
-    char *s = b64url_raw(raw, n);
-    free(raw);
-    return s;
-}
 
 static char *pub_pem(EVP_PKEY *k)
 {
@@ -193,14 +171,6 @@ static void test_bad_jwks_rejected(void **state)
 }
 
 /* ---- file source -------------------------------------------------------- */
-
-static void write_file(const char *path, const char *s)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(s, f);
-    assert_int_equal(fclose(f), 0);
-}
 
 static void test_file_keycloak_shape_and_rotation(void **state)
 {
