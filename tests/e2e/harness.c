@@ -204,6 +204,16 @@ static pthread_once_t live_once = PTHREAD_ONCE_INIT;
 
 static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw);
 
+/* Databases of distributed topologies still running (copies), dropped at
+ * exit like the temp dirs. */
+#define E2E_MAX_DBS 16
+static struct {
+    char dir[512];
+    char mysql_base[256], mongo_base[256];
+    char dbs[E2E_NPARTS][96];
+} live_db[E2E_MAX_DBS];
+static void drop_dbs(const char *mysql_base, const char *mongo_base, char (*dbs)[96], size_t n);
+
 static void live_cleanup(void)
 {
     const char *keep = getenv("BNB_E2E_KEEP");
@@ -217,6 +227,11 @@ static void live_cleanup(void)
             nftw(live[i].dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
         live[i].pid = 0;
         live[i].dir[0] = '\0';
+    }
+    for (int i = 0; i < E2E_MAX_DBS; i++) {
+        if (live_db[i].dir[0] && !(keep && *keep == '1'))
+            drop_dbs(live_db[i].mysql_base, live_db[i].mongo_base, live_db[i].dbs, E2E_NPARTS);
+        live_db[i].dir[0] = '\0';
     }
     pthread_mutex_unlock(&live_lock);
 }
@@ -697,20 +712,45 @@ static void drop_mongo(const char *base, const char *db)
     close(fd);
 }
 
-static void drop_databases(e2e_host_t *h)
+/* dbs[0..1] on MySQL (room, reservation), the others on MongoDB; "" = none */
+static void drop_dbs(const char *mysql_base, const char *mongo_base, char (*dbs)[96], size_t n)
 {
     const char *my[E2E_NPARTS];
     size_t nmy = 0;
-    for (size_t i = 0; i < h->nparts; i++) {
-        if (!h->dbs[i][0])
+    for (size_t i = 0; i < n && i < E2E_NPARTS; i++) {
+        if (!dbs[i][0])
             continue;
         if (i <= 1)
-            my[nmy++] = h->dbs[i];
+            my[nmy++] = dbs[i];
         else
-            drop_mongo(h->mongo_base, h->dbs[i]);
+            drop_mongo(mongo_base, dbs[i]);
     }
     if (nmy)
-        drop_mysql(h->mysql_base, my, nmy);
+        drop_mysql(mysql_base, my, nmy);
+}
+
+/* Remember (add) or forget the databases of topology h for the exit cleanup. */
+static void live_dbs(const e2e_host_t *h, int add)
+{
+    pthread_once(&live_once, live_init);
+    pthread_mutex_lock(&live_lock);
+    for (int i = 0; i < E2E_MAX_DBS; i++) {
+        if (add && !live_db[i].dir[0]) {
+            snprintf(live_db[i].dir, sizeof(live_db[i].dir), "%s", h->dir);
+            snprintf(live_db[i].mysql_base, sizeof(live_db[i].mysql_base), "%s", h->mysql_base);
+            snprintf(live_db[i].mongo_base, sizeof(live_db[i].mongo_base), "%s", h->mongo_base);
+            memcpy(live_db[i].dbs, h->dbs, sizeof(live_db[i].dbs));
+            break;
+        }
+        if (!add && strcmp(live_db[i].dir, h->dir) == 0)
+            live_db[i].dir[0] = '\0';
+    }
+    pthread_mutex_unlock(&live_lock);
+}
+
+static void drop_databases(e2e_host_t *h)
+{
+    drop_dbs(h->mysql_base, h->mongo_base, h->dbs, h->nparts);
 }
 
 /* environ, then the test's env, then the topology's (which wins). */
@@ -830,12 +870,16 @@ static int dist_start(e2e_host_t **out, const e2e_host_opts_t *opts)
         snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_AUTH_KEY_FILE=%s/jwt.key", h->dir);
         snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_GATEWAY_SECRET_FILE=%s/gateway.secret", h->dir);
         if (strcmp(name, "edge") == 0) {
+            /* the edge reaches payment over h2c (cleartext HTTP/2) unless
+             * BNB_E2E_H2C=0 */
+            const char *h2cv = getenv("BNB_E2E_H2C");
+            int h2c = !(h2cv && strcmp(h2cv, "0") == 0);
             snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_PLUGINS=");
             snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_KAFKA_BROKERS=");
             snprintf(kv[n++], sizeof(kv[0]),
                      "BEARBNB_GATEWAY_ROUTES=/rooms=http://127.0.0.1:%d,/reviews=http://127.0.0.1:%d,"
-                     "/reservations=http://127.0.0.1:%d,/payments=h2c://127.0.0.1:%d,/dashboard=http://127.0.0.1:%d",
-                     ports[0], ports[0], ports[1], ports[2], ports[3]);
+                     "/reservations=http://127.0.0.1:%d,/payments=%s://127.0.0.1:%d,/dashboard=http://127.0.0.1:%d",
+                     ports[0], ports[0], ports[1], h2c ? "h2c" : "http", ports[2], ports[3]);
         } else {
             int mysql = i <= 1;
             snprintf(h->dbs[i], sizeof(h->dbs[i]), "bnb_%s_%s", ns, name);
@@ -865,6 +909,7 @@ static int dist_start(e2e_host_t **out, const e2e_host_opts_t *opts)
     snprintf(h->log_path, sizeof(h->log_path), "%s", h->parts[E2E_NPARTS - 1]->log_path);
     if (!(h->args = copy_strv(NULL)))
         goto fail;
+    live_dbs(h, 1);
     for (size_t i = 0; i < h->nparts; i++)
         if (spawn_host(h->parts[i]) != 0)
             goto fail;
@@ -994,6 +1039,8 @@ void e2e_host_free(e2e_host_t *h)
         e2e_host_free(h->parts[i]);
     if (h->nparts && !(keep && *keep == '1'))
         drop_databases(h);
+    if (h->nparts)
+        live_dbs(h, 0);
     proc_kill(h);
     if (h->dir[0]) {
         if (keep && *keep == '1')
