@@ -138,6 +138,7 @@ static const struct {
     {"http.tls_key", BNB_CFG_STRING, NULL},
     {"http.threads", BNB_CFG_INT, "16"},
     {"http.drain_timeout_ms", BNB_CFG_INT, "15000"},
+    {"http.drain_accept_ms", BNB_CFG_INT, "300"},
     {"auth.key_file", BNB_CFG_STRING, NULL},
     {"auth.jwks_file", BNB_CFG_STRING, NULL},
     {"auth.jwks_url", BNB_CFG_STRING, NULL},

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 static h2o_globalconf_t g_config;
@@ -797,18 +798,56 @@ static void on_drain_tick(uv_timer_t *t)
     }
 }
 
-void bnb__http_drain(bnb_host_t *h, void (*done)(bnb_host_t *h))
+/* Take every connection already waiting in the kernel's queue, so that
+ * closing the listener resets none of them. */
+static void accept_pending(void)
 {
-    g_drain_done = done;
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&g_listener, &fd) != 0)
+        return;
+    for (;;) {
+        int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (c < 0)
+            return;
+        uv_tcp_t *conn = calloc(1, sizeof(*conn));
+        if (conn == NULL) {
+            close(c);
+            continue;
+        }
+        uv_tcp_init(g_ctx.loop, conn);
+        if (uv_tcp_open(conn, c) != 0) {
+            close(c);
+            uv_close((uv_handle_t *)conn, (uv_close_cb)free);
+            continue;
+        }
+        uv_tcp_nodelay(conn, 1);
+        g_nconns++;
+        h2o_accept(&g_accept, h2o_uv_socket_create((uv_stream_t *)conn, on_conn_close));
+    }
+}
+
+static void stop_accepting(uv_timer_t *t)
+{
+    bnb_host_t *h = t->data;
     if (g_listening) {
+        accept_pending();
         uv_close((uv_handle_t *)&g_listener, NULL);
         g_listening = 0;
     }
+    /* idle keep-alive connections close, HTTP/2 ones get GOAWAY */
     h2o_context_request_shutdown(&g_ctx);
     g_drain_deadline = bnb__mono_ms() + bnb__config_int(h->cfg, "http.drain_timeout_ms");
+    uv_timer_start(&g_drain_timer, on_drain_tick, 10, 20);
+}
+
+void bnb__http_drain(bnb_host_t *h, void (*done)(bnb_host_t *h))
+{
+    g_drain_done = done;
     uv_timer_init(h->loop, &g_drain_timer);
     g_drain_timer.data = h;
-    uv_timer_start(&g_drain_timer, on_drain_tick, 10, 20);
+    /* readiness is already false; keep accepting a little longer for clients
+     * that picked this instance just before (http.drain_accept_ms) */
+    uv_timer_start(&g_drain_timer, stop_accepting, (uint64_t)bnb__config_int(h->cfg, "http.drain_accept_ms"), 0);
 }
 
 int bnb__http_open_connections(void)
