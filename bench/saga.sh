@@ -2,7 +2,7 @@
 # Saga benchmark, all-in-one vs distributed, loopback only, < 2 minutes:
 # bookings per second and end-to-end saga latency (POST /reservations ->
 # reservation CONFIRMED visible on GET /dashboard/rooms/{id}), p50/p99.
-#   bench/saga.sh [SECONDS=15] [WORKERS=4]
+#   bench/saga.sh [SECONDS=10] [WORKERS=4]
 # Builds a release (no sanitizer) build in $BNB_BENCH_BUILD (default
 # build-bench) on first use. The distributed run needs MariaDB, Kafka and
 # FerretDB: started with scripts/infra when down, and stopped again after.
@@ -12,7 +12,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)
 cd "$ROOT"
-SECONDS_RUN=${1:-15}
+SECONDS_RUN=${1:-10}
 WORKERS=${2:-4}
 BUILD=${BNB_BENCH_BUILD:-build-bench}
 
@@ -26,12 +26,13 @@ ninja -C "$BUILD" -j2 bearbnb tests/e2e/distributed/bench_saga \
 export BEARBNB_BIN=$ROOT/$BUILD/bearbnb BEARBNB_PLUGIN_DIR=$ROOT/$BUILD/plugins
 BENCH=$ROOT/$BUILD/tests/e2e/distributed/bench_saga
 
-echo "bench: $SECONDS_RUN s per mode, $WORKERS booking workers + 1 latency prober, build $BUILD"
+echo "bench: $SECONDS_RUN s of load, then sagas one at a time, per mode; $WORKERS workers; build $BUILD"
 BNB_E2E_TOPOLOGY=all-in-one "$BENCH" "$SECONDS_RUN" "$WORKERS"
 
 started=()
+status=$(scripts/infra status 2>/dev/null || true)
 for s in mariadb kafka ferretdb; do
-    if ! scripts/infra status 2>/dev/null | grep -q "^$s: up"; then
+    if ! grep -q "^$s: up" <<<"$status"; then
         scripts/infra up "$s" >&2
         started+=("$s")
     fi

@@ -117,7 +117,9 @@ char *e2e_token_claims(const e2e_host_t *h, const char *claims_json);
  *     exit status is returned); restart starts every process that is not
  *     running and waits until all are ready;
  *   - e2e_host_free also drops the databases (best effort; Kafka topics of the
- *     namespace stay).
+ *     namespace stay);
+ *   - the edge reaches payment over h2c (as the lead's deployment does);
+ *     BNB_E2E_H2C=0 makes it plain HTTP/1.1 instead.
  * An e2e_client_t only talks to the port it was made for. */
 
 /* 1 when h runs the distributed topology. */
