@@ -395,7 +395,11 @@ static int kafka_subscribe(bnb_channel_t *base, const char *group, const char *c
         conf_set(conf, "enable.auto.offset.store", "false", errbuf, sizeof errbuf) ||
         conf_set(conf, "auto.offset.reset", "earliest", errbuf, sizeof errbuf) ||
         conf_set(conf, "allow.auto.create.topics", "true", errbuf, sizeof errbuf) ||
-        conf_set(conf, "topic.metadata.refresh.interval.ms", "10000", errbuf, sizeof errbuf)) {
+        conf_set(conf, "topic.metadata.refresh.interval.ms", "10000", errbuf, sizeof errbuf) ||
+        /* a consumer that died (SIGKILL, node loss) gives its partitions back
+         * in seconds instead of librdkafka's default 45 s */
+        conf_set(conf, "session.timeout.ms", "6000", errbuf, sizeof errbuf) ||
+        conf_set(conf, "heartbeat.interval.ms", "1500", errbuf, sizeof errbuf)) {
         rc = BNB_EINVAL;
         goto fail;
     }
