@@ -339,6 +339,7 @@ static void *kafka_connector(void *arg)
         bnb_channel_t *ch = NULL;
         if (kafka_connect(h, &ch, err, sizeof(err)) == 0) {
             atomic_store(&h->channel, ch);
+            atomic_store(&h->channel_ready, 1);
             bnb__log(BNB_LOG_INFO, "kafka: connected to %s after %d attempt(s)",
                      bnb__config_str(h->cfg, "kafka.brokers"), attempt);
             bnb__events_wake(h);
@@ -351,6 +352,57 @@ static void *kafka_connector(void *arg)
     return NULL;
 }
 #endif
+
+/* Readiness of the channel is asked off the loop (it may wait on the
+ * broker); transitions of the whole host's readiness are logged, so that a
+ * supervisor can wait for "ready". */
+static void ready_work(uv_work_t *w)
+{
+    bnb_host_t *h = w->data;
+    bnb_channel_t *ch = atomic_load(&h->channel);
+    atomic_store(&h->channel_ready, ch != NULL && ch->ops->ready(ch));
+}
+
+static void ready_announce(bnb_host_t *h)
+{
+    int r = atomic_load(&h->ready) && !atomic_load(&h->draining) && bnb__events_ready(h);
+    if (r != h->ready_logged) {
+        if (r)
+            bnb__log(BNB_LOG_INFO, "ready");
+        else if (h->ready_logged != -1 || !atomic_load(&h->draining))
+            bnb__log(BNB_LOG_WARN, "not ready");
+        h->ready_logged = r;
+    }
+}
+
+static void ready_after(uv_work_t *w, int status)
+{
+    (void)status;
+    bnb_host_t *h = w->data;
+    h->ready_job = 0;
+    free(w);
+    ready_announce(h);
+}
+
+static void on_ready_timer(uv_timer_t *t)
+{
+    bnb_host_t *h = t->data;
+    if (!h->kafka_wanted) {
+        ready_announce(h);
+        return;
+    }
+    if (h->ready_job)
+        return;
+    uv_work_t *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return;
+    w->data = h;
+    h->ready_job = 1;
+    if (uv_queue_work(h->loop, w, ready_work, ready_after) != 0) {
+        h->ready_job = 0;
+        free(w);
+    }
+}
 
 int bnb__events_start(bnb_host_t *h, char *err, size_t errlen)
 {
@@ -379,6 +431,10 @@ int bnb__events_start(bnb_host_t *h, char *err, size_t errlen)
     uv_timer_init(h->loop, &h->relay_timer);
     h->relay_timer.data = h;
     uv_timer_start(&h->relay_timer, on_relay_timer, 0, (uint64_t)h->relay_interval_ms);
+    h->ready_logged = -1;
+    uv_timer_init(h->loop, &h->ready_timer);
+    h->ready_timer.data = h;
+    uv_timer_start(&h->ready_timer, on_ready_timer, 50, 500);
     return 0;
 }
 
@@ -391,6 +447,10 @@ void bnb__events_stop(bnb_host_t *h)
     }
     if (!h->relay_stopped) {
         h->relay_stopped = 1;
+        uv_timer_stop(&h->ready_timer);
+        uv_close((uv_handle_t *)&h->ready_timer, NULL);
+        while (h->ready_job)
+            uv_run(h->loop, UV_RUN_ONCE);
         uv_timer_stop(&h->relay_timer);
         uv_close((uv_handle_t *)&h->relay_timer, NULL);
         uv_close((uv_handle_t *)&h->relay_wake, NULL);
@@ -436,8 +496,5 @@ int bnb__events_inject(bnb_host_t *h, const char *topic, const char *payload, si
 
 int bnb__events_ready(bnb_host_t *h)
 {
-    bnb_channel_t *ch = atomic_load(&h->channel);
-    if (h->kafka_wanted)
-        return ch != NULL && ch->ops->ready(ch);
-    return 1;
+    return !h->kafka_wanted || atomic_load(&h->channel_ready);
 }

@@ -67,6 +67,10 @@ typedef struct bnb_host {
     pthread_t kafka_thread;
     int kafka_thread_started;
     atomic_int kafka_stop;
+    atomic_int channel_ready; /* last answer of the channel's (blocking) ready check */
+    int ready_logged;         /* readiness last announced in the log: -1 none, 0, 1 */
+    uv_timer_t ready_timer;
+    int ready_job;
     char kafka_prefix[96]; /* "<kafka.namespace>." or "" */
 
     pthread_mutex_t breakers_mu;

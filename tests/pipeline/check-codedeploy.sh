@@ -8,7 +8,8 @@
 #      and ready, but GET /rooms is 404): ValidateService fails, the automatic
 #      rollback redeploys v2, which serves again;
 #   4. v4, whose event channel points at a Kafka broker that does not exist (it
-#      cannot start): ApplicationStart fails while v2 keeps serving; rolled back.
+#      starts but never gets ready): ApplicationStart waits for "ready", gives
+#      up after BEARBNB_START_TIMEOUT while v2 keeps serving; rolled back.
 #   During 3 and 4 a /healthz stream must see no failure (the socket is held).
 # Needs: a built bearbnb (BNB_BUILD_ROOT), supervisor, curl (scripts/deploy-deps).
 set -u
@@ -17,6 +18,8 @@ BUILD=${BNB_BUILD_ROOT:-$SRC/build}
 PY=$SRC/.deps/venv/bin/python
 BAD_VALIDATE=${BAD_VALIDATE:-BEARBNB_PLUGINS=payment,reservation,dashboard}
 BAD_START=${BAD_START:-BEARBNB_KAFKA_BROKERS=127.0.0.1:9}
+# how long ApplicationStart waits for a new release to be ready (hook default 60 s)
+export BEARBNB_START_TIMEOUT=${BEARBNB_START_TIMEOUT:-15}
 for t in supervisord supervisorctl curl; do
     command -v $t >/dev/null || { echo "check-codedeploy: $t missing: run scripts/deploy-deps" >&2; exit 77; }
 done

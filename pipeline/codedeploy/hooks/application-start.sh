@@ -24,15 +24,16 @@ if ! out=$(slot_start "$new" 2>&1) || [ "$(slot_state "$new")" != RUNNING ]; the
     slot_log_since "$new" "$mark" | grep -v '"msg":"access"' | tail -n 5 >&2 || true
     die "slot $new did not start: $out"
 fi
-# The new process accepts only once its plugins, storage and channels are up,
-# and says so ("listening on"); until then the old slot keeps serving.
+# The new process logs "ready" once its plugins, storage and event channel are
+# all up (the same condition as /readyz); until then the old slot keeps
+# serving, and a release that never gets ready is never given the traffic.
 limit=${BEARBNB_START_TIMEOUT:-60} start=$(date +%s)
-until slot_log_since "$new" "$mark" | grep 'listening on' >/dev/null; do
+until slot_log_since "$new" "$mark" | grep '"msg":"ready"' >/dev/null; do
     st=$(slot_state "$new")
     if [ "$st" != RUNNING ] || [ $(($(date +%s) - start)) -ge "$limit" ]; then
         slot_stop "$new" >/dev/null 2>&1 || true
         slot_log_since "$new" "$mark" | grep -v '"msg":"access"' | tail -n 5 >&2 || true
-        die "slot $new ($st) did not start listening within ${limit}s; slot ${old:-none} keeps serving"
+        die "slot $new ($st) did not get ready within ${limit}s; slot ${old:-none} keeps serving"
     fi
     sleep 0.2
 done
