@@ -203,6 +203,7 @@ typedef struct relay_job {
     bnb_host_t *h;
     bnb_ctx_t *ctx;
     int more;
+    unsigned wakes; /* h->wakes when the job was queued */
 } relay_job_t;
 
 static void relay_work(uv_work_t *w)
@@ -219,7 +220,8 @@ static void relay_after(uv_work_t *w, int status)
     relay_job_t *j = w->data;
     atomic_store(&j->ctx->relaying, 0);
     atomic_fetch_sub(&j->h->relay_jobs, 1);
-    int more = j->more;
+    /* a commit that woke us while this job ran may have left events behind */
+    int more = j->more || atomic_load(&j->h->wakes) != j->wakes;
     bnb_host_t *h = j->h;
     free(j);
     if (more && !h->relay_stopped)
@@ -240,6 +242,7 @@ static void relay_schedule(bnb_host_t *h)
         j->h = h;
         j->ctx = c;
         j->w.data = j;
+        j->wakes = atomic_load(&h->wakes);
         atomic_fetch_add(&h->relay_jobs, 1);
         if (uv_queue_work(h->loop, &j->w, relay_work, relay_after) != 0) {
             atomic_fetch_sub(&h->relay_jobs, 1);
@@ -263,6 +266,7 @@ static void on_relay_wake(uv_async_t *a)
 
 void bnb__events_wake(bnb_host_t *h)
 {
+    atomic_fetch_add(&h->wakes, 1);
     if (!h->relay_stopped)
         uv_async_send(&h->relay_wake);
 }

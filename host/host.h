@@ -98,6 +98,7 @@ typedef struct bnb_host {
     uv_async_t relay_wake;
     uv_timer_t relay_timer;
     atomic_int relay_jobs;
+    atomic_uint wakes; /* commits with events so far: a relay job that saw fewer runs again */
     int relay_stopped;
 } bnb_host_t;
 
