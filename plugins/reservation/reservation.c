@@ -240,16 +240,15 @@ static const char *const book_fields[] = {"roomId", "checkIn", "checkOut", "gues
 static const char *const book_server_owned[] = {"id",     "status",  "amount",    "paymentId", "guestId",
                                                 "hostId", "version", "createdAt", "reason",    NULL};
 
-/* How many of `user`'s reservations are PENDING or CONFIRMED and not over yet. */
-static int count_active(bnb_store_t *st, const char *user, long *n)
+/* The reservations of `user` as guest (which=1) or as host of the room
+ * (which=2), read from their rooms' calendars. *out: a new array (it holds
+ * references to the reservation objects); caller frees with json_decref. */
+static int user_reservations(bnb_store_t *st, int which, const char *user, json_t **out)
 {
-    json_t *idxs = NULL, *cals = json_object();
+    json_t *idxs = NULL, *cals = json_object(), *list = json_array();
     size_t i;
     json_t *e;
-    char now[11];
-    resv_format_date(today(), now);
-    *n = 0;
-    int rc = cals ? H->store_list(st, "reservations_idx", 1, user, &idxs) : BNB_ENOMEM;
+    int rc = cals && list ? H->store_list(st, "reservations_idx", which, user ? user : "", &idxs) : BNB_ENOMEM;
     if (rc != 0)
         goto fail;
     json_array_foreach(idxs, i, e)
@@ -268,15 +267,40 @@ static int count_active(bnb_store_t *st, const char *user, long *n)
             json_object_set_new(cals, room_id, cal);
         }
         json_t *r = calendar_find(cal, id);
+        if (r != NULL) /* else: an index entry of a booking that was refused */
+            json_array_append(list, r);
+    }
+    json_decref(idxs);
+    json_decref(cals);
+    *out = list;
+    return 0;
+fail:
+    json_decref(idxs);
+    json_decref(cals);
+    json_decref(list);
+    return rc;
+}
+
+/* How many of `user`'s reservations are PENDING or CONFIRMED and not over yet. */
+static int count_active(bnb_store_t *st, const char *user, long *n)
+{
+    char now[11];
+    resv_format_date(today(), now);
+    *n = 0;
+    json_t *list = NULL, *r;
+    size_t i;
+    int rc = user_reservations(st, 1, user, &list);
+    if (rc != 0)
+        return rc;
+    json_array_foreach(list, i, r)
+    {
         const char *s = json_string_value(json_object_get(r, "status"));
         const char *out = json_string_value(json_object_get(r, "checkOut"));
         if (s && out && (!strcmp(s, "PENDING") || !strcmp(s, "CONFIRMED")) && strcmp(out, now) > 0)
             (*n)++;
     }
-fail:
-    json_decref(idxs);
-    json_decref(cals);
-    return rc;
+    json_decref(list);
+    return 0;
 }
 
 static void idx_forget(bnb_store_t *st, const char *id)
@@ -561,48 +585,25 @@ static void on_get(bnb_ctx_t *ctx, bnb_req_t *req)
 
 static void on_list(bnb_ctx_t *ctx, bnb_req_t *req)
 {
-    bnb_store_t *st = H->store(ctx);
-    const char *user = H->req_user(req);
     const char *role = H->req_role(req);
     const char *want = H->req_query(req, "status");
-    int which = role && !strcmp(role, "host") ? 2 : 1;
-    json_t *idxs = NULL, *cals = json_object(), *out = json_array();
+    json_t *list = NULL, *out = json_array(), *r;
     size_t i;
-    json_t *e;
-    int rc = cals && out ? H->store_list(st, "reservations_idx", which, user ? user : "", &idxs) : BNB_ENOMEM;
-    if (rc != 0)
-        goto fail;
-    json_array_foreach(idxs, i, e)
+    int rc = out ? user_reservations(H->store(ctx), role && !strcmp(role, "host") ? 2 : 1, H->req_user(req), &list)
+                 : BNB_ENOMEM;
+    if (rc != 0) {
+        json_decref(out);
+        respond_store_error(req, rc);
+        return;
+    }
+    json_array_foreach(list, i, r)
     {
-        json_t *body = json_object_get(e, "body");
-        const char *id = json_string_value(json_object_get(body, "id"));
-        const char *room_id = json_string_value(json_object_get(body, "roomId"));
-        if (!id || !room_id)
-            continue;
-        json_t *cal = json_object_get(cals, room_id);
-        if (!cal) {
-            int64_t v;
-            rc = calendar_load(st, room_id, &cal, &v);
-            if (rc != 0)
-                goto fail;
-            json_object_set_new(cals, room_id, cal);
-        }
-        json_t *r = calendar_find(cal, id);
-        if (!r)
-            continue; /* an index entry of a booking that was refused */
         if (want && strcmp(want, json_string_value(json_object_get(r, "status")) ?: ""))
             continue;
         json_array_append(out, r);
     }
-    json_decref(idxs);
-    json_decref(cals);
+    json_decref(list);
     H->respond_json(req, 200, out);
-    return;
-fail:
-    json_decref(idxs);
-    json_decref(cals);
-    json_decref(out);
-    respond_store_error(req, rc);
 }
 
 static void on_cancel(bnb_ctx_t *ctx, bnb_req_t *req)
