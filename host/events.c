@@ -364,7 +364,18 @@ static void ready_work(uv_work_t *w)
 {
     bnb_host_t *h = w->data;
     bnb_channel_t *ch = atomic_load(&h->channel);
-    atomic_store(&h->channel_ready, ch != NULL && ch->ops->ready(ch));
+    if (h->kafka_wanted)
+        atomic_store(&h->channel_ready, ch != NULL && ch->ops->ready(ch));
+    int stores = 1;
+    for (size_t i = 0; i < h->nplugins && stores; i++) {
+        bnb_store_t *st = h->plugins[i]->store;
+        if (st != NULL && st->ops->ping(st) != 0) {
+            if (atomic_load(&h->stores_ready)) /* said once per outage */
+                bnb__log(BNB_LOG_WARN, "storage of %s does not answer", h->plugins[i]->name);
+            stores = 0;
+        }
+    }
+    atomic_store(&h->stores_ready, stores);
 }
 
 static void ready_announce(bnb_host_t *h)
@@ -391,10 +402,6 @@ static void ready_after(uv_work_t *w, int status)
 static void on_ready_timer(uv_timer_t *t)
 {
     bnb_host_t *h = t->data;
-    if (!h->kafka_wanted) {
-        ready_announce(h);
-        return;
-    }
     if (h->ready_job)
         return;
     uv_work_t *w = calloc(1, sizeof(*w));
@@ -500,5 +507,5 @@ int bnb__events_inject(bnb_host_t *h, const char *topic, const char *payload, si
 
 int bnb__events_ready(bnb_host_t *h)
 {
-    return !h->kafka_wanted || atomic_load(&h->channel_ready);
+    return atomic_load(&h->stores_ready) && (!h->kafka_wanted || atomic_load(&h->channel_ready));
 }

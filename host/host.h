@@ -68,6 +68,7 @@ typedef struct bnb_host {
     int kafka_thread_started;
     atomic_int kafka_stop;
     atomic_int channel_ready; /* last answer of the channel's (blocking) ready check */
+    atomic_int stores_ready;  /* every plugin's store answered its last ping */
     int ready_logged;         /* readiness last announced in the log: -1 none, 0, 1 */
     uv_timer_t ready_timer;
     int ready_job;
