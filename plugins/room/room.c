@@ -42,9 +42,13 @@ static void respond_store_error(bnb_req_t *req, int rc)
     }
 }
 
-static void respond_room_404(bnb_req_t *req, const char *id)
+/* Answer a failure to reach room `id`: absent (or deleted) is a 404 naming it. */
+static void respond_room_error(bnb_req_t *req, const char *id, int rc)
 {
-    host->respond_problem(req, 404, "Not Found", "room '%s' does not exist", id ? id : "");
+    if (rc == BNB_ENOENT)
+        host->respond_problem(req, 404, "Not Found", "room '%s' does not exist", id ? id : "");
+    else
+        respond_store_error(req, rc);
 }
 
 /* The live room `id`: 0 with *doc and *version set, BNB_ENOENT when absent or deleted. */
@@ -173,12 +177,8 @@ static void room_get(bnb_ctx_t *ctx, bnb_req_t *req)
     json_t *doc = NULL;
     int64_t version = 0;
     int rc = load_room(host->store(ctx), id, &doc, &version);
-    if (rc == BNB_ENOENT) {
-        respond_room_404(req, id);
-        return;
-    }
     if (rc != 0) {
-        respond_store_error(req, rc);
+        respond_room_error(req, id, rc);
         return;
     }
     host->respond_json(req, 200, room_view(doc, version));
@@ -228,10 +228,7 @@ static void room_patch(bnb_ctx_t *ctx, bnb_req_t *req)
         }
         json_decref(data);
     }
-    if (rc == BNB_ENOENT)
-        respond_room_404(req, id);
-    else
-        respond_store_error(req, rc);
+    respond_room_error(req, id, rc);
 }
 
 static void room_delete(bnb_ctx_t *ctx, bnb_req_t *req)
@@ -265,10 +262,8 @@ static void room_delete(bnb_ctx_t *ctx, bnb_req_t *req)
     if (rc == 0) {
         host->count(ctx, "rooms_deleted", 1);
         host->respond_empty(req, 204);
-    } else if (rc == BNB_ENOENT) {
-        respond_room_404(req, id);
     } else {
-        respond_store_error(req, rc);
+        respond_room_error(req, id, rc);
     }
 }
 
@@ -295,10 +290,7 @@ static void review_create(bnb_ctx_t *ctx, bnb_req_t *req)
         json_t *doc = NULL;
         int64_t version;
         if ((rc = load_room(st, room_id, &doc, &version)) != 0) {
-            if (rc == BNB_ENOENT)
-                respond_room_404(req, room_id);
-            else
-                respond_store_error(req, rc);
+            respond_room_error(req, room_id, rc);
             return;
         }
         json_decref(doc);
@@ -349,10 +341,7 @@ fail:
     }
     json_decref(idx);
     json_decref(review);
-    if (rc == BNB_ENOENT)
-        respond_room_404(req, room_id);
-    else
-        respond_store_error(req, rc);
+    respond_room_error(req, room_id, rc);
 }
 
 static void review_list(bnb_ctx_t *ctx, bnb_req_t *req)
@@ -361,12 +350,8 @@ static void review_list(bnb_ctx_t *ctx, bnb_req_t *req)
     json_t *doc = NULL, *reviews;
     int64_t version = 0;
     int rc = load_room(host->store(ctx), id, &doc, &version);
-    if (rc == BNB_ENOENT) {
-        respond_room_404(req, id);
-        return;
-    }
     if (rc != 0) {
-        respond_store_error(req, rc);
+        respond_room_error(req, id, rc);
         return;
     }
     reviews = json_object_get(doc, "reviews");
