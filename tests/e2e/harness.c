@@ -431,9 +431,29 @@ fail:
     return -1;
 }
 
+/* A new host record with its own temp dir (removed at exit if the test
+ * dies); NULL with a message on failure. */
+static e2e_host_t *host_new(const char *prefix, int default_ready_ms, const e2e_host_opts_t *opts)
+{
+    const char *tmp = getenv("TMPDIR");
+    e2e_host_t *h = calloc(1, sizeof(*h));
+    if (!h)
+        return NULL;
+    h->ready_timeout_ms = opts && opts->ready_timeout_ms > 0 ? opts->ready_timeout_ms : default_ready_ms;
+    snprintf(h->dir, sizeof(h->dir), "%s/%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", prefix);
+    if (!mkdtemp(h->dir)) {
+        e2e_msg("mkdtemp %s: %s", h->dir, strerror(errno));
+        h->dir[0] = '\0';
+        e2e_host_free(h);
+        return NULL;
+    }
+    live_set(h->dir, 0, 0);
+    return h;
+}
+
 static int single_start(e2e_host_t **out, const e2e_host_opts_t *opts)
 {
-    const char *bin = getenv("BEARBNB_BIN"), *tmp = getenv("TMPDIR");
+    const char *bin = getenv("BEARBNB_BIN");
     e2e_host_t *h = NULL;
 
     *out = NULL;
@@ -442,16 +462,8 @@ static int single_start(e2e_host_t **out, const e2e_host_opts_t *opts)
         e2e_msg("BEARBNB_BIN is not set");
         return -1;
     }
-    if (!(h = calloc(1, sizeof(*h))))
+    if (!(h = host_new("bnb-e2e", 15000, opts)))
         return -1;
-    h->ready_timeout_ms = opts && opts->ready_timeout_ms > 0 ? opts->ready_timeout_ms : 15000;
-    snprintf(h->dir, sizeof(h->dir), "%s/bnb-e2e-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(h->dir)) {
-        e2e_msg("mkdtemp %s: %s", h->dir, strerror(errno));
-        h->dir[0] = '\0';
-        goto fail;
-    }
-    live_set(h->dir, 0, 0);
     snprintf(h->log_path, sizeof(h->log_path), "%s/host.log", h->dir);
     if (!(h->bin = strdup(bin)) || !(h->env = build_env(opts ? opts->env : NULL)) ||
         !(h->args = copy_strv(opts ? opts->args : NULL)))
@@ -808,8 +820,8 @@ fail:
 static int dist_start(e2e_host_t **out, const e2e_host_opts_t *opts)
 {
     static int seq;
-    const char *bin = getenv("BEARBNB_BIN"), *tmp = getenv("TMPDIR"), *kafka = getenv("BNB_TEST_KAFKA"),
-               *my = getenv("BNB_TEST_MYSQL_URL"), *mo = getenv("BNB_TEST_MONGO_URL");
+    const char *bin = getenv("BEARBNB_BIN"), *kafka = getenv("BNB_TEST_KAFKA"), *my = getenv("BNB_TEST_MYSQL_URL"),
+               *mo = getenv("BNB_TEST_MONGO_URL");
     const char *const *test_env = opts ? opts->env : NULL, *const *args = opts ? opts->args : NULL;
     char ns[64], hex[65], path[700], kv[TOPO_MAX][700];
     const char *topo[TOPO_MAX + 1];
@@ -827,16 +839,8 @@ static int dist_start(e2e_host_t **out, const e2e_host_opts_t *opts)
                 "(scripts/infra up; eval \"$(scripts/infra env)\")");
         return -1;
     }
-    if (!(h = calloc(1, sizeof(*h))))
+    if (!(h = host_new("bnb-e2e-dist", 60000, opts)))
         return -1;
-    h->ready_timeout_ms = opts && opts->ready_timeout_ms > 0 ? opts->ready_timeout_ms : 60000;
-    snprintf(h->dir, sizeof(h->dir), "%s/bnb-e2e-dist-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(h->dir)) {
-        e2e_msg("mkdtemp %s: %s", h->dir, strerror(errno));
-        h->dir[0] = '\0';
-        goto fail;
-    }
-    live_set(h->dir, 0, 0);
     if (!(h->bin = strdup(bin)) || url_base(my, h->mysql_base, sizeof(h->mysql_base)) != 0 ||
         url_base(mo, h->mongo_base, sizeof(h->mongo_base)) != 0) {
         e2e_msg("cannot use BNB_TEST_MYSQL_URL=%s / BNB_TEST_MONGO_URL=%s", my, mo);
