@@ -33,8 +33,18 @@
 extern "C" {
 #endif
 
-/* Bump on any incompatible change; the host refuses other versions. */
-#define BNB_ABI_VERSION 1u
+/* ABI version = major << 16 | minor. The major changes on any incompatible
+ * change (the host refuses another major). The minor grows when members are
+ * appended to bnb_host_api_t (never reordered or removed): the host accepts a
+ * plugin built against an older or equal minor of its major. A plugin built
+ * against a newer minor than the host's must check with BNB_HAS() before
+ * calling a function appended after the host's minor. */
+#define BNB_ABI_MAJOR       1u
+#define BNB_ABI_MINOR       1u
+#define BNB_ABI_MAKE(M, m)  (((uint32_t)(M) << 16) | (uint32_t)(m))
+#define BNB_ABI_VERSION     BNB_ABI_MAKE(BNB_ABI_MAJOR, BNB_ABI_MINOR)
+#define BNB_ABI_MAJOR_OF(v) ((uint32_t)(v) >> 16)
+#define BNB_ABI_MINOR_OF(v) ((uint32_t)(v)&0xffffu)
 
 enum {
     BNB_OK = 0,
@@ -46,7 +56,8 @@ enum {
     BNB_EEXIST = -17,    /* version conflict / already exists */
     BNB_EINVAL = -22,    /* invalid input; for an event handler: poison, park it */
     BNB_EALREADY = -114, /* this event was already applied to that document */
-    BNB_ETIMEDOUT = -110 /* a call ran past its timeout */
+    BNB_ETIMEDOUT = -110, /* a call ran past its timeout */
+    BNB_ETAKEN = -73      /* since 1.1: a unique value or a claim is held by another document */
 };
 
 typedef struct bnb_ctx bnb_ctx_t;     /* one loaded plugin instance (opaque) */
@@ -127,6 +138,92 @@ typedef struct bnb_event_out {
     const char *correlation_id; /* reservation id where there is one, or NULL */
     const json_t *data;         /* borrowed */
 } bnb_event_out_t;
+
+/* ---- storage, since ABI 1.1: declared collections, queries, claims ------ */
+
+/* A plugin declares (in init, before start) the collections it queries by
+ * anything but id. Each declared field is a top-level member of the document
+ * body that the backend keeps as a real column (SQL) or a real BSON field
+ * (MongoDB) and can index. A document whose body lacks a declared field, or
+ * holds another JSON type, stores NULL there (such a document never matches a
+ * condition on that field). Collections not declared still work through
+ * store_get / store_commit / store_list (ABI 1.0). */
+typedef enum { BNB_FIELD_STR = 1, BNB_FIELD_INT } bnb_field_type_t;
+
+typedef struct bnb_field_def {
+    const char *name; /* [a-zA-Z][a-zA-Z0-9_]*, a top-level member of the body */
+    bnb_field_type_t type;
+} bnb_field_def_t;
+
+#define BNB_INDEX_MAX_FIELDS 4
+
+/* An index on 1..4 declared fields, in that order (equality fields first,
+ * then the range / order field). `unique`: no two documents of the collection
+ * may have equal values in all these fields; a commit that would break it
+ * fails with BNB_ETAKEN and changes nothing. Every field of a unique index
+ * must be present in every document of the collection. */
+typedef struct bnb_index_def {
+    const char *fields[BNB_INDEX_MAX_FIELDS + 1]; /* NULL-terminated */
+    int unique;
+} bnb_index_def_t;
+
+typedef struct bnb_coll_def {
+    const char *name; /* [a-z_]+ */
+    const bnb_field_def_t *fields;
+    size_t nfields;
+    const bnb_index_def_t *indexes;
+    size_t nindexes;
+} bnb_coll_def_t;
+
+typedef enum { BNB_Q_EQ = 1, BNB_Q_LT, BNB_Q_LE, BNB_Q_GT, BNB_Q_GE } bnb_q_op_t;
+
+/* One condition on a declared field: `str` for a string field, else `num`. */
+typedef struct bnb_cond {
+    const char *field;
+    bnb_q_op_t op;
+    const char *str;
+    int64_t num;
+} bnb_cond_t;
+
+/* One page of a collection: the documents matching every condition, ordered
+ * by `order_by` (a declared field; NULL orders by id) then id, ascending or
+ * descending, at most `limit` (1..1000) of them, starting after `cursor`
+ * (NULL for the first page; else the `next` of the previous page of the same
+ * query). Keyset pagination: a page costs the same however many documents
+ * precede it, and walking the cursors returns each document once even while
+ * documents are added. Declare an index whose fields are the equality fields
+ * then the order field, so that the page is served from it. */
+typedef struct bnb_query {
+    const char *coll;
+    const bnb_cond_t *conds;
+    size_t nconds;
+    const char *order_by;
+    int descending;
+    size_t limit;
+    const char *cursor;
+} bnb_query_t;
+
+/* One commit (since 1.1): the ABI 1.0 write with its events and applied mark,
+ * plus claims. A claim is a string key, unique in the whole store, held by the
+ * document that commits it (e.g. "night|<roomId>|2027-07-01"): `claims` is the
+ * complete set the document holds after the commit (claims it held before and
+ * that are not listed are released; a DELETE releases all). A key held by
+ * another document fails the commit with BNB_ETAKEN and changes nothing. With
+ * `set_claims` 0 the document's claims are left as they are. Claims are what
+ * keeps two processes from booking the same night, on every backend. */
+typedef struct bnb_commit {
+    bnb_write_op_t op;
+    const char *coll;
+    const char *id;
+    int64_t expect_version; /* as bnb_write_t */
+    const json_t *body;     /* borrowed; ignored for DELETE/TOUCH */
+    const bnb_event_out_t *events;
+    size_t nevents;
+    const char *applied_event_id; /* or NULL */
+    int set_claims;
+    const char *const *claims;
+    size_t nclaims;
+} bnb_commit_t;
 
 /* ---- the host function table (append-only, grouped by version) ---------- */
 
@@ -211,7 +308,27 @@ typedef struct bnb_host_api {
     void (*uuid)(char out[37]);
     /* Current time, milliseconds since the epoch (UTC). */
     int64_t (*now_ms)(void);
+
+    /* -- since ABI 1.1: storage v2 (see bnb_coll_def_t, bnb_query_t, bnb_commit_t) -- */
+
+    /* Declare collections (init only; `colls` borrowed for the call): creates
+     * their tables/columns/indexes in the plugin's store. Declaring again the
+     * same definition is a no-op; a field or index added later is added. */
+    int (*store_define)(bnb_ctx_t *ctx, const bnb_coll_def_t *colls, size_t ncolls);
+    /* One page. *items: array of {"id","version","body"}, caller frees with
+     * json_decref; *next: the cursor of the next page or NULL when this was the
+     * last, caller frees with free(). BNB_EINVAL for a malformed or foreign
+     * cursor, an undeclared field, or a condition of the wrong type. */
+    int (*store_query)(bnb_store_t *st, const bnb_query_t *q, json_t **items, char **next);
+    /* Apply `c` atomically (document, events, applied mark, claims). Returns as
+     * store_commit, plus BNB_ETAKEN (a unique index or a claim). */
+    int (*store_commit2)(bnb_store_t *st, const bnb_commit_t *c, int64_t *new_version);
 } bnb_host_api_t;
+
+/* 1 when the host's table has member `fn` (appended in some minor version) and
+ * it is set: BNB_HAS(host, store_query). */
+#define BNB_HAS(host, fn)                                                                                        \
+    ((host)->size >= offsetof(bnb_host_api_t, fn) + sizeof((host)->fn) && (host)->fn != NULL)
 
 /* ---- what a plugin exports ---------------------------------------------- */
 

@@ -89,6 +89,14 @@ struct bnb_storage_ops {
     /* Dead letters: park a poison event with its reason; count them. */
     int (*park)(bnb_store_t *st, const char *consumer, const char *event_json, const char *reason);
     int (*dead_count)(bnb_store_t *st, int64_t *count);
+
+    /* -- storage v2 (plugin ABI 1.1): see bnb_coll_def_t, bnb_query_t and
+     * bnb_commit_t in bnb_plugin.h for the semantics every backend gives. -- */
+    int (*define)(bnb_store_t *st, const bnb_coll_def_t *colls, size_t ncolls);
+    int (*query)(bnb_store_t *st, const bnb_query_t *q, json_t **items, char **next);
+    /* c->events is ignored: the host passes the built envelopes in `events`. */
+    int (*commit2)(bnb_store_t *st, const bnb_commit_t *c, const bnb_outbox_new_t *events, size_t nevents,
+                   int64_t *new_version);
 };
 
 /* Backends compiled into this build. */
