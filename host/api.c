@@ -292,6 +292,11 @@ static const char *req_query(bnb_req_t *r, const char *qname)
     return NULL;
 }
 
+static const char *req_query_string(bnb_req_t *r)
+{
+    return r->query;
+}
+
 static const json_t *req_body(bnb_req_t *r)
 {
     return r->body;
@@ -511,4 +516,5 @@ const bnb_host_api_t bnb__host_api = {
     .set_correlation = set_correlation,
     .uuid = bnb__uuid,
     .now_ms = bnb__now_ms,
+    .req_query_string = req_query_string,
 };

@@ -40,7 +40,7 @@ extern "C" {
  * against a newer minor than the host's must check with BNB_HAS() before
  * calling a function appended after the host's minor. */
 #define BNB_ABI_MAJOR       1u
-#define BNB_ABI_MINOR       1u
+#define BNB_ABI_MINOR       2u
 #define BNB_ABI_MAKE(M, m)  (((uint32_t)(M) << 16) | (uint32_t)(m))
 #define BNB_ABI_VERSION     BNB_ABI_MAKE(BNB_ABI_MAJOR, BNB_ABI_MINOR)
 #define BNB_ABI_MAJOR_OF(v) ((uint32_t)(v) >> 16)
@@ -323,6 +323,13 @@ typedef struct bnb_host_api {
     /* Apply `c` atomically (document, events, applied mark, claims). Returns as
      * store_commit, plus BNB_ETAKEN (a unique index or a claim). */
     int (*store_commit2)(bnb_store_t *st, const bnb_commit_t *c, int64_t *new_version);
+
+    /* -- since ABI 1.2: requests -- */
+
+    /* The raw query string of the request (after '?', not decoded), or NULL
+     * when there is none; borrowed. For a plugin that validates every
+     * parameter (unknown names, broken percent-encoding, repeats). */
+    const char *(*req_query_string)(bnb_req_t *req);
 } bnb_host_api_t;
 
 /* 1 when the host's table has member `fn` (appended in some minor version) and

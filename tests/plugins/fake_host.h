@@ -13,7 +13,8 @@
 
 #include <stdint.h>
 
-#define FAKE_MAX_DOCS   64
+#define FAKE_MAX_DOCS   512
+#define FAKE_MAX_COLLS  8
 #define FAKE_MAX_ROUTES 16
 #define FAKE_MAX_SUBS   8
 
@@ -25,8 +26,9 @@ struct bnb_ctx {
  * status / json / detail (exactly one answer, else the test fails). */
 struct bnb_req {
     const char *method;
-    const char *id;   /* path parameter {id} */
-    const char *city; /* query parameter city */
+    const char *id;    /* path parameter {id} */
+    const char *city;  /* query parameter city */
+    const char *query; /* raw query string (req_query_string; req_query decodes it) */
     json_t *body;
     const char *user, *role;
     int status;
@@ -41,6 +43,7 @@ typedef struct fake_doc {
     int64_t version;
     json_t *applied; /* array of event ids */
     char key1[80], key2[128];
+    json_t *claims; /* array of claim keys held (storage v2) */
 } fake_doc_t;
 
 struct bnb_store {
@@ -57,6 +60,14 @@ struct bnb_store {
     int max_which;         /* store_list's key selector is at most this (0..2) */
     unsigned ops;          /* write ops allowed, bits (1u << op); 0: any */
     int no_events;         /* commits carry no events */
+    /* storage v2 (ABI 1.1): the declared collections (pointers kept: pass
+     * static definitions) and what the queries asked */
+    const bnb_coll_def_t *colls[FAKE_MAX_COLLS];
+    int ncolls;
+    int queries;      /* store_query calls */
+    size_t max_limit; /* the largest limit a query asked for */
+    int query_rows;   /* rows returned by all queries */
+    int gets;         /* store_get calls */
 };
 
 typedef struct fake_route {
