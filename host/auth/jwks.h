@@ -21,6 +21,9 @@ typedef struct bnb_jwks_config {
     int kid_refresh_min_s; /* an unknown kid triggers at most one refresh per this; <= 0: 10 */
     int kid_wait_ms;       /* how long the verifying thread waits for that refresh; 0: 1000, < 0: no wait */
     int fetch_timeout_ms;  /* whole HTTP fetch; <= 0: 5000 */
+    int url_may_wait;      /* 1: a URL that cannot be loaded at start is no error: the set
+                              starts without its keys (bnb__jwks_loaded() == 0) and the
+                              refresh thread retries (1 s, doubling up to 30 s) until it loads */
 } bnb_jwks_config_t;
 
 /* Loads file and URL once (synchronously) and starts the refresh thread.
@@ -39,12 +42,30 @@ int bnb__jwks_get_pem(bnb_jwks_t *k, const char *kid, const char *alg, char **pe
  * EVP_PKEY_free. Concurrent verifications may share it (OpenSSL 3). */
 int bnb__jwks_get_key(bnb_jwks_t *k, const char *kid, const char *alg, EVP_PKEY **pkey);
 
+/* The calling thread (the event loop) never waits in a lookup: an unknown
+ * kid starts the refresh round and the lookup answers BNB_ENOENT at once,
+ * leaving a note that bnb__jwks_take_pending returns (1, the key set and the
+ * round to wait for; it clears the note; 0 when the last lookup started no
+ * round). The caller parks the request and polls bnb__jwks_round_done
+ * (1 once that round has completed) for at most bnb__jwks_kid_wait_ms. */
+void bnb__jwks_never_wait_here(void);
+int bnb__jwks_take_pending(bnb_jwks_t **k, unsigned long *round);
+int bnb__jwks_round_done(bnb_jwks_t *k, unsigned long round);
+int bnb__jwks_kid_wait_ms(const bnb_jwks_t *k);
+
 /* Re-read file and URL now, in the calling thread. 0 when every source
  * loaded; otherwise the first error (the other sources are still swapped in). */
 int bnb__jwks_refresh(bnb_jwks_t *k, char *errbuf, size_t errlen);
 
 /* Number of usable keys currently loaded. */
 size_t bnb__jwks_count(bnb_jwks_t *k);
+
+/* 1 once every configured source has loaded at least once (later failures
+ * keep the last good keys and do not change this). */
+int bnb__jwks_loaded(bnb_jwks_t *k);
+
+/* Refresh rounds (background, unknown kid or at start) that failed to load a source. */
+unsigned long bnb__jwks_failures(bnb_jwks_t *k);
 
 /* Parse one JWK object (JSON text) into a PEM public key; for tests and
  * tools. 0, or BNB_EINVAL with the reason in errbuf. *alg gets "RS256" or "ES256". */
