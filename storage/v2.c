@@ -265,6 +265,16 @@ nomem:
     return BNB_ENOMEM;
 }
 
+int bnb__coll_check_body(const bnb__coll_t *c, const json_t *body)
+{
+    for (size_t i = 0; body && i < c->nfields; i++) {
+        const json_t *v = json_object_get(body, c->fields[i].name);
+        if (c->fields[i].type == BNB_FIELD_STR && json_is_string(v) && json_string_length(v) > BNB__STR_MAX)
+            return BNB_EINVAL;
+    }
+    return 0;
+}
+
 void bnb__coll_value(const bnb__coll_t *c, size_t i, const json_t *body, bnb__fval_t *out)
 {
     const json_t *v = body ? json_object_get(body, c->fields[i].name) : NULL;

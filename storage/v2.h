@@ -29,6 +29,7 @@
 #define BNB__CLAIM_MAX       255 /* bytes of one claim key */
 #define BNB__CLAIMS_MAX      512 /* claims of one document */
 #define BNB__ID_MAX          255 /* bytes of a document id in a declared collection */
+#define BNB__STR_MAX         255 /* bytes of a declared string field's value (it is indexed) */
 
 typedef struct bnb__field {
     char *name;
@@ -73,6 +74,9 @@ int bnb__coll_field(const bnb__coll_t *c, const char *name); /* position or -1 *
  * plugin declares them again. */
 char *bnb__coll_dump(const bnb__coll_t *c);
 bnb__coll_t *bnb__coll_load(const char *name, const char *json_text);
+/* BNB_EINVAL when a declared string field of `body` is longer than
+ * BNB__STR_MAX bytes (every backend refuses it: it could not be indexed). */
+int bnb__coll_check_body(const bnb__coll_t *c, const json_t *body);
 /* Declared field i of `body` (an object, or NULL for none). */
 void bnb__coll_value(const bnb__coll_t *c, size_t i, const json_t *body, bnb__fval_t *out);
 
