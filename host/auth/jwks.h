@@ -57,6 +57,10 @@ int bnb__jwks_refresh(bnb_jwks_t *k, char *errbuf, size_t errlen);
 /* Number of usable keys currently loaded. */
 size_t bnb__jwks_count(bnb_jwks_t *k);
 
+/* Parse a JWKS document (JSON text) as a refresh would: 0 and the number of
+ * usable keys, or the error with the reason in errbuf; for tests and fuzzing. */
+int bnb__jwks_parse_text(const char *text, size_t len, size_t *nkeys, char *errbuf, size_t errlen);
+
 /* Parse one JWK object (JSON text) into a PEM public key; for tests and
  * tools. 0, or BNB_EINVAL with the reason in errbuf. *alg gets "RS256" or "ES256". */
 int bnb__jwk_to_pem(const char *jwk_json, char **pem, const char **alg, char *errbuf, size_t errlen);
