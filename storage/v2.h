@@ -119,6 +119,10 @@ void bnb__plan_free(bnb__plan_t *p);
  * the index range starts at the cursor and a later page costs what the first
  * one does (a database uses one lower bound of a range, not the tighter of two). */
 bool bnb__plan_implied(const bnb__plan_t *p, size_t i);
+/* The declared index that serves the query best: its leading fields are
+ * the equality fields, then the order field (ordered by id: nothing after
+ * them, the id follows in every index). -1 when none fits. */
+int bnb__plan_index(const bnb__plan_t *p);
 /* The cursor after a row whose order value is `ord` (ignored when by id) and
  * whose id is `id`. malloc'ed, NULL on ENOMEM. */
 char *bnb__cursor_make(const bnb__plan_t *p, const bnb__fval_t *ord, const char *id);
