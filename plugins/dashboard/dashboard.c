@@ -1,15 +1,25 @@
 /*
- * dashboard: the CQRS read model. One document per room in the `rooms`
- * collection, built only from events (bearbnb.room, bearbnb.reservation,
- * bearbnb.payment); it never reads another plugin's store nor calls it.
- * The merge itself is pure and lives in dash_merge.c.
+ * dashboard: the CQRS read model, built only from events (bearbnb.room,
+ * bearbnb.reservation, bearbnb.payment); it never reads another plugin's
+ * store nor calls it. Storage v2 (plugin ABI 1.1), two declared collections:
  *
- * Routes (anyone):
- *   GET /dashboard/rooms[?city=C]  every room known from a room event, deleted
- *                                  rooms included with status "DELETED",
- *                                  sorted by id
- *   GET /dashboard/rooms/{id}      one room, 404 when no room event for it
- *                                  has been applied yet
+ *   summaries/<roomId>   the room summary (dash_merge.h): room fields,
+ *                        reviewCnt/rating, booking counts by status.
+ *                        Indexed: listed (1 once a room event came), city.
+ *   views/<reservationId> one reservation view: status, payment status,
+ *                        guest, amount, dates, createdAt.
+ *                        Indexed: (roomId, createdAt), (roomId, guestId, createdAt).
+ *
+ * Every event touches only the documents it concerns (room/review events: the
+ * summary; reservation/payment events: the view, then the summary's counts
+ * through the view's pending transitions), each commit idempotent through
+ * its applied-event mark. The merge itself is pure and lives in dash_merge.c.
+ *
+ * Routes (README.md says who sees what):
+ *   GET /dashboard/rooms?limit=&cursor=[&city=]         page of summaries, by id
+ *   GET /dashboard/rooms/{id}                           one summary
+ *   GET /dashboard/rooms/{id}/reservations?limit=&cursor=
+ *                                                       page of views, newest first
  */
 #include "bnb_plugin.h"
 #include "bnb_plugin_util.h"
@@ -18,10 +28,147 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define COLL        "rooms"
-#define MAX_RETRIES 16
+#define SUMS          "summaries"
+#define VIEWS         "views"
+#define MAX_RETRIES   16
+#define LIMIT_DEFAULT 20
+#define LIMIT_MAX     100
+#define CURSOR_MAX    2048
 
 static const bnb_host_api_t *host;
+
+static const bnb_field_def_t sum_fields[] = {{"listed", BNB_FIELD_INT}, {"city", BNB_FIELD_STR}};
+static const bnb_index_def_t sum_indexes[] = {{{"listed", NULL}, 0}, {{"listed", "city", NULL}, 0}};
+static const bnb_field_def_t view_fields[] = {
+    {"roomId", BNB_FIELD_STR}, {"guestId", BNB_FIELD_STR}, {"createdAt", BNB_FIELD_INT}};
+static const bnb_index_def_t view_indexes[] = {{{"roomId", "createdAt", NULL}, 0},
+                                               {{"roomId", "guestId", "createdAt", NULL}, 0}};
+static const bnb_coll_def_t dashboard_colls[] = {
+    {SUMS, sum_fields, 2, sum_indexes, 2},
+    {VIEWS, view_fields, 3, view_indexes, 2},
+};
+
+/* ---- load, change, commit ------------------------------------------------- */
+
+typedef enum { OUT_APPLIED = 1, OUT_STALE, OUT_REPEATED } outcome_t;
+
+/* Changes a document in place: 1 changed, 0 nothing to change, < 0 error. */
+typedef int (*change_fn)(json_t *doc, const void *arg);
+typedef json_t *(*new_fn)(const char *id);
+
+/* Load coll/id (or a new document from `fresh`), change it with `fn` and
+ * commit it with the applied mark `mark` (or NULL), retrying on a concurrent
+ * writer. An unchanged document is still TOUCHed when there is a mark to
+ * record, and left alone otherwise. *out says what happened. */
+static int doc_update(bnb_store_t *st, const char *coll, const char *id, new_fn fresh, change_fn fn, const void *arg,
+                      const char *mark, outcome_t *out)
+{
+    int rc;
+    for (int attempt = 0; attempt < MAX_RETRIES; attempt++) {
+        json_t *doc = NULL;
+        int64_t version = 0;
+
+        rc = host->store_get(st, coll, id, &doc, &version);
+        if (rc == BNB_ENOENT) {
+            if (!fresh)
+                return 0;
+            version = 0;
+            doc = fresh(id);
+            if (!doc)
+                return BNB_ENOMEM;
+        } else if (rc) {
+            return rc; /* transient: redelivered later */
+        }
+        int changed = fn(doc, arg);
+        if (changed < 0) {
+            json_decref(doc);
+            return changed;
+        }
+        if (!changed && (!mark || version == 0)) {
+            json_decref(doc);
+            *out = OUT_STALE;
+            return 0;
+        }
+        bnb_commit_t c = {
+            .op = changed ? BNB_WRITE_PUT : BNB_WRITE_TOUCH,
+            .coll = coll,
+            .id = id,
+            .expect_version = version,
+            .body = doc,
+            .applied_event_id = mark,
+        };
+        rc = host->store_commit2(st, &c, NULL);
+        json_decref(doc);
+        if (rc == 0 || rc == BNB_EALREADY) {
+            *out = rc == BNB_EALREADY ? OUT_REPEATED : changed ? OUT_APPLIED : OUT_STALE;
+            return 0;
+        }
+        if (rc != BNB_EEXIST && rc != BNB_ENOENT)
+            return rc;
+        /* someone else wrote the document meanwhile: read it again */
+    }
+    return BNB_EAGAIN;
+}
+
+static int change_sum_event(json_t *doc, const void *ev)
+{
+    return dash_sum_apply(doc, ev);
+}
+
+static int change_view_event(json_t *doc, const void *ev)
+{
+    return dash_view_apply(doc, ev);
+}
+
+static int change_count(json_t *doc, const void *tr)
+{
+    const char *from = json_string_value(json_object_get(tr, "from"));
+    const char *to = json_string_value(json_object_get(tr, "to"));
+    int rc = dash_sum_count(doc, from, to);
+    return rc ? rc : 1;
+}
+
+/* Drop from the view every transition of the array `done`. */
+static int change_drop(json_t *doc, const void *done)
+{
+    size_t i;
+    json_t *e;
+    int dropped = 0;
+    json_array_foreach((json_t *)done, i, e) dropped |=
+        dash_view_drop_pending(doc, json_string_value(json_object_get(e, "mark")));
+    return dropped;
+}
+
+/* Count the pending transitions of view `res_id` on their room's summary
+ * (each once, through its mark), then drop them from the view. */
+static int flush_pending(bnb_store_t *st, const char *res_id)
+{
+    json_t *view = NULL, *pending, *e;
+    int64_t version;
+    outcome_t out;
+    size_t i;
+    int rc = host->store_get(st, VIEWS, res_id, &view, &version);
+    if (rc)
+        return rc == BNB_ENOENT ? 0 : rc;
+    pending = json_incref((json_t *)dash_view_pending(view));
+    json_decref(view);
+    if (json_array_size(pending) == 0) {
+        json_decref(pending);
+        return 0;
+    }
+    json_array_foreach(pending, i, e)
+    {
+        const char *room = json_string_value(json_object_get(e, "room"));
+        const char *mark = json_string_value(json_object_get(e, "mark"));
+        rc = room && mark ? doc_update(st, SUMS, room, dash_sum_new, change_count, e, mark, &out) : BNB_EINVAL;
+        if (rc)
+            goto done;
+    }
+    rc = doc_update(st, VIEWS, res_id, NULL, change_drop, pending, NULL, &out);
+done:
+    json_decref(pending);
+    return rc;
+}
 
 /* ---- events -------------------------------------------------------------- */
 
@@ -29,11 +176,12 @@ static int dashboard_on_event(bnb_ctx_t *ctx, const json_t *ev)
 {
     char why[256] = "";
     dash_ev_kind_t kind;
-    const char *room_id = NULL, *event_id;
+    const char *room_id = NULL, *res_id = NULL, *event_id;
     bnb_store_t *st = host->store(ctx);
+    outcome_t out = OUT_STALE;
     int rc;
 
-    rc = dash_event_check(ev, &kind, &room_id, why, sizeof(why));
+    rc = dash_event_check(ev, &kind, &room_id, &res_id, why, sizeof(why));
     if (rc == 1) {
         host->count(ctx, "events_ignored", 1);
         return 0;
@@ -46,131 +194,195 @@ static int dashboard_on_event(bnb_ctx_t *ctx, const json_t *ev)
     }
     event_id = json_string_value(json_object_get(ev, "id"));
 
-    for (int attempt = 0; attempt < MAX_RETRIES; attempt++) {
-        json_t *doc = NULL;
-        int64_t version = 0;
-        int changed;
-
-        rc = host->store_get(st, COLL, room_id, &doc, &version);
-        if (rc == BNB_ENOENT) {
-            version = 0;
-            doc = dash_doc_new(room_id);
-            if (!doc)
-                return BNB_ENOMEM;
-        } else if (rc) {
-            return rc; /* transient: redelivered later */
-        }
-
-        changed = dash_apply(doc, ev);
-        if (changed < 0) {
-            json_decref(doc);
-            if (changed == BNB_EINVAL) {
-                host->log(ctx, "error", "stored document of room %s is not a dashboard document", room_id);
-                host->event_reject(ctx, "stored document of room %s is corrupt", room_id);
-            }
-            return changed;
-        }
-
-        json_t *city = json_object_get(doc, "city"), *hid = json_object_get(doc, "hostId");
-        bnb_write_t w = {
-            .op = changed ? BNB_WRITE_PUT : BNB_WRITE_TOUCH,
-            .coll = COLL,
-            .id = room_id,
-            .expect_version = version,
-            .body = doc,
-            .key1 = json_string_value(city),
-            .key2 = json_string_value(hid),
-        };
-        rc = host->store_commit(st, &w, NULL, 0, event_id, NULL);
-        json_decref(doc);
-        if (rc == 0 || rc == BNB_EALREADY) {
-            host->count(ctx, rc == BNB_EALREADY ? "events_repeated" : changed ? "events_applied" : "events_stale", 1);
-            return 0;
-        }
-        if (rc != BNB_EEXIST)
-            return rc;
-        /* someone else updated the room's document meanwhile: read it again */
+    if (kind == DASH_EV_RESERVATION || kind == DASH_EV_PAYMENT) {
+        rc = doc_update(st, VIEWS, res_id, dash_view_new, change_view_event, ev, event_id, &out);
+        /* also after a repeat: a crash may have left the counting undone */
+        if (rc == 0)
+            rc = flush_pending(st, res_id);
+    } else {
+        rc = doc_update(st, SUMS, room_id, dash_sum_new, change_sum_event, ev, event_id, &out);
     }
-    host->log(ctx, "warn", "room %s: still conflicting after %d attempts, retry later", room_id, MAX_RETRIES);
-    return BNB_EAGAIN;
+    if (rc == BNB_EINVAL) {
+        host->log(ctx, "error", "stored dashboard document for room %s is corrupt", room_id);
+        host->event_reject(ctx, "stored dashboard document for room %s is corrupt", room_id);
+        return rc;
+    }
+    if (rc == BNB_EAGAIN)
+        host->log(ctx, "warn", "room %s: still conflicting after %d attempts, retry later", room_id, MAX_RETRIES);
+    if (rc)
+        return rc;
+    host->count(ctx,
+                out == OUT_REPEATED  ? "events_repeated"
+                : out == OUT_APPLIED ? "events_applied"
+                                     : "events_stale",
+                1);
+    return 0;
 }
 
 /* ---- routes -------------------------------------------------------------- */
 
-static int cmp_by_id(const void *a, const void *b)
+/* 1 when s[0..len) is valid percent-encoding. */
+static int pct_ok(const char *s, size_t len)
 {
-    const char *x = json_string_value(json_object_get(*(json_t *const *)a, "id"));
-    const char *y = json_string_value(json_object_get(*(json_t *const *)b, "id"));
-    return strcmp(x ? x : "", y ? y : "");
+    static const char hex[] = "0123456789abcdefABCDEF";
+    for (size_t i = 0; i < len; i++)
+        if (s[i] == '%' && (i + 2 >= len || !strchr(hex, s[i + 1]) || !strchr(hex, s[i + 2])))
+            return 0;
+    return 1;
+}
+
+/* Every parameter of the raw query is one of `allowed` (NULL-terminated, at
+ * most 8), given once, well encoded: 0, or answers 400 naming it. Hosts
+ * before plugin ABI 1.2 do not give the raw query: then nothing is checked
+ * here. */
+static int check_params(bnb_req_t *req, const char *const *allowed)
+{
+    const char *qs = BNB_HAS(host, req_query_string) ? host->req_query_string(req) : NULL;
+    unsigned seen = 0;
+
+    for (const char *p = qs; p && *p;) {
+        const char *amp = strchr(p, '&');
+        size_t seg = amp ? (size_t)(amp - p) : strlen(p);
+        const char *eq = memchr(p, '=', seg);
+        size_t kl = eq ? (size_t)(eq - p) : seg;
+        int k = -1;
+
+        for (int i = 0; seg && allowed[i]; i++)
+            if (strlen(allowed[i]) == kl && strncmp(allowed[i], p, kl) == 0)
+                k = i;
+        if (seg && k < 0) {
+            int printable = kl <= 32;
+            for (size_t i = 0; printable && i < kl; i++)
+                printable = (p[i] >= 'a' && p[i] <= 'z') || (p[i] >= 'A' && p[i] <= 'Z') ||
+                            (p[i] >= '0' && p[i] <= '9') || p[i] == '_' || p[i] == '-' || p[i] == '.';
+            if (printable)
+                host->respond_problem(req, 400, "Bad Request", "unknown query parameter '%.*s'", (int)kl, p);
+            else
+                host->respond_problem(req, 400, "Bad Request", "unknown query parameter");
+            return BNB_EINVAL;
+        }
+        if (seg && (seen & (1u << k))) {
+            host->respond_problem(req, 400, "Bad Request", "%s is given more than once", allowed[k]);
+            return BNB_EINVAL;
+        }
+        if (seg && eq && !pct_ok(eq + 1, seg - kl - 1)) {
+            host->respond_problem(req, 400, "Bad Request", "%s is not valid percent-encoding", allowed[k]);
+            return BNB_EINVAL;
+        }
+        if (seg)
+            seen |= 1u << k;
+        if (!amp)
+            break;
+        p = amp + 1;
+    }
+    return 0;
+}
+
+/* The page parameters: 0, or answers 400 naming the parameter. */
+static int page_params(bnb_req_t *req, size_t *limit, const char **cursor)
+{
+    const char *l = host->req_query(req, "limit");
+    *limit = LIMIT_DEFAULT;
+    if (l) {
+        size_t n = 0, i;
+        for (i = 0; l[i] >= '0' && l[i] <= '9' && i < 4; i++)
+            n = n * 10 + (size_t)(l[i] - '0');
+        if (i == 0 || l[i] || n < 1 || n > LIMIT_MAX) {
+            host->respond_problem(req, 400, "Bad Request", "limit must be an integer from 1 to %d", LIMIT_MAX);
+            return BNB_EINVAL;
+        }
+        *limit = n;
+    }
+    *cursor = host->req_query(req, "cursor");
+    if (*cursor && (!**cursor || strlen(*cursor) > CURSOR_MAX)) {
+        host->respond_problem(req, 400, "Bad Request", "cursor is not a cursor of this list");
+        return BNB_EINVAL;
+    }
+    return 0;
+}
+
+/* Answer one page of `q` with every body mapped through `show`. */
+static void respond_page(bnb_req_t *req, const bnb_query_t *q, bnb_store_t *st, json_t *(*show)(const json_t *))
+{
+    json_t *rows = NULL, *items = NULL, *row, *page;
+    char *next = NULL;
+    size_t i;
+    int rc = host->store_query(st, q, &rows, &next);
+    if (rc == BNB_EINVAL && q->cursor) {
+        host->respond_problem(req, 400, "Bad Request", "cursor is not a cursor of this list");
+        return;
+    }
+    if (rc) {
+        host->respond_problem(req, 503, "Service Unavailable", "cannot read the read model (%d)", rc);
+        return;
+    }
+    items = json_array();
+    if (!items)
+        goto fail;
+    json_array_foreach(rows, i, row)
+    {
+        json_t *v = show(json_object_get(row, "body"));
+        if (!v || json_array_append_new(items, v))
+            goto fail;
+    }
+    page = json_pack("{s:o, s:s?}", "items", items, "next", next);
+    items = NULL;
+    if (!page)
+        goto fail;
+    free(next);
+    json_decref(rows);
+    host->respond_json(req, 200, page);
+    return;
+fail:
+    free(next);
+    json_decref(items);
+    json_decref(rows);
+    host->respond_problem(req, 500, "Internal Server Error", "out of memory");
 }
 
 static void dashboard_list(bnb_ctx_t *ctx, bnb_req_t *req)
 {
     const char *city = host->req_query(req, "city");
-    json_t *rows = NULL, *out = NULL, *row, **views = NULL;
-    size_t i, n = 0;
+    bnb_cond_t conds[2] = {{.field = "listed", .op = BNB_Q_EQ, .num = 1},
+                           {.field = "city", .op = BNB_Q_EQ, .str = city}};
+    bnb_query_t q = {.coll = SUMS, .conds = conds, .nconds = city ? 2 : 1};
+    static const char *const allowed[] = {"limit", "cursor", "city", NULL};
+
+    if (check_params(req, allowed) || page_params(req, &q.limit, &q.cursor))
+        return;
+    respond_page(req, &q, host->store(ctx), dash_sum_public);
+}
+
+/* The summary of the room in path parameter {id}: 0, or answers 404/503. */
+static int load_summary(bnb_ctx_t *ctx, bnb_req_t *req, json_t **sum)
+{
+    const char *id = host->req_param(req, "id");
+    int64_t version;
     int rc;
 
-    rc = host->store_list(host->store(ctx), COLL, city ? 1 : 0, city, &rows);
-    if (rc) {
+    *sum = NULL;
+    rc = id && bnb_util_id_ok(id) ? host->store_get(host->store(ctx), SUMS, id, sum, &version) : BNB_ENOENT;
+    if (rc == 0 && !dash_sum_has_room(*sum))
+        rc = BNB_ENOENT;
+    if (rc == BNB_ENOENT)
+        host->respond_problem(req, 404, "Not Found", "no room %.64s on the dashboard", id ? id : "");
+    else if (rc)
         host->respond_problem(req, 503, "Service Unavailable", "cannot read the read model (%d)", rc);
-        return;
+    if (rc) {
+        json_decref(*sum);
+        *sum = NULL;
     }
-    views = calloc(json_array_size(rows) + 1, sizeof(*views));
-    out = json_array();
-    if (!views || !out)
-        goto fail;
-    json_array_foreach(rows, i, row)
-    {
-        json_t *body = json_object_get(row, "body");
-        if (!json_is_object(body) || !dash_doc_has_room(body))
-            continue; /* placeholder: no room event yet */
-        views[n] = dash_doc_view(body);
-        if (!views[n])
-            goto fail;
-        n++;
-    }
-    qsort(views, n, sizeof(*views), cmp_by_id);
-    for (i = 0; i < n; i++) {
-        int r = json_array_append_new(out, views[i]);
-        views[i] = NULL;
-        if (r)
-            goto fail;
-    }
-    free(views);
-    json_decref(rows);
-    host->respond_json(req, 200, out);
-    return;
-fail:
-    for (i = 0; views && i < n; i++)
-        json_decref(views[i]);
-    free(views);
-    json_decref(out);
-    json_decref(rows);
-    host->respond_problem(req, 500, "Internal Server Error", "out of memory");
+    return rc;
 }
 
 static void dashboard_get(bnb_ctx_t *ctx, bnb_req_t *req)
 {
-    const char *id = host->req_param(req, "id");
-    json_t *doc = NULL, *view;
-    int64_t version;
-    int rc;
-
-    rc = id ? host->store_get(host->store(ctx), COLL, id, &doc, &version) : BNB_ENOENT;
-    if (rc == 0 && !dash_doc_has_room(doc))
-        rc = BNB_ENOENT;
-    if (rc == BNB_ENOENT) {
-        json_decref(doc);
-        host->respond_problem(req, 404, "Not Found", "no room %s on the dashboard", id ? id : "");
+    static const char *const allowed[] = {NULL};
+    json_t *sum, *view;
+    if (check_params(req, allowed) || load_summary(ctx, req, &sum))
         return;
-    }
-    if (rc) {
-        host->respond_problem(req, 503, "Service Unavailable", "cannot read the read model (%d)", rc);
-        return;
-    }
-    view = dash_doc_view(doc);
-    json_decref(doc);
+    view = dash_sum_public(sum);
+    json_decref(sum);
     if (!view) {
         host->respond_problem(req, 500, "Internal Server Error", "out of memory");
         return;
@@ -178,11 +390,44 @@ static void dashboard_get(bnb_ctx_t *ctx, bnb_req_t *req)
     host->respond_json(req, 200, view);
 }
 
+/* The room's host sees every reservation of the room; anyone else signed in
+ * only their own (an empty page when they have none); anonymous callers 401. */
+static void dashboard_reservations(bnb_ctx_t *ctx, bnb_req_t *req)
+{
+    const char *user = host->req_user(req), *room = host->req_param(req, "id");
+    json_t *sum;
+    size_t limit;
+    const char *cursor;
+
+    if (!user) {
+        host->respond_problem(req, 401, "Unauthorized", "the reservations of a room need a bearer token");
+        return;
+    }
+    static const char *const allowed[] = {"limit", "cursor", NULL};
+    if (check_params(req, allowed) || page_params(req, &limit, &cursor) || load_summary(ctx, req, &sum))
+        return;
+    const char *host_id = json_string_value(json_object_get(sum, "hostId"));
+    int is_host = host_id && strcmp(host_id, user) == 0;
+    json_decref(sum);
+
+    bnb_cond_t conds[2] = {{.field = "roomId", .op = BNB_Q_EQ, .str = room},
+                           {.field = "guestId", .op = BNB_Q_EQ, .str = user}};
+    bnb_query_t q = {.coll = VIEWS,
+                     .conds = conds,
+                     .nconds = is_host ? 1 : 2,
+                     .order_by = "createdAt",
+                     .descending = 1,
+                     .limit = limit,
+                     .cursor = cursor};
+    respond_page(req, &q, host->store(ctx), dash_view_public);
+}
+
 /* ---- plugin -------------------------------------------------------------- */
 
 static const bnb_util_route_t dashboard_routes[] = {
     {"GET", "/dashboard/rooms", BNB_ROLE_ANYONE, dashboard_list},
     {"GET", "/dashboard/rooms/{id}", BNB_ROLE_ANYONE, dashboard_get},
+    {"GET", "/dashboard/rooms/{id}/reservations", BNB_ROLE_ANYONE, dashboard_reservations},
     {NULL, NULL, 0, NULL},
 };
 
@@ -195,7 +440,17 @@ static const bnb_util_sub_t dashboard_subs[] = {
 
 static int dashboard_init(bnb_ctx_t *ctx, const bnb_host_api_t *h)
 {
+    int rc;
     host = h;
+    if (!BNB_HAS(h, store_define) || !BNB_HAS(h, store_query) || !BNB_HAS(h, store_commit2)) {
+        h->log(ctx, "error", "the dashboard needs a host with storage v2 (plugin ABI 1.1)");
+        return BNB_EINVAL;
+    }
+    rc = h->store_define(ctx, dashboard_colls, sizeof(dashboard_colls) / sizeof(dashboard_colls[0]));
+    if (rc) {
+        h->log(ctx, "error", "cannot declare the dashboard's collections (%d)", rc);
+        return rc;
+    }
     return bnb_util_register(ctx, host, dashboard_routes, dashboard_subs);
 }
 
@@ -204,7 +459,7 @@ static const bnb_cfg_item_t dashboard_config[] = {{NULL, 0, NULL, NULL}};
 BNB_EXPORT const bnb_plugin_t bnb_plugin = {
     .abi_version = BNB_ABI_VERSION,
     .name = "dashboard",
-    .version = "0.1.0",
+    .version = "0.2.0",
     .config = dashboard_config,
     .init = dashboard_init,
 };
