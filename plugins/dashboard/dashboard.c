@@ -400,6 +400,7 @@ static void dashboard_reservations(bnb_ctx_t *ctx, bnb_req_t *req)
     const char *cursor;
 
     if (!user) {
+        host->respond_header(req, "WWW-Authenticate", "Bearer");
         host->respond_problem(req, 401, "Unauthorized", "the reservations of a room need a bearer token");
         return;
     }
