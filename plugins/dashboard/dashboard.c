@@ -30,7 +30,6 @@
 
 #define SUMS          "summaries"
 #define VIEWS         "views"
-#define MAX_RETRIES   16
 #define LIMIT_DEFAULT 20
 #define LIMIT_MAX     100
 #define CURSOR_MAX    2048
@@ -56,58 +55,76 @@ typedef enum { OUT_APPLIED = 1, OUT_STALE, OUT_REPEATED } outcome_t;
 typedef int (*change_fn)(json_t *doc, const void *arg);
 typedef json_t *(*new_fn)(const char *id);
 
-/* Load coll/id (or a new document from `fresh`), change it with `fn` and
- * commit it with the applied mark `mark` (or NULL), retrying on a concurrent
- * writer. An unchanged document is still TOUCHed when there is a mark to
- * record, and left alone otherwise. *out says what happened. */
+typedef struct update {
+    bnb_store_t *st;
+    const char *coll, *id;
+    new_fn fresh;
+    change_fn fn;
+    const void *arg;
+    const char *mark;
+    outcome_t *out;
+} update_t;
+
+/* One try of doc_update: BNB_EEXIST when another writer came in between. */
+static int update_attempt(void *a, int n)
+{
+    update_t *u = a;
+    json_t *doc = NULL;
+    int64_t version = 0;
+    int rc;
+    (void)n;
+
+    rc = host->store_get(u->st, u->coll, u->id, &doc, &version);
+    if (rc == BNB_ENOENT) {
+        if (!u->fresh)
+            return 0;
+        version = 0;
+        doc = u->fresh(u->id);
+        if (!doc)
+            return BNB_ENOMEM;
+    } else if (rc) {
+        return rc == BNB_EEXIST ? BNB_EIO : rc; /* transient: redelivered later */
+    }
+    int changed = u->fn(doc, u->arg);
+    if (changed < 0) {
+        json_decref(doc);
+        return changed == BNB_EEXIST ? BNB_EINVAL : changed;
+    }
+    if (!changed && (!u->mark || version == 0)) {
+        json_decref(doc);
+        *u->out = OUT_STALE;
+        return 0;
+    }
+    bnb_commit_t c = {
+        .op = changed ? BNB_WRITE_PUT : BNB_WRITE_TOUCH,
+        .coll = u->coll,
+        .id = u->id,
+        .expect_version = version,
+        .body = doc,
+        .applied_event_id = u->mark,
+    };
+    rc = host->store_commit2(u->st, &c, NULL);
+    json_decref(doc);
+    if (rc == 0 || rc == BNB_EALREADY) {
+        *u->out = rc == BNB_EALREADY ? OUT_REPEATED : changed ? OUT_APPLIED : OUT_STALE;
+        return 0;
+    }
+    /* ENOENT: the document we read is gone (or came) meanwhile: read again */
+    return rc == BNB_ENOENT ? BNB_EEXIST : rc;
+}
+
+/* Load coll/id (or a new document from `fresh`; none: nothing to do), change
+ * it with `fn` and commit it through store_commit2 with the applied mark `mark`
+ * (or NULL), trying again after a concurrent writer with the common jittered
+ * backoff (bnb_util_retry). An unchanged document is still TOUCHed when there
+ * is a mark to record, and left alone otherwise. *out says what happened.
+ * BNB_EAGAIN when every try lost its race. */
 static int doc_update(bnb_store_t *st, const char *coll, const char *id, new_fn fresh, change_fn fn, const void *arg,
                       const char *mark, outcome_t *out)
 {
-    int rc;
-    for (int attempt = 0; attempt < MAX_RETRIES; attempt++) {
-        json_t *doc = NULL;
-        int64_t version = 0;
-
-        rc = host->store_get(st, coll, id, &doc, &version);
-        if (rc == BNB_ENOENT) {
-            if (!fresh)
-                return 0;
-            version = 0;
-            doc = fresh(id);
-            if (!doc)
-                return BNB_ENOMEM;
-        } else if (rc) {
-            return rc; /* transient: redelivered later */
-        }
-        int changed = fn(doc, arg);
-        if (changed < 0) {
-            json_decref(doc);
-            return changed;
-        }
-        if (!changed && (!mark || version == 0)) {
-            json_decref(doc);
-            *out = OUT_STALE;
-            return 0;
-        }
-        bnb_commit_t c = {
-            .op = changed ? BNB_WRITE_PUT : BNB_WRITE_TOUCH,
-            .coll = coll,
-            .id = id,
-            .expect_version = version,
-            .body = doc,
-            .applied_event_id = mark,
-        };
-        rc = host->store_commit2(st, &c, NULL);
-        json_decref(doc);
-        if (rc == 0 || rc == BNB_EALREADY) {
-            *out = rc == BNB_EALREADY ? OUT_REPEATED : changed ? OUT_APPLIED : OUT_STALE;
-            return 0;
-        }
-        if (rc != BNB_EEXIST && rc != BNB_ENOENT)
-            return rc;
-        /* someone else wrote the document meanwhile: read it again */
-    }
-    return BNB_EAGAIN;
+    update_t u = {st, coll, id, fresh, fn, arg, mark, out};
+    int rc = bnb_util_retry(NULL, update_attempt, &u);
+    return rc == BNB_EEXIST ? BNB_EAGAIN : rc;
 }
 
 static int change_sum_event(json_t *doc, const void *ev)
@@ -208,7 +225,7 @@ static int dashboard_on_event(bnb_ctx_t *ctx, const json_t *ev)
         return rc;
     }
     if (rc == BNB_EAGAIN)
-        host->log(ctx, "warn", "room %s: still conflicting after %d attempts, retry later", room_id, MAX_RETRIES);
+        host->log(ctx, "warn", "room %s: still conflicting after every retry, redelivered later", room_id);
     if (rc)
         return rc;
     host->count(ctx,
