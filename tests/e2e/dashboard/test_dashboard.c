@@ -344,6 +344,8 @@ static const char *token_for(const char *guest)
 {
     if (guest && strcmp(guest, "greta") == 0)
         return tok_guest2;
+    if (guest && strcmp(guest, "olga") == 0)
+        return tok_guest3;
     return tok_guest;
 }
 
