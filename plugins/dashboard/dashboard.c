@@ -63,6 +63,7 @@ typedef struct update {
     const void *arg;
     const char *mark;
     outcome_t *out;
+    json_t **committed; /* when not NULL: the document as committed (a new reference) */
 } update_t;
 
 /* One try of doc_update: BNB_EEXIST when another writer came in between. */
@@ -104,6 +105,10 @@ static int update_attempt(void *a, int n)
         .applied_event_id = u->mark,
     };
     rc = host->store_commit2(u->st, &c, NULL);
+    if (rc == 0 && u->committed) {
+        json_decref(*u->committed);
+        *u->committed = json_incref(doc);
+    }
     json_decref(doc);
     if (rc == 0 || rc == BNB_EALREADY) {
         *u->out = rc == BNB_EALREADY ? OUT_REPEATED : changed ? OUT_APPLIED : OUT_STALE;
@@ -120,9 +125,9 @@ static int update_attempt(void *a, int n)
  * is a mark to record, and left alone otherwise. *out says what happened.
  * BNB_EAGAIN when every try lost its race. */
 static int doc_update(bnb_store_t *st, const char *coll, const char *id, new_fn fresh, change_fn fn, const void *arg,
-                      const char *mark, outcome_t *out)
+                      const char *mark, outcome_t *out, json_t **committed)
 {
-    update_t u = {st, coll, id, fresh, fn, arg, mark, out};
+    update_t u = {st, coll, id, fresh, fn, arg, mark, out, committed};
     int rc = bnb_util_retry(NULL, update_attempt, &u);
     return rc == BNB_EEXIST ? BNB_EAGAIN : rc;
 }
@@ -157,14 +162,15 @@ static int change_drop(json_t *doc, const void *done)
 }
 
 /* Count the pending transitions of view `res_id` on their room's summary
- * (each once, through its mark), then drop them from the view. */
-static int flush_pending(bnb_store_t *st, const char *res_id)
+ * (each once, through its mark), then drop them from the view. `view` is the
+ * view as this worker committed it, or NULL to read it. */
+static int flush_pending(bnb_store_t *st, const char *res_id, json_t *view)
 {
-    json_t *view = NULL, *pending, *e;
+    json_t *pending, *e;
     int64_t version;
     outcome_t out;
     size_t i;
-    int rc = host->store_get(st, VIEWS, res_id, &view, &version);
+    int rc = view ? 0 : host->store_get(st, VIEWS, res_id, &view, &version);
     if (rc)
         return rc == BNB_ENOENT ? 0 : rc;
     pending = json_incref((json_t *)dash_view_pending(view));
@@ -177,11 +183,11 @@ static int flush_pending(bnb_store_t *st, const char *res_id)
     {
         const char *room = json_string_value(json_object_get(e, "room"));
         const char *mark = json_string_value(json_object_get(e, "mark"));
-        rc = room && mark ? doc_update(st, SUMS, room, dash_sum_new, change_count, e, mark, &out) : BNB_EINVAL;
+        rc = room && mark ? doc_update(st, SUMS, room, dash_sum_new, change_count, e, mark, &out, NULL) : BNB_EINVAL;
         if (rc)
             goto done;
     }
-    rc = doc_update(st, VIEWS, res_id, NULL, change_drop, pending, NULL, &out);
+    rc = doc_update(st, VIEWS, res_id, NULL, change_drop, pending, NULL, &out, NULL);
 done:
     json_decref(pending);
     return rc;
@@ -212,12 +218,15 @@ static int dashboard_on_event(bnb_ctx_t *ctx, const json_t *ev)
     event_id = json_string_value(json_object_get(ev, "id"));
 
     if (kind == DASH_EV_RESERVATION || kind == DASH_EV_PAYMENT) {
-        rc = doc_update(st, VIEWS, res_id, dash_view_new, change_view_event, ev, event_id, &out);
-        /* also after a repeat: a crash may have left the counting undone */
+        json_t *view = NULL;
+        rc = doc_update(st, VIEWS, res_id, dash_view_new, change_view_event, ev, event_id, &out, &view);
+        /* also after a repeat (then read afresh): a crash may have left the
+         * counting undone */
         if (rc == 0)
-            rc = flush_pending(st, res_id);
+            rc = flush_pending(st, res_id, out == OUT_REPEATED ? NULL : json_incref(view));
+        json_decref(view);
     } else {
-        rc = doc_update(st, SUMS, room_id, dash_sum_new, change_sum_event, ev, event_id, &out);
+        rc = doc_update(st, SUMS, room_id, dash_sum_new, change_sum_event, ev, event_id, &out, NULL);
     }
     if (rc == BNB_EINVAL) {
         host->log(ctx, "error", "stored dashboard document for room %s is corrupt", room_id);
