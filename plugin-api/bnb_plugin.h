@@ -283,7 +283,11 @@ typedef struct bnb_host_api {
     const char *(*req_user)(bnb_req_t *req);                     /* verified `sub` or NULL */
     const char *(*req_role)(bnb_req_t *req);                     /* "host"/"guest" or NULL */
     const char *(*req_header)(bnb_req_t *req, const char *name); /* borrowed or NULL */
-    /* Answer. `body` is stolen (the host decrefs it). */
+    /* Answer. `body` is stolen (the host decrefs it). respond_json with a
+     * status >= 400 and a body that is a problem object (string `type` and
+     * `title`, integer `status` equal to the answer's) is sent as
+     * application/problem+json: a problem with extra members (e.g. the
+     * `reservationId` of a 402). */
     void (*respond_json)(bnb_req_t *req, int status, json_t *body);
     void (*respond_problem)(bnb_req_t *req, int status, const char *title, const char *detail_fmt, ...)
         __attribute__((format(printf, 4, 5)));

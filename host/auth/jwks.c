@@ -327,6 +327,16 @@ fail:
     return rc;
 }
 
+int bnb__jwks_parse_text(const char *text, size_t len, size_t *nkeys, char *errbuf, size_t errlen)
+{
+    keyset_t *s = NULL;
+    int rc = keyset_parse(text, len, "(text)", &s, errbuf, errlen);
+    if (nkeys != NULL)
+        *nkeys = s ? s->n : 0;
+    keyset_free(s);
+    return rc;
+}
+
 /* ---- sources ------------------------------------------------------------ */
 
 static int load_file(const char *path, keyset_t **out, char *err, size_t errlen)

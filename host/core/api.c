@@ -59,6 +59,10 @@ const char *bnb__status_title(int status)
         return "Unprocessable Entity";
     case 429:
         return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 499:
+        return "Client Closed Request";
     case 500:
         return "Internal Server Error";
     case 502:
@@ -336,6 +340,12 @@ static void respond_json(bnb_req_t *r, int status, json_t *body)
     r->status = status;
     r->resp = body;
     r->answered = 1;
+    /* an error answer whose body is a problem object goes out as one (a
+     * plugin adds members, e.g. the reservationId of a 402) */
+    json_t *pst = json_object_get(body, "status");
+    if (status >= 400 && json_is_string(json_object_get(body, "type")) &&
+        json_is_string(json_object_get(body, "title")) && json_is_integer(pst) && json_integer_value(pst) == status)
+        r->problem = 1;
 }
 
 static void respond_problem(bnb_req_t *r, int status, const char *title, const char *fmt, ...)
