@@ -47,6 +47,242 @@ static const bnb_coll_def_t dashboard_colls[] = {
     {VIEWS, view_fields, 3, view_indexes, 2},
 };
 
+/* ---- storage: v2, or the ABI 1.0 fallback ------------------------------------
+ * On a store without storage v2 (a backend that cannot declare collections
+ * yet, or a host before ABI 1.1) the same documents are kept through the ABI
+ * 1.0 calls: each document carries two lookup keys (summaries: "1" when
+ * listed / city; views: roomId / guestId) and a page is cut in the plugin
+ * from store_list by the first key a condition names, sorted and filtered in
+ * memory, with a cursor of its own. That costs what the room has (all its
+ * views), not what the store has; storage v2 makes it a real index seek. */
+
+static int use_v2;
+
+typedef struct fb_keys {
+    const char *coll, *key1, *key2; /* the declared fields the keys stand for */
+} fb_keys_t;
+
+static const fb_keys_t fb_keys[] = {{SUMS, "listed", "city"}, {VIEWS, "roomId", "guestId"}};
+
+static const fb_keys_t *fb_keys_of(const char *coll)
+{
+    for (size_t i = 0; i < sizeof(fb_keys) / sizeof(fb_keys[0]); i++)
+        if (strcmp(fb_keys[i].coll, coll) == 0)
+            return &fb_keys[i];
+    return NULL;
+}
+
+/* The key text of body[field]: its string, or its integer in decimal. */
+static const char *fb_key(const json_t *body, const char *field, char *buf, size_t n)
+{
+    json_t *v = json_object_get(body, field);
+    if (json_is_string(v))
+        return json_string_value(v);
+    if (json_is_integer(v)) {
+        snprintf(buf, n, "%lld", (long long)json_integer_value(v));
+        return buf;
+    }
+    return NULL;
+}
+
+static int store_write(bnb_store_t *st, const char *coll, const bnb_commit_t *c)
+{
+    if (use_v2)
+        return host->store_commit2(st, c, NULL);
+    const fb_keys_t *k = fb_keys_of(coll);
+    char b1[32], b2[32];
+    bnb_write_t w = {
+        .op = c->op,
+        .coll = c->coll,
+        .id = c->id,
+        .expect_version = c->expect_version,
+        .body = c->body,
+        .key1 = k ? fb_key(c->body, k->key1, b1, sizeof(b1)) : NULL,
+        .key2 = k ? fb_key(c->body, k->key2, b2, sizeof(b2)) : NULL,
+    };
+    return host->store_commit(st, &w, NULL, 0, c->applied_event_id, NULL);
+}
+
+/* -1, 0, 1 comparing two field values (null/absent first). */
+static int fb_vcmp(const json_t *a, const json_t *b)
+{
+    int na = !a || json_is_null(a), nb = !b || json_is_null(b);
+    if (na || nb)
+        return nb - na;
+    if (json_is_string(a) && json_is_string(b))
+        return strcmp(json_string_value(a), json_string_value(b));
+    json_int_t x = json_integer_value(a), y = json_integer_value(b);
+    return x < y ? -1 : x > y;
+}
+
+/* Position of row b relative to (val, id) in the query's order. */
+static int fb_rowcmp(const bnb_query_t *q, const json_t *row, const json_t *val, const char *id)
+{
+    const json_t *v = q->order_by ? json_object_get(json_object_get(row, "body"), q->order_by) : NULL;
+    int c = q->order_by ? fb_vcmp(v, val) : 0;
+    if (!c)
+        c = strcmp(json_string_value(json_object_get(row, "id")) ?: "", id);
+    return q->descending ? -c : c;
+}
+
+static __thread const bnb_query_t *fb_sort_q;
+
+static int fb_sort(const void *a, const void *b)
+{
+    const json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
+    const char *yid = json_string_value(json_object_get(y, "id")) ?: "";
+    const json_t *yv = fb_sort_q->order_by ? json_object_get(json_object_get(y, "body"), fb_sort_q->order_by) : NULL;
+    return fb_rowcmp(fb_sort_q, x, yv, yid);
+}
+
+/* The shape of a query (what a cursor must match): collection, order,
+ * direction, condition fields. */
+static void fb_shape(const bnb_query_t *q, char *out, size_t n)
+{
+    int o = snprintf(out, n, "%s|%s|%d", q->coll, q->order_by ? q->order_by : "", q->descending);
+    for (size_t i = 0; i < q->nconds && o > 0 && (size_t)o < n; i++)
+        o += snprintf(out + o, n - (size_t)o, "|%s%d", q->conds[i].field, (int)q->conds[i].op);
+}
+
+static char *fb_cursor_make(const bnb_query_t *q, const json_t *row)
+{
+    char shape[256];
+    fb_shape(q, shape, sizeof(shape));
+    json_t *v = q->order_by ? json_object_get(json_object_get(row, "body"), q->order_by) : NULL;
+    json_t *c = json_pack("[s, O?, O]", shape, v, json_object_get(row, "id"));
+    char *txt = c ? json_dumps(c, JSON_COMPACT) : NULL, *hex = NULL;
+    json_decref(c);
+    if (txt && (hex = malloc(strlen(txt) * 2 + 4)) != NULL) {
+        strcpy(hex, "v1.");
+        for (size_t i = 0; txt[i]; i++)
+            sprintf(hex + 3 + 2 * i, "%02x", (unsigned char)txt[i]);
+    }
+    free(txt);
+    return hex;
+}
+
+/* *out: [shape ok, value, id] decoded from `cursor`; BNB_EINVAL when it is
+ * not a cursor of this query. */
+static int fb_cursor_read(const bnb_query_t *q, const char *cursor, json_t **out)
+{
+    size_t n = strlen(cursor);
+    char shape[256], *txt;
+    *out = NULL;
+    if (n < 5 || strncmp(cursor, "v1.", 3) != 0 || (n - 3) % 2)
+        return BNB_EINVAL;
+    txt = calloc(1, (n - 3) / 2 + 1);
+    if (!txt)
+        return BNB_ENOMEM;
+    for (size_t i = 0; i < (n - 3) / 2; i++) {
+        unsigned v;
+        if (sscanf(cursor + 3 + 2 * i, "%2x", &v) != 1 || v == 0) {
+            free(txt);
+            return BNB_EINVAL;
+        }
+        txt[i] = (char)v;
+    }
+    json_t *c = json_loads(txt, 0, NULL);
+    free(txt);
+    fb_shape(q, shape, sizeof(shape));
+    if (!json_is_array(c) || json_array_size(c) != 3 || !json_is_string(json_array_get(c, 2)) ||
+        strcmp(json_string_value(json_array_get(c, 0)) ?: "", shape) != 0) {
+        json_decref(c);
+        return BNB_EINVAL;
+    }
+    *out = c;
+    return 0;
+}
+
+static int fb_cond_ok(const json_t *body, const bnb_cond_t *c)
+{
+    const json_t *v = json_object_get(body, c->field);
+    json_t *want = c->str ? json_string(c->str) : json_integer(c->num);
+    int r, ok;
+    if (!v || json_is_null(v) || json_is_string(v) != (c->str != NULL)) {
+        json_decref(want);
+        return 0;
+    }
+    r = fb_vcmp(v, want);
+    json_decref(want);
+    ok = c->op == BNB_Q_EQ   ? r == 0
+         : c->op == BNB_Q_LT ? r < 0
+         : c->op == BNB_Q_LE ? r <= 0
+         : c->op == BNB_Q_GT ? r > 0
+                             : r >= 0;
+    return ok;
+}
+
+/* store_query, on the ABI 1.0 calls. */
+static int fb_query(bnb_store_t *st, const bnb_query_t *q, json_t **items, char **next)
+{
+    const fb_keys_t *k = fb_keys_of(q->coll);
+    json_t *rows = NULL, *cur = NULL, *row, **v = NULL;
+    int which = 0, rc;
+    const char *value = NULL;
+    char buf[32];
+    size_t i, n = 0;
+
+    *items = NULL;
+    *next = NULL;
+    if (!k || q->limit < 1)
+        return BNB_EINVAL;
+    if (q->cursor && (rc = fb_cursor_read(q, q->cursor, &cur)) != 0)
+        return rc;
+    for (i = 0; i < q->nconds && !which; i++) {
+        const bnb_cond_t *c = &q->conds[i];
+        if (c->op != BNB_Q_EQ)
+            continue;
+        which = strcmp(c->field, k->key1) == 0 ? 1 : strcmp(c->field, k->key2) == 0 ? 2 : 0;
+        if (c->str)
+            value = c->str;
+        else
+            snprintf(buf, sizeof(buf), "%lld", (long long)c->num), value = buf;
+    }
+    rc = host->store_list(st, q->coll, which, which ? value : NULL, &rows);
+    if (rc)
+        goto done;
+    v = calloc(json_array_size(rows) + 1, sizeof(*v));
+    rc = BNB_ENOMEM;
+    if (!v)
+        goto done;
+    json_array_foreach(rows, i, row)
+    {
+        json_t *body = json_object_get(row, "body");
+        int ok = 1;
+        for (size_t c = 0; ok && c < q->nconds; c++)
+            ok = fb_cond_ok(body, &q->conds[c]);
+        if (ok && cur)
+            ok = fb_rowcmp(q, row, json_array_get(cur, 1), json_string_value(json_array_get(cur, 2))) > 0;
+        if (ok)
+            v[n++] = row;
+    }
+    fb_sort_q = q;
+    qsort(v, n, sizeof(*v), fb_sort);
+    *items = json_array();
+    if (!*items)
+        goto done;
+    for (i = 0; i < n && i < q->limit; i++)
+        if (json_array_append(*items, v[i]))
+            goto done;
+    if (n > q->limit && !(*next = fb_cursor_make(q, v[q->limit - 1])))
+        goto done;
+    rc = 0;
+done:
+    if (rc) {
+        json_decref(*items);
+        *items = NULL;
+    }
+    free(v);
+    json_decref(rows);
+    json_decref(cur);
+    return rc;
+}
+
+static int store_page(bnb_store_t *st, const bnb_query_t *q, json_t **items, char **next)
+{
+    return use_v2 ? host->store_query(st, q, items, next) : fb_query(st, q, items, next);
+}
+
 /* ---- load, change, commit ------------------------------------------------- */
 
 typedef enum { OUT_APPLIED = 1, OUT_STALE, OUT_REPEATED } outcome_t;
@@ -104,7 +340,7 @@ static int update_attempt(void *a, int n)
         .body = doc,
         .applied_event_id = u->mark,
     };
-    rc = host->store_commit2(u->st, &c, NULL);
+    rc = store_write(u->st, u->coll, &c);
     if (rc == 0 && u->committed) {
         json_decref(*u->committed);
         *u->committed = json_incref(doc);
@@ -333,7 +569,7 @@ static void respond_page(bnb_req_t *req, const bnb_query_t *q, bnb_store_t *st, 
     json_t *rows = NULL, *items = NULL, *row, *page;
     char *next = NULL;
     size_t i;
-    int rc = host->store_query(st, q, &rows, &next);
+    int rc = store_page(st, q, &rows, &next);
     if (rc == BNB_EINVAL && q->cursor) {
         host->respond_problem(req, 400, "Bad Request", "cursor is not a cursor of this list");
         return;
@@ -469,14 +705,16 @@ static int dashboard_init(bnb_ctx_t *ctx, const bnb_host_api_t *h)
 {
     int rc;
     host = h;
-    if (!BNB_HAS(h, store_define) || !BNB_HAS(h, store_query) || !BNB_HAS(h, store_commit2)) {
-        h->log(ctx, "error", "the dashboard needs a host with storage v2 (plugin ABI 1.1)");
-        return BNB_EINVAL;
-    }
-    rc = h->store_define(ctx, dashboard_colls, sizeof(dashboard_colls) / sizeof(dashboard_colls[0]));
-    if (rc) {
-        h->log(ctx, "error", "cannot declare the dashboard's collections (%d)", rc);
-        return rc;
+    use_v2 = BNB_HAS(h, store_define) && BNB_HAS(h, store_query) && BNB_HAS(h, store_commit2);
+    if (use_v2) {
+        rc = h->store_define(ctx, dashboard_colls, sizeof(dashboard_colls) / sizeof(dashboard_colls[0]));
+        if (rc) {
+            h->log(ctx, "warn",
+                   "this store cannot declare the dashboard's collections (%d): pages are cut from ABI 1.0 lists", rc);
+            use_v2 = 0;
+        }
+    } else {
+        h->log(ctx, "warn", "the host has no storage v2 (plugin ABI 1.1): pages are cut from ABI 1.0 lists");
     }
     return bnb_util_register(ctx, host, dashboard_routes, dashboard_subs);
 }

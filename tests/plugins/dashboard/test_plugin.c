@@ -27,19 +27,32 @@ extern const bnb_plugin_t bnb_plugin;
 static bnb_route_fn list_fn, get_fn, res_fn;
 static bnb_event_fn event_fn[3]; /* bearbnb.room, bearbnb.reservation, bearbnb.payment */
 
+/* The fake host whose store cannot declare collections (a backend without
+ * storage v2 yet): store_define fails. */
+static bnb_host_api_t host_1_0;
+
+static int define_fails(bnb_ctx_t *ctx, const bnb_coll_def_t *colls, size_t n)
+{
+    (void)ctx, (void)colls, (void)n;
+    return BNB_EINVAL;
+}
+static int v1_mode;
+
 static int setup(void **state)
 {
     static const char *const topics[] = {"bearbnb.room", "bearbnb.reservation", "bearbnb.payment"};
     bnb_role_t who;
     (void)state;
     fake_host_reset("dashboard");
-    FH.store.max_which = 0;                                         /* never lists by the v1 keys */
+    FH.store.max_which = v1_mode ? 2 : 0;                           /* v2: never lists by the v1 keys */
     FH.store.ops = (1u << BNB_WRITE_PUT) | (1u << BNB_WRITE_TOUCH); /* never deletes */
     FH.store.no_events = 1;                                         /* the read model publishes nothing */
     assert_int_equal(bnb_plugin.abi_version, BNB_ABI_VERSION);
     assert_string_equal(bnb_plugin.name, "dashboard");
-    assert_int_equal(bnb_plugin.init(&FH.ctx, &fake_host_api), 0);
-    assert_int_equal(FH.store.ncolls, 2);
+    host_1_0 = fake_host_api;
+    host_1_0.store_define = define_fails;
+    assert_int_equal(bnb_plugin.init(&FH.ctx, v1_mode ? &host_1_0 : &fake_host_api), 0);
+    assert_int_equal(FH.store.ncolls, v1_mode ? 0 : 2);
     assert_int_equal(FH.nroutes, 3);
     assert_int_equal(FH.nsubs, 3);
     list_fn = fake_route("GET", "/dashboard/rooms", &who);
@@ -58,8 +71,16 @@ static int setup(void **state)
     return 0;
 }
 
+/* The same plugin on a store without storage v2: pages cut from ABI 1.0 lists. */
+static int setup_v1(void **state)
+{
+    v1_mode = 1;
+    return setup(state);
+}
+
 static int teardown(void **state)
 {
+    v1_mode = 0;
     (void)state;
     if (bnb_plugin.fini)
         bnb_plugin.fini(&FH.ctx);
@@ -571,15 +592,35 @@ static void test_reservations_privacy(void **state)
     free(c);
 }
 
-static void test_init_needs_storage_v2(void **state)
+static void test_v1_store_uses_lists(void **state)
+{
+    (void)state;
+    char *reg = room_event("ev-room-1", "RoomRegistered", 1, "Loft", "Bern");
+    assert_int_equal(deliver(0, reg), 0);
+    assert_int_equal(deliver(1, placed), 0);
+    assert_int_equal(FH.store.queries, 0); /* nothing of storage v2 is called */
+    fake_doc_t *v = fake_find_doc("views", RES1), *s = fake_find_doc("summaries", ROOM);
+    assert_string_equal(v->key1, ROOM);
+    assert_string_equal(v->key2, "gus");
+    assert_string_equal(s->key1, "1");
+    assert_string_equal(s->key2, "Bern");
+    free(reg);
+}
+
+/* A host before ABI 1.1 loads it too (no storage v2 call is made). */
+static void test_v1_host_uses_lists(void **state)
 {
     (void)state;
     bnb_host_api_t old = fake_host_api;
-    old.size = offsetof(bnb_host_api_t, store_define); /* an ABI 1.0 host */
+    old.size = offsetof(bnb_host_api_t, store_define);
+    old.store_define = define_fails;
     fake_host_reset("dashboard");
-    assert_true(bnb_plugin.init(&FH.ctx, &old) < 0);
-    assert_int_equal(FH.nroutes, 0);
+    FH.store.max_which = 2;
+    assert_int_equal(bnb_plugin.init(&FH.ctx, &old), 0);
     assert_int_equal(FH.store.ncolls, 0);
+    assert_int_equal(deliver(1, placed), 0);
+    assert_int_equal(FH.store.queries, 0);
+    assert_non_null(fake_find_doc("views", RES1));
     fake_host_free();
 }
 
@@ -595,7 +636,15 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_list_pages_and_city_filter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reservations_paged_newest_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reservations_privacy, setup, teardown),
-        cmocka_unit_test(test_init_needs_storage_v2),
+        /* the same on a store without storage v2 */
+        cmocka_unit_test_setup_teardown(test_v1_store_uses_lists, setup_v1, teardown),
+        cmocka_unit_test(test_v1_host_uses_lists),
+        cmocka_unit_test_setup_teardown(test_redelivery_changes_nothing, setup_v1, teardown),
+        cmocka_unit_test_setup_teardown(test_interrupted_counting_is_finished_once, setup_v1, teardown),
+        cmocka_unit_test_setup_teardown(test_reservation_events_out_of_order, setup_v1, teardown),
+        cmocka_unit_test_setup_teardown(test_list_pages_and_city_filter, setup_v1, teardown),
+        cmocka_unit_test_setup_teardown(test_reservations_paged_newest_first, setup_v1, teardown),
+        cmocka_unit_test_setup_teardown(test_reservations_privacy, setup_v1, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
