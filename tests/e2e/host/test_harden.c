@@ -758,8 +758,18 @@ static void test_rapid_reset_flood(void **state)
     fl.stop = 1;
     pthread_join(th, NULL);
     long rss2 = rss_kb(pid);
+    e2e_resp_t mr;
+    assert_int_equal(e2e_call(f->h, E2E_HTTP1, "GET", "/metrics", NULL, NULL, &mr), 0);
+    const char *ms = strstr(mr.body, "\nbearbnb_http_connections_shut ");
+    const char *md = strstr(mr.body, "\nbearbnb_http_reset_streams_dropped ");
+    double shut = ms ? atof(ms + 31) : -1, dropped = md ? atof(md + 37) : -1;
+    e2e_resp_free(&mr);
+    fprintf(stderr, "server: %.0f connections shut down for resetting, %.0f reset streams never run\n", shut, dropped);
+    /* one connection that resets stream after stream is cut off */
+    assert_true(shut >= 1);
+    assert_true(dropped >= 100);
     fprintf(stderr,
-            "rapid reset flood: %ld streams reset on %d connections; GET %s median %lld ms (worst %lld) before, "
+            "rapid reset flood: %ld streams sent and reset on %d connections; GET %s median %lld ms (worst %lld) before, "
             "%lld ms (worst %lld) during; server RSS %ld -> %ld -> %ld kB\n",
             fl.sent, fl.connections, path, base, worst0, under, worst1, rss0, rss1, rss2);
     /* within 10x of normal (normal below 5 ms counts as 5 ms: timer noise) */
