@@ -491,6 +491,23 @@ static int handle_admin(bnb_host_t *h, h2o_req_t *req, const char *path, size_t 
         problem_now(h, req, "/admin/plugins/{name}/{verb}", t0, 404, "no such plugin or action");
         return 0;
     }
+    if (strcmp(p, "/admin/clock") == 0 && post && h->test_clock) {
+        long long ms = -1;
+        char q[64] = "", extra;
+        if (req->query_at != SIZE_MAX)
+            snprintf(q, sizeof(q), "%.*s", (int)(req->path.len - req->query_at - 1),
+                     req->path.base + req->query_at + 1);
+        if (sscanf(q, "advance_ms=%lld%c", &ms, &extra) != 1 || ms < 0 || ms > 1000000000LL) {
+            problem_now(h, req, "/admin/clock", t0, 400, "query parameter advance_ms must be 0 to 1000000000");
+            return 0;
+        }
+        bnb__clock_advance(ms);
+        bnb__log(BNB_LOG_WARN, "admin: clock advanced by %lld ms", ms);
+        char body[64];
+        snprintf(body, sizeof(body), "{\"advancedMs\":%lld}", ms);
+        answer_now(h, req, "/admin/clock", t0, 200, "application/json", body, strlen(body));
+        return 0;
+    }
     if (strcmp(p, "/admin/dead-letters") == 0 && iov_eq(req->method, "GET")) {
         pthread_mutex_lock(&h->dl_mu);
         char *s = json_dumps(h->dead_letters, JSON_COMPACT);
