@@ -16,6 +16,13 @@ import bnbhost
 
 METHODS = ('get', 'put', 'post', 'delete', 'patch', 'head', 'options')
 
+# Documented routes of the contract that a plugin does not serve yet, each
+# with the reason. Printed every run; a route listed here that the host serves
+# fails the test (remove it from here), so this list cannot go stale.
+PENDING = {
+    ('GET', '/dashboard/rooms/{id}/reservations'): 'the dashboard plugin is adding it (issue 10)',
+}
+
 
 def refs(node, doc, where, errors):
     if isinstance(node, dict):
@@ -69,7 +76,14 @@ def main():
     for m, p in sorted(public - documented):
         errors.append('served but not documented: %s %s' % (m, p))
     for m, p in sorted(documented - public - service):
-        errors.append('documented but not served: %s %s' % (m, p))
+        if (m, p) in PENDING:
+            print('pending: %s %s is documented, not served yet: %s' % (m, p, PENDING[(m, p)]))
+        else:
+            errors.append('documented but not served: %s %s' % (m, p))
+    for m, p in sorted(set(PENDING) & public):
+        errors.append('%s %s is served now: remove it from PENDING in %s' % (m, p, __file__))
+    for m, p in sorted(set(PENDING) - documented):
+        errors.append('%s %s is in PENDING but not documented' % (m, p))
     for m, p in sorted(documented & service):
         errors.append('documented but only services may call it: %s %s' % (m, p))
     print('%d routes served (%d service-only) by plugins %s; %d documented' %
