@@ -307,7 +307,7 @@ static void print_config_keys(bnb_host_t *h)
     for (size_t i = 0; bnb__config_host_key(i, &key, &type, &def, &help) == 0; i++)
         print_key_row(key, type, def, help);
     for (size_t i = 0; i < h->nplugins; i++) {
-        bnb_ctx_t *c = h->plugins[i];
+        bnb_inst_t *c = h->plugins[i];
         char k[128];
         printf("\n## Plugin `%s`\n\n| key | environment | type | default | what |\n| --- | --- | --- | --- | --- |\n",
                c->name);
