@@ -175,6 +175,7 @@ static const struct {
     {"events.batch", BNB_CFG_INT, "100", "events per relay round"},
     {"admin", BNB_CFG_BOOL, "false",
      "loopback-only /admin endpoints (tests: pause a plugin, inject events, dead letters, routes)"},
+    {"test.clock", BNB_CFG_BOOL, "false", "tests only: POST /admin/clock sets the clock (with admin)"},
     {"gateway.routes", BNB_CFG_STRING, NULL,
      "edge routing: /prefix=http://service:port,... (longest prefix wins; h2c:// for HTTP/2)"},
     {"gateway.secret_file", BNB_CFG_STRING, NULL, "shared secret that signs the identity the edge forwards"},
