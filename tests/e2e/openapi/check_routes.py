@@ -20,7 +20,6 @@ METHODS = ('get', 'put', 'post', 'delete', 'patch', 'head', 'options')
 # with the reason. Printed every run; a route listed here that the host serves
 # fails the test (remove it from here), so this list cannot go stale.
 PENDING = {
-    ('GET', '/dashboard/rooms/{id}/reservations'): 'the dashboard plugin is adding it (issue 10)',
 }
 
 

@@ -35,7 +35,6 @@ EXCLUDED = {
     'listReviews': PAGES,
     'listReservations': PAGES,
     'listPayments': PAGES,
-    'dashboardRooms': PAGES,
 }
 
 
