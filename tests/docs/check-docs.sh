@@ -1,7 +1,7 @@
 #!/bin/sh
 # The documentation cannot drift and stays inside the project:
 #   - docs/configuration.md is exactly `bearbnb --help-config` (scripts/gen-docs);
-#   - no tracked file points outside the repository (../shared/..., /work/...);
+#   - no tracked file points outside the repository (../shared/..., /work/..., DESIGN.md);
 #   - every relative link in README.md and docs/*.md names a file that exists.
 set -u
 SRC=${BNB_SOURCE_ROOT:?}
@@ -20,7 +20,7 @@ if command -v git >/dev/null && git -C "$SRC" rev-parse >/dev/null 2>&1; then
     files=$(git -C "$SRC" ls-files)
     # this script names the patterns it looks for
     bad=$(cd "$SRC" && echo "$files" | grep -v '^tests/docs/check-docs.sh$' |
-        xargs grep -nI -E '\.\./shared/|/work/(shared|main|wt)/' 2>/dev/null || true)
+        xargs grep -nI -E '\.\./shared/|/work/(shared|main|wt)/|DESIGN\.md' 2>/dev/null || true)
     if [ -n "$bad" ]; then
         echo "FAIL files refer to paths outside the project:"; echo "$bad"; fail=1
     else
