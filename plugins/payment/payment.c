@@ -20,8 +20,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define TOPIC_PAY       "bearbnb.payment"
-#define COMMIT_ATTEMPTS 100
+#define TOPIC_PAY "bearbnb.payment"
 
 static const bnb_host_api_t *H;
 
@@ -100,45 +99,56 @@ static int pay_create(bnb_ctx_t *ctx, const char *res_id, const char *room_id, c
     return H->store_get(st, "payments", res_id, out, &v);
 }
 
-/* Refund (or void) the payment of reservation `res_id`. */
+/* Refund (or void) the payment of the reservation in event data `d`: one
+ * load - change - commit of its payment document. */
+typedef struct refund {
+    bnb_ctx_t *ctx;
+    const json_t *d;
+    const char *applied;
+    const char *counter; /* what the commit did, counted once it is stored */
+} refund_t;
+
+static int refund_change(bnb_util_txn_t *t, void *arg)
+{
+    refund_t *rf = arg;
+    const json_t *d = rf->d;
+    rf->counter = NULL;
+    t->applied_event_id = rf->applied;
+    if (!t->doc) {
+        char pid[80];
+        if (pay_id_for(t->id, pid, sizeof pid) != 0)
+            return BNB_EINVAL;
+        bnb_util_txn_set_doc(t, json_pack("{s:s, s:s, s:O, s:O, s:O, s:i, s:s, s:n, s:b, s:i, s:I}", "id", pid,
+                                          "reservationId", t->id, "roomId", json_object_get(d, "roomId"), "hostId",
+                                          json_object_get(d, "hostId"), "payerId", json_object_get(d, "guestId"),
+                                          "amount", 0, "status", "CANCELLED", "cardLast4", "voided", 1, "version", 1,
+                                          "createdAt", (json_int_t)H->now_ms()));
+        rf->counter = "voided";
+    } else {
+        const char *next = pay_refund_next(json_string_value(json_object_get(t->doc, "status")));
+        if (!next)
+            return BNB_UTIL_SKIP;
+        json_object_set_new(t->doc, "status", json_string(next));
+        json_object_set_new(t->doc, "version",
+                            json_integer(json_integer_value(json_object_get(t->doc, "version")) + 1));
+        json_object_set_new(t->doc, "refundedAt", json_integer(H->now_ms()));
+        rf->counter = "refunded";
+    }
+    if (!t->doc)
+        return BNB_ENOMEM;
+    t->key1 = json_string_value(json_object_get(t->doc, "payerId"));
+    t->key2 = json_string_value(json_object_get(t->doc, "hostId"));
+    return bnb_util_txn_event(t, TOPIC_PAY, event_type_for(json_string_value(json_object_get(t->doc, "status"))),
+                              json_string_value(json_object_get(t->doc, "id")), t->id, event_data(t->doc));
+}
+
 static int pay_refund(bnb_ctx_t *ctx, const json_t *d, const char *applied)
 {
-    bnb_store_t *st = H->store(ctx);
     const char *res_id = json_string_value(json_object_get(d, "id"));
-    int rc = BNB_EEXIST;
-    for (int attempt = 0; attempt < COMMIT_ATTEMPTS && rc == BNB_EEXIST; attempt++) {
-        json_t *p = NULL;
-        int64_t v = 0;
-        rc = H->store_get(st, "payments", res_id, &p, &v);
-        if (rc == BNB_ENOENT) {
-            char pid[80];
-            if (pay_id_for(res_id, pid, sizeof pid) != 0)
-                return BNB_EINVAL;
-            p = json_pack("{s:s, s:s, s:O, s:O, s:O, s:i, s:s, s:n, s:b, s:i, s:I}", "id", pid, "reservationId", res_id,
-                          "roomId", json_object_get(d, "roomId"), "hostId", json_object_get(d, "hostId"), "payerId",
-                          json_object_get(d, "guestId"), "amount", 0, "status", "CANCELLED", "cardLast4", "voided", 1,
-                          "version", 1, "createdAt", (json_int_t)H->now_ms());
-            rc = p ? pay_commit(st, p, 0, applied) : BNB_ENOMEM;
-            if (rc == 0)
-                H->count(ctx, "voided", 1);
-            json_decref(p);
-            continue;
-        }
-        if (rc != 0)
-            return rc;
-        const char *next = pay_refund_next(json_string_value(json_object_get(p, "status")));
-        if (!next) {
-            json_decref(p);
-            return 0;
-        }
-        json_object_set_new(p, "status", json_string(next));
-        json_object_set_new(p, "version", json_integer(json_integer_value(json_object_get(p, "version")) + 1));
-        json_object_set_new(p, "refundedAt", json_integer(H->now_ms()));
-        rc = pay_commit(st, p, v, applied);
-        if (rc == 0)
-            H->count(ctx, "refunded", 1);
-        json_decref(p);
-    }
+    refund_t rf = {.ctx = ctx, .d = d, .applied = applied};
+    int rc = bnb_util_update(H, H->store(ctx), "payments", res_id, refund_change, &rf, NULL, NULL, NULL);
+    if (rc == 0 && rf.counter)
+        H->count(ctx, rf.counter, 1);
     return rc == BNB_EALREADY ? 0 : rc;
 }
 
@@ -172,8 +182,7 @@ static void on_pay(bnb_ctx_t *ctx, bnb_req_t *req)
     int created = 0;
     int rc = pay_create(ctx, res_id, room_id, host_id, user, json_integer_value(amount), number, NULL, &p, &created);
     if (rc != 0) {
-        H->respond_header(req, "Retry-After", "1");
-        H->respond_problem(req, 503, "Service Unavailable", "payment store unavailable (%d)", rc);
+        bnb_util_respond_error(H, req, rc, "payment store");
         return;
     }
     const char *payer = json_string_value(json_object_get(p, "payerId"));
@@ -213,7 +222,7 @@ static void respond_one(bnb_req_t *req, int rc, json_t *p, const char *id)
     else if (rc == BNB_ENOENT)
         H->respond_problem(req, 404, "Not Found", "no payment '%s'", id ? id : "");
     else
-        H->respond_problem(req, 503, "Service Unavailable", "payment store unavailable (%d)", rc);
+        bnb_util_respond_error(H, req, rc, "payment store");
 }
 
 static void on_get(bnb_ctx_t *ctx, bnb_req_t *req)
@@ -243,7 +252,7 @@ static void on_list(bnb_ctx_t *ctx, bnb_req_t *req)
             : BNB_ENOMEM;
     if (rc != 0) {
         json_decref(out);
-        H->respond_problem(req, 503, "Service Unavailable", "payment store unavailable (%d)", rc);
+        bnb_util_respond_error(H, req, rc, "payment store");
         return;
     }
     json_array_foreach(rows, i, e) json_array_append(out, json_object_get(e, "body"));

@@ -51,12 +51,7 @@ static int32_t today(void)
 
 static void respond_store_error(bnb_req_t *req, int rc)
 {
-    if (rc == BNB_EIO || rc == BNB_EAGAIN || rc == BNB_EEXIST || rc == BNB_ETIMEDOUT) {
-        H->respond_header(req, "Retry-After", "1");
-        H->respond_problem(req, 503, "Service Unavailable", "storage unavailable (%d), retry later", rc);
-    } else {
-        H->respond_problem(req, 500, "Internal Server Error", "storage error %d", rc);
-    }
+    bnb_util_respond_error(H, req, rc, "reservation store");
 }
 
 static const char *event_type_for(const char *status)
@@ -648,45 +643,45 @@ done:
 /* ---- events ---------------------------------------------------------------- */
 
 /* Store the replica of a room from its event unless a newer one is stored. */
+typedef struct replica {
+    const char *ev_id, *type;
+    const json_t *d;
+} replica_t;
+
+static int replica_change(bnb_util_txn_t *t, void *arg)
+{
+    replica_t *rp = arg;
+    const json_t *d = rp->d;
+    json_int_t ver = json_integer_value(json_object_get(d, "version"));
+    if (!t->doc)
+        bnb_util_txn_set_doc(t, json_object());
+    json_t *cur = t->doc, *cv = json_object_get(cur, "version");
+    if (!cur)
+        return BNB_ENOMEM;
+    if (t->version > 0 && json_is_integer(cv) && json_integer_value(cv) >= ver)
+        return BNB_UTIL_SKIP; /* stale */
+    t->applied_event_id = rp->ev_id;
+    json_object_set_new(cur, "id", json_string(t->id));
+    json_object_set_new(cur, "version", json_integer(ver));
+    const char *host_id = json_string_value(json_object_get(d, "hostId"));
+    if (host_id)
+        json_object_set_new(cur, "hostId", json_string(host_id));
+    if (!strcmp(rp->type, "RoomDeleted")) {
+        json_object_set_new(cur, "status", json_string("DELETED"));
+    } else {
+        json_object_set(cur, "pricePerNight", json_object_get(d, "pricePerNight"));
+        json_object_set(cur, "capacity", json_object_get(d, "capacity"));
+        const char *s = json_string_value(json_object_get(d, "status"));
+        json_object_set_new(cur, "status", json_string(s ? s : "ACTIVE"));
+    }
+    return 0;
+}
+
 static int replica_apply(bnb_ctx_t *ctx, const char *ev_id, const char *type, const json_t *d)
 {
-    bnb_store_t *st = H->store(ctx);
-    const char *room_id = json_string_value(json_object_get(d, "id"));
-    json_int_t ver = json_integer_value(json_object_get(d, "version"));
-    int rc = BNB_EEXIST;
-    for (int attempt = 0; attempt < COMMIT_ATTEMPTS && rc == BNB_EEXIST; attempt++) {
-        json_t *cur = NULL;
-        int64_t sv = 0;
-        rc = H->store_get(st, "rooms", room_id, &cur, &sv);
-        if (rc == BNB_ENOENT) {
-            cur = json_object();
-            sv = 0;
-            rc = cur ? 0 : BNB_ENOMEM;
-        }
-        if (rc != 0)
-            return rc;
-        json_t *cv = json_object_get(cur, "version");
-        if (sv > 0 && json_is_integer(cv) && json_integer_value(cv) >= ver) {
-            json_decref(cur);
-            return 0; /* stale */
-        }
-        json_object_set_new(cur, "id", json_string(room_id));
-        json_object_set_new(cur, "version", json_integer(ver));
-        const char *host_id = json_string_value(json_object_get(d, "hostId"));
-        if (host_id)
-            json_object_set_new(cur, "hostId", json_string(host_id));
-        if (!strcmp(type, "RoomDeleted")) {
-            json_object_set_new(cur, "status", json_string("DELETED"));
-        } else {
-            json_object_set(cur, "pricePerNight", json_object_get(d, "pricePerNight"));
-            json_object_set(cur, "capacity", json_object_get(d, "capacity"));
-            const char *s = json_string_value(json_object_get(d, "status"));
-            json_object_set_new(cur, "status", json_string(s ? s : "ACTIVE"));
-        }
-        bnb_write_t w = {.op = BNB_WRITE_PUT, .coll = "rooms", .id = room_id, .expect_version = sv, .body = cur};
-        rc = H->store_commit(st, &w, NULL, 0, ev_id, NULL);
-        json_decref(cur);
-    }
+    replica_t rp = {ev_id, type, d};
+    int rc = bnb_util_update(H, H->store(ctx), "rooms", json_string_value(json_object_get(d, "id")), replica_change,
+                             &rp, NULL, NULL, NULL);
     return rc == BNB_EALREADY ? 0 : rc;
 }
 

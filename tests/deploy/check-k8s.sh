@@ -20,7 +20,7 @@ trap 'rm -rf "$OUT"' EXIT
 fail=0
 # The host refuses unknown BEARBNB_* settings: check the ConfigMaps against its keys.
 HOSTCFG=""
-[ -f "$SRC/host/config.c" ] && HOSTCFG="--host-config $SRC/host/config.c"
+[ -f "$SRC/host/core/config.c" ] && HOSTCFG="--host-config $SRC/host/core/config.c"
 # With a built program: it must accept every Deployment's environment (--check-config).
 BUILD=${BNB_BUILD_ROOT:-$SRC/build}
 if [ -x "$BUILD/bearbnb" ]; then

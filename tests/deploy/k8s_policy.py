@@ -160,7 +160,7 @@ def check(objs):
 
 
 def host_env_names(config_c):
-    """BEARBNB_* names of the host's declared keys (host/config.c host_keys)."""
+    """BEARBNB_* names of the host's declared keys (host/core/config.c host_keys)."""
     import re
     text = open(config_c).read()
     table = text[text.index("host_keys[] = {"):]
@@ -255,7 +255,7 @@ def main(argv):
         else:
             program, plugin_dir, args = args[1], args[2], args[3:]
     if not args:
-        print("usage: k8s_policy.py [--host-config host/config.c] [--check-config BEARBNB PLUGIN_DIR] RENDERED.yaml...", file=sys.stderr)
+        print("usage: k8s_policy.py [--host-config host/core/config.c] [--check-config BEARBNB PLUGIN_DIR] RENDERED.yaml...", file=sys.stderr)
         return 2
     objs = load(args)
     errs, nwork, hpas = check(objs)

@@ -97,7 +97,7 @@ static int parse_args(int argc, char **argv, opts_t *o)
             fputs(usage, stdout);
             return 1;
         case O_VERSION:
-            printf("bearbnb %s (plugin ABI %u)\n", BNB_VERSION, BNB_ABI_VERSION);
+            printf("bearbnb %s (plugin ABI %u.%u)\n", BNB_VERSION, BNB_ABI_MAJOR, BNB_ABI_MINOR);
             return 1;
         default:
             fprintf(stderr, "bearbnb: unknown or incomplete option '%s'\n%s", argv[optind - 1], usage);
