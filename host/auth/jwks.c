@@ -635,6 +635,39 @@ static int locked_lookup(bnb_jwks_t *k, const char *kid, int kty, const want_t *
     return rc;
 }
 
+/* Threads that must never wait (the event loop) mark themselves; an unknown
+ * kid there starts the refresh and leaves a note instead of waiting. */
+static __thread int t_nowait;
+static __thread bnb_jwks_t *t_pend_k;
+static __thread unsigned long t_pend_target;
+
+void bnb__jwks_never_wait_here(void)
+{
+    t_nowait = 1;
+}
+
+int bnb__jwks_take_pending(bnb_jwks_t **k, unsigned long *round)
+{
+    int had = t_pend_k != NULL;
+    if (had && k != NULL)
+        *k = t_pend_k, *round = t_pend_target;
+    t_pend_k = NULL;
+    return had;
+}
+
+int bnb__jwks_round_done(bnb_jwks_t *k, unsigned long round)
+{
+    pthread_mutex_lock(&k->mu);
+    int done = k->stop || k->generation >= round;
+    pthread_mutex_unlock(&k->mu);
+    return done;
+}
+
+int bnb__jwks_kid_wait_ms(const bnb_jwks_t *k)
+{
+    return k->kid_wait_ms;
+}
+
 static int get(bnb_jwks_t *k, const char *kid, int kty, const want_t *w)
 {
     int rc = locked_lookup(k, kid, kty, w);
@@ -655,7 +688,10 @@ static int get(bnb_jwks_t *k, const char *kid, int kty, const want_t *w)
     k->want_refresh = 1;
     unsigned long target = k->started + 1; /* a round begun after this request */
     pthread_cond_broadcast(&k->cv);
-    if (k->kid_wait_ms > 0) {
+    if (t_nowait) {
+        t_pend_k = k;
+        t_pend_target = target;
+    } else if (k->kid_wait_ms > 0) {
         struct timespec until = now;
         until.tv_sec += k->kid_wait_ms / 1000;
         until.tv_nsec += (long)(k->kid_wait_ms % 1000) * 1000000L;

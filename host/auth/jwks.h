@@ -39,6 +39,17 @@ int bnb__jwks_get_pem(bnb_jwks_t *k, const char *kid, const char *alg, char **pe
  * EVP_PKEY_free. Concurrent verifications may share it (OpenSSL 3). */
 int bnb__jwks_get_key(bnb_jwks_t *k, const char *kid, const char *alg, EVP_PKEY **pkey);
 
+/* The calling thread (the event loop) never waits in a lookup: an unknown
+ * kid starts the refresh round and the lookup answers BNB_ENOENT at once,
+ * leaving a note that bnb__jwks_take_pending returns (1, the key set and the
+ * round to wait for; it clears the note; 0 when the last lookup started no
+ * round). The caller parks the request and polls bnb__jwks_round_done
+ * (1 once that round has completed) for at most bnb__jwks_kid_wait_ms. */
+void bnb__jwks_never_wait_here(void);
+int bnb__jwks_take_pending(bnb_jwks_t **k, unsigned long *round);
+int bnb__jwks_round_done(bnb_jwks_t *k, unsigned long round);
+int bnb__jwks_kid_wait_ms(const bnb_jwks_t *k);
+
 /* Re-read file and URL now, in the calling thread. 0 when every source
  * loaded; otherwise the first error (the other sources are still swapped in). */
 int bnb__jwks_refresh(bnb_jwks_t *k, char *errbuf, size_t errlen);

@@ -380,21 +380,39 @@ static int store_list(bnb_store_t *st, const char *coll, int which, const char *
     return st->ops->list(st, coll, which, value, out);
 }
 
-static int store_commit(bnb_store_t *st, const bnb_write_t *w, const bnb_event_out_t *events, size_t nevents,
-                        const char *applied_event_id, int64_t *new_version)
+/* The envelopes of `events` (ids, payloads), built the same way for
+ * store_commit and store_commit2. */
+typedef struct envs {
+    size_t n;
+    bnb_outbox_new_t *out;
+    char (*ids)[37];
+    char **payloads;
+} envs_t;
+
+static void envs_free(envs_t *e)
+{
+    for (size_t i = 0; e->payloads && i < e->n; i++)
+        free(e->payloads[i]);
+    free(e->payloads);
+    free(e->ids);
+    free(e->out);
+    memset(e, 0, sizeof(*e));
+}
+
+static int envs_build(envs_t *v, const bnb_event_out_t *events, size_t nevents)
 {
     bnb_exec_t *ex = bnb__exec;
-    bnb_outbox_new_t *out = NULL;
-    char(*ids)[37] = NULL;
-    char **payloads = NULL;
-    int rc = BNB_ENOMEM;
-    if (nevents > 0) {
-        out = calloc(nevents, sizeof(*out));
-        ids = calloc(nevents, sizeof(*ids));
-        payloads = calloc(nevents, sizeof(*payloads));
-        if (out == NULL || ids == NULL || payloads == NULL)
-            goto fail;
-    }
+    memset(v, 0, sizeof(*v));
+    if (nevents == 0)
+        return 0;
+    if (events == NULL)
+        return BNB_EINVAL;
+    v->n = nevents;
+    v->out = calloc(nevents, sizeof(*v->out));
+    v->ids = calloc(nevents, sizeof(*v->ids));
+    v->payloads = calloc(nevents, sizeof(*v->payloads));
+    if (v->out == NULL || v->ids == NULL || v->payloads == NULL)
+        return BNB_ENOMEM;
     char now[40];
     {
         int64_t ms = bnb__now_ms();
@@ -406,42 +424,106 @@ static int store_commit(bnb_store_t *st, const bnb_write_t *w, const bnb_event_o
     }
     for (size_t i = 0; i < nevents; i++) {
         const bnb_event_out_t *e = &events[i];
-        rc = BNB_EINVAL;
         if (e->topic == NULL || e->type == NULL || e->subject == NULL)
-            goto fail;
-        bnb__uuid(ids[i]);
+            return BNB_EINVAL;
+        bnb__uuid(v->ids[i]);
         const char *corr = e->correlation_id;
         if (corr == NULL && ex != NULL && ex->correlation_id[0])
             corr = ex->correlation_id;
-        json_t *env = json_pack("{s:s, s:s, s:s, s:s, s:s}", "id", ids[i], "type", e->type, "source",
+        json_t *env = json_pack("{s:s, s:s, s:s, s:s, s:s}", "id", v->ids[i], "type", e->type, "source",
                                 ex && ex->plugin ? ex->plugin : "host", "subject", e->subject, "time", now);
-        rc = BNB_ENOMEM;
         if (env == NULL)
-            goto fail;
+            return BNB_ENOMEM;
         json_object_set_new(env, "correlationId", corr ? json_string(corr) : json_null());
         if (ex != NULL && ex->traceparent[0])
             json_object_set_new(env, "traceparent", json_string(ex->traceparent));
         if (ex != NULL && ex->request_id[0])
             json_object_set_new(env, "requestId", json_string(ex->request_id));
         json_object_set(env, "data", e->data ? (json_t *)e->data : json_null());
-        payloads[i] = json_dumps(env, JSON_COMPACT);
+        v->payloads[i] = json_dumps(env, JSON_COMPACT);
         json_decref(env);
-        if (payloads[i] == NULL)
-            goto fail;
-        out[i].event_id = ids[i];
-        out[i].topic = e->topic;
-        out[i].key = e->subject;
-        out[i].payload = payloads[i];
+        if (v->payloads[i] == NULL)
+            return BNB_ENOMEM;
+        v->out[i].event_id = v->ids[i];
+        v->out[i].topic = e->topic;
+        v->out[i].key = e->subject;
+        v->out[i].payload = v->payloads[i];
     }
-    rc = st->ops->commit(st, w, out, nevents, applied_event_id, new_version);
+    return 0;
+}
+
+static int store_commit(bnb_store_t *st, const bnb_write_t *w, const bnb_event_out_t *events, size_t nevents,
+                        const char *applied_event_id, int64_t *new_version)
+{
+    envs_t v;
+    int rc = envs_build(&v, events, nevents);
+    if (rc == 0)
+        rc = st->ops->commit(st, w, v.out, nevents, applied_event_id, new_version);
     if (rc == 0 && nevents > 0 && bnb__host != NULL)
         bnb__events_wake(bnb__host);
-fail:
-    for (size_t i = 0; payloads && i < nevents; i++)
-        free(payloads[i]);
-    free(payloads);
-    free(ids);
-    free(out);
+    envs_free(&v);
+    return rc;
+}
+
+/* Record the definitions in ctx (for the host's own view of the plugin's
+ * collections) and create them in the plugin's store. */
+static int store_define(bnb_ctx_t *ctx, const bnb_coll_def_t *colls, size_t ncolls)
+{
+    char err[256] = "";
+    int rc = bnb__colls_validate(colls, ncolls, err, sizeof(err));
+    if (rc != 0) {
+        bnb__log(BNB_LOG_ERROR, "plugin %s: store_define: %s", ctx->name, err);
+        return rc;
+    }
+    if (ctx->inited) {
+        bnb__log(BNB_LOG_ERROR, "plugin %s: store_define is for init only", ctx->name);
+        return BNB_EPERM;
+    }
+    if (ctx->store == NULL || ctx->store->ops->define == NULL)
+        return BNB_EINVAL;
+    rc = ctx->store->ops->define(ctx->store, colls, ncolls);
+    if (rc != 0) {
+        bnb__log(BNB_LOG_ERROR, "plugin %s: store_define: the %s store refused the definitions (%d)", ctx->name,
+                 ctx->store->ops->name, rc);
+        return rc;
+    }
+    for (size_t i = 0; i < ncolls; i++) {
+        const bnb__coll_t *old = bnb__colls_get(&ctx->colls, colls[i].name);
+        bnb__coll_t *c = NULL;
+        if (old != NULL)
+            rc = bnb__coll_merge(old, &colls[i], &c, err, sizeof(err));
+        else if ((c = bnb__coll_copy(&colls[i])) == NULL)
+            rc = BNB_ENOMEM;
+        if (rc == 0)
+            rc = bnb__colls_put(&ctx->colls, c);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int store_query(bnb_store_t *st, const bnb_query_t *q, json_t **items, char **next)
+{
+    if (items != NULL)
+        *items = NULL;
+    if (next != NULL)
+        *next = NULL;
+    if (st == NULL || q == NULL || items == NULL || next == NULL || st->ops->query == NULL)
+        return BNB_EINVAL;
+    return st->ops->query(st, q, items, next);
+}
+
+static int store_commit2(bnb_store_t *st, const bnb_commit_t *c, int64_t *new_version)
+{
+    if (st == NULL || c == NULL || st->ops->commit2 == NULL)
+        return BNB_EINVAL;
+    envs_t v;
+    int rc = envs_build(&v, c->events, c->nevents);
+    if (rc == 0)
+        rc = st->ops->commit2(st, c, v.out, c->nevents, new_version);
+    if (rc == 0 && c->nevents > 0 && bnb__host != NULL)
+        bnb__events_wake(bnb__host);
+    envs_free(&v);
     return rc;
 }
 
@@ -516,5 +598,8 @@ const bnb_host_api_t bnb__host_api = {
     .set_correlation = set_correlation,
     .uuid = bnb__uuid,
     .now_ms = bnb__now_ms,
+    .store_define = store_define,
+    .store_query = store_query,
+    .store_commit2 = store_commit2,
     .req_query_string = req_query_string,
 };

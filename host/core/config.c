@@ -168,6 +168,7 @@ static const struct {
     {"admin", BNB_CFG_BOOL, "false"},
     {"gateway.routes", BNB_CFG_STRING, NULL},
     {"gateway.secret_file", BNB_CFG_STRING, NULL},
+    {"gateway.secret_previous_file", BNB_CFG_STRING, NULL},
     {"gateway.enforce", BNB_CFG_BOOL, "false"},
     {"gateway.timeout_ms", BNB_CFG_INT, "5000"},
     {"limits.user_rate", BNB_CFG_INT, "100"},

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "router.h"
+#include "v2.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -47,6 +48,8 @@ struct bnb_ctx {
     atomic_int paused;
     atomic_int relaying;
     int inited, started;
+    uint32_t abi;       /* the plugin's ABI version (major << 16 | minor) */
+    bnb__colls_t colls; /* collections the plugin declared (store_define) */
 };
 
 typedef struct bnb_breaker_slot {

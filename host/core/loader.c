@@ -31,9 +31,15 @@ bnb_ctx_t *bnb__plugin_open(bnb_host_t *h, const char *path, char *err, size_t e
         snprintf(err, errlen, "plugin %s: missing export '%s' (is it a BearBnB plugin?)", path, BNB_PLUGIN_SYMBOL);
         goto fail;
     }
-    if (p->abi_version != BNB_ABI_VERSION) {
-        snprintf(err, errlen, "plugin %s: built for plugin ABI %u, this host speaks ABI %u", path, p->abi_version,
-                 BNB_ABI_VERSION);
+    /* A plugin built before the ABI had a minor number says 1: that is 1.0. */
+    uint32_t abi = p->abi_version == 1u ? BNB_ABI_MAKE(1, 0) : p->abi_version;
+    if (BNB_ABI_MAJOR_OF(abi) != BNB_ABI_MAJOR || BNB_ABI_MINOR_OF(abi) > BNB_ABI_MINOR) {
+        snprintf(err, errlen,
+                 "plugin %s: built for plugin ABI %u.%u, this host speaks ABI %u.%u (%s); rebuild it against this "
+                 "host's plugin-api/bnb_plugin.h",
+                 path, BNB_ABI_MAJOR_OF(abi), BNB_ABI_MINOR_OF(abi), BNB_ABI_MAJOR, BNB_ABI_MINOR,
+                 BNB_ABI_MAJOR_OF(abi) != BNB_ABI_MAJOR ? "another major version is incompatible"
+                                                        : "a newer minor version than the host's");
         goto fail;
     }
     if (!valid_name(p->name)) {
@@ -60,6 +66,8 @@ bnb_ctx_t *bnb__plugin_open(bnb_host_t *h, const char *path, char *err, size_t e
     ctx->plugin = p;
     ctx->name = p->name;
     ctx->dl = dl;
+    ctx->abi = abi;
+    bnb__colls_init(&ctx->colls);
     return ctx;
 fail:
     dlclose(dl);
@@ -116,7 +124,8 @@ void bnb__plugin_close(bnb_ctx_t *ctx)
     bnb__plugin_unregister(ctx);
     if (ctx->store)
         bnb_storage_close(ctx->store);
-        /* leave the code mapped under ASan so leak reports still symbolize */
+    bnb__colls_destroy(&ctx->colls);
+    /* leave the code mapped under ASan so leak reports still symbolize */
 #ifndef __SANITIZE_ADDRESS__
     dlclose(ctx->dl);
 #endif

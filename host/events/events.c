@@ -1,5 +1,6 @@
 /* Events: the outbox relay, the in-process channel, consumer dispatch with
  * idempotency handled by the plugins and poison events parked here. */
+#include "reqcheck.h"
 #include "host.h"
 
 #include <stdio.h>
@@ -63,7 +64,7 @@ static int dispatch(bnb_host_t *h, bnb_ctx_t *ctx, const char *topic, const char
     ex.plugin = ctx->name;
     snprintf(ex.event_id, sizeof(ex.event_id), "%s", id);
     const char *s = json_string_value(json_object_get(env, "correlationId"));
-    if (s)
+    if (s && bnb__correlation_id_ok(s, strlen(s))) /* anything else stays out of log lines */
         snprintf(ex.correlation_id, sizeof(ex.correlation_id), "%s", s);
     if ((s = json_string_value(json_object_get(env, "traceparent"))) != NULL)
         snprintf(ex.traceparent, sizeof(ex.traceparent), "%s", s);

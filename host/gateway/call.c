@@ -124,12 +124,13 @@ static int call_remote(bnb_host_t *h, const char *base, const char *method, cons
         snprintf(line, sizeof(line), "traceparent: %s", ex->traceparent);
         hdr = curl_slist_append(hdr, line);
     }
+    char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
     if (bnb__gateway_has_secret()) {
         /* service to service: signed like the gateway, so an enforcing service accepts it */
         const char *user = ex && ex->user ? ex->user : "", *role = ex && ex->role ? ex->role : "";
         char sig[200];
-        bnb__gateway_sign(BNB_SIGNED_SERVICE, method, path, ex ? ex->request_id : "", user, role, bnb__now_ms() / 1000,
-                          sig, sizeof(sig));
+        bnb__gateway_sign(BNB_SIGNED_SERVICE, method, path, ex ? ex->request_id : "", user, role, payload,
+                          payload ? strlen(payload) : 0, bnb__now_ms() / 1000, sig, sizeof(sig));
         snprintf(line, sizeof(line), "X-Bnb-Gateway: %s", sig);
         hdr = curl_slist_append(hdr, line);
         if (user[0]) {
@@ -139,7 +140,6 @@ static int call_remote(bnb_host_t *h, const char *base, const char *method, cons
             hdr = curl_slist_append(hdr, line);
         }
     }
-    char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
     if (payload != NULL) {
         hdr = curl_slist_append(hdr, "Content-Type: application/json");
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, payload);

@@ -22,13 +22,16 @@ int bnb__gateway_has_secret(void);
  * another (host->call); only the latter may reach BNB_ROLE_SERVICE routes. */
 typedef enum { BNB_SIGNED_EDGE = 1, BNB_SIGNED_SERVICE = 2 } bnb_signer_t;
 
-/* Header value for X-Bnb-Gateway: "v1;by=edge|svc;ts=<s>;sig=<b64url>" over
- * the signer, method, path (with query), request id, user and role. */
+/* Header value for X-Bnb-Gateway: "v2;by=edge|svc;ts=<s>;sig=<b64url>" over
+ * the signer, method, path (with query), request id, user, role, time and the
+ * SHA-256 of the body (body_len 0: the empty body). Signed with
+ * gateway.secret_file. */
 void bnb__gateway_sign(bnb_signer_t by, const char *method, const char *path, const char *request_id, const char *user,
-                       const char *role, int64_t now_s, char *out, size_t outlen);
-/* The signer when `header` is a valid signature made within 60 s of now_s, else -1. */
+                       const char *role, const void *body, size_t body_len, int64_t now_s, char *out, size_t outlen);
+/* The signer when `header` is a valid signature made within 60 s of now_s
+ * with gateway.secret_file or gateway.secret_previous_file, else -1. */
 int bnb__gateway_verify(const char *header, const char *method, const char *path, const char *request_id,
-                        const char *user, const char *role, int64_t now_s);
+                        const char *user, const char *role, const void *body, size_t body_len, int64_t now_s);
 /* Forward r (method, path, query, headers, raw body) to `base`; fills the
  * raw answer of r. Runs on a worker thread. */
 void bnb__proxy_run(struct bnb_req *r, const char *base, int h2c, long timeout_ms);

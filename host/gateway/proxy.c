@@ -9,6 +9,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,10 @@ static gw_route_t *routes;
 static size_t nroutes;
 static unsigned char secret[128];
 static size_t secret_len;
+/* gateway.secret_previous_file: still accepted, never used to sign (rotation
+ * with overlap) */
+static unsigned char prev_secret[128];
+static size_t prev_secret_len;
 
 static void free_routes(void)
 {
@@ -53,6 +58,33 @@ void bnb__gateway_free(void)
     free_routes();
     OPENSSL_cleanse(secret, sizeof(secret));
     secret_len = 0;
+    OPENSSL_cleanse(prev_secret, sizeof(prev_secret));
+    prev_secret_len = 0;
+}
+
+/* at least 16 bytes, trailing newlines ignored; 0 or -1 with err */
+static int read_secret(bnb_host_t *h, const char *key, unsigned char *buf, size_t cap, size_t *len, char *err,
+                       size_t errlen)
+{
+    const char *sf = bnb__config_str(h->cfg, key);
+    *len = 0;
+    if (sf == NULL || !sf[0])
+        return 0;
+    FILE *f = fopen(sf, "rb");
+    if (f == NULL) {
+        snprintf(err, errlen, "%s: %s %s cannot be read", bnb__config_origin(h->cfg, key), key, sf);
+        return -1;
+    }
+    *len = fread(buf, 1, cap, f);
+    fclose(f);
+    while (*len > 0 && (buf[*len - 1] == '\n' || buf[*len - 1] == '\r'))
+        (*len)--;
+    if (*len < 16) {
+        snprintf(err, errlen, "%s %s: the secret must have at least 16 bytes", key, sf);
+        *len = 0;
+        return -1;
+    }
+    return 0;
 }
 
 int bnb__gateway_has_secret(void)
@@ -105,22 +137,14 @@ int bnb__gateway_init(bnb_host_t *h, char *err, size_t errlen)
         nroutes++;
         p = e;
     }
-    const char *sf = bnb__config_str(h->cfg, "gateway.secret_file");
-    if (sf != NULL && sf[0]) {
-        FILE *f = fopen(sf, "rb");
-        if (f == NULL) {
-            snprintf(err, errlen, "%s: gateway.secret_file %s cannot be read",
-                     bnb__config_origin(h->cfg, "gateway.secret_file"), sf);
-            return -1;
-        }
-        secret_len = fread(secret, 1, sizeof(secret), f);
-        fclose(f);
-        while (secret_len > 0 && (secret[secret_len - 1] == '\n' || secret[secret_len - 1] == '\r'))
-            secret_len--;
-        if (secret_len < 16) {
-            snprintf(err, errlen, "gateway.secret_file %s: the secret must have at least 16 bytes", sf);
-            return -1;
-        }
+    if (read_secret(h, "gateway.secret_file", secret, sizeof(secret), &secret_len, err, errlen) != 0 ||
+        read_secret(h, "gateway.secret_previous_file", prev_secret, sizeof(prev_secret), &prev_secret_len, err,
+                    errlen) != 0)
+        return -1;
+    if (prev_secret_len > 0 && secret_len == 0) {
+        snprintf(err, errlen, "%s: gateway.secret_previous_file needs gateway.secret_file",
+                 bnb__config_origin(h->cfg, "gateway.secret_previous_file"));
+        return -1;
     }
     if (bnb__config_bool(h->cfg, "gateway.enforce") && secret_len == 0) {
         snprintf(err, errlen, "%s: gateway.enforce needs gateway.secret_file",
@@ -165,42 +189,57 @@ static void b64url(const unsigned char *in, size_t n, char *out, size_t outlen)
     out[o] = '\0';
 }
 
-static void mac(const char *by, const char *method, const char *path, const char *rid, const char *user,
-                const char *role, int64_t ts, char *out, size_t outlen)
+/* v2: the MAC covers the signer, method, path with query, request id,
+ * identity, time and the SHA-256 of the body, so a captured header is good
+ * for that one request only (not for another body, method or path). */
+static void mac(const unsigned char *key, size_t keylen, const char *by, const char *method, const char *path,
+                const char *rid, const char *user, const char *role, const void *body, size_t body_len, int64_t ts,
+                char *out, size_t outlen)
 {
+    unsigned char dg[32];
+    char dgs[64];
+    SHA256(body_len ? body : (const void *)"", body_len, dg);
+    b64url(dg, sizeof(dg), dgs, sizeof(dgs));
     char msg[4096];
-    int n = snprintf(msg, sizeof(msg), "v1\n%s\n%s\n%s\n%s\n%s\n%s\n%lld", by, method, path, rid ? rid : "",
-                     user ? user : "", role ? role : "", (long long)ts);
+    int n = snprintf(msg, sizeof(msg), "v2\n%s\n%s\n%s\n%s\n%s\n%s\n%lld\n%s", by, method, path, rid ? rid : "",
+                     user ? user : "", role ? role : "", (long long)ts, dgs);
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
-    HMAC(EVP_sha256(), secret, (int)secret_len, (const unsigned char *)msg, (size_t)(n < 4096 ? n : 4095), md, &mdlen);
+    HMAC(EVP_sha256(), key, (int)keylen, (const unsigned char *)msg, (size_t)(n < 4096 ? n : 4095), md, &mdlen);
     b64url(md, mdlen, out, outlen);
 }
 
 void bnb__gateway_sign(bnb_signer_t by, const char *method, const char *path, const char *request_id, const char *user,
-                       const char *role, int64_t now_s, char *out, size_t outlen)
+                       const char *role, const void *body, size_t body_len, int64_t now_s, char *out, size_t outlen)
 {
     const char *who = by == BNB_SIGNED_SERVICE ? "svc" : "edge";
     char sig[96];
-    mac(who, method, path, request_id, user, role, now_s, sig, sizeof(sig));
-    snprintf(out, outlen, "v1;by=%s;ts=%lld;sig=%s", who, (long long)now_s, sig);
+    mac(secret, secret_len, who, method, path, request_id, user, role, body, body_len, now_s, sig, sizeof(sig));
+    snprintf(out, outlen, "v2;by=%s;ts=%lld;sig=%s", who, (long long)now_s, sig);
 }
 
 int bnb__gateway_verify(const char *header, const char *method, const char *path, const char *request_id,
-                        const char *user, const char *role, int64_t now_s)
+                        const char *user, const char *role, const void *body, size_t body_len, int64_t now_s)
 {
     if (header == NULL || secret_len == 0)
         return -1;
     long long ts;
     char who[8], got[96];
-    if (sscanf(header, "v1;by=%7[a-z];ts=%lld;sig=%95s", who, &ts, got) != 3)
+    if (sscanf(header, "v2;by=%7[a-z];ts=%lld;sig=%95s", who, &ts, got) != 3)
         return -1;
     int by = strcmp(who, "svc") == 0 ? BNB_SIGNED_SERVICE : strcmp(who, "edge") == 0 ? BNB_SIGNED_EDGE : -1;
     if (by < 0 || ts < now_s - 60 || ts > now_s + 60)
         return -1;
     char want[96];
-    mac(who, method, path, request_id, user, role, ts, want, sizeof(want));
+    mac(secret, secret_len, who, method, path, request_id, user, role, body, body_len, ts, want, sizeof(want));
     size_t l = strlen(want);
+    if (strlen(got) == l && CRYPTO_memcmp(got, want, l) == 0)
+        return by;
+    if (prev_secret_len == 0)
+        return -1;
+    mac(prev_secret, prev_secret_len, who, method, path, request_id, user, role, body, body_len, ts, want,
+        sizeof(want));
+    l = strlen(want);
     return strlen(got) == l && CRYPTO_memcmp(got, want, l) == 0 ? by : -1;
 }
 
@@ -322,8 +361,8 @@ void bnb__proxy_run(bnb_req_t *r, const char *base, int h2c, long timeout_ms)
     if (secret_len > 0) {
         char pq[3072], sig[160];
         snprintf(pq, sizeof(pq), "%s%s%s", r->path, r->query ? "?" : "", r->query ? r->query : "");
-        bnb__gateway_sign(BNB_SIGNED_EDGE, r->method, pq, r->exec.request_id, user, role, bnb__now_ms() / 1000, sig,
-                          sizeof(sig));
+        bnb__gateway_sign(BNB_SIGNED_EDGE, r->method, pq, r->exec.request_id, user, role, r->raw_in, r->raw_in_len,
+                          bnb__now_ms() / 1000, sig, sizeof(sig));
         snprintf(line, sizeof(line), "X-Bnb-Gateway: %s", sig);
         hdr = curl_slist_append(hdr, line);
     }

@@ -3,7 +3,9 @@
  * threads; answers go back on the loop. */
 #include "gateway.h"
 #include "host.h"
+#include "jwks.h"
 #include "ratelimit.h"
+#include "reqcheck.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -42,14 +44,31 @@ static void add_header(h2o_req_t *req, const char *name, const char *value)
     h2o_add_header_by_str(&req->pool, &req->res.headers, n, nl, 1, NULL, v, vl);
 }
 
+/* A JSON string's contents from client bytes: quote and backslash escaped,
+ * control bytes and non-ASCII as '?'. */
+static void json_safe(char *out, size_t outlen, const char *v, size_t n)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n && o + 3 < outlen; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (c == '"' || c == '\\')
+            out[o++] = '\\', out[o++] = (char)c;
+        else
+            out[o++] = c < 0x20 || c >= 0x7f ? '?' : (char)c;
+    }
+    out[o] = '\0';
+}
+
 static void access_log(h2o_req_t *req, const char *reqid, const char *traceparent, int status, double secs)
 {
-    char fields[640];
+    char fields[900], meth[40], path[420];
+    json_safe(meth, sizeof(meth), req->method.base, req->method.len);
+    json_safe(path, sizeof(path), req->path.base, req->path.len > 200 ? 200 : req->path.len);
     snprintf(fields, sizeof(fields),
-             "\"method\":\"%.*s\",\"path\":\"%.*s\",\"status\":%d,\"ms\":%.3f,\"protocol\":\"%s\",\"requestId\":\"%s\","
+             "\"method\":\"%s\",\"path\":\"%s\",\"status\":%d,\"ms\":%.3f,\"protocol\":\"%s\",\"requestId\":\"%s\","
              "\"traceparent\":\"%s\"",
-             (int)req->method.len, req->method.base, (int)(req->path.len > 200 ? 200 : req->path.len), req->path.base,
-             status, secs * 1000.0, req->version >= 0x200 ? "h2" : "http/1.1", reqid, traceparent ? traceparent : "");
+             meth, path, status, secs * 1000.0, req->version >= 0x200 ? "h2" : "http/1.1", reqid,
+             traceparent ? traceparent : "");
     for (char *p = fields; *p; p++)
         if ((unsigned char)*p < 0x20)
             *p = ' ';
@@ -360,9 +379,76 @@ static int copy_headers(h2o_req_t *req, bnb_req_t *r)
     return 0;
 }
 
+/* ---- a request whose token names a kid being fetched -------------------------
+ * The loop never waits for a JWKS refresh: the request is parked, a timer
+ * looks every 5 ms whether the refresh round is done (at most the kid wait),
+ * and then the request starts over once (a second unknown kid is a 401). */
+
+typedef struct park {
+    uv_timer_t t;
+    h2o_handler_t *self;
+    h2o_req_t *req; /* NULL once the client went away */
+    struct park **slot;
+    bnb_jwks_t *k;
+    unsigned long round;
+    int64_t deadline;
+} park_t;
+
+static h2o_req_t *g_retrying; /* the request on_req runs again now */
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req);
+
+static void on_park_dispose(void *p)
+{
+    park_t *pk = *(park_t **)p;
+    if (pk != NULL)
+        pk->req = NULL;
+}
+
+static void on_park_closed(uv_handle_t *hd)
+{
+    free(hd->data);
+}
+
+static void on_park_tick(uv_timer_t *t)
+{
+    park_t *pk = t->data;
+    if (pk->req != NULL && !bnb__jwks_round_done(pk->k, pk->round) && bnb__mono_ms() < pk->deadline)
+        return;
+    uv_timer_stop(t);
+    atomic_fetch_sub(&bnb__host->inflight, 1);
+    if (pk->req != NULL) {
+        *pk->slot = NULL;
+        g_retrying = pk->req;
+        on_req(pk->self, pk->req);
+        g_retrying = NULL;
+    }
+    uv_close((uv_handle_t *)t, on_park_closed);
+}
+
+/* 0 when parked (the request is answered later), -1 when it cannot be */
+static int park_for_jwks(bnb_host_t *h, h2o_handler_t *self, h2o_req_t *req, bnb_jwks_t *k, unsigned long round)
+{
+    park_t *pk = calloc(1, sizeof(*pk));
+    if (pk == NULL)
+        return -1;
+    pk->self = self;
+    pk->req = req;
+    pk->k = k;
+    pk->round = round;
+    int wait = bnb__jwks_kid_wait_ms(k);
+    pk->deadline = bnb__mono_ms() + (wait > 0 ? wait : 0);
+    uv_timer_init(h->loop, &pk->t);
+    pk->t.data = pk;
+    pk->slot = h2o_mem_alloc_shared(&req->pool, sizeof(*pk->slot), on_park_dispose);
+    *pk->slot = pk;
+    atomic_fetch_add(&h->inflight, 1);
+    uv_timer_start(&pk->t, on_park_tick, 5, 5);
+    return 0;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
-    (void)self;
     bnb_host_t *h = bnb__host;
     int64_t t0 = (int64_t)uv_hrtime(); /* ns, for durations */
     const char *path = req->path_normalized.base;
@@ -450,7 +536,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         snprintf(pq, sizeof(pq), "%.*s%s%.*s", (int)plen, path, req->query_at != SIZE_MAX ? "?" : "",
                  req->query_at != SIZE_MAX ? (int)(req->path.len - req->query_at - 1) : 0,
                  req->query_at != SIZE_MAX ? req->path.base + req->query_at + 1 : "");
-        signer = bnb__gateway_verify(sig, method, pq, rid_hdr, user, role, bnb__now_ms() / 1000);
+        signer = bnb__gateway_verify(sig, method, pq, rid_hdr, user, role, req->entity.base,
+                                     req->entity.base ? req->entity.len : 0, bnb__now_ms() / 1000);
         if (signer < 0) {
             bnb__route_match_clear(&m);
             problem_now(h, req, routelabel, t0, 403, "requests must come through the gateway");
@@ -476,7 +563,16 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
             }
             bearer = strndup(v.base + 7, v.len - 7);
             char why[160];
+            bnb__jwks_take_pending(NULL, NULL);
             if (bearer == NULL || bnb__auth_verify(h->auth, bearer, &id, why, sizeof(why)) != 0) {
+                bnb_jwks_t *jk = NULL;
+                unsigned long round = 0;
+                if (bnb__jwks_take_pending(&jk, &round) && g_retrying != req &&
+                    park_for_jwks(h, self, req, jk, round) == 0) {
+                    free(bearer);
+                    bnb__route_match_clear(&m);
+                    return 0;
+                }
                 free(bearer);
                 bnb__route_match_clear(&m);
                 add_header(req, "www-authenticate", "Bearer error=\"invalid_token\"");
@@ -564,6 +660,27 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         }
     }
 
+    /* the query's percent-encoding and the correlation id, before any work */
+    {
+        char d[200] = "";
+        if (req->query_at != SIZE_MAX) {
+            char qn[64];
+            if (bnb__query_check(req->path.base + req->query_at + 1, req->path.len - req->query_at - 1, qn,
+                                 sizeof(qn)) != 0)
+                snprintf(d, sizeof(d), "query parameter '%s': malformed percent-encoding", qn);
+        }
+        ssize_t xi = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-correlation-id"), -1);
+        if (!d[0] && xi != -1 &&
+            !bnb__correlation_id_ok(req->headers.entries[xi].value.base, req->headers.entries[xi].value.len))
+            snprintf(d, sizeof(d), "header X-Correlation-Id must be 1 to 63 characters of A-Z a-z 0-9 . _ : -");
+        if (d[0]) {
+            free(bearer);
+            bnb__route_match_clear(&m);
+            problem_now(h, req, routelabel, t0, 400, d);
+            return 0;
+        }
+    }
+
     /* body */
     json_t *body = NULL;
     if (req->entity.base != NULL && req->entity.len > 0) {
@@ -577,10 +694,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
             err = d;
         } else if (upstream != NULL) {
             /* passed through as it is: the service checks it */
-        } else if (ci == -1 || (h2o_strstr(req->headers.entries[ci].value.base, req->headers.entries[ci].value.len,
-                                           H2O_STRLIT("application/json")) == SIZE_MAX &&
-                                h2o_strstr(req->headers.entries[ci].value.base, req->headers.entries[ci].value.len,
-                                           H2O_STRLIT("+json")) == SIZE_MAX)) {
+        } else if (ci == -1 ||
+                   !bnb__media_type_is_json(req->headers.entries[ci].value.base, req->headers.entries[ci].value.len)) {
             code = 415;
             err = "the body must be JSON (Content-Type: application/json)";
         } else {
@@ -768,6 +883,7 @@ int bnb__http_start(bnb_host_t *h, char *err, size_t errlen)
     h2o_handler_t *hd = h2o_create_handler(pc, sizeof(*hd));
     hd->on_req = on_req;
     h2o_context_init(&g_ctx, h->loop, &g_config);
+    bnb__jwks_never_wait_here(); /* this is the loop's thread */
     g_accept.ctx = &g_ctx;
     g_accept.hosts = g_config.hosts;
     if (setup_tls(h, err, errlen) != 0)

@@ -125,12 +125,51 @@ void bnb__metrics_set(bnb_metrics_t *m, const char *name, const char *labels, do
     pthread_mutex_unlock(&m->mu);
 }
 
+/* The method label comes from a fixed set: a client can send any token as a
+ * method, and each new one would otherwise be a new series (and a quote in it
+ * would break the exposition text). */
+const char *bnb__metrics_method_label(const char *method)
+{
+    static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"};
+    for (size_t i = 0; method != NULL && i < sizeof(known) / sizeof(known[0]); i++)
+        if (strcmp(method, known[i]) == 0)
+            return known[i];
+    return "other";
+}
+
+/* A label value as the exposition format wants it: backslash, double quote
+ * and line feed escaped; other control bytes dropped. Always NUL-terminated. */
+void bnb__metrics_escape(char *out, size_t outlen, const char *v)
+{
+    size_t o = 0;
+    if (outlen == 0)
+        return;
+    for (; v != NULL && *v && o + 2 < outlen; v++) {
+        unsigned char c = (unsigned char)*v;
+        if (c == '\\' || c == '"') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+        } else if (c == '\n') {
+            out[o++] = '\\';
+            out[o++] = 'n';
+        } else if (c >= 0x20 && c != 0x7f) {
+            out[o++] = (char)c;
+        }
+    }
+    out[o] = '\0';
+}
+
 void bnb__metrics_http(bnb_metrics_t *m, const char *route, const char *method, int status, double seconds)
 {
+    char er[256];
+    bnb__metrics_escape(er, sizeof(er), route);
+    const char *me = bnb__metrics_method_label(method);
+    if (status < 100 || status > 599)
+        status = 0;
     char labels[512];
-    snprintf(labels, sizeof(labels), "route=\"%s\",method=\"%s\",status=\"%d\"", route, method, status);
+    snprintf(labels, sizeof(labels), "route=\"%s\",method=\"%s\",status=\"%d\"", er, me, status);
     char hl[512];
-    snprintf(hl, sizeof(hl), "route=\"%s\",method=\"%s\"", route, method);
+    snprintf(hl, sizeof(hl), "route=\"%s\",method=\"%s\"", er, me);
     pthread_mutex_lock(&m->mu);
     series_t *s = find_series(m, "bearbnb_http_requests_total", labels, 0);
     if (s != NULL)

@@ -15,16 +15,113 @@
  */
 #include "bnb_plugin.h"
 #include "bnb_plugin_util.h"
+#include "bnb_seal.h"
 #include "pay_logic.h"
 
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define TOPIC_PAY "bearbnb.payment"
 
 static const bnb_host_api_t *H;
 
-static const bnb_cfg_item_t pay_config[] = {{NULL, 0, NULL, NULL}};
+/* card_key_file: PEM X25519 private key that opens the sealed cards (give
+ * reservation its public half, `openssl pkey -pubout`). Empty: a key pair is
+ * generated once and kept in this service's store (card_keys/current, created
+ * create-only so every process of the service uses the same one). */
+static const bnb_cfg_item_t pay_config[] = {
+    {"card_key_file", BNB_CFG_STRING, "", "PEM X25519 private key for sealed cards (empty: generated, in the store)"},
+    {NULL, 0, NULL, NULL}};
+
+/* ---- the card key ---------------------------------------------------------- */
+
+static pthread_mutex_t key_mu = PTHREAD_MUTEX_INITIALIZER;
+static char *key_priv, *key_pub; /* base64 raw X25519, loaded once */
+static char key_kid[17];
+
+static int key_from_store(bnb_ctx_t *ctx, char **priv)
+{
+    bnb_store_t *st = H->store(ctx);
+    json_t *doc = NULL;
+    int64_t v;
+    int rc = H->store_get(st, "card_keys", "current", &doc, &v);
+    if (rc == BNB_ENOENT) {
+        char *gpriv = NULL, *gpub = NULL;
+        rc = bnb_seal_keygen(&gpriv, &gpub);
+        json_t *body = rc == 0 ? json_pack("{s:s, s:s, s:s, s:I}", "alg", BNB_SEAL_ALG, "private", gpriv, "public",
+                                           gpub, "createdAt", (json_int_t)H->now_ms())
+                               : NULL;
+        bnb_write_t w = {.op = BNB_WRITE_PUT, .coll = "card_keys", .id = "current", .expect_version = 0, .body = body};
+        rc = rc != 0 ? rc : body ? H->store_commit(st, &w, NULL, 0, NULL, NULL) : BNB_ENOMEM;
+        if (rc == 0) {
+            H->log(ctx, "info", "generated the card key pair (kept in the payment store)");
+            *priv = gpriv;
+            gpriv = NULL;
+        }
+        json_decref(body);
+        bnb_seal_free_secret(gpriv);
+        free(gpub);
+        if (rc != BNB_EEXIST)
+            return rc;
+        rc = H->store_get(st, "card_keys", "current", &doc, &v); /* another process made it first */
+    }
+    if (rc != 0)
+        return rc;
+    const char *p = json_string_value(json_object_get(doc, "private"));
+    *priv = p ? strdup(p) : NULL;
+    rc = p ? (*priv ? 0 : BNB_ENOMEM) : BNB_EINVAL;
+    json_decref(doc);
+    return rc;
+}
+
+/* The card key pair (borrowed, loaded once): from card_key_file, else the store. */
+static int card_key(bnb_ctx_t *ctx, const char **priv, const char **pub, const char **kid)
+{
+    int rc = 0;
+    pthread_mutex_lock(&key_mu);
+    if (!key_priv) {
+        const char *file = H->config(ctx, "card_key_file");
+        char *p = NULL, *q = NULL;
+        if (file && *file) {
+            rc = bnb_seal_read_private_pem(file, &p);
+            if (rc != 0)
+                H->log(ctx, "error", "card_key_file %s: not a readable PEM X25519 private key", file);
+        } else {
+            rc = key_from_store(ctx, &p);
+        }
+        if (rc == 0 && (rc = bnb_seal_public_of(p, &q)) == 0 && (rc = bnb_seal_kid(q, key_kid)) == 0) {
+            key_priv = p;
+            key_pub = q;
+            p = q = NULL;
+        }
+        bnb_seal_free_secret(p);
+        free(q);
+    }
+    *priv = key_priv;
+    *pub = key_pub;
+    *kid = key_kid;
+    pthread_mutex_unlock(&key_mu);
+    return rc;
+}
+
+/* The card number sealed in `sealed` for reservation `res_id` (caller frees
+ * with bnb_seal_free_secret). BNB_EINVAL when it does not open. */
+static int open_card(bnb_ctx_t *ctx, const char *sealed, const char *res_id, char **number)
+{
+    const char *priv, *pub, *kid;
+    int rc = card_key(ctx, &priv, &pub, &kid);
+    if (rc != 0)
+        return rc == BNB_EINVAL || rc == BNB_ENOENT ? BNB_EIO : rc;
+    rc = bnb_unseal(priv, sealed, res_id, number);
+    if (rc == 0 && !pay_card_valid(*number)) {
+        bnb_seal_free_secret(*number);
+        *number = NULL;
+        rc = BNB_EINVAL;
+    }
+    return rc;
+}
 
 static const char *event_type_for(const char *status)
 {
@@ -154,7 +251,7 @@ static int pay_refund(bnb_ctx_t *ctx, const json_t *d, const char *applied)
 
 /* ---- HTTP ------------------------------------------------------------------ */
 
-static const char *const pay_fields[] = {"reservationId", "roomId", "hostId", "amount", "card", NULL};
+static const char *const pay_fields[] = {"reservationId", "roomId", "hostId", "amount", "sealedCard", NULL};
 
 static void on_pay(bnb_ctx_t *ctx, bnb_req_t *req)
 {
@@ -166,12 +263,12 @@ static void on_pay(bnb_ctx_t *ctx, bnb_req_t *req)
     const char *room_id = json_string_value(json_object_get(body, "roomId"));
     const char *host_id = json_string_value(json_object_get(body, "hostId"));
     const json_t *amount = json_object_get(body, "amount");
-    const char *number = pay_card_number(json_object_get(body, "card"));
+    const char *sealed = json_string_value(json_object_get(body, "sealedCard"));
     const char *bad = !bnb_util_id_ok(res_id)                                      ? "reservationId"
                       : !room_id                                                   ? "roomId"
                       : !host_id                                                   ? "hostId"
                       : !json_is_integer(amount) || json_integer_value(amount) < 0 ? "amount"
-                      : !number                                                    ? "card"
+                      : !sealed                                                    ? "sealedCard"
                                                                                    : NULL;
     if (bad) {
         H->respond_problem(req, 400, "Bad Request", "field '%s' is missing or has the wrong type", bad);
@@ -180,7 +277,16 @@ static void on_pay(bnb_ctx_t *ctx, bnb_req_t *req)
     H->set_correlation(ctx, res_id);
     json_t *p = NULL;
     int created = 0;
-    int rc = pay_create(ctx, res_id, room_id, host_id, user, json_integer_value(amount), number, NULL, &p, &created);
+    char *number = NULL;
+    int rc = open_card(ctx, sealed, res_id, &number);
+    if (rc == BNB_EINVAL) {
+        H->respond_problem(req, 422, "Unprocessable Entity",
+                           "field 'sealedCard' does not open with this service's card key for reservation %s", res_id);
+        return;
+    }
+    if (rc == 0)
+        rc = pay_create(ctx, res_id, room_id, host_id, user, json_integer_value(amount), number, NULL, &p, &created);
+    bnb_seal_free_secret(number);
     if (rc != 0) {
         bnb_util_respond_error(H, req, rc, "payment store");
         return;
@@ -283,18 +389,37 @@ static int on_reservation_event(bnb_ctx_t *ctx, const json_t *ev)
     H->set_correlation(ctx, res_id);
     if (!placed)
         return pay_refund(ctx, d, ev_id);
-    const char *number = pay_card_number(json_object_get(d, "card"));
-    if (!number)
-        return bnb_util_reject(H, ctx, "ReservationPlaced without card");
+    const char *sealed = json_string_value(json_object_get(d, "sealedCard"));
+    if (!sealed)
+        return bnb_util_reject(H, ctx, "ReservationPlaced without sealedCard");
+    char *number = NULL;
+    int rc = open_card(ctx, sealed, res_id, &number);
+    if (rc == BNB_EINVAL)
+        return bnb_util_reject(H, ctx, "sealedCard does not open with this service's card key");
+    if (rc != 0)
+        return rc;
     json_t *p = NULL;
     int created = 0;
-    int rc =
-        pay_create(ctx, res_id, room_id, host_id, guest_id, json_integer_value(amount), number, ev_id, &p, &created);
+    rc = pay_create(ctx, res_id, room_id, host_id, guest_id, json_integer_value(amount), number, ev_id, &p, &created);
+    bnb_seal_free_secret(number);
     json_decref(p);
     return rc;
 }
 
+/* GET /payments/keys/card (services only): the public key to seal cards with. */
+static void on_card_key(bnb_ctx_t *ctx, bnb_req_t *req)
+{
+    const char *priv, *pub, *kid;
+    int rc = card_key(ctx, &priv, &pub, &kid);
+    if (rc != 0) {
+        bnb_util_respond_error(H, req, rc == BNB_EINVAL || rc == BNB_ENOENT ? BNB_EIO : rc, "payment card key");
+        return;
+    }
+    H->respond_json(req, 200, json_pack("{s:s, s:s, s:s}", "alg", BNB_SEAL_ALG, "kid", kid, "publicKey", pub));
+}
+
 static const bnb_util_route_t pay_routes[] = {
+    {"GET", "/payments/keys/card", BNB_ROLE_SERVICE, on_card_key},
     {"POST", "/payments", BNB_ROLE_SERVICE, on_pay},
     {"GET", "/payments", BNB_ROLE_USER, on_list},
     {"GET", "/payments/{id}", BNB_ROLE_USER, on_get},
@@ -312,10 +437,21 @@ static int pay_init(bnb_ctx_t *ctx, const bnb_host_api_t *host)
     return bnb_util_register(ctx, host, pay_routes, pay_subs);
 }
 
+static void pay_fini(bnb_ctx_t *ctx)
+{
+    (void)ctx;
+    pthread_mutex_lock(&key_mu);
+    bnb_seal_free_secret(key_priv);
+    free(key_pub);
+    key_priv = key_pub = NULL;
+    pthread_mutex_unlock(&key_mu);
+}
+
 BNB_EXPORT const bnb_plugin_t bnb_plugin = {
     .abi_version = BNB_ABI_VERSION,
     .name = "payment",
     .version = "0.1.0",
     .config = pay_config,
     .init = pay_init,
+    .fini = pay_fini,
 };

@@ -23,8 +23,10 @@
  */
 #include "bnb_plugin.h"
 #include "bnb_plugin_util.h"
+#include "bnb_seal.h"
 #include "resv_logic.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +42,8 @@ static const bnb_host_api_t *H;
  * booking commits, so two bookings of one guest racing each other may both pass. */
 static const bnb_cfg_item_t resv_config[] = {
     {"max_active_per_guest", BNB_CFG_INT, "10", "cap on a guest's PENDING/CONFIRMED future reservations (0 = none)"},
+    {"payment_key_file", BNB_CFG_STRING, "",
+     "PEM X25519 public key of payment's card key (empty: asked from payment once, then kept in this store)"},
     {NULL, 0, NULL, NULL}};
 
 /* ---- helpers -------------------------------------------------------------- */
@@ -117,7 +121,7 @@ static json_t *event_data(const json_t *r, const json_t *card)
     json_object_del(d, "createdAt");
     json_object_del(d, "updatedAt");
     if (card)
-        json_object_set(d, "card", (json_t *)card);
+        json_object_set(d, "sealedCard", (json_t *)card);
     return d;
 }
 
@@ -228,6 +232,80 @@ static int room_lookup(bnb_ctx_t *ctx, const char *room_id, json_t **room)
     return 0;
 }
 
+/* ---- payment's card key ------------------------------------------------------ */
+
+/* The card number never leaves the payment service in clear text: it is sealed
+ * here for payment alone (bnb_seal.h, bound to the reservation id) and only the
+ * sealed value goes into the call, the ReservationPlaced event and the outbox.
+ * Payment's public key comes from payment_key_file, else from this store
+ * (keys/payment-card), else from payment itself (GET /payments/keys/card,
+ * then kept in this store so that bookings still work while payment is down). */
+static pthread_mutex_t key_mu = PTHREAD_MUTEX_INITIALIZER;
+static char *payment_key; /* base64 raw X25519 public key */
+
+static int payment_key_fetch(bnb_ctx_t *ctx, char **pub)
+{
+    bnb_store_t *st = H->store(ctx);
+    json_t *doc = NULL, *resp = NULL;
+    int64_t v;
+    int status = 0;
+    int rc = H->store_get(st, "keys", "payment-card", &doc, &v);
+    if (rc == 0) {
+        const char *k = json_string_value(json_object_get(doc, "publicKey"));
+        *pub = k ? strdup(k) : NULL;
+        json_decref(doc);
+        return *pub ? 0 : BNB_EIO;
+    }
+    if (rc != BNB_ENOENT)
+        return rc;
+    rc = H->call(ctx, "payment", "GET", "/payments/keys/card", NULL, &status, &resp);
+    const char *k = json_string_value(json_object_get(resp, "publicKey"));
+    const char *alg = json_string_value(json_object_get(resp, "alg"));
+    char kid[17];
+    if (rc != 0 || status != 200 || !k || !alg || strcmp(alg, BNB_SEAL_ALG) || bnb_seal_kid(k, kid) != 0) {
+        H->log(ctx, "warn", "payment's card key is not known yet and payment did not give it (rc %d, status %d)", rc,
+               status);
+        json_decref(resp);
+        return BNB_EAGAIN;
+    }
+    json_t *body = json_pack("{s:s, s:s, s:s}", "alg", alg, "kid", kid, "publicKey", k);
+    bnb_write_t w = {.op = BNB_WRITE_PUT, .coll = "keys", .id = "payment-card", .expect_version = -1, .body = body};
+    rc = body ? H->store_commit(st, &w, NULL, 0, NULL, NULL) : BNB_ENOMEM;
+    *pub = rc == 0 ? strdup(k) : NULL;
+    json_decref(body);
+    json_decref(resp);
+    return rc != 0 ? rc : *pub ? 0 : BNB_ENOMEM;
+}
+
+/* Seal card `number` for reservation `res_id`: *sealed a JSON string. */
+static int seal_card(bnb_ctx_t *ctx, const char *number, const char *res_id, json_t **sealed)
+{
+    int rc = 0;
+    pthread_mutex_lock(&key_mu);
+    if (!payment_key) {
+        const char *file = H->config(ctx, "payment_key_file");
+        if (file && *file) {
+            rc = bnb_seal_read_public_pem(file, &payment_key);
+            if (rc != 0) {
+                H->log(ctx, "error", "payment_key_file %s: not a readable PEM X25519 public key", file);
+                rc = BNB_EIO;
+            }
+        } else {
+            rc = payment_key_fetch(ctx, &payment_key);
+        }
+    }
+    char *blob = NULL;
+    if (rc == 0)
+        rc = bnb_seal(payment_key, number, res_id, &blob);
+    pthread_mutex_unlock(&key_mu);
+    if (rc == 0) {
+        *sealed = json_string(blob);
+        rc = *sealed ? 0 : BNB_ENOMEM;
+    }
+    free(blob);
+    return rc;
+}
+
 /* ---- HTTP ------------------------------------------------------------------ */
 
 static const char *const book_fields[] = {"roomId", "checkIn", "checkOut", "guests", "card", NULL};
@@ -320,8 +398,9 @@ static void book_pay(bnb_ctx_t *ctx, bnb_req_t *req, json_t *res, const json_t *
 {
     const char *id = json_string_value(json_object_get(res, "id"));
     const char *room_id = json_string_value(json_object_get(res, "roomId"));
-    json_t *body = json_pack("{s:s, s:s, s:O, s:O, s:O}", "reservationId", id, "roomId", room_id, "hostId",
-                             json_object_get(res, "hostId"), "amount", json_object_get(res, "amount"), "card", card);
+    json_t *body =
+        json_pack("{s:s, s:s, s:O, s:O, s:O}", "reservationId", id, "roomId", room_id, "hostId",
+                  json_object_get(res, "hostId"), "amount", json_object_get(res, "amount"), "sealedCard", card);
     int status = 0;
     json_t *resp = NULL;
     int rc = body ? H->call(ctx, "payment", "POST", "/payments", body, &status, &resp) : BNB_ENOMEM;
@@ -463,7 +542,17 @@ static void on_book(bnb_ctx_t *ctx, bnb_req_t *req)
     resv_format_date(out, dout);
     H->uuid(id);
     H->set_correlation(ctx, id);
-    card = json_pack("{s:s}", "number", number);
+    rc = seal_card(ctx, number, id, &card);
+    if (rc == BNB_EAGAIN) {
+        H->respond_header(req, "Retry-After", "1");
+        H->respond_problem(req, 503, "Service Unavailable",
+                           "payment service unreachable and its card key is not known here yet, retry later");
+        goto done;
+    }
+    if (rc != 0) {
+        bnb_util_respond_error(H, req, rc, "card sealing");
+        goto done;
+    }
     res = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:n, s:i, s:I}", "id", id, "roomId", room_id,
                     "hostId", host_id ? host_id : "", "guestId", user, "checkIn", din, "checkOut", dout, "guests",
                     guests, "amount", (json_int_t)amount, "status", "PENDING", "paymentId", "version", 1, "createdAt",
@@ -836,10 +925,20 @@ static int resv_init(bnb_ctx_t *ctx, const bnb_host_api_t *host)
     return bnb_util_register(ctx, host, resv_routes, resv_subs);
 }
 
+static void resv_fini(bnb_ctx_t *ctx)
+{
+    (void)ctx;
+    pthread_mutex_lock(&key_mu);
+    free(payment_key);
+    payment_key = NULL;
+    pthread_mutex_unlock(&key_mu);
+}
+
 BNB_EXPORT const bnb_plugin_t bnb_plugin = {
     .abi_version = BNB_ABI_VERSION,
     .name = "reservation",
     .version = "0.1.0",
     .config = resv_config,
     .init = resv_init,
+    .fini = resv_fini,
 };

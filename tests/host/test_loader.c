@@ -83,6 +83,73 @@ static void test_bad_abi(void **state)
     assert_int_equal(nroutes(f->h.router, NULL), 0);
 }
 
+/* ABI major.minor: a plugin built against the 1.0 header (the shorter host
+ * table, abi_version 1) loads and runs on this 1.x host; another major, or a
+ * newer minor than the host's, is refused naming the file and both versions. */
+static void test_abi_older_minor_loads(void **state)
+{
+    fx_t *f = *state;
+    const char *path = FIXTURES "/abi_1_0.so";
+    bnb_ctx_t *c = bnb__plugin_open(&f->h, path, f->err, sizeof(f->err));
+    if (c == NULL)
+        fail_msg("open: %s", f->err);
+    assert_int_equal(c->abi, BNB_ABI_MAKE(1, 0));
+    if (bnb__plugin_init(c, f->err, sizeof(f->err)) != 0)
+        fail_msg("init: %s", f->err);
+    int *seen_size = dlsym(c->dl, "abi_1_0_seen_size");
+    int *seen_version = dlsym(c->dl, "abi_1_0_seen_version");
+    assert_non_null(seen_size);
+    assert_non_null(seen_version);
+    assert_int_equal(*seen_size, (int)sizeof(bnb_host_api_t)); /* the host's whole table */
+    assert_int_equal(*seen_version, (int)BNB_ABI_VERSION);
+    /* what it registered through its 1.0 view of the table is there */
+    bnb_route_match_t m;
+    assert_int_equal(bnb__router_match(f->h.router, "GET", "/abiold/ping", 12, &m, NULL, 0), 200);
+    assert_ptr_equal(((bnb_route_entry_t *)m.route)->ctx, c);
+    bnb__route_match_clear(&m);
+    bnb__plugin_close(c);
+}
+
+static void test_abi_other_major_refused(void **state)
+{
+    fx_t *f = *state;
+    const char *path = FIXTURES "/other_major.so";
+    assert_null(bnb__plugin_open(&f->h, path, f->err, sizeof(f->err)));
+    assert_contains(f->err, path);
+    assert_contains(f->err, "ABI 2.0");
+    char host[32];
+    snprintf(host, sizeof(host), "ABI %u.%u", BNB_ABI_MAJOR, BNB_ABI_MINOR);
+    assert_contains(f->err, host);
+    assert_contains(f->err, "another major version");
+
+    path = FIXTURES "/newer_minor.so";
+    assert_null(bnb__plugin_open(&f->h, path, f->err, sizeof(f->err)));
+    assert_contains(f->err, path);
+    char newer[32];
+    snprintf(newer, sizeof(newer), "ABI %u.%u", BNB_ABI_MAJOR, BNB_ABI_MINOR + 1);
+    assert_contains(f->err, newer);
+    assert_contains(f->err, host);
+    assert_contains(f->err, "newer minor");
+    assert_int_equal(nroutes(f->h.router, NULL), 0);
+}
+
+/* BNB_HAS: members appended after a table's size are absent. */
+static void test_has(void **state)
+{
+    (void)state;
+    bnb_host_api_t t = bnb__host_api;
+    assert_true(BNB_HAS(&t, store_query));
+    assert_true(BNB_HAS(&t, store_commit2));
+    assert_true(BNB_HAS(&t, store_define));
+    t.size = offsetof(bnb_host_api_t, store_define); /* a 1.0 host's table */
+    assert_false(BNB_HAS(&t, store_define));
+    assert_false(BNB_HAS(&t, store_query));
+    assert_true(BNB_HAS(&t, now_ms));
+    t.size = sizeof(bnb_host_api_t);
+    t.store_query = NULL;
+    assert_false(BNB_HAS(&t, store_query));
+}
+
 static void test_missing_export(void **state)
 {
     fx_t *f = *state;
@@ -217,6 +284,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_bad_abi, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_export, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_abi_older_minor_loads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_abi_other_major_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_has, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_a_shared_object, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failing_init_leaves_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_good_registers, setup, teardown),

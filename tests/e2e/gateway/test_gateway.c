@@ -18,6 +18,7 @@
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/sha.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <setjmp.h>
@@ -149,17 +150,9 @@ static long status_of(const e2e_host_t *h, e2e_proto_t p, const char *method, co
     return st;
 }
 
-/* X-Bnb-Gateway as the scheme documented in host/README.md computes it. */
-static void sign_gw(const char *secret, const char *by, const char *method, const char *pq, const char *rid,
-                    const char *user, const char *role, long long ts, char *out, size_t outlen)
+static void b64url_enc(const unsigned char *md, size_t ml, char *b)
 {
-    char msg[2048];
-    int n = snprintf(msg, sizeof(msg), "v1\n%s\n%s\n%s\n%s\n%s\n%s\n%lld", by, method, pq, rid, user, role, ts);
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int ml = 0;
-    HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)msg, (size_t)n, md, &ml);
     static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    char b[128];
     size_t o = 0;
     for (size_t i = 0; i < ml; i += 3) {
         unsigned v = (unsigned)md[i] << 16 | (i + 1 < ml ? (unsigned)md[i + 1] << 8 : 0) | (i + 2 < ml ? md[i + 2] : 0);
@@ -171,7 +164,32 @@ static void sign_gw(const char *secret, const char *by, const char *method, cons
             b[o++] = tbl[v & 63];
     }
     b[o] = '\0';
-    snprintf(out, outlen, "v1;by=%s;ts=%lld;sig=%s", by, ts, b);
+}
+
+/* X-Bnb-Gateway as the scheme documented in host/README.md computes it (v2:
+ * the body's SHA-256 is part of the MAC). */
+static void sign_gw_body(const char *secret, const char *by, const char *method, const char *pq, const char *rid,
+                         const char *user, const char *role, const char *body, long long ts, char *out, size_t outlen)
+{
+    unsigned char dg[32];
+    char dgs[64];
+    SHA256((const unsigned char *)(body ? body : ""), body ? strlen(body) : 0, dg);
+    b64url_enc(dg, sizeof(dg), dgs);
+    char msg[2048];
+    int n =
+        snprintf(msg, sizeof(msg), "v2\n%s\n%s\n%s\n%s\n%s\n%s\n%lld\n%s", by, method, pq, rid, user, role, ts, dgs);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int ml = 0;
+    HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)msg, (size_t)n, md, &ml);
+    char b[128];
+    b64url_enc(md, ml, b);
+    snprintf(out, outlen, "v2;by=%s;ts=%lld;sig=%s", by, ts, b);
+}
+
+static void sign_gw(const char *secret, const char *by, const char *method, const char *pq, const char *rid,
+                    const char *user, const char *role, long long ts, char *out, size_t outlen)
+{
+    sign_gw_body(secret, by, method, pq, rid, user, role, NULL, ts, out, outlen);
 }
 
 /* ---- proxied routing ------------------------------------------------------------ */
@@ -329,7 +347,7 @@ static void test_bypass_refused(void **state)
             sign_gw(cases[i].secret, cases[i].by, cases[i].method, cases[i].path, rid, cases[i].signed_user, "host",
                     cases[i].ts, good, sizeof(good));
         else
-            snprintf(good, sizeof(good), "v1;by=edge;ts=%lld;sig=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", now);
+            snprintf(good, sizeof(good), "v2;by=edge;ts=%lld;sig=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", now);
         snprintf(sig, sizeof(sig), "X-Bnb-Gateway: %s", good);
         const char *hdr[] = {sig, user, role, "X-Request-Id: gw-e2e-direct-1", NULL};
         gw_raw_t raw;
@@ -350,6 +368,81 @@ static void test_bypass_refused(void **state)
     assert_int_equal(e2e_http(s->svc, &rq, &r), 0);
     assert_true(e2e_is_problem(&r, 403));
     e2e_resp_free(&r);
+}
+
+/* Issue 11 #10: the signature covers the body. A header captured from one
+ * signed POST is refused with another body (it used to be accepted for 60 s). */
+static void test_signature_covers_body(void **state)
+{
+    proxy_state_t *s = *state;
+    long long now = (long long)time(NULL);
+    char good[200], sig[220];
+    sign_gw_body(SECRET, "edge", "POST", "/rooms", "gw-e2e-body-1", "hana", "host", ROOM_BODY, now, good, sizeof(good));
+    snprintf(sig, sizeof(sig), "X-Bnb-Gateway: %s", good);
+    const char *hdr[] = {
+        sig, "X-Bnb-User: hana", "X-Bnb-Role: host", "X-Request-Id: gw-e2e-body-1", "Content-Type: application/json",
+        NULL};
+    e2e_req_t rq = {.proto = E2E_HTTP1, .method = "POST", .path = "/rooms", .body = ROOM_BODY, .headers = hdr};
+    e2e_resp_t r;
+    assert_int_equal(e2e_http(s->svc, &rq, &r), 0);
+    assert_int_equal(r.status, 201);
+    e2e_resp_free(&r);
+    /* the same header replayed with another body */
+    static const char other[] =
+        "{\"name\":\"Evil\",\"description\":\"x\",\"city\":\"Bern\",\"pricePerNight\":1,\"capacity\":9}";
+    rq.body = other;
+    assert_int_equal(e2e_http(s->svc, &rq, &r), 0);
+    if (r.status != 403)
+        fprintf(stderr, "replayed signature with another body: %ld %s\n", r.status, r.body);
+    assert_true(e2e_is_problem(&r, 403));
+    e2e_resp_free(&r);
+}
+
+/* Issue 11 #10: the secret rotates with overlap. A service with the new
+ * secret as gateway.secret_file and the old one as
+ * gateway.secret_previous_file accepts both; a third is refused; an edge
+ * still on the old secret keeps working through the change. */
+static void test_secret_rotation_overlap(void **state)
+{
+    (void)state;
+    char newp[200];
+    snprintf(newp, sizeof(newp), "%s/gateway.secret.new", g_tmp);
+    FILE *f = fopen(newp, "w");
+    assert_non_null(f);
+    fprintf(f, "gw-e2e-NEW-secret-abcdefghijklmnop\n");
+    fclose(f);
+    char sf[260], pf[260];
+    snprintf(sf, sizeof(sf), "BEARBNB_GATEWAY_SECRET_FILE=%s", newp);
+    snprintf(pf, sizeof(pf), "BEARBNB_GATEWAY_SECRET_PREVIOUS_FILE=%s", g_secret_path);
+    const char *env[] = {"BEARBNB_PLUGINS=room", "BEARBNB_GATEWAY_ENFORCE=1", sf, pf, NULL};
+    e2e_host_t *svc = NULL;
+    assert_int_equal(start_host(&svc, env), 0);
+    int port = e2e_host_port(svc);
+    long long now = (long long)time(NULL);
+    const char *secrets[] = {"gw-e2e-NEW-secret-abcdefghijklmnop", SECRET, "gw-e2e-third-secret-0123456789abc"};
+    long want[] = {200, 200, 403};
+    for (int i = 0; i < 3; i++) {
+        char good[200], sig[220];
+        sign_gw(secrets[i], "edge", "GET", "/rooms", "gw-e2e-rot-1", "", "", now, good, sizeof(good));
+        snprintf(sig, sizeof(sig), "X-Bnb-Gateway: %s", good);
+        const char *hdr[] = {sig, "X-Request-Id: gw-e2e-rot-1", NULL};
+        gw_raw_t raw;
+        assert_int_equal(gw_raw(port, 0, "GET", "/rooms", hdr, NULL, &raw), 0);
+        if (raw.status != want[i])
+            fprintf(stderr, "secret %d: got %ld %s\n", i, raw.status, raw.body);
+        assert_int_equal(raw.status, want[i]);
+    }
+    /* an edge still signing with the old secret, through the service */
+    e2e_host_t *edge = NULL;
+    assert_int_equal(start_edge(&edge, port, "http", NULL), 0);
+    assert_int_equal(status_of(edge, E2E_HTTP1, "GET", "/rooms", NULL, NULL), 200);
+    char *tok = e2e_token(edge, "hana", "host", 0);
+    assert_non_null(tok);
+    assert_int_equal(status_of(edge, E2E_HTTP1, "POST", "/rooms", tok, ROOM_BODY), 201);
+    free(tok);
+    assert_int_equal(stop_host(edge), 0);
+    assert_int_equal(stop_host(svc), 0);
+    unlink(newp);
 }
 
 /* A stopped upstream: 504 after gateway.timeout_ms, not before. */
@@ -805,6 +898,7 @@ int main(void)
     const struct CMUnitTest proxy[] = {
         cmocka_unit_test(test_proxy_crud_h1_upstream), cmocka_unit_test(test_proxy_crud_h2c_upstream),
         cmocka_unit_test(test_bypass_refused),         cmocka_unit_test(test_upstream_timeout),
+        cmocka_unit_test(test_signature_covers_body),  cmocka_unit_test(test_secret_rotation_overlap),
         cmocka_unit_test(test_upstream_down_breaker),
     };
     const struct CMUnitTest aio[] = {

@@ -436,7 +436,8 @@ typedef struct jwks_srv {
     pthread_mutex_t mu;
     char body[8192];
     int hits;
-    int broken; /* answer 500 */
+    int broken;   /* answer 500 */
+    int delay_ms; /* wait this long before answering (a slow issuer) */
 } jwks_srv_t;
 
 static jwks_srv_t g_srv;
@@ -470,6 +471,11 @@ static void *srv_main(void *arg)
             if (strstr(req, "\r\n\r\n"))
                 break;
         }
+        pthread_mutex_lock(&s->mu);
+        int delay = s->delay_ms;
+        pthread_mutex_unlock(&s->mu);
+        if (delay > 0)
+            usleep((useconds_t)delay * 1000);
         pthread_mutex_lock(&s->mu);
         s->hits++;
         char head[256];
@@ -649,6 +655,77 @@ static void test_jwks_url_unknown_kid_refresh(void **state)
     e2e_host_free(h);
 }
 
+typedef struct kid_req {
+    const e2e_host_t *h;
+    char *tok;
+    long status;
+    long long ms;
+} kid_req_t;
+
+static void *kid_req_main(void *arg)
+{
+    kid_req_t *k = arg;
+    long long t0 = e2e_now_ms();
+    k->status = status_of_get(k->h, k->tok);
+    k->ms = e2e_now_ms() - t0;
+    return NULL;
+}
+
+/* Issue 11 #9: an unknown kid makes the host fetch the JWKS, but the event
+ * loop never waits for that fetch: while the issuer is slow, other clients
+ * are answered at once; the request itself is answered after the refresh
+ * (or 401 when the refresh takes longer than the kid wait). */
+static void test_jwks_unknown_kid_never_blocks_the_loop(void **state)
+{
+    (void)state;
+    e2e_host_t *h = NULL;
+    srv_set(&g_srv, g_rsa1, "k1", NULL, NULL);
+    assert_int_equal(start_url_host(&h, "300"), 0);
+    assert_int_equal(get_as_on(h, g_rsa1, "k1", 0), 200);
+    /* the issuer publishes k6 but takes 1.5 s to answer */
+    srv_set(&g_srv, g_rsa1, "k1", g_rsa2, "k6");
+    pthread_mutex_lock(&g_srv.mu);
+    g_srv.delay_ms = 1500;
+    pthread_mutex_unlock(&g_srv.mu);
+    char cl[600];
+    claims(cl, sizeof(cl), "slow-guest", ISSUER, "\"" AUDIENCE "\"", 300, 0, "\"role\":\"guest\"");
+    kid_req_t k = {.h = h, .tok = rs(g_rsa2, "k6", cl)};
+    assert_non_null(k.tok);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, kid_req_main, &k), 0);
+    usleep(150 * 1000); /* the unknown-kid request is in */
+    long long worst = 0;
+    for (int i = 0; i < 5; i++) {
+        long long t0 = e2e_now_ms();
+        e2e_resp_t r;
+        assert_int_equal(e2e_call(h, E2E_HTTP1, "GET", "/healthz", NULL, NULL, &r), 0);
+        assert_int_equal(r.status, 200);
+        e2e_resp_free(&r);
+        long long ms = e2e_now_ms() - t0;
+        worst = ms > worst ? ms : worst;
+        usleep(100 * 1000);
+    }
+    pthread_join(th, NULL);
+    fprintf(stderr, "unknown kid answered %ld after %lld ms; /healthz meanwhile at worst %lld ms\n", k.status, k.ms,
+            worst);
+    if (worst > 300)
+        fail_msg("/healthz took %lld ms while a JWKS refresh ran: the loop waited", worst);
+    /* the refresh takes longer than the kid wait: refused, not held forever */
+    assert_int_equal(k.status, 401);
+    assert_true(k.ms < 2500);
+    pthread_mutex_lock(&g_srv.mu);
+    g_srv.delay_ms = 0;
+    pthread_mutex_unlock(&g_srv.mu);
+    /* once the slow round has landed, k6 is known */
+    long st = 0;
+    for (int i = 0; i < 40 && (st = get_as_on(h, g_rsa2, "k6", 0)) != 200; i++)
+        usleep(100 * 1000);
+    assert_int_equal(st, 200);
+    free(k.tok);
+    assert_int_equal(e2e_host_stop(h), 0);
+    e2e_host_free(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest file[] = {
@@ -660,6 +737,7 @@ int main(void)
     const struct CMUnitTest url[] = {
         cmocka_unit_test(test_jwks_url_rotation),
         cmocka_unit_test(test_jwks_url_unknown_kid_refresh),
+        cmocka_unit_test(test_jwks_unknown_kid_never_blocks_the_loop),
     };
     int fails = cmocka_run_group_tests_name("jwt with a JWKS file", file, file_setup, file_teardown);
     fails += cmocka_run_group_tests_name("jwt with a rotating JWKS URL", url, url_setup, url_teardown);

@@ -2,7 +2,8 @@
  * End-to-end tests of the booking saga (reservation + payment plugins) on a
  * real all-in-one bearbnb process: booking, payment, cancel/refund, declined
  * cards, concurrent double booking, payment outage with the circuit breaker,
- * duplicated events, poison events, room deletion, authorization.
+ * duplicated events, poison events, room deletion, authorization, and the
+ * card number never stored or logged in clear text outside payment.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,10 +13,12 @@
 
 #include "harness.h"
 
+#include <dirent.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #define GOOD_CARD     "4111111111111111"
@@ -449,6 +452,11 @@ static void test_payment_down_fallback(void **state)
     char *ids[NPENDING];
 
     assert_int_equal(metric(&w, "bearbnb_breaker_state{service=\"payment\"}") > 0, 0);
+    /* reservation learns payment's card key with its first booking (or from
+     * reservation.payment_key_file); after that it seals cards while payment is down */
+    book(&w, w.other_tok, room, 200, 1, 1, GOOD_CARD, &r);
+    assert_int_equal(r.status, 201);
+    e2e_resp_free(&r);
     admin(&w, "/admin/plugins/payment/pause", 200);
     for (int i = 0; i < NPENDING; i++) {
         long long t0 = e2e_now_ms();
@@ -670,6 +678,107 @@ static void test_room_deleted(void **state)
     world_stop(&w);
 }
 
+/* ---- card data ---- */
+
+#define CLEAR_CARD    "4716093345678911"
+#define CLEAR_DECLINE "4916338506080002"
+
+/* Count files under `dir` (recursively) that hold `needle`; *files gets how
+ * many files were read. */
+static int files_holding(const char *dir, const char *needle, int *files)
+{
+    int hits = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (lstat(path, &st) != 0)
+            continue;
+        if (S_ISDIR(st.st_mode)) {
+            hits += files_holding(path, needle, files);
+            continue;
+        }
+        if (!S_ISREG(st.st_mode))
+            continue;
+        FILE *f = fopen(path, "rb");
+        if (!f)
+            continue;
+        char *buf = malloc((size_t)st.st_size + 1);
+        size_t n = buf ? fread(buf, 1, (size_t)st.st_size, f) : 0;
+        fclose(f);
+        (*files)++;
+        size_t nl = strlen(needle);
+        for (size_t i = 0; buf && n >= nl && i + nl <= n; i++)
+            if (!memcmp(buf + i, needle, nl)) {
+                fprintf(stderr, "card number found in %s\n", path);
+                hits++;
+                break;
+            }
+        free(buf);
+    }
+    closedir(d);
+    return hits;
+}
+
+static void test_card_never_in_clear(void **state)
+{
+    (void)state;
+    const char *const env[] = {"BEARBNB_ADMIN=1", "BEARBNB_LOG_LEVEL=debug", NULL};
+    world_t w;
+    assert_int_equal(world_start(&w, env), 0);
+    char *room = create_room(&w, 6000, 2);
+    e2e_resp_t r;
+    /* the synchronous path, a declined card, and the event path */
+    book(&w, w.guest_tok, room, 3, 2, 1, CLEAR_CARD, &r);
+    assert_int_equal(r.status, 201);
+    e2e_resp_free(&r);
+    book(&w, w.guest_tok, room, 6, 2, 1, CLEAR_DECLINE, &r);
+    assert_true(e2e_is_problem(&r, 402));
+    e2e_resp_free(&r);
+    admin(&w, "/admin/plugins/payment/pause", 200);
+    book(&w, w.guest_tok, room, 9, 2, 1, CLEAR_CARD, &r);
+    assert_int_equal(r.status, 202);
+    char *id = strdup(jstr(&r, "id"));
+    e2e_resp_free(&r);
+    admin(&w, "/admin/plugins/payment/resume", 200);
+    expect_status(&w, w.guest_tok, RES, id, "CONFIRMED");
+    assert_int_equal(e2e_call(w.h, E2E_HTTP1, "GET", "/admin/dead-letters", NULL, NULL, &r), 0);
+    assert_null(strstr(r.body, CLEAR_CARD));
+    e2e_resp_free(&r);
+    /* payment shows only the last four digits */
+    char *last4 = field_of(&w, w.guest_tok, "/payments/pay-%s", id, "cardLast4");
+    assert_non_null(last4);
+    assert_string_equal(last4, "8911");
+    free(last4);
+    int files = 0;
+    if (!e2e_host_distributed(w.h)) {
+        /* stop (outbox flushed, logs written), then read every file it left:
+         * the SQLite stores (outbox, dead letters, every service's documents,
+         * WAL included) and the log */
+        assert_int_equal(e2e_host_stop(w.h), 0);
+        int hits = files_holding(e2e_host_dir(w.h), CLEAR_CARD, &files) +
+                   files_holding(e2e_host_dir(w.h), CLEAR_DECLINE, &files);
+        fprintf(stderr, "card numbers in clear: %d hits in %d files read\n", hits, files / 2);
+        assert_true(files >= 4);
+        assert_int_equal(hits, 0);
+        e2e_host_free(w.h);
+        w.h = NULL;
+    } else {
+        int hits = files_holding(e2e_host_dir(w.h), CLEAR_CARD, &files); /* the logs of every process */
+        fprintf(stderr, "card numbers in clear: %d hits in %d files read\n", hits, files);
+        assert_int_equal(hits, 0);
+    }
+    free(id);
+    free(room);
+    world_stop(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -680,6 +789,7 @@ int main(void)
         cmocka_unit_test(test_events_delivered_twice),
         cmocka_unit_test(test_poison_event),
         cmocka_unit_test(test_room_deleted),
+        cmocka_unit_test(test_card_never_in_clear),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,127 @@
+/*
+ * Storage v2 helpers shared by the backends (internal to storage/, not part of
+ * any contract): validated copies of collection definitions, a registry of the
+ * collections a store knows, declared-field extraction from a body, query
+ * checking, the opaque keyset cursor, claim-set normalisation.
+ *
+ * Cursor: base64url (no padding) of the JSON array [shape, order value, id]
+ * where shape is 8 hex digits hashing the query's shape (collection, each
+ * condition's field and operator, order field, direction; not the values, not
+ * the limit). A cursor that does not decode, or whose shape or order-value
+ * type differs from the query's, is BNB_EINVAL.
+ */
+#ifndef BNB_STORAGE_V2_H
+#define BNB_STORAGE_V2_H
+
+#include "bnb_storage.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define BNB__COLL_NAME_MAX   32 /* keeps "<store>_c_<coll>" within MySQL's 64 */
+#define BNB__FIELD_NAME_MAX  48
+#define BNB__FIELDS_MAX      32
+#define BNB__INDEXES_MAX     16
+#define BNB__CONDS_MAX       16
+#define BNB__QUERY_LIMIT_MAX 1000
+#define BNB__CLAIM_MAX       255 /* bytes of one claim key */
+#define BNB__CLAIMS_MAX      512 /* claims of one document */
+#define BNB__ID_MAX          255 /* bytes of a document id in a declared collection */
+
+typedef struct bnb__field {
+    char *name;
+    bnb_field_type_t type;
+} bnb__field_t;
+
+typedef struct bnb__index {
+    int nf;
+    int f[BNB_INDEX_MAX_FIELDS]; /* positions in bnb__coll_t.fields */
+    int unique;
+    char name[24]; /* "ix_<8 hex>" or "ux_<8 hex>": stable for the field list */
+} bnb__index_t;
+
+/* A validated deep copy of a bnb_coll_def_t. */
+typedef struct bnb__coll {
+    char *name;
+    size_t nfields;
+    bnb__field_t *fields;
+    size_t nindexes;
+    bnb__index_t *indexes;
+} bnb__coll_t;
+
+/* The value of one declared field of a body: NULL, or a string, or an int. */
+typedef struct bnb__fval {
+    bool null;
+    const char *s; /* borrowed from the body (STR) */
+    int64_t n;     /* INT */
+} bnb__fval_t;
+
+/* Check every definition (names, types, index fields declared, no
+ * duplicates). errbuf gets a one-line reason. */
+int bnb__colls_validate(const bnb_coll_def_t *defs, size_t n, char *errbuf, size_t errlen);
+/* A copy of one (validated) definition; NULL on ENOMEM. */
+bnb__coll_t *bnb__coll_copy(const bnb_coll_def_t *d);
+void bnb__coll_free(bnb__coll_t *c);
+/* `old` extended by `d` (its fields and indexes added): a new copy in *out.
+ * BNB_EINVAL (errbuf says why) when a field changes its type. */
+int bnb__coll_merge(const bnb__coll_t *old, const bnb_coll_def_t *d, bnb__coll_t **out, char *errbuf, size_t errlen);
+int bnb__coll_field(const bnb__coll_t *c, const char *name); /* position or -1 */
+/* Declared field i of `body` (an object, or NULL for none). */
+void bnb__coll_value(const bnb__coll_t *c, size_t i, const json_t *body, bnb__fval_t *out);
+
+/* The collections a store knows. Entries stay valid until the registry is
+ * destroyed (a redefinition retires the old copy instead of freeing it). */
+typedef struct bnb__colls {
+    pthread_mutex_t mu;
+    size_t n, cap;
+    bnb__coll_t **v;
+    size_t nretired;
+    bnb__coll_t **retired;
+} bnb__colls_t;
+
+void bnb__colls_init(bnb__colls_t *r);
+void bnb__colls_destroy(bnb__colls_t *r);
+const bnb__coll_t *bnb__colls_get(bnb__colls_t *r, const char *name);
+/* Insert or replace (by name); takes ownership of c. */
+int bnb__colls_put(bnb__colls_t *r, bnb__coll_t *c);
+
+/* A checked query. */
+typedef struct bnb__plan {
+    const bnb__coll_t *coll;
+    const bnb_query_t *q;
+    int cf[BNB__CONDS_MAX]; /* field position of each condition */
+    int order;              /* field position of order_by, -1 = by id */
+    uint32_t shape;
+    bool has_cursor;
+    bnb__fval_t cur_ord; /* order value of the cursor (null when by id) */
+    char *cur_id;        /* id of the cursor (owned) */
+    char *cur_s;         /* string storage of cur_ord (owned) */
+} bnb__plan_t;
+
+/* Validate q against coll (NULL: not declared => BNB_EINVAL) and decode its
+ * cursor. On success the caller frees with bnb__plan_free. */
+int bnb__plan_make(const bnb__coll_t *coll, const bnb_query_t *q, bnb__plan_t *p);
+void bnb__plan_free(bnb__plan_t *p);
+/* The cursor after a row whose order value is `ord` (ignored when by id) and
+ * whose id is `id`. malloc'ed, NULL on ENOMEM. */
+char *bnb__cursor_make(const bnb__plan_t *p, const bnb__fval_t *ord, const char *id);
+
+/* Claims of a commit: checked (non-empty, <= BNB__CLAIM_MAX bytes, at most
+ * BNB__CLAIMS_MAX), de-duplicated and sorted into a malloc'ed array of borrowed
+ * pointers (*out, free() it; NULL when n is 0). */
+int bnb__claims_norm(const char *const *claims, size_t n, const char ***out, size_t *nout);
+bool bnb__claims_has(const char *const *sorted, size_t n, const char *key);
+
+/* Common argument checks of a commit (op, ids, version, body, events). */
+int bnb__commit_check(const bnb_commit_t *c, const bnb_outbox_new_t *events, size_t nevents);
+
+/* base64url without padding; decode returns malloc'ed bytes + NUL, or NULL. */
+char *bnb__st_b64url_encode(const unsigned char *in, size_t n);
+unsigned char *bnb__st_b64url_decode(const char *in, size_t *n);
+
+/* "<a>/<b>" style FNV-1a 32 of a byte string, chained through h. */
+uint32_t bnb__fnv1a(uint32_t h, const void *data, size_t n);
+
+#endif
