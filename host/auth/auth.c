@@ -186,6 +186,7 @@ int bnb__auth_new(const bnb_auth_config_t *cfg, bnb_auth_t **out, char *errbuf, 
             .file = cfg->jwks_file && *cfg->jwks_file ? cfg->jwks_file : NULL,
             .url = cfg->jwks_url && *cfg->jwks_url ? cfg->jwks_url : NULL,
             .refresh_s = cfg->jwks_refresh_s,
+            .url_may_wait = 1, /* an identity provider that is down at start: not ready, not dead */
         };
         rc = bnb__jwks_new(&jc, &a->jwks, errbuf, errlen);
         if (rc)
@@ -201,6 +202,20 @@ int bnb__auth_new(const bnb_auth_config_t *cfg, bnb_auth_t **out, char *errbuf, 
 fail:
     bnb__auth_free(a);
     return rc;
+}
+
+int bnb__auth_ready(bnb_auth_t *a)
+{
+    return !a || !a->jwks || bnb__jwks_loaded(a->jwks);
+}
+
+int bnb__auth_jwks_stats(bnb_auth_t *a, size_t *keys, unsigned long *failures)
+{
+    if (!a || !a->jwks)
+        return -1;
+    *keys = bnb__jwks_count(a->jwks);
+    *failures = bnb__jwks_failures(a->jwks);
+    return 0;
 }
 
 void bnb__auth_free(bnb_auth_t *a)

@@ -27,6 +27,13 @@ typedef struct bnb_identity {
 int bnb__auth_new(const bnb_auth_config_t *cfg, bnb_auth_t **out, char *errbuf, size_t errlen);
 void bnb__auth_free(bnb_auth_t *a);
 
+/* 1 when tokens can be verified: no JWKS URL, or it has loaded once (a JWKS
+ * URL that is down at start leaves this 0 while its thread retries). */
+int bnb__auth_ready(bnb_auth_t *a);
+/* The JWKS in use: keys loaded now and failed refresh rounds so far; -1 when
+ * no JWKS is configured. */
+int bnb__auth_jwks_stats(bnb_auth_t *a, size_t *keys, unsigned long *failures);
+
 /* Verify a compact JWT (without "Bearer "). 0 and *id filled, or -1 with a
  * short human reason in `why` (e.g. "token expired", "bad signature"). Thread-safe. */
 int bnb__auth_verify(bnb_auth_t *a, const char *token, bnb_identity_t *id, char *why, size_t whylen);

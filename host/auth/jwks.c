@@ -14,6 +14,7 @@
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,8 @@ typedef struct keyset {
 struct bnb_jwks {
     char *file, *url;
     int refresh_s, kid_refresh_min_s, kid_wait_ms, fetch_timeout_ms;
+    _Atomic int url_loaded;         /* the URL answered with usable keys at least once */
+    _Atomic unsigned long failures; /* refresh rounds with a source that failed */
 
     pthread_rwlock_t lock; /* guards file_keys, url_keys */
     keyset_t *file_keys, *url_keys;
@@ -463,8 +466,11 @@ int bnb__jwks_refresh(bnb_jwks_t *k, char *errbuf, size_t errlen)
             k->url_keys = us;
             pthread_rwlock_unlock(&k->lock);
             keyset_free(old);
+            atomic_store(&k->url_loaded, 1);
         }
     }
+    if (rc)
+        atomic_fetch_add(&k->failures, 1);
     return rc;
 }
 
@@ -473,11 +479,18 @@ int bnb__jwks_refresh(bnb_jwks_t *k, char *errbuf, size_t errlen)
 static void *refresh_main(void *arg)
 {
     bnb_jwks_t *k = arg;
+    int retry_s = 1;
     pthread_mutex_lock(&k->mu);
     while (!k->stop) {
         struct timespec until;
         clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += k->refresh_s;
+        /* until the URL has loaded once, retry soon (backoff), not every refresh_s */
+        if (k->url && !atomic_load(&k->url_loaded)) {
+            until.tv_sec += retry_s < k->refresh_s ? retry_s : k->refresh_s;
+            retry_s = retry_s < 16 ? retry_s * 2 : 30;
+        } else {
+            until.tv_sec += k->refresh_s;
+        }
         while (!k->stop && !k->want_refresh) {
             if (pthread_cond_timedwait(&k->cv, &k->mu, &until) == ETIMEDOUT)
                 break;
@@ -488,8 +501,16 @@ static void *refresh_main(void *arg)
         k->started++;
         pthread_mutex_unlock(&k->mu);
         char err[256];
-        if (bnb__jwks_refresh(k, err, sizeof err) != 0)
-            bnb__log(BNB_LOG_WARN, "JWKS refresh failed, keeping the previous keys: %s", err);
+        int was_loaded = atomic_load(&k->url_loaded);
+        int r = bnb__jwks_refresh(k, err, sizeof err);
+        if (k->url && !was_loaded && atomic_load(&k->url_loaded))
+            bnb__log(BNB_LOG_INFO, "JWKS %s loaded (%zu keys)", k->url, bnb__jwks_count(k));
+        if (r != 0) {
+            if (k->url && !atomic_load(&k->url_loaded))
+                bnb__log(BNB_LOG_WARN, "not ready: no JWKS yet (%s); retrying", err);
+            else
+                bnb__log(BNB_LOG_WARN, "JWKS refresh failed, keeping the previous keys: %s", err);
+        }
         pthread_mutex_lock(&k->mu);
         k->generation++;
         pthread_cond_broadcast(&k->cv);
@@ -527,9 +548,17 @@ int bnb__jwks_new(const bnb_jwks_config_t *cfg, bnb_jwks_t **out, char *errbuf, 
             goto fail;
         k->curl_inited = 1;
     }
-    rc = bnb__jwks_refresh(k, errbuf, errlen);
-    if (rc)
+    char why[256] = "";
+    rc = bnb__jwks_refresh(k, why, sizeof why);
+    if (rc && cfg->url_may_wait && (!k->file || k->file_keys) && !atomic_load(&k->url_loaded)) {
+        /* only the URL failed: serve (not ready) and let the thread retry */
+        bnb__log(BNB_LOG_WARN, "not ready: no JWKS yet (%s); retrying", why);
+        rc = 0;
+    }
+    if (rc) {
+        set_err(errbuf, errlen, "%s", why);
         goto fail;
+    }
     if (pthread_create(&k->thread, NULL, refresh_main, k) != 0) {
         set_err(errbuf, errlen, "cannot start the JWKS refresh thread");
         rc = BNB_ENOMEM;
@@ -726,6 +755,16 @@ int bnb__jwks_get_key(bnb_jwks_t *k, const char *kid, const char *alg, EVP_PKEY 
         return BNB_EINVAL;
     *pkey = NULL;
     return get(k, kid, kty, &(want_t){.pkey = pkey});
+}
+
+int bnb__jwks_loaded(bnb_jwks_t *k)
+{
+    return k && (!k->url || atomic_load(&k->url_loaded));
+}
+
+unsigned long bnb__jwks_failures(bnb_jwks_t *k)
+{
+    return k ? atomic_load(&k->failures) : 0;
 }
 
 size_t bnb__jwks_count(bnb_jwks_t *k)

@@ -21,6 +21,9 @@ typedef struct bnb_jwks_config {
     int kid_refresh_min_s; /* an unknown kid triggers at most one refresh per this; <= 0: 10 */
     int kid_wait_ms;       /* how long the verifying thread waits for that refresh; 0: 1000, < 0: no wait */
     int fetch_timeout_ms;  /* whole HTTP fetch; <= 0: 5000 */
+    int url_may_wait;      /* 1: a URL that cannot be loaded at start is no error: the set
+                              starts without its keys (bnb__jwks_loaded() == 0) and the
+                              refresh thread retries (1 s, doubling up to 30 s) until it loads */
 } bnb_jwks_config_t;
 
 /* Loads file and URL once (synchronously) and starts the refresh thread.
@@ -56,6 +59,13 @@ int bnb__jwks_refresh(bnb_jwks_t *k, char *errbuf, size_t errlen);
 
 /* Number of usable keys currently loaded. */
 size_t bnb__jwks_count(bnb_jwks_t *k);
+
+/* 1 once every configured source has loaded at least once (later failures
+ * keep the last good keys and do not change this). */
+int bnb__jwks_loaded(bnb_jwks_t *k);
+
+/* Refresh rounds (background, unknown kid or at start) that failed to load a source. */
+unsigned long bnb__jwks_failures(bnb_jwks_t *k);
 
 /* Parse one JWK object (JSON text) into a PEM public key; for tests and
  * tools. 0, or BNB_EINVAL with the reason in errbuf. *alg gets "RS256" or "ES256". */

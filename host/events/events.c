@@ -508,5 +508,6 @@ int bnb__events_inject(bnb_host_t *h, const char *topic, const char *payload, si
 
 int bnb__events_ready(bnb_host_t *h)
 {
-    return atomic_load(&h->stores_ready) && (!h->kafka_wanted || atomic_load(&h->channel_ready));
+    return atomic_load(&h->stores_ready) && (!h->kafka_wanted || atomic_load(&h->channel_ready)) &&
+           bnb__auth_ready(h->auth); /* a JWKS URL down at start: not ready until it loads */
 }

@@ -470,6 +470,15 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     }
     if (plen == 8 && memcmp(path, "/metrics", 8) == 0 && get) {
         bnb__breakers_export(h);
+        size_t jwks_keys = 0;
+        unsigned long jwks_failures = 0;
+        if (bnb__auth_jwks_stats(h->auth, &jwks_keys, &jwks_failures) == 0) {
+            bnb__metrics_set(h->metrics, "bearbnb_jwks_keys", NULL, (double)jwks_keys);
+            /* a counter: add what failed since the last scrape (this runs on the loop only) */
+            bnb__metrics_add(h->metrics, "bearbnb_jwks_refresh_failures_total", NULL,
+                             (double)(jwks_failures - h->jwks_failures_exported));
+            h->jwks_failures_exported = jwks_failures;
+        }
         bnb__metrics_set(h->metrics, "bearbnb_inflight_requests", NULL, atomic_load(&h->inflight));
         bnb__metrics_set(h->metrics, "bearbnb_ready", NULL,
                          atomic_load(&h->ready) && !atomic_load(&h->draining) ? 1 : 0);

@@ -431,6 +431,47 @@ static void test_url_down_at_start_names_url(void **state)
     assert_non_null(strstr(err, url));
 }
 
+/* The identity provider is down when the host starts (url_may_wait, as the
+ * host asks): the set is made without keys and not loaded; the thread retries
+ * with a short backoff, counts each failure, and loads once the URL answers. */
+static void test_url_down_at_start_waits_and_retries(void **state)
+{
+    (void)state;
+    srv_t s;
+    srv_start(&s, strdup("{\"keys\":[]}"));
+    srv_set(&s, NULL, 503);
+    char url[128], err[256] = "";
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/certs", s.port);
+    bnb_jwks_config_t cfg = {.url = url, .refresh_s = 3600, .kid_wait_ms = -1, .url_may_wait = 1};
+    bnb_jwks_t *k = NULL;
+    assert_int_equal(bnb__jwks_new(&cfg, &k, err, sizeof err), 0);
+    assert_non_null(k);
+    assert_int_equal(bnb__jwks_loaded(k), 0);
+    assert_int_equal(bnb__jwks_count(k), 0);
+    assert_false(has_kid(k, "kc-1"));
+    assert_true(bnb__jwks_failures(k) >= 1);
+    /* retried long before refresh_s (3600 s): 1 s, then 2 s */
+    for (int i = 0; i < 80 && srv_requests(&s) < 2; i++)
+        sleep_ms(50);
+    assert_true(srv_requests(&s) >= 2);
+    assert_true(bnb__jwks_failures(k) >= 2);
+    assert_int_equal(bnb__jwks_loaded(k), 0);
+    srv_set(&s, jwks_text(K.rsa, "kc-1", NULL, NULL), 200);
+    for (int i = 0; i < 120 && !bnb__jwks_loaded(k); i++)
+        sleep_ms(50);
+    assert_int_equal(bnb__jwks_loaded(k), 1);
+    assert_true(has_kid(k, "kc-1"));
+    /* later failures keep the keys and stay loaded, but are counted */
+    unsigned long f = bnb__jwks_failures(k);
+    srv_set(&s, NULL, 500);
+    assert_true(bnb__jwks_refresh(k, err, sizeof err) < 0);
+    assert_int_equal(bnb__jwks_failures(k), f + 1);
+    assert_int_equal(bnb__jwks_loaded(k), 1);
+    assert_true(has_kid(k, "kc-1"));
+    bnb__jwks_free(k);
+    srv_stop(&s);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -455,6 +496,7 @@ int main(void)
         cmocka_unit_test(test_jwk_to_pem_matches_openssl),           cmocka_unit_test(test_bad_jwks_rejected),
         cmocka_unit_test(test_file_keycloak_shape_and_rotation),     cmocka_unit_test(test_url_periodic_refresh),
         cmocka_unit_test(test_url_unknown_kid_refresh_rate_limited), cmocka_unit_test(test_url_down_at_start_names_url),
+        cmocka_unit_test(test_url_down_at_start_waits_and_retries),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
