@@ -678,8 +678,11 @@ static int count_booking(bnb_ctx_t *ctx, bnb_store_t *st, const room_resv_event_
         return rc;
     int counted = rc == 0 && json_is_true(json_object_get(stay, "counted"));
     json_decref(stay);
-    if (counted == want)
-        return 0; /* already counted / never counted */
+    if (counted == want) { /* already counted / never counted */
+        host->log(ctx, "info", "%s: reservation %s %s counted in room %s, nothing to change", ev->event_id,
+                  ev->reservation_id, want ? "already" : "not", ev->room_id);
+        return 0;
+    }
     rc = BNB_EEXIST;
     for (int attempt = 0; attempt < ROOM_RETRIES && rc == BNB_EEXIST; attempt++) {
         json_t *doc = NULL, *data = NULL;
