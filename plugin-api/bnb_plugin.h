@@ -8,9 +8,34 @@
  * The host checks `abi_version`, calls `init` with an append-only table of
  * host functions (bnb_host_api_t), then `start`; on shutdown `stop`, `fini`.
  *
- * Threads: HTTP route handlers and event handlers run on worker threads, never
- * on the event loop, so they may call the synchronous store and call
- * functions below. `init`, `start`, `stop`, `fini` run on the main thread.
+ * Threads (what may run at the same time):
+ *   - `init`, `start`, `stop`, `fini` run on the main thread, one plugin after
+ *     another, never two at once. No handler of the plugin runs during `init`
+ *     or after `stop` has been called (the host drains requests and events
+ *     first); `fini` runs last.
+ *   - Event handlers may run before `start` returns (a Kafka consumer can
+ *     deliver as soon as its channel connects): set up in `init` everything a
+ *     handler needs.
+ *   - Route handlers and event handlers of ONE plugin run concurrently on
+ *     several threads (the worker pool, a Kafka consumer thread, and during
+ *     shutdown's last outbox flush the main thread): the same handler may
+ *     run on several requests or events at once, and the same event may be
+ *     delivered twice (at least once). They never run on the event loop, so
+ *     they may block in the store and call functions below.
+ *   - host->call to a plugin loaded in the same process runs that plugin's
+ *     route handler on the caller's thread, inside the call: never hold a
+ *     lock across host->call.
+ *   - `userdata` is shared by all of these: after `init` treat it as
+ *     read-only, or guard what changes with your own locks or atomics. Keep
+ *     per-request state on the stack, not in userdata.
+ *
+ * Contexts: the bnb_ctx_t given to init/start/stop/fini is the plugin
+ * instance's and lives as long as the plugin. Each route or event handler
+ * invocation gets a bnb_ctx_t of its own, for that one request or event:
+ * event_reject and set_correlation act on the call whose context they are
+ * given, and every other function sees the same plugin through it. A
+ * handler's context is valid only until the handler returns; do not keep it
+ * (in userdata, another thread, a later call).
  *
  * Ownership words used on every declaration:
  *   borrowed        valid only for the duration of the call, do not free
@@ -81,9 +106,11 @@ typedef struct bnb_cfg_item {
 
 /* ---- handlers ------------------------------------------------------------ */
 
-/* An HTTP route handler. Runs on a worker thread. It must answer with exactly
+/* An HTTP route handler. Runs on a worker thread (concurrently with other
+ * handlers of the plugin, see "Threads" above). It must answer with exactly
  * one of host->respond_json / host->respond_problem / host->respond_empty
- * before returning; returning without an answer gives a 500. */
+ * before returning; returning without an answer gives a 500. `ctx` is this
+ * request's context, valid until the handler returns. */
 typedef void (*bnb_route_fn)(bnb_ctx_t *ctx, bnb_req_t *req);
 
 /* An event handler. Runs on a worker thread with the event envelope
@@ -91,7 +118,9 @@ typedef void (*bnb_route_fn)(bnb_ctx_t *ctx, bnb_req_t *req);
  * Return 0 (or BNB_EALREADY) when the effect is stored; BNB_EINVAL when the
  * event can never be applied (it is parked in the dead-letter store with the
  * reason given by host->event_reject, or a generic one); any other negative
- * code to have it redelivered later. */
+ * code to have it redelivered later. Runs concurrently with other handlers of
+ * the plugin (see "Threads" above); `ctx` is this delivery's context, valid
+ * until the handler returns. */
 typedef int (*bnb_event_fn)(bnb_ctx_t *ctx, const json_t *event);
 
 /* Who may call a route. */
@@ -254,7 +283,11 @@ typedef struct bnb_host_api {
     const char *(*req_user)(bnb_req_t *req);                     /* verified `sub` or NULL */
     const char *(*req_role)(bnb_req_t *req);                     /* "host"/"guest" or NULL */
     const char *(*req_header)(bnb_req_t *req, const char *name); /* borrowed or NULL */
-    /* Answer. `body` is stolen (the host decrefs it). */
+    /* Answer. `body` is stolen (the host decrefs it). respond_json with a
+     * status >= 400 and a body that is a problem object (string `type` and
+     * `title`, integer `status` equal to the answer's) is sent as
+     * application/problem+json: a problem with extra members (e.g. the
+     * `reservationId` of a 402). */
     void (*respond_json)(bnb_req_t *req, int status, json_t *body);
     void (*respond_problem)(bnb_req_t *req, int status, const char *title, const char *detail_fmt, ...)
         __attribute__((format(printf, 4, 5)));
@@ -279,7 +312,9 @@ typedef struct bnb_host_api {
 
     /* -- since ABI 1: events -- */
 
-    /* Inside an event handler: the reason recorded when it returns BNB_EINVAL. */
+    /* Inside an event handler, with the handler's own ctx: the reason recorded
+     * for this delivery when the handler returns BNB_EINVAL. Does nothing with
+     * another context (the instance's, another call's). */
     void (*event_reject)(bnb_ctx_t *ctx, const char *reason_fmt, ...) __attribute__((format(printf, 2, 3)));
 
     /* -- since ABI 1: synchronous calls to another service -- */
@@ -301,8 +336,10 @@ typedef struct bnb_host_api {
     void (*log)(bnb_ctx_t *ctx, const char *level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
     /* Add `delta` to counter bearbnb_<plugin>_<name>_total. */
     void (*count)(bnb_ctx_t *ctx, const char *name, double delta);
-    /* Set the correlation id of the current request/event (e.g. once the
-     * reservation id is known). Copied. */
+    /* Set the correlation id of the request or event whose handler got `ctx`
+     * (e.g. once the reservation id is known): later log lines, calls and the
+     * events committed in that handler carry it. Copied. Does nothing with the
+     * instance's context. */
     void (*set_correlation)(bnb_ctx_t *ctx, const char *correlation_id);
     /* Fill `out` (37 bytes) with a new random UUID. */
     void (*uuid)(char out[37]);

@@ -20,20 +20,6 @@ void bnb__uuid(char out[37])
     uuid_unparse_lower(u, out);
 }
 
-int64_t bnb__now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t bnb__mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 const char *bnb__status_title(int status)
 {
     switch (status) {
@@ -59,6 +45,10 @@ const char *bnb__status_title(int status)
         return "Unprocessable Entity";
     case 429:
         return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 499:
+        return "Client Closed Request";
     case 500:
         return "Internal Server Error";
     case 502:
@@ -153,7 +143,8 @@ void bnb__req_run(bnb_req_t *r)
     r->exec.role = r->has_id ? r->id.role : NULL;
     r->exec.bearer = r->bearer;
     bnb__exec = &r->exec;
-    r->route->fn(r->ctx, r);
+    bnb_ctx_t call = {.inst = r->ctx, .exec = &r->exec}; /* this request's context: the handler must not keep it */
+    r->route->fn(&call, r);
     bnb__exec = saved;
     if (!r->answered) {
         bnb__log(BNB_LOG_ERROR, "plugin %s: handler for %s %s returned without an answer", r->ctx->name,
@@ -162,8 +153,9 @@ void bnb__req_run(bnb_req_t *r)
     }
 }
 
-static int route(bnb_ctx_t *ctx, const char *method, const char *pattern, bnb_role_t who, bnb_route_fn fn)
+static int route(bnb_ctx_t *pctx, const char *method, const char *pattern, bnb_role_t who, bnb_route_fn fn)
 {
+    bnb_inst_t *ctx = pctx->inst;
     static const char *const methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
     int ok = 0;
     for (size_t i = 0; i < 5; i++)
@@ -205,8 +197,9 @@ static int route(bnb_ctx_t *ctx, const char *method, const char *pattern, bnb_ro
     return 0;
 }
 
-static int subscribe(bnb_ctx_t *ctx, const char *topic, bnb_event_fn fn)
+static int subscribe(bnb_ctx_t *pctx, const char *topic, bnb_event_fn fn)
 {
+    bnb_inst_t *ctx = pctx->inst;
     if (topic == NULL || fn == NULL)
         return BNB_EINVAL;
     bnb_sub_t *ns = realloc(ctx->subs, (ctx->nsubs + 1) * sizeof(*ns));
@@ -221,25 +214,29 @@ static int subscribe(bnb_ctx_t *ctx, const char *topic, bnb_event_fn fn)
     return 0;
 }
 
-static void set_userdata(bnb_ctx_t *ctx, void *data)
+static void set_userdata(bnb_ctx_t *pctx, void *data)
 {
+    bnb_inst_t *ctx = pctx->inst;
     ctx->userdata = data;
 }
 
-static void *userdata(bnb_ctx_t *ctx)
+static void *userdata(bnb_ctx_t *pctx)
 {
+    bnb_inst_t *ctx = pctx->inst;
     return ctx->userdata;
 }
 
-static const char *config(bnb_ctx_t *ctx, const char *key)
+static const char *config(bnb_ctx_t *pctx, const char *key)
 {
+    bnb_inst_t *ctx = pctx->inst;
     char full[256];
     snprintf(full, sizeof(full), "%s.%s", ctx->name, key);
     return bnb__config_str(ctx->host->cfg, full);
 }
 
-static const char *name(bnb_ctx_t *ctx)
+static const char *name(bnb_ctx_t *pctx)
 {
+    bnb_inst_t *ctx = pctx->inst;
     return ctx->name;
 }
 
@@ -329,6 +326,12 @@ static void respond_json(bnb_req_t *r, int status, json_t *body)
     r->status = status;
     r->resp = body;
     r->answered = 1;
+    /* an error answer whose body is a problem object goes out as one (a
+     * plugin adds members, e.g. the reservationId of a 402) */
+    json_t *pst = json_object_get(body, "status");
+    if (status >= 400 && json_is_string(json_object_get(body, "type")) &&
+        json_is_string(json_object_get(body, "title")) && json_is_integer(pst) && json_integer_value(pst) == status)
+        r->problem = 1;
 }
 
 static void respond_problem(bnb_req_t *r, int status, const char *title, const char *fmt, ...)
@@ -365,8 +368,9 @@ static void respond_header(bnb_req_t *r, const char *hname, const char *value)
     r->nrh++;
 }
 
-static bnb_store_t *store(bnb_ctx_t *ctx)
+static bnb_store_t *store(bnb_ctx_t *pctx)
 {
+    bnb_inst_t *ctx = pctx->inst;
     return ctx->store;
 }
 
@@ -467,8 +471,9 @@ static int store_commit(bnb_store_t *st, const bnb_write_t *w, const bnb_event_o
 
 /* Record the definitions in ctx (for the host's own view of the plugin's
  * collections) and create them in the plugin's store. */
-static int store_define(bnb_ctx_t *ctx, const bnb_coll_def_t *colls, size_t ncolls)
+static int store_define(bnb_ctx_t *pctx, const bnb_coll_def_t *colls, size_t ncolls)
 {
+    bnb_inst_t *ctx = pctx->inst;
     char err[256] = "";
     int rc = bnb__colls_validate(colls, ncolls, err, sizeof(err));
     if (rc != 0) {
@@ -529,8 +534,7 @@ static int store_commit2(bnb_store_t *st, const bnb_commit_t *c, int64_t *new_ve
 
 static void event_reject(bnb_ctx_t *ctx, const char *fmt, ...)
 {
-    (void)ctx;
-    bnb_exec_t *ex = bnb__exec;
+    bnb_exec_t *ex = ctx != NULL ? ctx->exec : NULL; /* NULL: not a handler's context */
     if (ex == NULL)
         return;
     va_list ap;
@@ -539,8 +543,9 @@ static void event_reject(bnb_ctx_t *ctx, const char *fmt, ...)
     va_end(ap);
 }
 
-static void plugin_log(bnb_ctx_t *ctx, const char *level, const char *fmt, ...)
+static void plugin_log(bnb_ctx_t *pctx, const char *level, const char *fmt, ...)
 {
+    bnb_inst_t *ctx = pctx->inst;
     bnb_log_level_t l = BNB_LOG_INFO;
     if (level != NULL)
         bnb__log_parse_level(level, &l);
@@ -550,8 +555,9 @@ static void plugin_log(bnb_ctx_t *ctx, const char *level, const char *fmt, ...)
     va_end(ap);
 }
 
-static void count(bnb_ctx_t *ctx, const char *cname, double delta)
+static void count(bnb_ctx_t *pctx, const char *cname, double delta)
 {
+    bnb_inst_t *ctx = pctx->inst;
     char full[256];
     snprintf(full, sizeof(full), "bearbnb_%s_%s_total", ctx->name, cname);
     for (char *p = full; *p; p++)
@@ -562,9 +568,9 @@ static void count(bnb_ctx_t *ctx, const char *cname, double delta)
 
 static void set_correlation(bnb_ctx_t *ctx, const char *cid)
 {
-    (void)ctx;
-    if (bnb__exec != NULL && cid != NULL)
-        snprintf(bnb__exec->correlation_id, sizeof(bnb__exec->correlation_id), "%s", cid);
+    bnb_exec_t *ex = ctx != NULL ? ctx->exec : NULL; /* NULL: not a handler's context */
+    if (ex != NULL && cid != NULL)
+        snprintf(ex->correlation_id, sizeof(ex->correlation_id), "%s", cid);
 }
 
 const bnb_host_api_t bnb__host_api = {

@@ -9,6 +9,7 @@
 #include "bnb_storage.h"
 #include "breaker.h"
 #include "channel.h"
+#include "clock.h"
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
@@ -19,6 +20,8 @@
 #include <stdatomic.h>
 #include <uv.h>
 
+typedef struct bnb_inst bnb_inst_t;
+
 typedef struct bnb_sub {
     char *topic;
     bnb_event_fn fn;
@@ -26,14 +29,28 @@ typedef struct bnb_sub {
 
 /* One route a plugin registered (the router's `data`). */
 typedef struct bnb_route_entry {
-    bnb_ctx_t *ctx;
+    bnb_inst_t *ctx;
     bnb_role_t who;
     bnb_route_fn fn;
     char *pattern;
     char *method;
 } bnb_route_entry_t;
 
+/* What a plugin's bnb_ctx_t * points at: the plugin instance and the call it
+ * is for. The instance's own context (bnb_inst_t.self, exec NULL) goes to
+ * init/start/stop/fini; every route or event handler invocation gets a
+ * context of its own (on the worker's stack, see bnb__req_run and events.c's
+ * dispatch) whose exec is that request's or event's, so event_reject and
+ * set_correlation act on the call they are given. Host functions taking a
+ * plugin's context use ctx->inst for the instance. */
 struct bnb_ctx {
+    bnb_inst_t *inst;
+    bnb_exec_t *exec; /* the request or event being handled; NULL for the instance's own */
+};
+
+/* One loaded plugin. */
+struct bnb_inst {
+    bnb_ctx_t self; /* .inst = this instance, .exec = NULL */
     struct bnb_host *host;
     const bnb_plugin_t *plugin;
     const char *name; /* plugin->name */
@@ -60,7 +77,7 @@ typedef struct bnb_breaker_slot {
 typedef struct bnb_host {
     bnb_config_t *cfg;
     uv_loop_t *loop;
-    bnb_ctx_t **plugins;
+    bnb_inst_t **plugins;
     size_t nplugins;
     bnb_router_t *router;
     bnb_auth_t *auth;
@@ -89,6 +106,7 @@ typedef struct bnb_host {
     long gw_timeout_ms;
     int deliver_twice;
     int admin;
+    int test_clock; /* admin and test.clock: POST /admin/clock */
     size_t max_body;
     long relay_interval_ms;
     size_t relay_batch;
@@ -109,7 +127,7 @@ typedef struct bnb_host {
 
 /* A request being handled by a plugin (HTTP or an in-process call). */
 struct bnb_req {
-    bnb_ctx_t *ctx;
+    bnb_inst_t *ctx;
     bnb_route_entry_t *route;
     char *method;
     char *path;
@@ -156,16 +174,14 @@ void bnb__problem_json(bnb_req_t *r, int status, const char *title, const char *
 char *bnb__problem_text(int status, const char *title, const char *detail, size_t *len);
 const char *bnb__status_title(int status);
 void bnb__uuid(char out[37]);
-int64_t bnb__now_ms(void);
-int64_t bnb__mono_ms(void);
 
 /* loader.c */
 /* Open and check one plugin file; NULL with a message naming the file. */
-bnb_ctx_t *bnb__plugin_open(bnb_host_t *h, const char *path, char *err, size_t errlen);
+bnb_inst_t *bnb__plugin_open(bnb_host_t *h, const char *path, char *err, size_t errlen);
 /* init; on failure undoes every registration and returns <0 with err set. */
-int bnb__plugin_init(bnb_ctx_t *ctx, char *err, size_t errlen);
-void bnb__plugin_unregister(bnb_ctx_t *ctx);
-void bnb__plugin_close(bnb_ctx_t *ctx);
+int bnb__plugin_init(bnb_inst_t *ctx, char *err, size_t errlen);
+void bnb__plugin_unregister(bnb_inst_t *ctx);
+void bnb__plugin_close(bnb_inst_t *ctx);
 /* Every *.so in dir and dir/<x>/ (sorted); caller frees each and the array. */
 int bnb__plugin_scan(const char *dir, char ***paths, size_t *n);
 

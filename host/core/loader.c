@@ -19,7 +19,7 @@ static int valid_name(const char *n)
     return 1;
 }
 
-bnb_ctx_t *bnb__plugin_open(bnb_host_t *h, const char *path, char *err, size_t errlen)
+bnb_inst_t *bnb__plugin_open(bnb_host_t *h, const char *path, char *err, size_t errlen)
 {
     void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (dl == NULL) {
@@ -56,12 +56,13 @@ bnb_ctx_t *bnb__plugin_open(bnb_host_t *h, const char *path, char *err, size_t e
             goto fail;
         }
     }
-    bnb_ctx_t *ctx = calloc(1, sizeof(*ctx));
+    bnb_inst_t *ctx = calloc(1, sizeof(*ctx));
     if (ctx == NULL || (ctx->path = strdup(path)) == NULL) {
         free(ctx);
         snprintf(err, errlen, "plugin %s: out of memory", path);
         goto fail;
     }
+    ctx->self.inst = ctx;
     ctx->host = h;
     ctx->plugin = p;
     ctx->name = p->name;
@@ -74,7 +75,7 @@ fail:
     return NULL;
 }
 
-void bnb__plugin_unregister(bnb_ctx_t *ctx)
+void bnb__plugin_unregister(bnb_inst_t *ctx)
 {
     if (ctx->host && ctx->host->router)
         bnb__router_remove_owner(ctx->host->router, ctx);
@@ -93,20 +94,20 @@ void bnb__plugin_unregister(bnb_ctx_t *ctx)
     ctx->nsubs = 0;
 }
 
-int bnb__plugin_init(bnb_ctx_t *ctx, char *err, size_t errlen)
+int bnb__plugin_init(bnb_inst_t *ctx, char *err, size_t errlen)
 {
     bnb_exec_t ex = {0};
     ex.plugin = ctx->name;
     bnb_exec_t *saved = bnb__exec;
     bnb__exec = &ex;
-    int rc = ctx->plugin->init(ctx, &bnb__host_api);
+    int rc = ctx->plugin->init(&ctx->self, &bnb__host_api);
     bnb__exec = saved;
     if (rc != 0) {
         snprintf(err, errlen, "plugin %s (%s): init failed with code %d; nothing of it stays registered", ctx->path,
                  ctx->name, rc);
         /* a failed init may have allocated userdata: give it the chance to free it */
         if (ctx->plugin->fini && ctx->userdata)
-            ctx->plugin->fini(ctx);
+            ctx->plugin->fini(&ctx->self);
         ctx->userdata = NULL;
         bnb__plugin_unregister(ctx);
         return rc < 0 ? rc : BNB_EINVAL;
@@ -115,12 +116,12 @@ int bnb__plugin_init(bnb_ctx_t *ctx, char *err, size_t errlen)
     return 0;
 }
 
-void bnb__plugin_close(bnb_ctx_t *ctx)
+void bnb__plugin_close(bnb_inst_t *ctx)
 {
     if (ctx == NULL)
         return;
     if (ctx->inited && ctx->plugin->fini)
-        ctx->plugin->fini(ctx);
+        ctx->plugin->fini(&ctx->self);
     bnb__plugin_unregister(ctx);
     if (ctx->store)
         bnb_storage_close(ctx->store);

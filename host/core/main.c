@@ -224,9 +224,9 @@ static void after_drain(bnb_host_t *h)
     bnb__log(BNB_LOG_INFO, "requests drained; flushing events");
     bnb__events_stop(h);
     for (size_t i = h->nplugins; i-- > 0;) {
-        bnb_ctx_t *c = h->plugins[i];
+        bnb_inst_t *c = h->plugins[i];
         if (c->started && c->plugin->stop)
-            c->plugin->stop(c);
+            c->plugin->stop(&c->self);
         c->started = 0;
     }
     uv_close((uv_handle_t *)&sig_term, NULL);
@@ -246,7 +246,7 @@ static void on_signal(uv_signal_t *s, int signum)
     bnb__http_drain(h, after_drain);
 }
 
-static int open_store(bnb_host_t *h, bnb_ctx_t *c, const char *data, char *err, size_t errlen)
+static int open_store(bnb_host_t *h, bnb_inst_t *c, const char *data, char *err, size_t errlen)
 {
     char k1[96], k2[96], k3[96];
     snprintf(k1, sizeof(k1), "%s.storage.backend", c->name);
@@ -312,7 +312,7 @@ int main(int argc, char **argv)
     }
     h->router = bnb__router_new();
     h->metrics = bnb__metrics_new();
-    h->plugins = calloc(npaths, sizeof(bnb_ctx_t *));
+    h->plugins = calloc(npaths, sizeof(bnb_inst_t *));
     skip = calloc(npaths + 1, sizeof(char *));
     size_t nskip = 0;
     if (h->router == NULL || h->metrics == NULL || h->plugins == NULL || skip == NULL) {
@@ -321,7 +321,7 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < npaths; i++) {
         char perr[768];
-        bnb_ctx_t *c = bnb__plugin_open(h, paths[i], perr, sizeof(perr));
+        bnb_inst_t *c = bnb__plugin_open(h, paths[i], perr, sizeof(perr));
         if (c == NULL) {
             /* a broken file is refused; it only stops us when it was asked for */
             const char *base = strrchr(paths[i], '/');
@@ -372,7 +372,7 @@ int main(int argc, char **argv)
     }
     /* every loaded plugin's keys */
     for (size_t i = 0; i < h->nplugins; i++) {
-        bnb_ctx_t *c = h->plugins[i];
+        bnb_inst_t *c = h->plugins[i];
         char k[128];
         static const char *const sk[] = {"backend", "url", "pool_size"};
         for (int s = 0; s < 3; s++) {
@@ -469,6 +469,9 @@ int main(int argc, char **argv)
     h->call_timeout_ms = bnb__config_int(h->cfg, "call.timeout_ms");
     h->deliver_twice = bnb__config_bool(h->cfg, "events.deliver_twice");
     h->admin = bnb__config_bool(h->cfg, "admin");
+    h->test_clock = h->admin && bnb__config_bool(h->cfg, "test.clock");
+    if (h->test_clock)
+        bnb__log(BNB_LOG_WARN, "test.clock is on: POST /admin/clock?advance_ms=N moves this host's clock (tests only)");
     h->max_body = (size_t)bnb__config_int(h->cfg, "http.max_body");
     h->relay_interval_ms = bnb__config_int(h->cfg, "events.relay_interval_ms");
     h->relay_batch = (size_t)bnb__config_int(h->cfg, "events.batch");
@@ -517,8 +520,8 @@ int main(int argc, char **argv)
     if (bnb__events_start(h, err, sizeof(err)) != 0)
         goto fail;
     for (size_t i = 0; i < h->nplugins; i++) {
-        bnb_ctx_t *c = h->plugins[i];
-        if (c->plugin->start && c->plugin->start(c) != 0) {
+        bnb_inst_t *c = h->plugins[i];
+        if (c->plugin->start && c->plugin->start(&c->self) != 0) {
             snprintf(err, sizeof(err), "plugin %s (%s): start failed", c->name, c->path);
             goto fail_running;
         }
@@ -549,7 +552,7 @@ fail_running:
     bnb__events_stop(h);
     for (size_t i = 0; i < h->nplugins; i++)
         if (h->plugins[i]->started && h->plugins[i]->plugin->stop)
-            h->plugins[i]->plugin->stop(h->plugins[i]);
+            h->plugins[i]->plugin->stop(&h->plugins[i]->self);
 fail:
     fprintf(stderr, "bearbnb: %s\n", err);
     bnb__log(BNB_LOG_ERROR, "%s", err);

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static void record_dead(bnb_host_t *h, bnb_ctx_t *ctx, const char *payload, size_t len, const char *reason)
+static void record_dead(bnb_host_t *h, bnb_inst_t *ctx, const char *payload, size_t len, const char *reason)
 {
     char labels[64];
     snprintf(labels, sizeof(labels), "plugin=\"%s\"", ctx->name);
@@ -25,7 +25,7 @@ static void record_dead(bnb_host_t *h, bnb_ctx_t *ctx, const char *payload, size
     pthread_mutex_unlock(&h->dl_mu);
 }
 
-static int park(bnb_host_t *h, bnb_ctx_t *ctx, const char *payload, size_t len, const char *reason)
+static int park(bnb_host_t *h, bnb_inst_t *ctx, const char *payload, size_t len, const char *reason)
 {
     char *copy = strndup(payload, len);
     if (copy == NULL)
@@ -43,7 +43,7 @@ static int park(bnb_host_t *h, bnb_ctx_t *ctx, const char *payload, size_t len, 
 
 /* One message for one consumer plugin: 0 = done (applied, duplicate or
  * parked), <0 = deliver again later. */
-static int dispatch(bnb_host_t *h, bnb_ctx_t *ctx, const char *topic, const char *payload, size_t len)
+static int dispatch(bnb_host_t *h, bnb_inst_t *ctx, const char *topic, const char *payload, size_t len)
 {
     if (atomic_load(&ctx->paused))
         return BNB_EAGAIN;
@@ -70,6 +70,7 @@ static int dispatch(bnb_host_t *h, bnb_ctx_t *ctx, const char *topic, const char
         snprintf(ex.traceparent, sizeof(ex.traceparent), "%s", s);
     if ((s = json_string_value(json_object_get(env, "requestId"))) != NULL)
         snprintf(ex.request_id, sizeof(ex.request_id), "%s", s);
+    bnb_ctx_t call = {.inst = ctx, .exec = &ex}; /* this delivery's context: the handler must not keep it */
     bnb_exec_t *saved = bnb__exec;
     bnb__exec = &ex;
     int rc = 0;
@@ -79,7 +80,7 @@ static int dispatch(bnb_host_t *h, bnb_ctx_t *ctx, const char *topic, const char
         int times = h->deliver_twice ? 2 : 1;
         for (int t = 0; t < times && rc == 0; t++) {
             ex.reject_reason[0] = '\0';
-            rc = ctx->subs[i].fn(ctx, env);
+            rc = ctx->subs[i].fn(&call, env);
             if (rc == BNB_EALREADY)
                 rc = 0;
         }
@@ -101,7 +102,7 @@ static int dispatch(bnb_host_t *h, bnb_ctx_t *ctx, const char *topic, const char
     return 0;
 }
 
-static int subscribes(bnb_ctx_t *ctx, const char *topic)
+static int subscribes(bnb_inst_t *ctx, const char *topic)
 {
     for (size_t i = 0; i < ctx->nsubs; i++)
         if (strcmp(ctx->subs[i].topic, topic) == 0)
@@ -113,7 +114,7 @@ static int subscribes(bnb_ctx_t *ctx, const char *topic)
 static int deliver_local(bnb_host_t *h, const char *topic, const char *payload, size_t len)
 {
     for (size_t i = 0; i < h->nplugins; i++) {
-        bnb_ctx_t *c = h->plugins[i];
+        bnb_inst_t *c = h->plugins[i];
         if (!subscribes(c, topic))
             continue;
         int rc = dispatch(h, c, topic, payload, len);
@@ -157,7 +158,7 @@ static int publish_prefixed(bnb_host_t *h, bnb_outbox_entry_t *e, size_t n)
 }
 
 /* Publish what is pending in ctx's outbox; returns 1 when more may be waiting. */
-static int relay_once(bnb_host_t *h, bnb_ctx_t *ctx)
+static int relay_once(bnb_host_t *h, bnb_inst_t *ctx)
 {
     bnb_store_t *st = ctx->store;
     if (h->kafka_wanted && atomic_load(&h->channel) == NULL)
@@ -202,7 +203,7 @@ static int relay_once(bnb_host_t *h, bnb_ctx_t *ctx)
 typedef struct relay_job {
     uv_work_t w;
     bnb_host_t *h;
-    bnb_ctx_t *ctx;
+    bnb_inst_t *ctx;
     int more;
     unsigned wakes; /* h->wakes when the job was queued */
 } relay_job_t;
@@ -232,7 +233,7 @@ static void relay_after(uv_work_t *w, int status)
 static void relay_schedule(bnb_host_t *h)
 {
     for (size_t i = 0; i < h->nplugins; i++) {
-        bnb_ctx_t *c = h->plugins[i];
+        bnb_inst_t *c = h->plugins[i];
         if (c->store == NULL || atomic_exchange(&c->relaying, 1))
             continue;
         relay_job_t *j = calloc(1, sizeof(*j));
@@ -277,7 +278,7 @@ void bnb__events_wake(bnb_host_t *h)
 #ifdef BNB_HAVE_KAFKA
 static int on_channel_message(void *ud, const char *topic, const char *payload, size_t len)
 {
-    bnb_ctx_t *ctx = ud;
+    bnb_inst_t *ctx = ud;
     size_t pl = strlen(ctx->host->kafka_prefix);
     if (pl > 0 && strncmp(topic, ctx->host->kafka_prefix, pl) == 0)
         topic += pl;
@@ -307,7 +308,7 @@ static int kafka_connect(bnb_host_t *h, bnb_channel_t **out, char *err, size_t e
     if (bnb__kafka_open(&kc, &ch, err, errlen) != 0)
         return -1;
     for (size_t i = 0; i < h->nplugins; i++) {
-        bnb_ctx_t *c = h->plugins[i];
+        bnb_inst_t *c = h->plugins[i];
         if (c->nsubs == 0)
             continue;
         const char *tl[16];

@@ -39,7 +39,7 @@ void bnb__breakers_export(bnb_host_t *h)
     pthread_mutex_unlock(&h->breakers_mu);
 }
 
-static bnb_ctx_t *local_plugin(bnb_host_t *h, const char *name)
+static bnb_inst_t *local_plugin(bnb_host_t *h, const char *name)
 {
     for (size_t i = 0; i < h->nplugins; i++)
         if (strcmp(h->plugins[i]->name, name) == 0)
@@ -48,7 +48,7 @@ static bnb_ctx_t *local_plugin(bnb_host_t *h, const char *name)
 }
 
 /* 0 and the answer, or <0 when the target did not answer */
-static int call_local(bnb_host_t *h, bnb_ctx_t *target, const char *method, const char *path, const json_t *body,
+static int call_local(bnb_host_t *h, bnb_inst_t *target, const char *method, const char *path, const json_t *body,
                       int *status, json_t **resp)
 {
     if (atomic_load(&target->paused))
@@ -173,9 +173,10 @@ static int call_remote(bnb_host_t *h, const char *base, const char *method, cons
     return rc;
 }
 
-int bnb__call(bnb_ctx_t *ctx, const char *service, const char *method, const char *path, const json_t *body,
+int bnb__call(bnb_ctx_t *pctx, const char *service, const char *method, const char *path, const json_t *body,
               int *status, json_t **resp)
 {
+    bnb_inst_t *ctx = pctx->inst;
     bnb_host_t *h = ctx->host;
     *status = 0;
     *resp = NULL;
@@ -190,7 +191,7 @@ int bnb__call(bnb_ctx_t *ctx, const char *service, const char *method, const cha
         return BNB_EAGAIN;
     }
     int64_t t0 = bnb__mono_ms();
-    bnb_ctx_t *target = local_plugin(h, service);
+    bnb_inst_t *target = local_plugin(h, service);
     int rc;
     if (target != NULL) {
         rc = call_local(h, target, method, path, body, status, resp);

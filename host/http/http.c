@@ -86,14 +86,106 @@ static void send_body(h2o_req_t *req, int status, const char *ctype, const char 
     h2o_send_inline(req, status == 204 ? "" : body, status == 204 ? 0 : len);
 }
 
-/* ---- worker jobs --------------------------------------------------------- */
+/* ---- connections: the work each one may have in flight ---------------------
+ *
+ * HTTP/2 rapid reset (CVE-2023-44487): a client opens a stream and resets it
+ * at once, thousands of times. h2o 2.2.5 has no defence (it disposes the
+ * reset stream's request, but whatever the handler started keeps running).
+ * Here every connection may have at most CONN_MAX_RUNNING jobs on the worker
+ * pool; further requests of that connection wait in its own queue (so one
+ * connection cannot fill the pool and starve the others). A request reset
+ * before its job started is dropped from that queue (or cancelled in the
+ * pool) and never runs; one reset while its job runs still counts against
+ * the connection until the job ends. Streams reset before their answer are
+ * counted in a token bucket (CONN_RESET_BURST, refilled CONN_RESET_RATE per
+ * second); a connection that empties it is shut down, as nghttp2 does. */
+
+#define CONN_MAX_RUNNING 4
+#define CONN_RESET_BURST 200.0
+#define CONN_RESET_RATE  50.0
 
 typedef struct http_job http_job_t;
+
+typedef struct http_conn http_conn_t;
+struct http_conn {
+    uv_tcp_t tcp; /* first: the handle h2o closes is this struct */
+    h2o_socket_t *sock;
+    http_conn_t *hnext; /* in g_conns */
+    int closed;         /* the handle is closed; freed when no job is left */
+    int running;        /* jobs in the pool (reset ones included) */
+    int queued;
+    http_job_t *qhead, *qtail; /* jobs not started yet, first come first */
+    double reset_tokens;
+    int64_t reset_ms;
+    int shut; /* shut down for resetting too much */
+};
+
+#define CONN_BUCKETS 512
+static http_conn_t *g_conns[CONN_BUCKETS];
+static unsigned long g_resets_dropped, g_conns_shut;
+
+static size_t conn_bucket(const h2o_socket_t *sock)
+{
+    return ((uintptr_t)sock >> 4) % CONN_BUCKETS;
+}
+
+static http_conn_t *conn_of(h2o_req_t *req)
+{
+    h2o_socket_t *sock = req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn) : NULL;
+    if (sock == NULL)
+        return NULL;
+    for (http_conn_t *c = g_conns[conn_bucket(sock)]; c != NULL; c = c->hnext)
+        if (c->sock == sock && !c->closed)
+            return c;
+    return NULL;
+}
+
+static void conn_unlink(http_conn_t *c)
+{
+    for (http_conn_t **pp = &g_conns[conn_bucket(c->sock)]; *pp != NULL; pp = &(*pp)->hnext)
+        if (*pp == c) {
+            *pp = c->hnext;
+            break;
+        }
+}
+
+static void conn_maybe_free(http_conn_t *c)
+{
+    if (c->closed && c->running == 0 && c->queued == 0)
+        free(c);
+}
+
+/* A stream went away before its answer: take a token; none left -> the
+ * connection is shut down (h2o sees the socket end and closes it itself). */
+static void conn_count_reset(http_conn_t *c)
+{
+    int64_t now = bnb__mono_ms();
+    c->reset_tokens += (double)(now - c->reset_ms) * CONN_RESET_RATE / 1000.0;
+    if (c->reset_tokens > CONN_RESET_BURST)
+        c->reset_tokens = CONN_RESET_BURST;
+    c->reset_ms = now;
+    c->reset_tokens -= 1.0;
+    if (c->reset_tokens >= 0 || c->shut || c->closed)
+        return;
+    c->shut = 1;
+    g_conns_shut++;
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+        shutdown(fd, SHUT_RDWR);
+    bnb__log(BNB_LOG_WARN, "http: connection shut down: it reset more than %.0f streams before their answer",
+             CONN_RESET_BURST);
+}
+
+/* ---- worker jobs --------------------------------------------------------- */
+
 struct http_job {
     uv_work_t w;
     bnb_host_t *h;
     h2o_req_t *req; /* NULL once the client went away */
     http_job_t **slot;
+    http_conn_t *conn; /* NULL when not known */
+    int state;         /* JOB_WAITING in conn's queue, JOB_POOL on the worker pool */
+    http_job_t *qnext; /* in conn's queue */
     bnb_req_t r;
     int64_t t0;
     char route[160];
@@ -103,11 +195,72 @@ struct http_job {
     size_t inject_len;
 };
 
+enum { JOB_NEW = 0, JOB_WAITING, JOB_POOL };
+
+static void job_work(uv_work_t *w);
+static void job_after(uv_work_t *w, int status);
+
+static void job_discard(http_job_t *j)
+{
+    bnb__req_free_parts(&j->r);
+    free(j->inject_topic);
+    free(j->inject_payload);
+    free(j);
+}
+
+/* Start waiting jobs of c while it has room on the pool. */
+static void conn_pump(http_conn_t *c)
+{
+    while (c->qhead != NULL && c->running < CONN_MAX_RUNNING) {
+        http_job_t *j = c->qhead;
+        c->qhead = j->qnext;
+        if (c->qhead == NULL)
+            c->qtail = NULL;
+        c->queued--;
+        j->qnext = NULL;
+        j->state = JOB_POOL;
+        c->running++;
+        if (uv_queue_work(j->h->loop, &j->w, job_work, job_after) != 0) {
+            /* cannot happen with a valid loop; answer rather than hang */
+            c->running--;
+            j->state = JOB_NEW;
+            bnb__problem_json(&j->r, 503, NULL, "cannot schedule the work");
+            job_after(&j->w, 0);
+        }
+    }
+}
+
 static void on_req_dispose(void *p)
 {
     http_job_t *j = *(http_job_t **)p;
-    if (j != NULL)
-        j->req = NULL;
+    if (j == NULL)
+        return;
+    j->req = NULL;
+    http_conn_t *c = j->conn;
+    if (c != NULL)
+        conn_count_reset(c);
+    if (j->state == JOB_WAITING && c != NULL) {
+        /* never started: drop it (no work for a stream nobody waits for) */
+        http_job_t **pp = &c->qhead, *prev = NULL;
+        while (*pp != NULL && *pp != j)
+            prev = *pp, pp = &(*pp)->qnext;
+        if (*pp == j) {
+            *pp = j->qnext;
+            if (c->qtail == j)
+                c->qtail = prev;
+            c->queued--;
+        }
+        g_resets_dropped++;
+        bnb__metrics_http(j->h->metrics, j->route, j->r.method ? j->r.method : "?", 499,
+                          (double)((int64_t)uv_hrtime() - j->t0) / 1e9);
+        bnb_host_t *h = j->h;
+        job_discard(j);
+        atomic_fetch_sub(&h->inflight, 1);
+        conn_maybe_free(c);
+        return;
+    }
+    if (j->state == JOB_POOL && uv_cancel((uv_req_t *)&j->w) == 0)
+        g_resets_dropped++; /* job_after runs with UV_ECANCELED */
 }
 
 static void job_work(uv_work_t *w)
@@ -130,9 +283,13 @@ static void job_work(uv_work_t *w)
 
 static void job_after(uv_work_t *w, int status)
 {
-    (void)status;
     http_job_t *j = w->data;
     bnb_host_t *h = j->h;
+    if (status == UV_ECANCELED) {
+        j->r.status = 499; /* the client went away before the work began */
+        if (!j->r.method)
+            j->r.method = strdup("?");
+    }
     double secs = (double)((int64_t)uv_hrtime() - j->t0) / 1e9;
     if (j->req != NULL) {
         h2o_req_t *req = j->req;
@@ -162,11 +319,14 @@ static void job_after(uv_work_t *w, int status)
             bnb__breaker_record(b, j->r.status < 500, bnb__mono_ms());
     }
     bnb__metrics_http(h->metrics, j->route, j->r.method ? j->r.method : "?", j->r.status, secs);
-    bnb__req_free_parts(&j->r);
-    free(j->inject_topic);
-    free(j->inject_payload);
-    free(j);
+    http_conn_t *c = j->state == JOB_POOL ? j->conn : NULL;
+    job_discard(j);
     atomic_fetch_sub(&h->inflight, 1);
+    if (c != NULL) {
+        c->running--;
+        conn_pump(c);
+        conn_maybe_free(c);
+    }
 }
 
 /* ---- request handling on the loop ------------------------------------------ */
@@ -254,6 +414,21 @@ static int start_job(bnb_host_t *h, h2o_req_t *req, http_job_t *j)
     j->slot = h2o_mem_alloc_shared(&req->pool, sizeof(*j->slot), on_req_dispose);
     *j->slot = j;
     atomic_fetch_add(&h->inflight, 1);
+    http_conn_t *c = conn_of(req);
+    if (c != NULL) {
+        /* in the connection's queue; started as soon as it has room */
+        j->conn = c;
+        j->state = JOB_WAITING;
+        if (c->qtail != NULL)
+            c->qtail->qnext = j;
+        else
+            c->qhead = j;
+        c->qtail = j;
+        c->queued++;
+        conn_pump(c);
+        return 0;
+    }
+    j->state = JOB_POOL;
     if (uv_queue_work(h->loop, &j->w, job_work, job_after) != 0) {
         atomic_fetch_sub(&h->inflight, 1);
         *j->slot = NULL;
@@ -314,6 +489,23 @@ static int handle_admin(bnb_host_t *h, h2o_req_t *req, const char *path, size_t 
             return 0;
         }
         problem_now(h, req, "/admin/plugins/{name}/{verb}", t0, 404, "no such plugin or action");
+        return 0;
+    }
+    if (strcmp(p, "/admin/clock") == 0 && post && h->test_clock) {
+        long long ms = -1;
+        char q[64] = "", extra;
+        if (req->query_at != SIZE_MAX)
+            snprintf(q, sizeof(q), "%.*s", (int)(req->path.len - req->query_at - 1),
+                     req->path.base + req->query_at + 1);
+        if (sscanf(q, "advance_ms=%lld%c", &ms, &extra) != 1 || ms < 0 || ms > 1000000000LL) {
+            problem_now(h, req, "/admin/clock", t0, 400, "query parameter advance_ms must be 0 to 1000000000");
+            return 0;
+        }
+        bnb__clock_advance(ms);
+        bnb__log(BNB_LOG_WARN, "admin: clock advanced by %lld ms", ms);
+        char body[64];
+        snprintf(body, sizeof(body), "{\"advancedMs\":%lld}", ms);
+        answer_now(h, req, "/admin/clock", t0, 200, "application/json", body, strlen(body));
         return 0;
     }
     if (strcmp(p, "/admin/dead-letters") == 0 && iov_eq(req->method, "GET")) {
@@ -447,28 +639,153 @@ static int park_for_jwks(bnb_host_t *h, h2o_handler_t *self, h2o_req_t *req, bnb
     return 0;
 }
 
-static int on_req(h2o_handler_t *self, h2o_req_t *req)
+/* ---- what h2o 2.2.5 lets through ------------------------------------------------
+ *
+ * HTTP/1.1 framing (RFC 9112 §6.1, §6.3): h2o takes Transfer-Encoding over
+ * Content-Length and the first of several Content-Lengths, and drops those
+ * headers from req->headers, so a handler cannot see the conflict. The
+ * request head is still at the start of the socket's input buffer while the
+ * request is handled (h2o consumes it after the answer): read it there. */
+static const char *h1_framing_error(h2o_req_t *req)
 {
-    bnb_host_t *h = bnb__host;
-    int64_t t0 = (int64_t)uv_hrtime(); /* ns, for durations */
-    const char *path = req->path_normalized.base;
-    size_t plen = req->path_normalized.len;
-    int get = iov_eq(req->method, "GET") || iov_eq(req->method, "HEAD");
-
-    if (plen == 8 && memcmp(path, "/healthz", 8) == 0 && get) {
-        static const char ok[] = "{\"status\":\"ok\"}";
-        answer_now(h, req, "/healthz", t0, 200, "application/json", ok, sizeof(ok) - 1);
-        return 0;
+    if (req->version >= 0x200 || req->conn->callbacks->get_socket == NULL)
+        return NULL;
+    h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
+    if (sock == NULL || sock->input == NULL)
+        return NULL;
+    const char *p = sock->input->bytes, *end = p + sock->input->size;
+    int ncl = 0, nte = 0, cl_differ = 0;
+    unsigned long long cl = 0;
+    /* skip the request line */
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    if (nl == NULL)
+        return NULL;
+    for (p = nl + 1; p < end; p = nl + 1) {
+        nl = memchr(p, '\n', (size_t)(end - p));
+        if (nl == NULL)
+            break;
+        size_t ll = (size_t)(nl - p);
+        if (ll > 0 && p[ll - 1] == '\r')
+            ll--;
+        if (ll == 0)
+            break; /* end of the head */
+        const char *colon = memchr(p, ':', ll);
+        if (colon == NULL)
+            continue;
+        size_t nlen = (size_t)(colon - p);
+        const char *v = colon + 1, *ve = p + ll;
+        while (v < ve && (*v == ' ' || *v == '\t'))
+            v++;
+        if (nlen == 14 && strncasecmp(p, "content-length", 14) == 0) {
+            char num[32];
+            snprintf(num, sizeof(num), "%.*s", (int)(ve - v < 31 ? ve - v : 31), v);
+            unsigned long long x = strtoull(num, NULL, 10);
+            if (ncl > 0 && x != cl)
+                cl_differ = 1;
+            cl = x;
+            ncl++;
+        } else if (nlen == 17 && strncasecmp(p, "transfer-encoding", 17) == 0) {
+            nte++;
+        }
     }
-    if (plen == 7 && memcmp(path, "/readyz", 7) == 0 && get) {
+    if (nte > 0 && ncl > 0)
+        return "a request with both Transfer-Encoding and Content-Length is ambiguous";
+    if (cl_differ)
+        return "a request with different Content-Length values is ambiguous";
+    return NULL;
+}
+
+/* Header budget: what h2o decoded (HPACK can expand a few bytes into
+ * megabytes by referring to one table entry again and again) is measured
+ * before anything of it is copied. RFC 7541 counts 32 bytes per entry. */
+#define HDR_MAX_COUNT 100
+#define HDR_MAX_BYTES (64 * 1024)
+
+static int headers_over_budget(h2o_req_t *req)
+{
+    if (req->headers.size > HDR_MAX_COUNT)
+        return 1;
+    size_t total = req->path.len + req->authority.len + req->method.len;
+    for (size_t i = 0; i < req->headers.size; i++) {
+        total += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 32;
+        if (total > HDR_MAX_BYTES)
+            return 1;
+    }
+    return 0;
+}
+
+/* ---- one request, in stages ---------------------------------------------------
+ * on_req runs these in order on the loop: probes, route, identify, limit,
+ * authorize, parse, dispatch. Each stage fills its part of the rq_t and
+ * returns 0, or answers the request (rq_refuse) and returns -1; dispatch
+ * hands what is left to a worker thread. */
+
+typedef struct rq {
+    bnb_host_t *h;
+    h2o_handler_t *self;
+    h2o_req_t *req;
+    int64_t t0; /* ns, for durations */
+    const char *path;
+    size_t plen;
+    char method[16];
+    /* route */
+    bnb_route_match_t m;
+    bnb_route_entry_t *e; /* a plugin's route, or NULL */
+    const char *upstream; /* or a gateway upstream, or NULL */
+    int upi, h2c;
+    char label[160]; /* metrics and breaker label */
+    /* identify */
+    bnb_identity_t id;
+    int has_id;
+    char *bearer;
+    char rid_hdr[64]; /* X-Request-Id as signed by the gateway */
+    int signer;       /* bnb_signer_t, or -1 */
+    /* parse */
+    json_t *body;
+} rq_t;
+
+/* Answer the request with a problem and free what the stages gathered. */
+static int rq_refuse(rq_t *q, int status, const char *detail)
+{
+    json_decref(q->body);
+    q->body = NULL;
+    free(q->bearer);
+    q->bearer = NULL;
+    bnb__route_match_clear(&q->m);
+    problem_now(q->h, q->req, q->label, q->t0, status, detail);
+    return -1;
+}
+
+/* Copy a request header into out ("" when absent). */
+static void header_copy(h2o_req_t *req, const char *name, size_t nlen, char *out, size_t outlen)
+{
+    ssize_t k = h2o_find_header_by_str(&req->headers, name, nlen, -1);
+    out[0] = '\0';
+    if (k != -1)
+        snprintf(out, outlen, "%.*s", (int)req->headers.entries[k].value.len, req->headers.entries[k].value.base);
+}
+
+/* /healthz, /readyz, /metrics: 1 when the request was one of them (answered). */
+static int serve_probe(rq_t *q)
+{
+    bnb_host_t *h = q->h;
+    h2o_req_t *req = q->req;
+    if (!iov_eq(req->method, "GET") && !iov_eq(req->method, "HEAD"))
+        return 0;
+    if (q->plen == 8 && memcmp(q->path, "/healthz", 8) == 0) {
+        static const char ok[] = "{\"status\":\"ok\"}";
+        answer_now(h, req, "/healthz", q->t0, 200, "application/json", ok, sizeof(ok) - 1);
+        return 1;
+    }
+    if (q->plen == 7 && memcmp(q->path, "/readyz", 7) == 0) {
         int ready = atomic_load(&h->ready) && !atomic_load(&h->draining) && bnb__events_ready(h);
         const char *why = ready                       ? "{\"status\":\"ready\"}"
                           : atomic_load(&h->draining) ? "{\"status\":\"draining\"}"
                                                       : "{\"status\":\"not ready\"}";
-        answer_now(h, req, "/readyz", t0, ready ? 200 : 503, "application/json", why, strlen(why));
-        return 0;
+        answer_now(h, req, "/readyz", q->t0, ready ? 200 : 503, "application/json", why, strlen(why));
+        return 1;
     }
-    if (plen == 8 && memcmp(path, "/metrics", 8) == 0 && get) {
+    if (q->plen == 8 && memcmp(q->path, "/metrics", 8) == 0) {
         bnb__breakers_export(h);
         size_t jwks_keys = 0;
         unsigned long jwks_failures = 0;
@@ -480,304 +797,326 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
             h->jwks_failures_exported = jwks_failures;
         }
         bnb__metrics_set(h->metrics, "bearbnb_inflight_requests", NULL, atomic_load(&h->inflight));
+        bnb__metrics_set(h->metrics, "bearbnb_http_reset_streams_dropped", NULL, (double)g_resets_dropped);
+        bnb__metrics_set(h->metrics, "bearbnb_http_connections_shut", NULL, (double)g_conns_shut);
         bnb__metrics_set(h->metrics, "bearbnb_ready", NULL,
                          atomic_load(&h->ready) && !atomic_load(&h->draining) ? 1 : 0);
         size_t len = 0;
         char *s = bnb__metrics_render(h->metrics, &len);
-        answer_now(h, req, "/metrics", t0, 200, "text/plain; version=0.0.4", s ? s : "", s ? len : 0);
+        answer_now(h, req, "/metrics", q->t0, 200, "text/plain; version=0.0.4", s ? s : "", s ? len : 0);
         free(s);
-        return 0;
+        return 1;
     }
-    if (plen >= 6 && memcmp(path, "/admin", 6) == 0 && (plen == 6 || path[6] == '/'))
-        return handle_admin(h, req, path, plen, t0);
+    return 0;
+}
 
-    bnb_route_match_t m;
+/* A plugin's route, else a gateway upstream; 405 or 404 otherwise. */
+static int stage_route(rq_t *q)
+{
     char allow[128];
-    char method[16];
-    snprintf(method, sizeof(method), "%.*s", (int)(req->method.len < 15 ? req->method.len : 15), req->method.base);
-    int st = bnb__router_match(h->router, method, path, plen, &m, allow, sizeof(allow));
-    bnb_route_entry_t *e = NULL;
-    const char *upstream = NULL;
-    int upi = -1, h2c = 0;
-    char routelabel[160];
+    /* HEAD is answered wherever GET is (RFC 9110 §9.3.2); h2o leaves the body out */
+    int st = bnb__router_match(q->h->router, strcmp(q->method, "HEAD") == 0 ? "GET" : q->method, q->path, q->plen,
+                               &q->m, allow, sizeof(allow));
+    if (st == 405 && strstr(allow, "GET") != NULL && strlen(allow) + 7 < sizeof(allow))
+        strcat(allow, ", HEAD");
     if (st == 200) {
-        e = m.route;
-        snprintf(routelabel, sizeof(routelabel), "%s", e->pattern);
-    } else if ((upstream = bnb__gateway_route(path, plen, &upi, &h2c)) != NULL) {
-        snprintf(routelabel, sizeof(routelabel), "edge %.*s", (int)(plen < 40 ? plen : 40), path);
-        char *q = strchr(routelabel + 6, '/');
-        if (q != NULL && (q = strchr(q + 1, '/')) != NULL)
-            *q = '\0'; /* label by the first segment: "edge /rooms" */
-    } else if (st == 405) {
-        add_header(req, "allow", allow);
+        q->e = q->m.route;
+        snprintf(q->label, sizeof(q->label), "%s", q->e->pattern);
+        return 0;
+    }
+    if ((q->upstream = bnb__gateway_route(q->path, q->plen, &q->upi, &q->h2c)) != NULL) {
+        snprintf(q->label, sizeof(q->label), "edge %.*s", (int)(q->plen < 40 ? q->plen : 40), q->path);
+        char *s = strchr(q->label + 6, '/');
+        if (s != NULL && (s = strchr(s + 1, '/')) != NULL)
+            *s = '\0'; /* label by the first segment: "edge /rooms" */
+        return 0;
+    }
+    snprintf(q->label, sizeof(q->label), "unmatched");
+    if (st == 405) {
+        add_header(q->req, "allow", allow);
         char d[200];
-        snprintf(d, sizeof(d), "method %s is not allowed here; allowed: %s", method, allow);
-        problem_now(h, req, "unmatched", t0, 405, d);
+        snprintf(d, sizeof(d), "method %s is not allowed here; allowed: %s", q->method, allow);
+        return rq_refuse(q, 405, d);
+    }
+    return rq_refuse(q, 404, "no such route");
+}
+
+/* Behind an enforcing gateway: the identity in the signed headers it forwards. */
+static int identify_signed(rq_t *q)
+{
+    h2o_req_t *req = q->req;
+    char sig[200], user[128], role[16], pq[3072];
+    header_copy(req, H2O_STRLIT("x-bnb-gateway"), sig, sizeof(sig));
+    header_copy(req, H2O_STRLIT("x-bnb-user"), user, sizeof(user));
+    header_copy(req, H2O_STRLIT("x-bnb-role"), role, sizeof(role));
+    header_copy(req, H2O_STRLIT("x-request-id"), q->rid_hdr, sizeof(q->rid_hdr));
+    int hasq = req->query_at != SIZE_MAX;
+    snprintf(pq, sizeof(pq), "%.*s%s%.*s", (int)q->plen, q->path, hasq ? "?" : "",
+             hasq ? (int)(req->path.len - req->query_at - 1) : 0, hasq ? req->path.base + req->query_at + 1 : "");
+    q->signer = bnb__gateway_verify(sig, q->method, pq, q->rid_hdr, user, role, req->entity.base,
+                                    req->entity.base ? req->entity.len : 0, bnb__now_ms() / 1000);
+    if (q->signer < 0)
+        return rq_refuse(q, 403, "requests must come through the gateway");
+    if (user[0]) {
+        snprintf(q->id.sub, sizeof(q->id.sub), "%s", user);
+        snprintf(q->id.role, sizeof(q->id.role), "%s", role);
+        q->has_id = 1;
+    }
+    ssize_t ai = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    if (ai != -1 && req->headers.entries[ai].value.len > 7)
+        q->bearer = strndup(req->headers.entries[ai].value.base + 7, req->headers.entries[ai].value.len - 7);
+    return 0;
+}
+
+/* Otherwise: the bearer token, when there is one. A token whose kid is being
+ * fetched parks the request (answered later, on_park_tick). */
+static int identify_bearer(rq_t *q)
+{
+    h2o_req_t *req = q->req;
+    ssize_t ai = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    if (ai == -1)
         return 0;
-    } else {
-        problem_now(h, req, "unmatched", t0, 404, "no such route");
-        return 0;
+    h2o_iovec_t v = req->headers.entries[ai].value;
+    if (v.len < 8 || strncasecmp(v.base, "Bearer ", 7) != 0 || v.len > 8192) {
+        add_header(req, "www-authenticate", "Bearer");
+        return rq_refuse(q, 401, "Authorization must be 'Bearer <token>'");
     }
-
-    /* identity: behind an enforcing gateway, the signed headers it forwards;
-     * otherwise the bearer token */
-    bnb_identity_t id;
-    memset(&id, 0, sizeof(id));
-    int has_id = 0;
-    char *bearer = NULL;
-    char rid_hdr[64] = "";
-    int signer = -1;
-    if (h->gw_enforce) {
-        char sig[200] = "", user[128] = "", role[16] = "", pq[3072];
-        ssize_t k;
-        if ((k = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-bnb-gateway"), -1)) != -1)
-            snprintf(sig, sizeof(sig), "%.*s", (int)req->headers.entries[k].value.len,
-                     req->headers.entries[k].value.base);
-        if ((k = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-bnb-user"), -1)) != -1)
-            snprintf(user, sizeof(user), "%.*s", (int)req->headers.entries[k].value.len,
-                     req->headers.entries[k].value.base);
-        if ((k = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-bnb-role"), -1)) != -1)
-            snprintf(role, sizeof(role), "%.*s", (int)req->headers.entries[k].value.len,
-                     req->headers.entries[k].value.base);
-        if ((k = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1)) != -1)
-            snprintf(rid_hdr, sizeof(rid_hdr), "%.*s", (int)req->headers.entries[k].value.len,
-                     req->headers.entries[k].value.base);
-        snprintf(pq, sizeof(pq), "%.*s%s%.*s", (int)plen, path, req->query_at != SIZE_MAX ? "?" : "",
-                 req->query_at != SIZE_MAX ? (int)(req->path.len - req->query_at - 1) : 0,
-                 req->query_at != SIZE_MAX ? req->path.base + req->query_at + 1 : "");
-        signer = bnb__gateway_verify(sig, method, pq, rid_hdr, user, role, req->entity.base,
-                                     req->entity.base ? req->entity.len : 0, bnb__now_ms() / 1000);
-        if (signer < 0) {
-            bnb__route_match_clear(&m);
-            problem_now(h, req, routelabel, t0, 403, "requests must come through the gateway");
-            return 0;
-        }
-        if (user[0]) {
-            snprintf(id.sub, sizeof(id.sub), "%s", user);
-            snprintf(id.role, sizeof(id.role), "%s", role);
-            has_id = 1;
-        }
-        ssize_t ai = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
-        if (ai != -1 && req->headers.entries[ai].value.len > 7)
-            bearer = strndup(req->headers.entries[ai].value.base + 7, req->headers.entries[ai].value.len - 7);
-    } else {
-        ssize_t ai = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
-        if (ai != -1) {
-            h2o_iovec_t v = req->headers.entries[ai].value;
-            if (v.len < 8 || strncasecmp(v.base, "Bearer ", 7) != 0 || v.len > 8192) {
-                bnb__route_match_clear(&m);
-                add_header(req, "www-authenticate", "Bearer");
-                problem_now(h, req, routelabel, t0, 401, "Authorization must be 'Bearer <token>'");
-                return 0;
-            }
-            bearer = strndup(v.base + 7, v.len - 7);
-            char why[160];
-            bnb__jwks_take_pending(NULL, NULL);
-            if (bearer == NULL || bnb__auth_verify(h->auth, bearer, &id, why, sizeof(why)) != 0) {
-                bnb_jwks_t *jk = NULL;
-                unsigned long round = 0;
-                if (bnb__jwks_take_pending(&jk, &round) && g_retrying != req &&
-                    park_for_jwks(h, self, req, jk, round) == 0) {
-                    free(bearer);
-                    bnb__route_match_clear(&m);
-                    return 0;
-                }
-                free(bearer);
-                bnb__route_match_clear(&m);
-                add_header(req, "www-authenticate", "Bearer error=\"invalid_token\"");
-                char d[200];
-                snprintf(d, sizeof(d), "invalid token: %s", why);
-                problem_now(h, req, routelabel, t0, 401, d);
-                return 0;
-            }
-            has_id = 1;
-        }
-    }
-
-    /* limits (OWASP API4): a bucket per user, and one per client address */
-    {
-        int64_t wait = 0;
-        int limited = 0;
-        /* a request signed by the edge or a service was counted where it came in;
-         * counting it again here would make the edge one client */
-        int counted = signer >= 0;
-        if (!counted && has_id && h->rl_user != NULL && !bnb__ratelimit_take(h->rl_user, id.sub, bnb__mono_ms(), &wait))
-            limited = 1;
-        if (!counted && !limited && h->rl_ip != NULL) {
-            char ip[64] = "?";
-            struct sockaddr_storage ss;
-            socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
-            if (sl > 0 && ss.ss_family == AF_INET)
-                inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof(ip));
-            else if (sl > 0 && ss.ss_family == AF_INET6)
-                inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof(ip));
-            if (!bnb__ratelimit_take(h->rl_ip, ip, bnb__mono_ms(), &wait))
-                limited = 1;
-        }
-        if (limited) {
-            free(bearer);
-            bnb__route_match_clear(&m);
-            char ra[32];
-            snprintf(ra, sizeof(ra), "%lld", (long long)((wait + 999) / 1000));
-            add_header(req, "retry-after", ra);
-            problem_now(h, req, routelabel, t0, 429, "rate limit exceeded; retry later");
-            return 0;
-        }
-    }
-
-    if (e != NULL && e->who == BNB_ROLE_SERVICE && signer != BNB_SIGNED_SERVICE) {
-        free(bearer);
-        bnb__route_match_clear(&m);
-        problem_now(h, req, routelabel, t0, 403, "this route is internal: only other services may call it");
+    q->bearer = strndup(v.base + 7, v.len - 7);
+    char why[160] = "out of memory";
+    bnb__jwks_take_pending(NULL, NULL);
+    if (q->bearer != NULL && bnb__auth_verify(q->h->auth, q->bearer, &q->id, why, sizeof(why)) == 0) {
+        q->has_id = 1;
         return 0;
     }
+    bnb_jwks_t *jk = NULL;
+    unsigned long round = 0;
+    if (bnb__jwks_take_pending(&jk, &round) && g_retrying != req && park_for_jwks(q->h, q->self, req, jk, round) == 0) {
+        free(q->bearer);
+        q->bearer = NULL;
+        bnb__route_match_clear(&q->m);
+        return -1;
+    }
+    add_header(req, "www-authenticate", "Bearer error=\"invalid_token\"");
+    char d[200];
+    snprintf(d, sizeof(d), "invalid token: %s", why);
+    return rq_refuse(q, 401, d);
+}
+
+static int stage_identify(rq_t *q)
+{
+    return q->h->gw_enforce ? identify_signed(q) : identify_bearer(q);
+}
+
+/* Limits (OWASP API4): a bucket per user, and one per client address. */
+static int stage_limit(rq_t *q)
+{
+    bnb_host_t *h = q->h;
+    /* a request signed by the edge or a service was counted where it came in;
+     * counting it again here would make the edge one client */
+    if (q->signer >= 0)
+        return 0;
+    int64_t wait = 0;
+    int limited = q->has_id && h->rl_user != NULL && !bnb__ratelimit_take(h->rl_user, q->id.sub, bnb__mono_ms(), &wait);
+    if (!limited && h->rl_ip != NULL) {
+        char ip[64] = "?";
+        struct sockaddr_storage ss;
+        socklen_t sl = q->req->conn->callbacks->get_peername(q->req->conn, (struct sockaddr *)&ss);
+        if (sl > 0 && ss.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof(ip));
+        else if (sl > 0 && ss.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof(ip));
+        limited = !bnb__ratelimit_take(h->rl_ip, ip, bnb__mono_ms(), &wait);
+    }
+    if (!limited)
+        return 0;
+    char ra[32];
+    snprintf(ra, sizeof(ra), "%lld", (long long)((wait + 999) / 1000));
+    add_header(q->req, "retry-after", ra);
+    return rq_refuse(q, 429, "rate limit exceeded; retry later");
+}
+
+/* The route's role, a paused plugin, an open breaker in front of the upstream. */
+static int stage_authorize(rq_t *q)
+{
+    bnb_route_entry_t *e = q->e;
+    if (e != NULL && e->who == BNB_ROLE_SERVICE && q->signer != BNB_SIGNED_SERVICE)
+        return rq_refuse(q, 403, "this route is internal: only other services may call it");
     if (e != NULL && e->who != BNB_ROLE_ANYONE && e->who != BNB_ROLE_SERVICE) {
         const char *need = e->who == BNB_ROLE_HOST ? "host" : e->who == BNB_ROLE_GUEST ? "guest" : NULL;
-        if (!has_id) {
-            free(bearer);
-            bnb__route_match_clear(&m);
-            add_header(req, "www-authenticate", "Bearer");
-            problem_now(h, req, routelabel, t0, 401, "this route needs a bearer token");
-            return 0;
+        if (!q->has_id) {
+            add_header(q->req, "www-authenticate", "Bearer");
+            return rq_refuse(q, 401, "this route needs a bearer token");
         }
-        if (need != NULL && strcmp(id.role, need) != 0) {
-            free(bearer);
-            bnb__route_match_clear(&m);
+        if (need != NULL && strcmp(q->id.role, need) != 0) {
             char d[128];
             snprintf(d, sizeof(d), "this route is for users with role '%s'", need);
-            problem_now(h, req, routelabel, t0, 403, d);
-            return 0;
+            return rq_refuse(q, 403, d);
         }
     }
     if (e != NULL && atomic_load(&e->ctx->paused)) {
-        free(bearer);
-        bnb__route_match_clear(&m);
-        add_header(req, "retry-after", "1");
-        problem_now(h, req, routelabel, t0, 503, "the service is paused");
-        return 0;
+        add_header(q->req, "retry-after", "1");
+        return rq_refuse(q, 503, "the service is paused");
     }
-    if (upstream != NULL) {
-        bnb_breaker_t *b = bnb__breaker_for(h, routelabel);
+    if (q->upstream != NULL) {
+        bnb_breaker_t *b = bnb__breaker_for(q->h, q->label);
         if (b != NULL && !bnb__breaker_allow(b, bnb__mono_ms())) {
-            free(bearer);
             char ra[32];
             snprintf(ra, sizeof(ra), "%lld",
                      (long long)((bnb__breaker_retry_after_ms(b, bnb__mono_ms()) + 999) / 1000));
-            add_header(req, "retry-after", ra);
-            problem_now(h, req, routelabel, t0, 503, "the service is unavailable (circuit open); retry later");
-            return 0;
+            add_header(q->req, "retry-after", ra);
+            return rq_refuse(q, 503, "the service is unavailable (circuit open); retry later");
         }
     }
+    return 0;
+}
 
-    /* the query's percent-encoding and the correlation id, before any work */
-    {
-        char d[200] = "";
-        if (req->query_at != SIZE_MAX) {
-            char qn[64];
-            if (bnb__query_check(req->path.base + req->query_at + 1, req->path.len - req->query_at - 1, qn,
-                                 sizeof(qn)) != 0)
-                snprintf(d, sizeof(d), "query parameter '%s': malformed percent-encoding", qn);
-        }
-        ssize_t xi = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-correlation-id"), -1);
-        if (!d[0] && xi != -1 &&
-            !bnb__correlation_id_ok(req->headers.entries[xi].value.base, req->headers.entries[xi].value.len))
-            snprintf(d, sizeof(d), "header X-Correlation-Id must be 1 to 63 characters of A-Z a-z 0-9 . _ : -");
-        if (d[0]) {
-            free(bearer);
-            bnb__route_match_clear(&m);
-            problem_now(h, req, routelabel, t0, 400, d);
-            return 0;
-        }
+/* The query's percent-encoding and the correlation id, before any work. */
+static int parse_query_and_ids(rq_t *q)
+{
+    h2o_req_t *req = q->req;
+    char d[200] = "";
+    if (req->query_at != SIZE_MAX) {
+        char qn[64];
+        if (bnb__query_check(req->path.base + req->query_at + 1, req->path.len - req->query_at - 1, qn, sizeof(qn)) !=
+            0)
+            snprintf(d, sizeof(d), "query parameter '%s': malformed percent-encoding", qn);
     }
+    ssize_t xi = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-correlation-id"), -1);
+    if (!d[0] && xi != -1 &&
+        !bnb__correlation_id_ok(req->headers.entries[xi].value.base, req->headers.entries[xi].value.len))
+        snprintf(d, sizeof(d), "header X-Correlation-Id must be 1 to 63 characters of A-Z a-z 0-9 . _ : -");
+    return d[0] ? rq_refuse(q, 400, d) : 0;
+}
 
-    /* body */
-    json_t *body = NULL;
-    if (req->entity.base != NULL && req->entity.len > 0) {
-        const char *err = NULL;
-        int code = 0;
-        char d[256];
-        ssize_t ci = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
-        if (req->entity.len > h->max_body) {
-            code = 413;
-            snprintf(d, sizeof(d), "the body has %zu bytes; the limit is %zu", req->entity.len, h->max_body);
-            err = d;
-        } else if (upstream != NULL) {
-            /* passed through as it is: the service checks it */
-        } else if (ci == -1 ||
-                   !bnb__media_type_is_json(req->headers.entries[ci].value.base, req->headers.entries[ci].value.len)) {
-            code = 415;
-            err = "the body must be JSON (Content-Type: application/json)";
-        } else {
-            json_error_t je;
-            body = json_loadb(req->entity.base, req->entity.len, JSON_REJECT_DUPLICATES, &je);
-            if (body == NULL) {
-                code = 400;
-                snprintf(d, sizeof(d), "malformed JSON at line %d column %d: %s", je.line, je.column, je.text);
-                err = d;
-            } else if (!json_is_object(body)) {
-                code = 400;
-                err = "the body must be a JSON object";
-            }
-        }
-        if (code != 0) {
-            json_decref(body);
-            free(bearer);
-            bnb__route_match_clear(&m);
-            problem_now(h, req, routelabel, t0, code, err);
-            return 0;
-        }
-    }
-
-    http_job_t *j = new_job(h, req, routelabel, t0);
-    if (j == NULL) {
-        json_decref(body);
-        free(bearer);
-        bnb__route_match_clear(&m);
-        problem_now(h, req, routelabel, t0, 503, "out of memory");
+/* The body: size limit; for a plugin's route a JSON object (an upstream's
+ * body passes through as it is: the service checks it). */
+static int parse_body(rq_t *q)
+{
+    h2o_req_t *req = q->req;
+    if (req->entity.base == NULL || req->entity.len == 0)
         return 0;
+    char d[256];
+    if (req->entity.len > q->h->max_body) {
+        snprintf(d, sizeof(d), "the body has %zu bytes; the limit is %zu", req->entity.len, q->h->max_body);
+        return rq_refuse(q, 413, d);
     }
+    if (q->upstream != NULL)
+        return 0;
+    ssize_t ci = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    if (ci == -1 || !bnb__media_type_is_json(req->headers.entries[ci].value.base, req->headers.entries[ci].value.len))
+        return rq_refuse(q, 415, "the body must be JSON (Content-Type: application/json)");
+    json_error_t je;
+    q->body = json_loadb(req->entity.base, req->entity.len, JSON_REJECT_DUPLICATES, &je);
+    if (q->body == NULL) {
+        snprintf(d, sizeof(d), "malformed JSON at line %d column %d: %s", je.line, je.column, je.text);
+        return rq_refuse(q, 400, d);
+    }
+    if (!json_is_object(q->body))
+        return rq_refuse(q, 400, "the body must be a JSON object");
+    return 0;
+}
+
+static int stage_parse(rq_t *q)
+{
+    return parse_query_and_ids(q) != 0 ? -1 : parse_body(q);
+}
+
+/* For an upstream: where to, and the raw body. 0 or -1 (out of memory). */
+static int fill_upstream(rq_t *q, bnb_req_t *r)
+{
+    h2o_req_t *req = q->req;
+    r->upstream = strdup(q->upstream);
+    r->upstream_index = q->upi;
+    r->upstream_h2c = q->h2c;
+    if (r->upstream == NULL)
+        return -1;
+    if (req->entity.base == NULL || req->entity.len == 0)
+        return 0;
+    r->raw_in = malloc(req->entity.len + 1);
+    if (r->raw_in == NULL)
+        return -1;
+    memcpy(r->raw_in, req->entity.base, req->entity.len);
+    r->raw_in[req->entity.len] = '\0';
+    r->raw_in_len = req->entity.len;
+    return 0;
+}
+
+/* Hand the request to a worker thread (the plugin's handler or the proxy). */
+static int stage_dispatch(rq_t *q)
+{
+    h2o_req_t *req = q->req;
+    http_job_t *j = new_job(q->h, req, q->label, q->t0);
+    if (j == NULL)
+        return rq_refuse(q, 503, "out of memory");
     bnb_req_t *r = &j->r;
-    if (h->gw_enforce && rid_hdr[0])
-        snprintf(r->exec.request_id, sizeof(r->exec.request_id), "%s", rid_hdr);
-    r->ctx = e ? e->ctx : NULL;
-    r->route = e;
-    r->match = m;
-    r->body = body;
-    r->bearer = bearer;
-    r->has_id = has_id;
-    if (has_id)
-        r->id = id;
-    r->path = strndup(path, plen);
+    if (q->h->gw_enforce && q->rid_hdr[0])
+        snprintf(r->exec.request_id, sizeof(r->exec.request_id), "%s", q->rid_hdr);
+    /* from here on r owns the match, the body and the bearer */
+    r->ctx = q->e ? q->e->ctx : NULL;
+    r->route = q->e;
+    r->match = q->m;
+    r->body = q->body;
+    r->bearer = q->bearer;
+    r->has_id = q->has_id;
+    if (q->has_id)
+        r->id = q->id;
+    r->path = strndup(q->path, q->plen);
     if (req->query_at != SIZE_MAX)
         r->query = strndup(req->path.base + req->query_at + 1, req->path.len - req->query_at - 1);
     int oom = r->method == NULL || r->path == NULL || copy_headers(req, r) != 0;
-    if (!oom && upstream != NULL) {
-        r->upstream = strdup(upstream);
-        r->upstream_index = upi;
-        r->upstream_h2c = h2c;
-        oom = r->upstream == NULL;
-        if (!oom && req->entity.base != NULL && req->entity.len > 0) {
-            r->raw_in = malloc(req->entity.len + 1);
-            oom = r->raw_in == NULL;
-            if (!oom) {
-                memcpy(r->raw_in, req->entity.base, req->entity.len);
-                r->raw_in[req->entity.len] = '\0';
-                r->raw_in_len = req->entity.len;
-            }
-        }
-    }
+    if (!oom && q->upstream != NULL)
+        oom = fill_upstream(q, r) != 0;
     if (oom) {
         bnb__req_free_parts(r);
         free(j);
-        problem_now(h, req, routelabel, t0, 503, "out of memory");
-        return 0;
+        problem_now(q->h, req, q->label, q->t0, 503, "out of memory");
+        return -1;
     }
     ssize_t ci = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-correlation-id"), -1);
     if (ci != -1 && req->headers.entries[ci].value.len < sizeof(r->exec.correlation_id))
         snprintf(r->exec.correlation_id, sizeof(r->exec.correlation_id), "%.*s",
                  (int)req->headers.entries[ci].value.len, req->headers.entries[ci].value.base);
-    if (start_job(h, req, j) != 0)
-        problem_now(h, req, routelabel, t0, 503, "cannot schedule the work");
+    if (start_job(q->h, req, j) != 0)
+        problem_now(q->h, req, q->label, q->t0, 503, "cannot schedule the work");
+    return 0;
+}
+
+/* Before anything is read or copied: the header budget and HTTP/1.1 framing.
+ * 1 when the request was refused (answered, the connection closes). */
+static int refuse_framing(rq_t *q)
+{
+    h2o_req_t *req = q->req;
+    char d[160];
+    int status = 0;
+    const char *framing;
+    if (headers_over_budget(req)) {
+        snprintf(d, sizeof(d), "the request headers exceed %d fields or %d bytes", HDR_MAX_COUNT, HDR_MAX_BYTES);
+        status = 431;
+    } else if ((framing = h1_framing_error(req)) != NULL) {
+        snprintf(d, sizeof(d), "%s", framing);
+        status = 400;
+    }
+    if (status == 0)
+        return 0;
+    /* what follows on this connection cannot be trusted */
+    req->http1_is_persistent = 0;
+    problem_now(q->h, req, "unmatched", q->t0, status, d);
+    return 1;
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    rq_t q = {.h = bnb__host, .self = self, .req = req, .t0 = (int64_t)uv_hrtime(), .signer = -1, .upi = -1};
+    q.path = req->path_normalized.base;
+    q.plen = req->path_normalized.len;
+    if (refuse_framing(&q) || serve_probe(&q))
+        return 0;
+    if (q.plen >= 6 && memcmp(q.path, "/admin", 6) == 0 && (q.plen == 6 || q.path[6] == '/'))
+        return handle_admin(q.h, req, q.path, q.plen, q.t0);
+    snprintf(q.method, sizeof(q.method), "%.*s", (int)(req->method.len < 15 ? req->method.len : 15), req->method.base);
+    if (stage_route(&q) == 0 && stage_identify(&q) == 0 && stage_limit(&q) == 0 && stage_authorize(&q) == 0 &&
+        stage_parse(&q) == 0)
+        stage_dispatch(&q);
     return 0;
 }
 
@@ -786,25 +1125,39 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 static void on_conn_close(uv_handle_t *hd)
 {
     g_nconns--;
-    free(hd);
+    http_conn_t *c = (http_conn_t *)hd;
+    conn_unlink(c);
+    c->closed = 1;
+    conn_maybe_free(c);
+}
+
+/* Hand an accepted connection to h2o, known to the work budget. */
+static void serve_conn(http_conn_t *c)
+{
+    uv_tcp_nodelay(&c->tcp, 1);
+    g_nconns++;
+    c->reset_tokens = CONN_RESET_BURST;
+    c->reset_ms = bnb__mono_ms();
+    c->sock = h2o_uv_socket_create((uv_stream_t *)&c->tcp, on_conn_close);
+    size_t b = conn_bucket(c->sock);
+    c->hnext = g_conns[b];
+    g_conns[b] = c;
+    h2o_accept(&g_accept, c->sock);
 }
 
 static void on_accept(uv_stream_t *listener, int status)
 {
     if (status != 0)
         return;
-    uv_tcp_t *conn = calloc(1, sizeof(*conn));
-    if (conn == NULL)
+    http_conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
         return;
-    uv_tcp_init(listener->loop, conn);
-    if (uv_accept(listener, (uv_stream_t *)conn) != 0) {
-        uv_close((uv_handle_t *)conn, (uv_close_cb)free);
+    uv_tcp_init(listener->loop, &c->tcp);
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
         return;
     }
-    uv_tcp_nodelay(conn, 1);
-    g_nconns++;
-    h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)conn, on_conn_close);
-    h2o_accept(&g_accept, sock);
+    serve_conn(c);
 }
 
 static int open_listener(bnb_host_t *h, const char *listen, char *err, size_t errlen)
@@ -880,6 +1233,57 @@ static int setup_tls(bnb_host_t *h, char *err, size_t errlen)
     return 0;
 }
 
+/* ---- h2o's own error answers ------------------------------------------------------
+ * h2o answers some requests before any handler runs (a body over its limit:
+ * 413, broken chunked encoding: 400, ...) as text/plain. A filter turns every
+ * answer >= 400 that did not come from us (ours carry x-request-id) into
+ * problem+json. */
+
+typedef struct problem_ostream {
+    h2o_ostream_t super;
+    h2o_iovec_t body;
+    int sent;
+} problem_ostream_t;
+
+static void problem_do_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs, size_t bufcnt,
+                            h2o_send_state_t state)
+{
+    problem_ostream_t *o = (problem_ostream_t *)self;
+    (void)bufs;
+    size_t n = bufcnt > 0 && !o->sent ? 1 : 0;
+    if (n)
+        o->sent = 1;
+    h2o_ostream_send_next(&o->super, req, n ? &o->body : NULL, n, state);
+}
+
+static void on_setup_problem_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
+{
+    (void)self;
+    int status = req->res.status;
+    if (status >= 400 && h2o_find_header_by_str(&req->res.headers, H2O_STRLIT("x-request-id"), -1) == -1) {
+        char d[200];
+        if (status == 413)
+            snprintf(d, sizeof(d), "the body is larger than the limit of %zu bytes", bnb__host->max_body);
+        else
+            snprintf(d, sizeof(d), "%s", req->res.reason ? req->res.reason : "the request cannot be handled");
+        size_t len = 0;
+        char *txt = bnb__problem_text(status, NULL, d, &len);
+        if (txt != NULL) {
+            problem_ostream_t *o = (problem_ostream_t *)h2o_add_ostream(req, sizeof(*o), slot);
+            o->super.do_send = problem_do_send;
+            o->body = h2o_strdup(&req->pool, txt, len);
+            o->sent = 0;
+            free(txt);
+            memset(&req->res.headers, 0, sizeof(req->res.headers));
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                           H2O_STRLIT("application/problem+json"));
+            req->res.content_length = len;
+            slot = &o->super.next;
+        }
+    }
+    h2o_setup_next_ostream(req, slot);
+}
+
 int bnb__http_start(bnb_host_t *h, char *err, size_t errlen)
 {
     h2o_config_init(&g_config);
@@ -891,6 +1295,9 @@ int bnb__http_start(bnb_host_t *h, char *err, size_t errlen)
     h2o_pathconf_t *pc = h2o_config_register_path(hc, "/", 0);
     h2o_handler_t *hd = h2o_create_handler(pc, sizeof(*hd));
     hd->on_req = on_req;
+    /* h2o's own errors come through the host's fallback path */
+    h2o_create_filter(pc, sizeof(h2o_filter_t))->on_setup_ostream = on_setup_problem_ostream;
+    h2o_create_filter(&hc->fallback_path, sizeof(h2o_filter_t))->on_setup_ostream = on_setup_problem_ostream;
     h2o_context_init(&g_ctx, h->loop, &g_config);
     bnb__jwks_never_wait_here(); /* this is the loop's thread */
     g_accept.ctx = &g_ctx;
@@ -934,20 +1341,18 @@ static void accept_pending(void)
         int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (c < 0)
             return;
-        uv_tcp_t *conn = calloc(1, sizeof(*conn));
+        http_conn_t *conn = calloc(1, sizeof(*conn));
         if (conn == NULL) {
             close(c);
             continue;
         }
-        uv_tcp_init(g_ctx.loop, conn);
-        if (uv_tcp_open(conn, c) != 0) {
+        uv_tcp_init(g_ctx.loop, &conn->tcp);
+        if (uv_tcp_open(&conn->tcp, c) != 0) {
             close(c);
-            uv_close((uv_handle_t *)conn, (uv_close_cb)free);
+            uv_close((uv_handle_t *)&conn->tcp, (uv_close_cb)free);
             continue;
         }
-        uv_tcp_nodelay(conn, 1);
-        g_nconns++;
-        h2o_accept(&g_accept, h2o_uv_socket_create((uv_stream_t *)conn, on_conn_close));
+        serve_conn(conn);
     }
 }
 

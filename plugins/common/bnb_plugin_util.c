@@ -1,5 +1,6 @@
 #include "bnb_plugin_util.h"
 
+#include <stdio.h>
 #include <string.h>
 
 int bnb_util_id_ok(const char *s)
@@ -92,4 +93,43 @@ int bnb_util_register(bnb_ctx_t *ctx, const bnb_host_api_t *h, const bnb_util_ro
     for (; rc == 0 && subs && subs->fn; subs++)
         rc = h->subscribe(ctx, subs->topic, subs->fn);
     return rc;
+}
+
+int bnb_util_query_names_ok(const bnb_host_api_t *h, bnb_req_t *req, const char *const *known)
+{
+    if (!BNB_HAS(h, req_query_string))
+        return 1;
+    const char *q = h->req_query_string(req);
+    while (q && *q) {
+        size_t n = strcspn(q, "=&");
+        int ok = n == 0;
+        for (int i = 0; !ok && known[i]; i++)
+            ok = strlen(known[i]) == n && !strncmp(q, known[i], n);
+        if (!ok) {
+            h->respond_problem(req, 400, "Bad Request", "unknown query parameter '%.*s'", (int)(n > 64 ? 64 : n), q);
+            return 0;
+        }
+        q += strcspn(q, "&");
+        if (*q == '&')
+            q++;
+    }
+    return 1;
+}
+
+size_t bnb_util_page_limit(const bnb_host_api_t *h, bnb_req_t *req, size_t def, size_t max)
+{
+    const char *v = h->req_query(req, "limit");
+    if (!v)
+        return def;
+    size_t n = 0, len = strlen(v);
+    int digits = len >= 1 && len <= 4;
+    for (size_t i = 0; digits && i < len; i++) {
+        digits = v[i] >= '0' && v[i] <= '9';
+        n = n * 10 + (size_t)(v[i] - '0');
+    }
+    if (!digits || n < 1 || n > max) {
+        h->respond_problem(req, 400, "Bad Request", "query parameter 'limit' must be an integer from 1 to %zu", max);
+        return 0;
+    }
+    return n;
 }

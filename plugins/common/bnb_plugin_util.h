@@ -27,6 +27,15 @@ int bnb_util_card_valid(const char *number);
 const json_t *bnb_util_body(const bnb_host_api_t *h, bnb_req_t *req, const char *const *known,
                             const char *const *server_owned);
 
+/* Pages (DESIGN.md §5): 1 when every parameter name of the request's raw query
+ * string is listed in `known` (NULL-terminated), else answers 400 "unknown
+ * query parameter '<name>'" and returns 0 (needs ABI 1.2 req_query_string;
+ * with an older host every name passes). */
+int bnb_util_query_names_ok(const bnb_host_api_t *h, bnb_req_t *req, const char *const *known);
+/* The `limit` query parameter: `def` when absent, else an integer 1..max; 0
+ * after answering 400 naming 'limit'. */
+size_t bnb_util_page_limit(const bnb_host_api_t *h, bnb_req_t *req, size_t def, size_t max);
+
 /* Reject the event being handled with `why`; returns BNB_EINVAL. */
 int bnb_util_reject(const bnb_host_api_t *h, bnb_ctx_t *ctx, const char *why);
 
@@ -96,6 +105,7 @@ typedef struct bnb_util_txn {
     bnb_event_out_t events[BNB_UTIL_TXN_EVENTS];
     size_t nevents;
     int set_claims; /* set by bnb_util_txn_claim / _claims_clear: commit through store_commit2 */
+    int commit2;    /* commit through store_commit2 even without claims (declared collections) */
     const char **claims;
     size_t nclaims, capclaims;
     json_t *hold; /* array: references kept until the attempt ends */
@@ -108,8 +118,8 @@ typedef int (*bnb_util_change_fn)(bnb_util_txn_t *t, void *arg);
 
 /* Load coll/id, change it, commit it with expect_version = the loaded version
  * (0: create), and start again after a lost race (BNB_EEXIST), as `r` (NULL:
- * the default) says. A commit with claims goes through store_commit2 (ABI
- * 1.1), any other through store_commit. Returns 0, BNB_EALREADY (the
+ * the default) says. A commit with claims, or with t->commit2 set, goes
+ * through store_commit2 (ABI 1.1), any other through store_commit. Returns 0, BNB_EALREADY (the
  * applied_event_id was applied already: nothing changed), the change's own
  * negative code, or the store's (BNB_EEXIST when every try lost,
  * BNB_ETAKEN, BNB_EIO, ...). *out (may be NULL; caller json_decrefs) gets the

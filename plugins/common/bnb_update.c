@@ -129,7 +129,7 @@ typedef struct update {
 
 static int commit_txn(const bnb_host_api_t *h, bnb_store_t *st, bnb_util_txn_t *t, int64_t *nv)
 {
-    if (t->set_claims) {
+    if (t->set_claims || t->commit2) {
         if (!BNB_HAS(h, store_commit2))
             return BNB_EINVAL;
         bnb_commit_t c = {.op = t->op,
@@ -140,7 +140,7 @@ static int commit_txn(const bnb_host_api_t *h, bnb_store_t *st, bnb_util_txn_t *
                           .events = t->events,
                           .nevents = t->nevents,
                           .applied_event_id = t->applied_event_id,
-                          .set_claims = 1,
+                          .set_claims = t->set_claims,
                           .claims = (const char *const *)t->claims,
                           .nclaims = t->nclaims};
         return h->store_commit2(st, &c, nv);

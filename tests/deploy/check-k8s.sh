@@ -47,11 +47,49 @@ for overlay in all-in-one per-service; do
 done
 # Overlay-specific expectations.
 if [ -s "$OUT/per-service.yaml" ]; then
-    for kind in "Deployment 5" "HorizontalPodAutoscaler 5" "StatefulSet 3" "Secret 4"; do
+    for kind in "Deployment 6" "HorizontalPodAutoscaler 5" "StatefulSet 4" "Secret 6"; do
         set -- $kind
         got=$(grep -c "^kind: $1\$" "$OUT/per-service.yaml")
         [ "$got" = "$2" ] && echo "ok per-service has $got $1" || { echo "FAIL per-service: $got $1, want $2"; fail=1; }
     done
+fi
+# Keycloak: the gateway trusts its realm's keys, the realm is imported from a
+# ConfigMap, and that realm agrees with the one the tests run (roles, web client, audience).
+if [ -s "$OUT/per-service.yaml" ]; then
+    if "$PY" - "$OUT/per-service.yaml" "$SRC/scripts/infra.d/keycloak-realm.json" <<'PYEOF'
+import json, sys, yaml
+objs = [o for o in yaml.safe_load_all(open(sys.argv[1])) if o]
+def one(kind, prefix):
+    return [o for o in objs if o["kind"] == kind and o["metadata"]["name"].startswith(prefix)][0]
+errs = []
+gw = one("ConfigMap", "bearbnb-gateway")["data"]
+url = gw.get("BEARBNB_AUTH_JWKS_URL", "")
+if not url.startswith("http://keycloak:8080/realms/bearbnb/"):
+    errs.append("gateway BEARBNB_AUTH_JWKS_URL %r does not point at the keycloak Service" % url)
+kc = one("Deployment", "keycloak")
+spec = kc["spec"]["template"]["spec"]
+vol = [v for v in spec["volumes"] if "configMap" in v][0]
+mount = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == vol["name"]][0]
+if mount["mountPath"] != "/opt/keycloak/data/import" or "--import-realm" not in spec["containers"][0]["args"]:
+    errs.append("keycloak does not import its realm from the ConfigMap")
+cm = [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == vol["configMap"]["name"]][0]
+realm = json.loads(cm["data"]["bearbnb-realm.json"])
+test = json.load(open(sys.argv[2]))
+if realm["realm"] != test["realm"] or {r["name"] for r in realm["roles"]["realm"]} != {"host", "guest"}:
+    errs.append("realm name/roles differ from scripts/infra.d/keycloak-realm.json")
+web = lambda r: [c for c in r["clients"] if c["clientId"] == "bearbnb-web"][0]
+for k in ("publicClient", "standardFlowEnabled", "protocolMappers"):
+    if web(realm).get(k) != web(test).get(k):
+        errs.append("bearbnb-web %s differs from the test realm" % k)
+if web(realm)["attributes"].get("pkce.code.challenge.method") != "S256":
+    errs.append("bearbnb-web without PKCE S256")
+if gw.get("BEARBNB_AUTH_AUDIENCE") != web(realm)["protocolMappers"][0]["config"]["included.custom.audience"]:
+    errs.append("the gateway's audience is not the one the realm's mapper puts in tokens")
+for e in errs:
+    print("FAIL keycloak: " + e)
+sys.exit(1 if errs else 0)
+PYEOF
+    then echo "ok per-service: gateway trusts Keycloak's realm bearbnb, imported from a ConfigMap"; else fail=1; fi
 fi
 if [ -s "$OUT/all-in-one.yaml" ]; then
     grep -q '^kind: PersistentVolumeClaim$' "$OUT/all-in-one.yaml" && grep -q 'claimName: bearbnb-data' "$OUT/all-in-one.yaml" \

@@ -75,7 +75,7 @@ static void test_bad_abi(void **state)
     fx_t *f = *state;
     const char *path = FIXTURES "/bad_abi.so";
     assert_int_equal(access(path, R_OK), 0);
-    bnb_ctx_t *c = bnb__plugin_open(&f->h, path, f->err, sizeof(f->err));
+    bnb_inst_t *c = bnb__plugin_open(&f->h, path, f->err, sizeof(f->err));
     assert_null(c);
     assert_contains(f->err, path);
     assert_contains(f->err, "ABI");
@@ -90,7 +90,7 @@ static void test_abi_older_minor_loads(void **state)
 {
     fx_t *f = *state;
     const char *path = FIXTURES "/abi_1_0.so";
-    bnb_ctx_t *c = bnb__plugin_open(&f->h, path, f->err, sizeof(f->err));
+    bnb_inst_t *c = bnb__plugin_open(&f->h, path, f->err, sizeof(f->err));
     if (c == NULL)
         fail_msg("open: %s", f->err);
     assert_int_equal(c->abi, BNB_ABI_MAKE(1, 0));
@@ -155,7 +155,7 @@ static void test_missing_export(void **state)
     fx_t *f = *state;
     const char *path = FIXTURES "/no_symbol.so";
     assert_int_equal(access(path, R_OK), 0);
-    bnb_ctx_t *c = bnb__plugin_open(&f->h, path, f->err, sizeof(f->err));
+    bnb_inst_t *c = bnb__plugin_open(&f->h, path, f->err, sizeof(f->err));
     assert_null(c);
     assert_contains(f->err, path);
     assert_contains(f->err, "missing export");
@@ -182,7 +182,7 @@ static void test_failing_init_leaves_nothing(void **state)
 {
     fx_t *f = *state;
     const char *path = FIXTURES "/failing_init.so";
-    bnb_ctx_t *c = bnb__plugin_open(&f->h, path, f->err, sizeof(f->err));
+    bnb_inst_t *c = bnb__plugin_open(&f->h, path, f->err, sizeof(f->err));
     if (c == NULL)
         fail_msg("open: %s", f->err);
     assert_string_equal(c->name, "failinginit");
@@ -215,7 +215,7 @@ static void test_good_registers(void **state)
 {
     fx_t *f = *state;
     const char *path = FIXTURES "/good.so";
-    bnb_ctx_t *c = bnb__plugin_open(&f->h, path, f->err, sizeof(f->err));
+    bnb_inst_t *c = bnb__plugin_open(&f->h, path, f->err, sizeof(f->err));
     if (c == NULL)
         fail_msg("open: %s", f->err);
     assert_string_equal(c->name, "good");
@@ -238,7 +238,7 @@ static void test_good_registers(void **state)
 
     /* a second instance of the same plugin cannot take its route: its init
      * fails, and undoing it must not remove the first instance's route */
-    bnb_ctx_t *c2 = bnb__plugin_open(&f->h, path, f->err, sizeof(f->err));
+    bnb_inst_t *c2 = bnb__plugin_open(&f->h, path, f->err, sizeof(f->err));
     assert_non_null(c2);
     assert_int_equal(bnb__plugin_init(c2, f->err, sizeof(f->err)), BNB_EEXIST);
     assert_contains(f->err, path);

@@ -111,14 +111,13 @@ static int s_commit2(bnb_store_t *st, const bnb_commit_t *c, int64_t *nv)
 {
     (void)st;
     S.commits2++;
-    assert_true(c->set_claims);
-    for (size_t i = 0; i < c->nclaims; i++) {
+    for (size_t i = 0; c->set_claims && i < c->nclaims; i++) {
         size_t k;
         json_t *o;
         json_array_foreach(S.other, k, o) if (!strcmp(json_string_value(o), c->claims[i])) return BNB_ETAKEN;
     }
     int rc = s_apply(c->op, c->expect_version, c->body, c->nevents, c->applied_event_id, nv);
-    if (rc == 0) {
+    if (rc == 0 && c->set_claims) {
         json_array_clear(S.claims);
         for (size_t i = 0; i < c->nclaims; i++)
             json_array_append_new(S.claims, json_string(c->claims[i]));
@@ -141,7 +140,23 @@ static void s_problem(bnb_req_t *req, int status, const char *title, const char 
     S.respond_status = status;
 }
 
+static const char *q_limit, *q_string;
+
+static const char *s_req_query(bnb_req_t *req, const char *name)
+{
+    (void)req;
+    return !strcmp(name, "limit") ? q_limit : NULL;
+}
+
+static const char *s_req_query_string(bnb_req_t *req)
+{
+    (void)req;
+    return q_string;
+}
+
 static bnb_host_api_t H = {.abi_version = BNB_ABI_VERSION,
+                           .req_query = s_req_query,
+                           .req_query_string = s_req_query_string,
                            .size = sizeof(bnb_host_api_t),
                            .store_get = s_get,
                            .store_commit = s_commit,
@@ -160,6 +175,7 @@ static int setup(void **state)
     S.other = json_array();
     H.store_commit2 = s_commit2;
     H.size = sizeof(bnb_host_api_t);
+    q_limit = q_string = NULL;
     return 0;
 }
 
@@ -340,6 +356,53 @@ static void test_claims_go_through_commit2(void **state)
     assert_int_equal(bnb_util_update(&H, NULL, "c", "d", release_all, NULL, &fast, NULL, NULL), BNB_EINVAL);
 }
 
+static int incr_v2(bnb_util_txn_t *t, void *arg)
+{
+    t->commit2 = 1;
+    return incr(t, arg);
+}
+
+static void test_commit2_without_claims_keeps_them(void **state)
+{
+    (void)state;
+    int calls = 0, n = 3;
+    assert_int_equal(bnb_util_update(&H, NULL, "c", "d", claim_nights, &n, &fast, NULL, NULL), 0);
+    assert_int_equal(bnb_util_update(&H, NULL, "c", "d", incr_v2, &calls, &fast, NULL, NULL), 0);
+    assert_int_equal(S.commits2, 2);
+    assert_int_equal(S.commits, 0);
+    assert_int_equal(json_array_size(S.claims), 3); /* set_claims 0: left as they were */
+}
+
+static void test_page_limit_and_names(void **state)
+{
+    (void)state;
+    assert_int_equal(bnb_util_page_limit(&H, NULL, 20, 100), 20);
+    const char *ok[] = {"1", "100", "042"};
+    const size_t want[] = {1, 100, 42};
+    for (int i = 0; i < 3; i++) {
+        q_limit = ok[i];
+        assert_int_equal(bnb_util_page_limit(&H, NULL, 20, 100), want[i]);
+    }
+    const char *bad[] = {"0", "101", "1000", "", "-1", "1e2", "abc", "99999"};
+    for (int i = 0; i < 8; i++) {
+        q_limit = bad[i];
+        S.respond_status = 0;
+        assert_int_equal(bnb_util_page_limit(&H, NULL, 20, 100), 0);
+        assert_int_equal(S.respond_status, 400);
+    }
+    static const char *const known[] = {"limit", "cursor", NULL};
+    q_string = "limit=5&cursor=abc";
+    assert_int_equal(bnb_util_query_names_ok(&H, NULL, known), 1);
+    q_string = "limit=5&sort=x";
+    S.respond_status = 0;
+    assert_int_equal(bnb_util_query_names_ok(&H, NULL, known), 0);
+    assert_int_equal(S.respond_status, 400);
+    q_string = "limits=5";
+    assert_int_equal(bnb_util_query_names_ok(&H, NULL, known), 0);
+    q_string = NULL;
+    assert_int_equal(bnb_util_query_names_ok(&H, NULL, known), 1);
+}
+
 static int delete_it(bnb_util_txn_t *t, void *arg)
 {
     (void)arg;
@@ -412,6 +475,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_applied_event_answers_ealready, setup, teardown),
         cmocka_unit_test_setup_teardown(test_claims_go_through_commit2, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit2_without_claims_keeps_them, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_page_limit_and_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_runs_until_not_eexist, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http_status_mapping, setup, teardown),
     };
