@@ -1,6 +1,6 @@
 /*
- * Room plugin: rooms, their reviews and the availability search (DESIGN.md
- * §5, plugins/README.md).
+ * Room plugin: rooms, their reviews and the availability search (docs/api.md,
+ * plugins/README.md).
  *
  * Store (storage v2, ABI 1.1):
  *   rooms    declared: hostId, city, status, pricePerNight, capacity, indexed
