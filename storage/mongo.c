@@ -1,81 +1,111 @@
 /*
  * BearBnB storage backend: MongoDB wire protocol (mongo-c-driver 1.23), written
- * for FerretDB 1.x: NO multi-document transactions, sessions or change streams
- * are used, only single-document atomicity.
+ * for FerretDB 1.24 (SQLite handler): NO multi-document transactions or
+ * sessions are used, and no conditional update is trusted to be atomic.
  *
  * URL: mongodb://[user:pass@]host:port/db[?options] (any mongoc URL; the
  * database defaults to "bearbnb"). serverSelectionTimeoutMS defaults to 5000.
  *
- * Collections in that database, prefixed with the store name cfg->name:
- *   <name>_docs  one document per (coll, id):
- *     { _id: "<coll>/<id>"   (coll is [a-z_]+, so the first '/' splits it),
- *       coll, id, version: int64, deleted: bool,
- *       body: "<JSON text>" | null,   the plugin's body as JSON text, so every
- *                                     JSON value round-trips exactly and keys
- *                                     with '$' or '.' are never rejected,
- *       key1, key2: string | null,
- *       applied: [event ids applied to this document],
- *       outbox_ids: [pending event ids, in commit order],
- *       outbox: { <event id>: {topic, key, payload, seq} } }
- *   <name>_dead  {consumer, reason, event, at}
+ * What FerretDB 1.24 guarantees, and what it costs (its source, EXPLAIN on
+ * its SQLite files, and tests/storage/test_mongo.c):
+ *  - update / findAndModify / replace are read-modify-write in Go: the handler
+ *    reads the document, applies the operators and writes it back with
+ *    `UPDATE ... WHERE _id = ?`. Two processes doing a conditional update
+ *    ({_id, n: k} -> n: k + 1) both "match": test_mongo loses ~100 of 300.
+ *  - Atomic are: an insert against a unique index (the _id, or a unique field
+ *    index: SQLite's UNIQUE constraint), a delete by _id, a write by _id.
+ *  - Cheap are only inserts (the unique index is used) and find({}) with a
+ *    limit (pushed down as LIMIT). Even {_id: x} is a scan of the collection's
+ *    table: the pushed-down WHERE reads `_ferretdb_sjson->'$._id'`, the _id
+ *    index is on `_ferretdb_sjson->"_id"`, SQLite does not match them
+ *    (EXPLAIN QUERY PLAN: SCAN). Every other filter and every sort is a scan
+ *    in Go. createIndexes listing several existing indexes panics the
+ *    connection: indexes are created one per command.
+ * So checks are inserts wherever possible, and the relay reads only a
+ * collection that holds pending work, with find({}) + limit.
  *
- * Why outbox is an id list plus a map and not an array of sub-documents:
- * FerretDB 1.24's $pull compares elements for equality only (no query
- * conditions like {$pull: {outbox: {event_id: X}}}), so an entry is removed
- * with $pullAll on the id list and $unset of "outbox.<id>", in one update.
- * Event ids therefore must not contain '.' or start with '$' (host ids are
- * UUIDs); others are refused with BNB_EINVAL.
+ * Collections, prefixed with the store name <p>:
+ *   <p>_docs      undeclared collections: {_id: "<coll>/<id>", coll, id,
+ *                 version, deleted, body: "<JSON text>", key1, key2, + meta}
+ *   <p>_c_<coll>  one per declared collection: {_id: id, version, deleted,
+ *                 body: {real BSON}, f: {declared fields with their declared
+ *                 type}, _t: 0 (a tombstone: its id), key1, key2, + meta},
+ *                 indexes {_t, f.a, f.b, _id} per declared index, unique
+ *                 ones {f.a, f.b, _t} (so that tombstones never collide)
+ *   meta fields:  _ap: the last MG_RING (64) applied event ids, _cl: [{k, t}]
+ *                 the claims it holds, _wr: [{v, t, w}] the intents of its last
+ *                 MG_WR (32) versions, wtok: that of the current one, mtime
+ *   <p>_wal       write intents: {_id: token, slot: "<ref>#<version>" UNIQUE,
+ *                 mc, k (the document), ver, state "p"|"c", at, seq, ap (the
+ *                 applied event id), ev: [events]}; a commit in flight, or
+ *                 committed and not yet settled by the relay
+ *   <p>_applied   {_id: "<ref>|<event id>", t: token}: applied-event marks
+ *   <p>_claims    {_id: <claim key>, oc, oi (owner collection and _id), t, at}
+ *   <p>_locks     {_id: "<claim key>!<token>"}: one taker per dead claim
+ *   <p>_colls     {_id: <coll>, def}: the declared definitions
+ *   <p>_meta      {_id: "schema", v}
+ *   <p>_dead      {consumer, reason, event, at}
+ * (<ref> is "<mongo collection>/<_id>".)
  *
- * commit() is ONE findAndModify on the document whose filter holds every
- * precondition: {_id, version: expect, deleted, applied: {$ne: event id}};
- * the update $inc's the version, $set's body/keys, $push'es the applied id and
- * the outbox ids and $set's the outbox entries. When nothing matched, one read
- * tells which precondition failed (EALREADY > ENOENT > EEXIST), or the attempt
- * is repeated when the document changed in between. A create (expect 0) is an
- * insert (duplicate _id => the document exists). Everything a commit does is
- * thus in one document write: atomic without transactions.
+ * A commit (no lock, any number of processes):
+ *  1. the write intent of version v + 1 is inserted (slot unique): one writer
+ *     per version wins, whatever its process; a lost slot is a version
+ *     conflict (BNB_EEXIST for a compare-and-swap, a retry otherwise). For a
+ *     compare-and-swap v is expect_version and the document is read once,
+ *     after the intent; a create first tries the document as new (its insert
+ *     is the check); otherwise it is read before and after the intent.
+ *  2. claims (and unique index values, as claims "\1u|<coll>|<index>|..."):
+ *     insert {_id: key}; a key held by another document is BNB_ETAKEN (what
+ *     this commit inserted is deleted again).
+ *  3. the applied mark is inserted: a duplicate means the event was applied
+ *     (BNB_EALREADY), unless that mark's intent is still unsettled.
+ *  4. the document is written by _id ($set, or an insert): version v + 1,
+ *     body, fields, claims, _ap, _wr. This write is the commit point.
+ *  5. the claims it dropped are deleted, its intent is marked "c".
+ * Checks come in the contract's order (applied, version, claims): a commit
+ * failing its version check looks for its applied mark first.
+ * A crash between 1 and 4 leaves an intent whose document never reached its
+ * version (and maybe claims and a mark with its token): after MG_GRACE_MS
+ * (30 s; far longer than a commit, which checks before step 4 that it is well
+ * within it) a later writer or the relay deletes it by its token, the relay
+ * deletes its mark. A crash between 4 and 5 leaves an unmarked intent that
+ * the document's _wr names: committed (a writer marks such an intent before
+ * it leaves _wr, so the relay can always tell).
  *
- * applied keeps every event id applied to the document (no cap): a cap would
- * let a very late redelivery through, and FerretDB 1.24 has no $push $slice
- * to cap atomically. Ids are ~40 bytes; a document carries a few thousand
- * without trouble.
+ * Claims hold without transactions: a claim document names its owner, and the
+ * owner document lists it (with its token) in _cl, written in the owner's own
+ * atomic write (step 4). A claim is valid while its owner lists it. A claim its
+ * owner does not list, older than MG_GRACE_MS, whose owner was not written in
+ * that time either (a release writes the owner, then deletes the claim), was
+ * left by a commit that died: one taker (the insert of <p>_locks/"<key>!<t>"
+ * decides which) deletes it and claims the key.
  *
- * DELETE leaves a tombstone (deleted: true, body/keys null) that keeps its
- * pending outbox entries until they are acked and keeps its applied ids and
- * its version, so a re-create continues the version (no ABA) and a redelivered
- * event is still recognised. get/list skip tombstones.
+ * Applied marks: one document each in <p>_applied, inserted before the commit
+ * point (its insert is the dedupe check, an index lookup whatever the
+ * history); the document keeps its last MG_RING ids in _ap for the cheap
+ * answer. Neither the document nor any check grows with history.
  *
- * outbox_fetch returns each document's entries in commit order; across
- * documents it merges by a per-store sequence (microsecond clock, strictly
- * increasing per process), which is commit order within one process.
+ * Outbox: a commit's events live in its intent in <p>_wal, which holds only
+ * commits in flight or not yet settled. The relay reads it with find({}) +
+ * limit (pushed down: O(pending), not O(stored documents)), publishes the
+ * intents marked "c" (an unmarked one older than MG_INFLIGHT_MS is resolved
+ * through its document's _wr), deletes each intent once its events are all
+ * acked, and deletes finished intents without events in batches. Per
+ * document, events come out in version order; across documents in commit
+ * order (seq: a microsecond clock per process).
  *
- * FerretDB 1.24 findings (checked against its source and a real server):
- *  - findAndModify/update are NOT atomic read-modify-write: the handler reads
- *    the document, applies the operators in Go and writes it back with
- *    `UPDATE ... WHERE _id = ?` (backends/sqlite/collection.go UpdateAll), so
- *    two concurrent conditional updates of one document can both "match" and
- *    one update is lost (seen: 8 threads x 50 CAS increments ended at 114).
- *    Only the unique _id on insert is enforced atomically. Therefore every
- *    write to a document (commit, outbox ack) takes an in-process per-document
- *    lock (64 stripes). This makes the backend correct on FerretDB for ONE
- *    writing process per store (one pod per plugin); with several processes
- *    writing the same store it is correct on MongoDB proper only.
- *  - $pull takes values only (no conditions); $push has $each but no $slice;
- *    findAndModify rejects a "fields" projection (NotImplemented) so the whole
- *    new document comes back; no sessions (mongoc's endSessions at pool
- *    destroy is refused: that warning is dropped); createIndexes listing
- *    several already existing indexes panics the connection (one index per
- *    command here); only `{_id: value}` filters are pushed down to SQLite,
- *    every other filter is a scan in FerretDB.
- *  - Work: insert (duplicate _id => code 11000), $set/$unset/$inc/$push $each/
- *    $pullAll, {array: {$ne: x}}, {array: {$in: [...]}}, "array.0" $exists,
- *    sort, limit, count_documents, createIndexes (one at a time).
+ * Queries (declared collections): {_t: 0, $and: [conditions on f.<field>,
+ * keyset $or]}, sort {f.<order>: 1, _id: 1}, limit + 1, one batch. MongoDB
+ * serves them from the declared indexes; FerretDB 1.24 scans the collection.
  *
  * Connections: mongoc_client_pool_t with max size cfg->pool_size (default 8);
- * the driver reconnects by itself after a network error.
+ * the driver reconnects by itself after a network error. Test knobs:
+ * BNB_STORAGE_MONGO_GRACE_MS (the grace period), BNB_STORAGE_MONGO_CRASH
+ * (end the process at a commit stage, as a kill -9 would).
  */
 #include "bnb_build_config.h"
 #include "bnb_storage.h"
+#include "v2.h"
 
 #include <mongoc/mongoc.h>
 
@@ -87,25 +117,65 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #define MG_DEFAULT_POOL 8
 #define MG_PREFIX_MAX   48
-#define MG_ATTEMPTS     8
-#define MG_STRIPES      64
+#define MG_NAME_MAX     (MG_PREFIX_MAX + BNB__COLL_NAME_MAX + 8)
+#define MG_ATTEMPTS     50
+#define MG_RING         64 /* applied ids a document remembers */
+#define MG_WR           32 /* write intents (version, token) a document remembers */
+#define MG_GRACE_MS     30000
+#define MG_INFLIGHT_MS  2000 /* an unmarked intent younger than this is a commit in flight */
+#define MG_SCHEMA       2
+#define MG_PW_MAX       20000 /* intents handed out and not acked that are remembered */
+
+/* An intent whose events outbox_fetch handed out, until they are all acked. */
+typedef struct mg_pw {
+    char *tok;
+    size_t nev;
+    char **eids;
+    bool *acked;
+} mg_pw_t;
 
 typedef struct mg_store {
     bnb_store_t base;
     mongoc_uri_t *uri;
     mongoc_client_pool_t *pool;
     char *db;
-    char docs[MG_PREFIX_MAX + 8];
-    char dead[MG_PREFIX_MAX + 8];
+    char prefix[MG_PREFIX_MAX + 1];
+    char docs[MG_NAME_MAX], wal[MG_NAME_MAX], applied[MG_NAME_MAX], claims[MG_NAME_MAX], locks[MG_NAME_MAX],
+        colls_c[MG_NAME_MAX], meta[MG_NAME_MAX], dead[MG_NAME_MAX];
+    int64_t grace_ms;
     pthread_mutex_t seq_mu;
     int64_t last_seq;
-    pthread_mutex_t doc_mu[MG_STRIPES]; /* per-document writers, see top comment */
+    bnb__colls_t colls;
+    pthread_mutex_t define_mu;
+    /* intents whose events outbox_fetch handed out, until acked */
+    pthread_mutex_t ack_mu;
+    mg_pw_t *pw;
+    size_t npw;
 } mg_store_t;
 
 static pthread_once_t mg_once = PTHREAD_ONCE_INIT;
+
+/* ---- logging and small helpers -------------------------------------------- */
+
+static void mg_log_at(const mg_store_t *s, const char *level, const char *msg)
+{
+    json_t *line = json_pack("{s:s, s:s, s:s, s:s?}", "level", level, "msg", msg, "component", "storage.mongo", "store",
+                             s ? s->prefix : NULL);
+    char *text = line ? json_dumps(line, JSON_COMPACT) : NULL;
+    if (text)
+        fprintf(stderr, "%s\n", text);
+    free(text);
+    json_decref(line);
+}
+
+static void mg_log_msg(const mg_store_t *s, const char *msg)
+{
+    mg_log_at(s, "error", msg);
+}
 
 /* One JSON line on stderr: {"level":"error","msg":...,"component","store"}. */
 static void mg_log(const mg_store_t *s, const char *what, const bson_error_t *err)
@@ -113,13 +183,7 @@ static void mg_log(const mg_store_t *s, const char *what, const bson_error_t *er
     char msg[700];
     snprintf(msg, sizeof msg, "mongo %s: %s (domain %u, code %u)", what, err ? err->message : "failed",
              err ? err->domain : 0, err ? err->code : 0);
-    json_t *line = json_pack("{s:s, s:s, s:s, s:s?}", "level", "error", "msg", msg, "component", "storage.mongo",
-                             "store", s ? s->docs : NULL);
-    char *text = line ? json_dumps(line, JSON_COMPACT) : NULL;
-    if (text)
-        fprintf(stderr, "%s\n", text);
-    free(text);
-    json_decref(line);
+    mg_log_msg(s, msg);
 }
 
 /* mongoc's own warnings as JSON lines too (its default handler prints plain
@@ -153,15 +217,16 @@ static bool name_ok(const char *s)
     return n > 0 && n <= MG_PREFIX_MAX;
 }
 
-/* An event id usable as a field name. */
-static bool event_id_ok(const char *s)
-{
-    return s && *s && *s != '$' && !strchr(s, '.');
-}
-
 static bool is_dup(const bson_error_t *e)
 {
     return e->code == 11000 || e->code == 11001;
+}
+
+static int64_t now_ms(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
 static int64_t next_seq(mg_store_t *s)
@@ -177,22 +242,53 @@ static int64_t next_seq(mg_store_t *s)
     return now;
 }
 
-/* The writer lock of document key k (FNV-1a stripe). */
-static pthread_mutex_t *doc_lock(mg_store_t *s, const char *k)
+/* A token unique across processes and machines (an ObjectId). */
+static void new_token(char out[25])
 {
-    uint32_t h = 2166136261u;
-    for (const unsigned char *p = (const unsigned char *)k; *p; p++)
-        h = (h ^ *p) * 16777619u;
-    return &s->doc_mu[h % MG_STRIPES];
+    bson_oid_t oid;
+    bson_oid_init(&oid, NULL);
+    bson_oid_to_string(&oid, out);
 }
 
-/* "<coll>/<id>" */
-static char *doc_key(const char *coll, const char *id)
+static void backoff(int attempt)
 {
-    char *k = NULL;
-    if (asprintf(&k, "%s/%s", coll, id) < 0)
-        return NULL;
-    return k;
+    unsigned ms = 1u << (attempt < 6 ? attempt : 6);
+    usleep((useconds_t)(ms * 1000 + (unsigned)rand() % 1000));
+}
+
+static int64_t get_i64(const bson_t *d, const char *key)
+{
+    bson_iter_t it;
+    if (d && bson_iter_init_find(&it, d, key) && BSON_ITER_HOLDS_NUMBER(&it))
+        return bson_iter_as_int64(&it);
+    return 0;
+}
+
+static bool get_bool(const bson_t *d, const char *key)
+{
+    bson_iter_t it;
+    return d && bson_iter_init_find(&it, d, key) && bson_iter_as_bool(&it);
+}
+
+/* NULL when missing or not a string. */
+static const char *get_str(const bson_t *d, const char *key)
+{
+    bson_iter_t it;
+    if (d && bson_iter_init_find(&it, d, key) && BSON_ITER_HOLDS_UTF8(&it))
+        return bson_iter_utf8(&it, NULL);
+    return NULL;
+}
+
+/* Does array field `key` of d contain the string v? */
+static bool array_has(const bson_t *d, const char *key, const char *v)
+{
+    bson_iter_t it, child;
+    if (!d || !bson_iter_init_find(&it, d, key) || !BSON_ITER_HOLDS_ARRAY(&it) || !bson_iter_recurse(&it, &child))
+        return false;
+    while (bson_iter_next(&child))
+        if (BSON_ITER_HOLDS_UTF8(&child) && !strcmp(bson_iter_utf8(&child, NULL), v))
+            return true;
+    return false;
 }
 
 static void append_str_or_null(bson_t *b, const char *key, const char *v)
@@ -216,38 +312,250 @@ static void url_show(const mongoc_uri_t *uri, const char *db, char *out, size_t 
         snprintf(out + len, n - len, "/%s", db);
 }
 
-/* ---- open / close -------------------------------------------------------- */
+/* ---- JSON <-> BSON (declared collections keep real BSON) -------------------- */
 
-/* One createIndexes command per index: FerretDB 1.24 panics (and drops the
- * connection) on a createIndexes listing several indexes that already exist
- * (validateIndexesForCreation deletes from a shrinking slice). */
-static int create_indexes(mongoc_client_t *cl, mg_store_t *s, bson_error_t *err)
+static bool key_ok(const char *k)
 {
-    static const char *const names[] = {"by_key1", "by_key2", "by_outbox"};
-    for (int i = 0; i < 3; i++) {
-        bson_t cmd = BSON_INITIALIZER, idx, one, key, reply;
-        BSON_APPEND_UTF8(&cmd, "createIndexes", s->docs);
-        BSON_APPEND_ARRAY_BEGIN(&cmd, "indexes", &idx);
-        BSON_APPEND_DOCUMENT_BEGIN(&idx, "0", &one);
-        BSON_APPEND_DOCUMENT_BEGIN(&one, "key", &key);
-        if (i < 2) {
-            BSON_APPEND_INT32(&key, "coll", 1);
-            BSON_APPEND_INT32(&key, i == 0 ? "key1" : "key2", 1);
-        } else {
-            BSON_APPEND_INT32(&key, "outbox_ids", 1);
+    return k[0] != '$' && !strchr(k, '.');
+}
+
+static bool json_to_bson_value(bson_t *b, const char *key, const json_t *v);
+
+/* The members of object o into b; false when a key cannot be a BSON field
+ * ('$' first, or a '.') or nesting is too deep. */
+static bool json_to_bson_obj(bson_t *b, const json_t *o, int depth)
+{
+    const char *k;
+    json_t *v;
+    if (depth > 64)
+        return false;
+    json_object_foreach((json_t *)o, k, v)
+    {
+        if (!key_ok(k))
+            return false;
+        if (json_is_object(v)) {
+            bson_t sub;
+            if (!BSON_APPEND_DOCUMENT_BEGIN(b, k, &sub) || !json_to_bson_obj(&sub, v, depth + 1) ||
+                !bson_append_document_end(b, &sub))
+                return false;
+        } else if (json_is_array(v)) {
+            bson_t sub;
+            char idx[24];
+            if (!BSON_APPEND_ARRAY_BEGIN(b, k, &sub))
+                return false;
+            for (size_t i = 0; i < json_array_size(v); i++) {
+                json_t *e = json_array_get(v, i);
+                snprintf(idx, sizeof idx, "%zu", i);
+                if (json_is_object(e)) {
+                    bson_t d;
+                    if (!BSON_APPEND_DOCUMENT_BEGIN(&sub, idx, &d) || !json_to_bson_obj(&d, e, depth + 1) ||
+                        !bson_append_document_end(&sub, &d))
+                        return false;
+                } else if (json_is_array(e)) {
+                    /* arrays of arrays: wrap through a temporary object */
+                    json_t *tmp = json_pack("{s:O}", "a", e);
+                    bson_t t = BSON_INITIALIZER;
+                    bson_iter_t it;
+                    bool ok = tmp && json_to_bson_obj(&t, tmp, depth + 1) && bson_iter_init_find(&it, &t, "a") &&
+                              bson_append_iter(&sub, idx, -1, &it);
+                    bson_destroy(&t);
+                    json_decref(tmp);
+                    if (!ok)
+                        return false;
+                } else if (!json_to_bson_value(&sub, idx, e)) {
+                    return false;
+                }
+            }
+            if (!bson_append_array_end(b, &sub))
+                return false;
+        } else if (!json_to_bson_value(b, k, v)) {
+            return false;
         }
-        bson_append_document_end(&one, &key);
-        BSON_APPEND_UTF8(&one, "name", names[i]);
-        bson_append_document_end(&idx, &one);
-        bson_append_array_end(&cmd, &idx);
-        bool ok = mongoc_client_write_command_with_opts(cl, s->db, &cmd, NULL, &reply, err);
-        bson_destroy(&reply);
-        bson_destroy(&cmd);
-        if (!ok)
-            return BNB_EIO;
+    }
+    return true;
+}
+
+static bool json_to_bson_value(bson_t *b, const char *key, const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_STRING:
+        return BSON_APPEND_UTF8(b, key, json_string_value(v));
+    case JSON_INTEGER:
+        return BSON_APPEND_INT64(b, key, (int64_t)json_integer_value(v));
+    case JSON_REAL:
+        return BSON_APPEND_DOUBLE(b, key, json_real_value(v));
+    case JSON_TRUE:
+        return BSON_APPEND_BOOL(b, key, true);
+    case JSON_FALSE:
+        return BSON_APPEND_BOOL(b, key, false);
+    case JSON_NULL:
+        return BSON_APPEND_NULL(b, key);
+    default:
+        return false;
+    }
+}
+
+static json_t *bson_iter_to_json(bson_iter_t *it, int depth);
+
+static json_t *bson_doc_to_json(bson_iter_t *child, bool array, int depth)
+{
+    json_t *out = array ? json_array() : json_object();
+    while (out && bson_iter_next(child)) {
+        json_t *v = bson_iter_to_json(child, depth + 1);
+        if (!v) {
+            json_decref(out);
+            return NULL;
+        }
+        if (array ? json_array_append_new(out, v) : json_object_set_new(out, bson_iter_key(child), v)) {
+            json_decref(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+static json_t *bson_iter_to_json(bson_iter_t *it, int depth)
+{
+    bson_iter_t child;
+    if (depth > 66)
+        return NULL;
+    switch (bson_iter_type(it)) {
+    case BSON_TYPE_UTF8:
+        return json_stringn(bson_iter_utf8(it, NULL), strlen(bson_iter_utf8(it, NULL)));
+    case BSON_TYPE_INT32:
+        return json_integer(bson_iter_int32(it));
+    case BSON_TYPE_INT64:
+        return json_integer(bson_iter_int64(it));
+    case BSON_TYPE_DOUBLE:
+        return json_real(bson_iter_double(it));
+    case BSON_TYPE_BOOL:
+        return json_boolean(bson_iter_bool(it));
+    case BSON_TYPE_NULL:
+        return json_null();
+    case BSON_TYPE_DOCUMENT:
+        return bson_iter_recurse(it, &child) ? bson_doc_to_json(&child, false, depth) : NULL;
+    case BSON_TYPE_ARRAY:
+        return bson_iter_recurse(it, &child) ? bson_doc_to_json(&child, true, depth) : NULL;
+    default:
+        return NULL;
+    }
+}
+
+/* The body of a stored document: BSON subdocument (declared) or JSON text. */
+static json_t *doc_body(const bson_t *d)
+{
+    bson_iter_t it;
+    if (!bson_iter_init_find(&it, d, "body"))
+        return NULL;
+    if (BSON_ITER_HOLDS_UTF8(&it)) {
+        json_error_t jerr;
+        return json_loads(bson_iter_utf8(&it, NULL), 0, &jerr);
+    }
+    if (BSON_ITER_HOLDS_DOCUMENT(&it))
+        return bson_iter_to_json(&it, 0);
+    return NULL;
+}
+
+/* ---- collections and documents -------------------------------------------- */
+
+/* Where a document lives. */
+typedef struct mg_doc {
+    const bnb__coll_t *dc; /* declared collection, or NULL: <p>_docs */
+    char mc[MG_NAME_MAX];  /* its mongo collection */
+    char *key;             /* its _id there */
+    char *ref;             /* "<mc>/<key>" */
+} mg_doc_t;
+
+static void mg_doc_free(mg_doc_t *d)
+{
+    free(d->key);
+    free(d->ref);
+    d->key = d->ref = NULL;
+}
+
+static int mg_doc_init(mg_store_t *s, const char *coll, const char *id, mg_doc_t *d)
+{
+    memset(d, 0, sizeof *d);
+    d->dc = bnb__colls_get(&s->colls, coll);
+    if (d->dc) {
+        snprintf(d->mc, sizeof d->mc, "%s_c_%s", s->prefix, d->dc->name);
+        d->key = strdup(id);
+    } else {
+        snprintf(d->mc, sizeof d->mc, "%s", s->docs);
+        if (asprintf(&d->key, "%s/%s", coll, id) < 0)
+            d->key = NULL;
+    }
+    if (!d->key || asprintf(&d->ref, "%s/%s", d->mc, d->key) < 0) {
+        d->ref = NULL;
+        mg_doc_free(d);
+        return BNB_ENOMEM;
     }
     return 0;
 }
+
+/* The first document matching `filter` (a copy in *doc), or BNB_ENOENT. */
+static int find_one(const mg_store_t *s, mongoc_collection_t *c, const bson_t *filter, const bson_t *projection,
+                    bson_t **doc)
+{
+    *doc = NULL;
+    bson_t opts = BSON_INITIALIZER;
+    if (projection)
+        BSON_APPEND_DOCUMENT(&opts, "projection", projection);
+    BSON_APPEND_INT64(&opts, "limit", 1);
+    BSON_APPEND_BOOL(&opts, "singleBatch", true); /* no cursor left open: FerretDB is slow to close one */
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(c, filter, &opts, NULL);
+    bson_destroy(&opts);
+    const bson_t *d;
+    bson_error_t err;
+    int rc = BNB_ENOENT;
+    if (mongoc_cursor_next(cur, &d)) {
+        *doc = bson_copy(d);
+        rc = *doc ? 0 : BNB_ENOMEM;
+    } else if (mongoc_cursor_error(cur, &err)) {
+        mg_log(s, "find", &err);
+        rc = BNB_EIO;
+    }
+    mongoc_cursor_destroy(cur);
+    return rc;
+}
+
+/* find_one by _id (the only lookup FerretDB serves from an index). */
+static int find_id(const mg_store_t *s, mongoc_collection_t *c, const char *id, const bson_t *projection, bson_t **doc)
+{
+    bson_t f = BSON_INITIALIZER;
+    BSON_APPEND_UTF8(&f, "_id", id);
+    int rc = find_one(s, c, &f, projection, doc);
+    bson_destroy(&f);
+    return rc;
+}
+
+static int delete_id(const mg_store_t *s, mongoc_collection_t *c, const char *id)
+{
+    bson_t f = BSON_INITIALIZER;
+    bson_error_t err;
+    BSON_APPEND_UTF8(&f, "_id", id);
+    bool ok = mongoc_collection_delete_one(c, &f, NULL, NULL, &err);
+    bson_destroy(&f);
+    if (!ok) {
+        mg_log(s, "delete", &err);
+        return BNB_EIO;
+    }
+    return 0;
+}
+
+/* Insert; BNB_EEXIST on a duplicate key (not logged). */
+static int insert_doc(const mg_store_t *s, mongoc_collection_t *c, const bson_t *doc)
+{
+    bson_error_t err;
+    if (mongoc_collection_insert_one(c, doc, NULL, NULL, &err))
+        return 0;
+    if (is_dup(&err))
+        return BNB_EEXIST;
+    mg_log(s, "insert", &err);
+    return BNB_EIO;
+}
+
+/* ---- open / close -------------------------------------------------------- */
 
 static int mg_ping_client(mongoc_client_t *cl, const char *db, bson_error_t *err)
 {
@@ -257,6 +565,217 @@ static int mg_ping_client(mongoc_client_t *cl, const char *db, bson_error_t *err
     bson_destroy(&reply);
     bson_destroy(cmd);
     return ok ? 0 : BNB_EIO;
+}
+
+/* One createIndexes command per index: FerretDB 1.24 panics (and drops the
+ * connection) on a createIndexes listing several indexes that already exist
+ * (validateIndexesForCreation deletes from a shrinking slice). `keys` is the
+ * key document. */
+static int create_index(mongoc_client_t *cl, const mg_store_t *s, const char *coll, const char *name,
+                        const bson_t *keys, bool unique, bson_error_t *err)
+{
+    bson_t cmd = BSON_INITIALIZER, idx, one, reply;
+    BSON_APPEND_UTF8(&cmd, "createIndexes", coll);
+    BSON_APPEND_ARRAY_BEGIN(&cmd, "indexes", &idx);
+    BSON_APPEND_DOCUMENT_BEGIN(&idx, "0", &one);
+    BSON_APPEND_DOCUMENT(&one, "key", keys);
+    BSON_APPEND_UTF8(&one, "name", name);
+    if (unique)
+        BSON_APPEND_BOOL(&one, "unique", true);
+    bson_append_document_end(&idx, &one);
+    bson_append_array_end(&cmd, &idx);
+    bool ok = mongoc_client_write_command_with_opts(cl, s->db, &cmd, NULL, &reply, err);
+    bson_destroy(&reply);
+    bson_destroy(&cmd);
+    return ok ? 0 : BNB_EIO;
+}
+
+static int create_base_indexes(mongoc_client_t *cl, const mg_store_t *s, bson_error_t *err)
+{
+    bson_t *k1 = BCON_NEW("coll", BCON_INT32(1), "key1", BCON_INT32(1));
+    bson_t *k2 = BCON_NEW("coll", BCON_INT32(1), "key2", BCON_INT32(1));
+    bson_t *slot = BCON_NEW("slot", BCON_INT32(1));
+    int rc = create_index(cl, s, s->docs, "by_key1", k1, false, err);
+    if (!rc)
+        rc = create_index(cl, s, s->docs, "by_key2", k2, false, err);
+    if (!rc)
+        rc = create_index(cl, s, s->wal, "by_slot", slot, true, err);
+    bson_destroy(k1);
+    bson_destroy(k2);
+    bson_destroy(slot);
+    return rc;
+}
+
+static int load_colls(mg_store_t *s, mongoc_client_t *cl)
+{
+    mongoc_collection_t *c = mongoc_client_get_collection(cl, s->db, s->colls_c);
+    bson_t filter = BSON_INITIALIZER;
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(c, &filter, NULL, NULL);
+    const bson_t *d;
+    bson_error_t err;
+    int rc = 0;
+    while (!rc && mongoc_cursor_next(cur, &d)) {
+        const char *name = get_str(d, "_id"), *def = get_str(d, "def");
+        bnb__coll_t *dc = name && def ? bnb__coll_load(name, def) : NULL;
+        if (!dc) {
+            mg_log_msg(s, "mongo: a recorded collection definition is unreadable");
+            rc = BNB_EIO;
+        } else {
+            rc = bnb__colls_put(&s->colls, dc);
+        }
+    }
+    if (!rc && mongoc_cursor_error(cur, &err)) {
+        mg_log(s, "load definitions", &err);
+        rc = BNB_EIO;
+    }
+    mongoc_cursor_destroy(cur);
+    bson_destroy(&filter);
+    mongoc_collection_destroy(c);
+    return rc;
+}
+
+/* Stores written by the first version of this backend kept pending events and
+ * every applied id inside each document (outbox_ids/outbox, applied): move
+ * them to <p>_wal and <p>_applied once (a scan, at open, recorded in <p>_meta
+ * so that it never runs again). Safe when two processes do it at once. */
+static int migrate_v1(mg_store_t *s, mongoc_client_t *cl)
+{
+    mongoc_collection_t *meta = mongoc_client_get_collection(cl, s->db, s->meta);
+    mongoc_collection_t *docs = mongoc_client_get_collection(cl, s->db, s->docs);
+    mongoc_collection_t *wal = mongoc_client_get_collection(cl, s->db, s->wal);
+    mongoc_collection_t *ap = mongoc_client_get_collection(cl, s->db, s->applied);
+    bson_t *m = NULL;
+    int rc = find_id(s, meta, "schema", NULL, &m);
+    if (rc == 0 && get_i64(m, "v") >= MG_SCHEMA)
+        goto out;
+    if (rc != 0 && rc != BNB_ENOENT)
+        goto out;
+    rc = 0;
+    bson_t *filter = BCON_NEW("$or", "[", "{", "outbox_ids.0", "{", "$exists", BCON_BOOL(true), "}", "}", "{",
+                              "applied.0", "{", "$exists", BCON_BOOL(true), "}", "}", "]");
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(docs, filter, NULL, NULL);
+    const bson_t *d;
+    bson_error_t err;
+    while (!rc && mongoc_cursor_next(cur, &d)) {
+        const char *id = get_str(d, "_id");
+        bson_iter_t it, child;
+        if (!id)
+            continue;
+        char ref[MG_NAME_MAX + 300];
+        snprintf(ref, sizeof ref, "%s/%s", s->docs, id);
+        /* applied ids */
+        if (bson_iter_init_find(&it, d, "applied") && BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &child)) {
+            while (!rc && bson_iter_next(&child)) {
+                if (!BSON_ITER_HOLDS_UTF8(&child))
+                    continue;
+                char *aid = NULL;
+                if (asprintf(&aid, "%s|%s", ref, bson_iter_utf8(&child, NULL)) < 0)
+                    rc = BNB_ENOMEM;
+                else {
+                    bson_t *a = BCON_NEW("_id", BCON_UTF8(aid));
+                    int r = insert_doc(s, ap, a);
+                    if (r && r != BNB_EEXIST)
+                        rc = r;
+                    bson_destroy(a);
+                    free(aid);
+                }
+            }
+        }
+        /* pending events: one committed intent each */
+        if (bson_iter_init_find(&it, d, "outbox_ids") && BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &child)) {
+            while (!rc && bson_iter_next(&child)) {
+                if (!BSON_ITER_HOLDS_UTF8(&child))
+                    continue;
+                const char *eid = bson_iter_utf8(&child, NULL);
+                bson_iter_t ob, ent;
+                if (!bson_iter_init_find(&ob, d, "outbox") || !BSON_ITER_HOLDS_DOCUMENT(&ob) ||
+                    !bson_iter_recurse(&ob, &ent) || !bson_iter_find(&ent, eid) || !BSON_ITER_HOLDS_DOCUMENT(&ent))
+                    continue;
+                uint32_t len;
+                const uint8_t *data;
+                bson_t sub;
+                bson_iter_document(&ent, &len, &data);
+                if (!bson_init_static(&sub, data, len))
+                    continue;
+                char slot[MG_NAME_MAX + 400];
+                snprintf(slot, sizeof slot, "legacy/%s", eid);
+                bson_t *w = BCON_NEW("_id", BCON_UTF8(eid), "slot", BCON_UTF8(slot), "mc", BCON_UTF8(s->docs), "k",
+                                     BCON_UTF8(id), "state", BCON_UTF8("c"), "at", BCON_INT64(now_ms()), "seq",
+                                     BCON_INT64(get_i64(&sub, "seq")), "ver", BCON_INT64(0));
+                bson_t arr, one;
+                BSON_APPEND_ARRAY_BEGIN(w, "ev", &arr);
+                BSON_APPEND_DOCUMENT_BEGIN(&arr, "0", &one);
+                BSON_APPEND_UTF8(&one, "id", eid);
+                BSON_APPEND_UTF8(&one, "topic", get_str(&sub, "topic") ? get_str(&sub, "topic") : "");
+                append_str_or_null(&one, "key", get_str(&sub, "key"));
+                BSON_APPEND_UTF8(&one, "payload", get_str(&sub, "payload") ? get_str(&sub, "payload") : "");
+                bson_append_document_end(&arr, &one);
+                bson_append_array_end(w, &arr);
+                int r = insert_doc(s, wal, w);
+                if (r && r != BNB_EEXIST)
+                    rc = r;
+                bson_destroy(w);
+            }
+        }
+        if (!rc) {
+            bson_t *one = BCON_NEW("_id", BCON_UTF8(id));
+            bson_t *upd = BCON_NEW("$unset", "{", "outbox_ids", BCON_UTF8(""), "outbox", BCON_UTF8(""), "applied",
+                                   BCON_UTF8(""), "}");
+            if (!mongoc_collection_update_one(docs, one, upd, NULL, NULL, &err)) {
+                mg_log(s, "migrate", &err);
+                rc = BNB_EIO;
+            }
+            bson_destroy(one);
+            bson_destroy(upd);
+        }
+    }
+    if (!rc && mongoc_cursor_error(cur, &err)) {
+        mg_log(s, "migrate", &err);
+        rc = BNB_EIO;
+    }
+    mongoc_cursor_destroy(cur);
+    bson_destroy(filter);
+    if (!rc) {
+        bson_t *sel = BCON_NEW("_id", BCON_UTF8("schema"));
+        bson_t *doc = BCON_NEW("_id", BCON_UTF8("schema"), "v", BCON_INT32(MG_SCHEMA));
+        bson_t *opts = BCON_NEW("upsert", BCON_BOOL(true));
+        if (!mongoc_collection_replace_one(meta, sel, doc, opts, NULL, &err) && !is_dup(&err)) {
+            mg_log(s, "migrate", &err);
+            rc = BNB_EIO;
+        }
+        bson_destroy(sel);
+        bson_destroy(doc);
+        bson_destroy(opts);
+    }
+out:
+    bson_destroy(m);
+    mongoc_collection_destroy(meta);
+    mongoc_collection_destroy(docs);
+    mongoc_collection_destroy(wal);
+    mongoc_collection_destroy(ap);
+    return rc;
+}
+
+static void mg_free(mg_store_t *s)
+{
+    if (s->pool)
+        mongoc_client_pool_destroy(s->pool);
+    if (s->uri)
+        mongoc_uri_destroy(s->uri);
+    free(s->db);
+    pthread_mutex_destroy(&s->seq_mu);
+    pthread_mutex_destroy(&s->define_mu);
+    pthread_mutex_destroy(&s->ack_mu);
+    bnb__colls_destroy(&s->colls);
+    for (size_t i = 0; i < s->npw; i++) {
+        for (size_t k = 0; k < s->pw[i].nev; k++)
+            free(s->pw[i].eids[k]);
+        free(s->pw[i].eids);
+        free(s->pw[i].acked);
+        free(s->pw[i].tok);
+    }
+    free(s->pw);
+    free(s);
 }
 
 static int mg_open(const bnb_storage_config_t *cfg, bnb_store_t **out, char *errbuf, size_t errlen)
@@ -288,11 +807,26 @@ static int mg_open(const bnb_storage_config_t *cfg, bnb_store_t **out, char *err
         return BNB_ENOMEM;
     }
     pthread_mutex_init(&s->seq_mu, NULL);
-    for (int i = 0; i < MG_STRIPES; i++)
-        pthread_mutex_init(&s->doc_mu[i], NULL);
+    pthread_mutex_init(&s->define_mu, NULL);
+    pthread_mutex_init(&s->ack_mu, NULL);
+    bnb__colls_init(&s->colls);
     s->base.ops = &bnb_storage_mongo;
+    snprintf(s->prefix, sizeof s->prefix, "%s", name);
     snprintf(s->docs, sizeof s->docs, "%s_docs", name);
+    snprintf(s->wal, sizeof s->wal, "%s_wal", name);
+    snprintf(s->applied, sizeof s->applied, "%s_applied", name);
+    snprintf(s->claims, sizeof s->claims, "%s_claims", name);
+    snprintf(s->locks, sizeof s->locks, "%s_locks", name);
+    snprintf(s->colls_c, sizeof s->colls_c, "%s_colls", name);
+    snprintf(s->meta, sizeof s->meta, "%s_meta", name);
     snprintf(s->dead, sizeof s->dead, "%s_dead", name);
+    s->grace_ms = MG_GRACE_MS;
+    {
+        /* tests shorten the grace period to see a dead commit recovered */
+        const char *g = getenv("BNB_STORAGE_MONGO_GRACE_MS");
+        if (g && atoll(g) > 0)
+            s->grace_ms = atoll(g);
+    }
 
     s->uri = mongoc_uri_new_with_error(cfg->url, &err);
     if (!s->uri) {
@@ -334,9 +868,13 @@ static int mg_open(const bnb_storage_config_t *cfg, bnb_store_t **out, char *err
         rc = BNB_EIO;
         goto fail;
     }
-    if (create_indexes(cl, s, &err) != 0) {
-        snprintf(errbuf, errlen, "%s: cannot create indexes on %s: %s", shown, s->docs, err.message);
+    if (create_base_indexes(cl, s, &err) != 0) {
+        snprintf(errbuf, errlen, "%s: cannot create indexes of %s: %s", shown, s->prefix, err.message);
         rc = BNB_EIO;
+        goto fail;
+    }
+    if ((rc = migrate_v1(s, cl)) != 0 || (rc = load_colls(s, cl)) != 0) {
+        snprintf(errbuf, errlen, "%s: cannot prepare the store %s (see the log)", shown, s->prefix);
         goto fail;
     }
     mongoc_client_pool_push(s->pool, cl);
@@ -345,30 +883,14 @@ static int mg_open(const bnb_storage_config_t *cfg, bnb_store_t **out, char *err
 fail:
     if (cl)
         mongoc_client_pool_push(s->pool, cl);
-    if (s->pool)
-        mongoc_client_pool_destroy(s->pool);
-    if (s->uri)
-        mongoc_uri_destroy(s->uri);
-    free(s->db);
-    pthread_mutex_destroy(&s->seq_mu);
-    for (int i = 0; i < MG_STRIPES; i++)
-        pthread_mutex_destroy(&s->doc_mu[i]);
-    free(s);
+    mg_free(s);
     return rc;
 }
 
 static void mg_close(bnb_store_t *st)
 {
-    mg_store_t *s = (mg_store_t *)st;
-    if (!s)
-        return;
-    mongoc_client_pool_destroy(s->pool);
-    mongoc_uri_destroy(s->uri);
-    free(s->db);
-    pthread_mutex_destroy(&s->seq_mu);
-    for (int i = 0; i < MG_STRIPES; i++)
-        pthread_mutex_destroy(&s->doc_mu[i]);
-    free(s);
+    if (st)
+        mg_free((mg_store_t *)st);
 }
 
 static int mg_ping(bnb_store_t *st)
@@ -385,74 +907,188 @@ static int mg_ping(bnb_store_t *st)
     return rc;
 }
 
-/* ---- reads --------------------------------------------------------------- */
+/* ---- define ---------------------------------------------------------------- */
 
-/* The first document matching `filter` (a copy in *doc), or BNB_ENOENT. */
-static int find_one(const mg_store_t *s, mongoc_collection_t *c, const bson_t *filter, const bson_t *projection,
-                    bson_t **doc)
+static int mg_define(bnb_store_t *st, const bnb_coll_def_t *defs, size_t n)
 {
-    *doc = NULL;
-    bson_t opts = BSON_INITIALIZER;
-    if (projection)
-        BSON_APPEND_DOCUMENT(&opts, "projection", projection);
-    BSON_APPEND_INT64(&opts, "limit", 1);
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(c, filter, &opts, NULL);
-    bson_destroy(&opts);
-    const bson_t *d;
-    bson_error_t err;
-    int rc = BNB_ENOENT;
-    if (mongoc_cursor_next(cur, &d)) {
-        *doc = bson_copy(d);
-        rc = *doc ? 0 : BNB_ENOMEM;
-    } else if (mongoc_cursor_error(cur, &err)) {
-        mg_log(s, "find", &err);
-        rc = BNB_EIO;
+    mg_store_t *s = (mg_store_t *)st;
+    bnb__coll_t **merged = NULL;
+    char err[256];
+    int rc;
+    if (!s)
+        return BNB_EINVAL;
+    if ((rc = bnb__colls_validate(defs, n, err, sizeof err)) != 0) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "mongo define: %s", err);
+        mg_log_msg(s, msg);
+        return rc;
     }
-    mongoc_cursor_destroy(cur);
+    if (n == 0)
+        return 0;
+    if (!(merged = calloc(n, sizeof *merged)))
+        return BNB_ENOMEM;
+    pthread_mutex_lock(&s->define_mu);
+    bool *fresh = calloc(n, sizeof *fresh);
+    if (!fresh)
+        rc = BNB_ENOMEM;
+    for (size_t i = 0; i < n && !rc; i++) {
+        const bnb__coll_t *old = bnb__colls_get(&s->colls, defs[i].name);
+        fresh[i] = old == NULL;
+        if (old) {
+            rc = bnb__coll_merge(old, &defs[i], &merged[i], err, sizeof err);
+            if (rc == BNB_EINVAL) {
+                char msg[300];
+                snprintf(msg, sizeof msg, "mongo define: %s", err);
+                mg_log_msg(s, msg);
+            }
+        } else if (!(merged[i] = bnb__coll_copy(&defs[i]))) {
+            rc = BNB_ENOMEM;
+        }
+    }
+    mongoc_client_t *cl = rc ? NULL : mongoc_client_pool_pop(s->pool);
+    for (size_t i = 0; i < n && !rc; i++) {
+        const bnb__coll_t *dc = merged[i];
+        char mc[MG_NAME_MAX];
+        bson_error_t berr;
+        snprintf(mc, sizeof mc, "%s_c_%s", s->prefix, dc->name);
+        bson_t *k1 = BCON_NEW("key1", BCON_INT32(1)), *k2 = BCON_NEW("key2", BCON_INT32(1));
+        rc = create_index(cl, s, mc, "by_key1", k1, false, &berr);
+        if (!rc)
+            rc = create_index(cl, s, mc, "by_key2", k2, false, &berr);
+        bson_destroy(k1);
+        bson_destroy(k2);
+        for (size_t k = 0; k < dc->nindexes && !rc; k++) {
+            const bnb__index_t *x = &dc->indexes[k];
+            bson_t keys = BSON_INITIALIZER;
+            char path[BNB__FIELD_NAME_MAX + 4];
+            if (!x->unique)
+                BSON_APPEND_INT32(&keys, "_t", 1);
+            for (int j = 0; j < x->nf; j++) {
+                snprintf(path, sizeof path, "f.%s", dc->fields[x->f[j]].name);
+                BSON_APPEND_INT32(&keys, path, 1);
+            }
+            if (x->unique)
+                BSON_APPEND_INT32(&keys, "_t", 1); /* tombstones carry their id: they never collide */
+            else
+                BSON_APPEND_INT32(&keys, "_id", 1);
+            rc = create_index(cl, s, mc, x->name, &keys, x->unique, &berr);
+            bson_destroy(&keys);
+        }
+        if (rc) {
+            mg_log(s, "define (createIndexes)", &berr);
+            break;
+        }
+        /* documents of this collection written before it was declared */
+        if (fresh[i]) {
+            mongoc_collection_t *docs = mongoc_client_get_collection(cl, s->db, s->docs);
+            mongoc_collection_t *dst = mongoc_client_get_collection(cl, s->db, mc);
+            bson_t *filter = BCON_NEW("coll", BCON_UTF8(dc->name));
+            mongoc_cursor_t *cur = mongoc_collection_find_with_opts(docs, filter, NULL, NULL);
+            const bson_t *d;
+            while (!rc && mongoc_cursor_next(cur, &d)) {
+                const char *id = get_str(d, "id"), *key = get_str(d, "_id");
+                json_t *body = doc_body(d);
+                bool deleted = get_bool(d, "deleted");
+                if (!id || !key || (!deleted && !body)) {
+                    json_decref(body);
+                    continue;
+                }
+                bson_t nd = BSON_INITIALIZER, sub;
+                BSON_APPEND_UTF8(&nd, "_id", id);
+                BSON_APPEND_INT64(&nd, "version", get_i64(d, "version"));
+                BSON_APPEND_BOOL(&nd, "deleted", deleted);
+                if (deleted) {
+                    BSON_APPEND_NULL(&nd, "body");
+                    BSON_APPEND_UTF8(&nd, "_t", id);
+                } else {
+                    BSON_APPEND_DOCUMENT_BEGIN(&nd, "body", &sub);
+                    json_to_bson_obj(&sub, body, 0);
+                    bson_append_document_end(&nd, &sub);
+                    BSON_APPEND_DOCUMENT_BEGIN(&nd, "f", &sub);
+                    for (size_t f = 0; f < dc->nfields; f++) {
+                        bnb__fval_t v;
+                        bnb__coll_value(dc, f, body, &v);
+                        if (!v.null && v.s)
+                            BSON_APPEND_UTF8(&sub, dc->fields[f].name, v.s);
+                        else if (!v.null)
+                            BSON_APPEND_INT64(&sub, dc->fields[f].name, v.n);
+                    }
+                    bson_append_document_end(&nd, &sub);
+                    BSON_APPEND_INT32(&nd, "_t", 0);
+                }
+                append_str_or_null(&nd, "key1", get_str(d, "key1"));
+                append_str_or_null(&nd, "key2", get_str(d, "key2"));
+                BSON_APPEND_INT64(&nd, "mtime", now_ms());
+                json_decref(body);
+                int r = insert_doc(s, dst, &nd);
+                bson_destroy(&nd);
+                if (r && r != BNB_EEXIST) {
+                    rc = r;
+                    break;
+                }
+                /* its applied marks follow it (new ref) */
+                bson_iter_t it, ch;
+                if (bson_iter_init_find(&it, d, "_ap") && BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &ch)) {
+                    mongoc_collection_t *ap = mongoc_client_get_collection(cl, s->db, s->applied);
+                    while (bson_iter_next(&ch)) {
+                        char *aid = NULL;
+                        if (!BSON_ITER_HOLDS_UTF8(&ch) ||
+                            asprintf(&aid, "%s/%s|%s", mc, id, bson_iter_utf8(&ch, NULL)) < 0)
+                            continue;
+                        bson_t *a = BCON_NEW("_id", BCON_UTF8(aid));
+                        insert_doc(s, ap, a);
+                        bson_destroy(a);
+                        free(aid);
+                    }
+                    mongoc_collection_destroy(ap);
+                }
+                if (!rc)
+                    rc = delete_id(s, docs, key);
+            }
+            bson_error_t cerr;
+            if (!rc && mongoc_cursor_error(cur, &cerr)) {
+                mg_log(s, "define (move documents)", &cerr);
+                rc = BNB_EIO;
+            }
+            mongoc_cursor_destroy(cur);
+            bson_destroy(filter);
+            mongoc_collection_destroy(docs);
+            mongoc_collection_destroy(dst);
+        }
+        if (!rc) {
+            char *def = bnb__coll_dump(dc);
+            mongoc_collection_t *cc = mongoc_client_get_collection(cl, s->db, s->colls_c);
+            bson_t *sel = BCON_NEW("_id", BCON_UTF8(dc->name));
+            bson_t *doc = def ? BCON_NEW("_id", BCON_UTF8(dc->name), "def", BCON_UTF8(def)) : NULL;
+            bson_t *opts = BCON_NEW("upsert", BCON_BOOL(true));
+            if (!doc)
+                rc = BNB_ENOMEM;
+            else if (!mongoc_collection_replace_one(cc, sel, doc, opts, NULL, &berr) && !is_dup(&berr)) {
+                mg_log(s, "define", &berr);
+                rc = BNB_EIO;
+            }
+            bson_destroy(sel);
+            bson_destroy(doc);
+            bson_destroy(opts);
+            mongoc_collection_destroy(cc);
+            free(def);
+        }
+    }
+    if (cl)
+        mongoc_client_pool_push(s->pool, cl);
+    for (size_t i = 0; i < n && !rc; i++) {
+        rc = bnb__colls_put(&s->colls, merged[i]);
+        merged[i] = NULL;
+    }
+    pthread_mutex_unlock(&s->define_mu);
+    for (size_t i = 0; i < n; i++)
+        bnb__coll_free(merged[i]);
+    free(merged);
+    free(fresh);
     return rc;
 }
 
-static int64_t get_i64(const bson_t *d, const char *key)
-{
-    bson_iter_t it;
-    if (bson_iter_init_find(&it, d, key) && BSON_ITER_HOLDS_NUMBER(&it))
-        return bson_iter_as_int64(&it);
-    return 0;
-}
-
-static bool get_bool(const bson_t *d, const char *key)
-{
-    bson_iter_t it;
-    return bson_iter_init_find(&it, d, key) && bson_iter_as_bool(&it);
-}
-
-/* NULL when missing or not a string. */
-static const char *get_str(const bson_t *d, const char *key)
-{
-    bson_iter_t it;
-    if (bson_iter_init_find(&it, d, key) && BSON_ITER_HOLDS_UTF8(&it))
-        return bson_iter_utf8(&it, NULL);
-    return NULL;
-}
-
-/* Does array field `key` of d contain the string v? */
-static bool array_has(const bson_t *d, const char *key, const char *v)
-{
-    bson_iter_t it, child;
-    if (!bson_iter_init_find(&it, d, key) || !BSON_ITER_HOLDS_ARRAY(&it) || !bson_iter_recurse(&it, &child))
-        return false;
-    while (bson_iter_next(&child))
-        if (BSON_ITER_HOLDS_UTF8(&child) && !strcmp(bson_iter_utf8(&child, NULL), v))
-            return true;
-    return false;
-}
-
-static json_t *parse_body(const bson_t *d)
-{
-    const char *txt = get_str(d, "body");
-    json_error_t jerr;
-    return txt ? json_loads(txt, 0, &jerr) : NULL;
-}
+/* ---- reads --------------------------------------------------------------- */
 
 static int mg_get(bnb_store_t *st, const char *coll, const char *id, json_t **body, int64_t *version)
 {
@@ -461,54 +1097,44 @@ static int mg_get(bnb_store_t *st, const char *coll, const char *id, json_t **bo
         *body = NULL;
     if (!coll || !id)
         return BNB_EINVAL;
-    char *k = doc_key(coll, id);
-    if (!k)
+    mg_doc_t md;
+    if (mg_doc_init(s, coll, id, &md))
         return BNB_ENOMEM;
     mongoc_client_t *cl = mongoc_client_pool_pop(s->pool);
-    mongoc_collection_t *c = mongoc_client_get_collection(cl, s->db, s->docs);
-    bson_t *filter = BCON_NEW("_id", BCON_UTF8(k), "deleted", BCON_BOOL(false));
-    bson_t *proj = BCON_NEW("body", BCON_INT32(1), "version", BCON_INT32(1));
+    mongoc_collection_t *c = mongoc_client_get_collection(cl, s->db, md.mc);
+    bson_t *proj = BCON_NEW("body", BCON_INT32(1), "version", BCON_INT32(1), "deleted", BCON_INT32(1));
     bson_t *doc = NULL;
-    int rc = find_one(s, c, filter, proj, &doc);
+    /* by _id alone (FerretDB serves only that from an index); tombstones are skipped here */
+    int rc = find_id(s, c, md.key, proj, &doc);
+    if (rc == 0 && get_bool(doc, "deleted"))
+        rc = BNB_ENOENT;
     if (rc == 0) {
-        if (body && !(*body = parse_body(doc)))
+        if (body && !(*body = doc_body(doc))) {
+            mg_log_msg(s, "mongo get: stored body is unreadable");
             rc = BNB_EIO;
-        else if (version)
+        } else if (version) {
             *version = get_i64(doc, "version");
+        }
     }
     bson_destroy(doc);
     bson_destroy(proj);
-    bson_destroy(filter);
     mongoc_collection_destroy(c);
     mongoc_client_pool_push(s->pool, cl);
-    free(k);
+    mg_doc_free(&md);
     return rc;
 }
 
-static int mg_list(bnb_store_t *st, const char *coll, int which, const char *value, json_t **out)
+/* Documents of a cursor as [{"id","version","body"}] (the id is `idfield`). */
+static int collect(const mg_store_t *s, mongoc_cursor_t *cur, const char *idfield, json_t *arr, size_t max)
 {
-    mg_store_t *s = (mg_store_t *)st;
-    *out = NULL;
-    if (!coll || which < 0 || which > 2 || (which && !value))
-        return BNB_EINVAL;
-    mongoc_client_t *cl = mongoc_client_pool_pop(s->pool);
-    mongoc_collection_t *c = mongoc_client_get_collection(cl, s->db, s->docs);
-    bson_t filter = BSON_INITIALIZER;
-    BSON_APPEND_UTF8(&filter, "coll", coll);
-    BSON_APPEND_BOOL(&filter, "deleted", false);
-    if (which)
-        BSON_APPEND_UTF8(&filter, which == 1 ? "key1" : "key2", value);
-    bson_t *opts = BCON_NEW("projection", "{", "id", BCON_INT32(1), "version", BCON_INT32(1), "body", BCON_INT32(1),
-                            "}", "sort", "{", "_id", BCON_INT32(1), "}");
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(c, &filter, opts, NULL);
-    json_t *arr = json_array();
-    int rc = arr ? 0 : BNB_ENOMEM;
     const bson_t *d;
-    while (!rc && mongoc_cursor_next(cur, &d)) {
-        json_t *b = parse_body(d);
-        const char *id = get_str(d, "id");
+    int rc = 0;
+    while (!rc && json_array_size(arr) < max && mongoc_cursor_next(cur, &d)) {
+        json_t *b = doc_body(d);
+        const char *id = get_str(d, idfield);
         if (!b || !id) {
             json_decref(b);
+            mg_log_msg(s, "mongo: a stored document is unreadable");
             rc = BNB_EIO;
             break;
         }
@@ -518,9 +1144,38 @@ static int mg_list(bnb_store_t *st, const char *coll, int which, const char *val
     }
     bson_error_t err;
     if (!rc && mongoc_cursor_error(cur, &err)) {
-        mg_log(s, "list", &err);
+        mg_log(s, "find", &err);
         rc = BNB_EIO;
     }
+    return rc;
+}
+
+static int mg_list(bnb_store_t *st, const char *coll, int which, const char *value, json_t **out)
+{
+    mg_store_t *s = (mg_store_t *)st;
+    *out = NULL;
+    if (!coll || which < 0 || which > 2 || (which && !value))
+        return BNB_EINVAL;
+    const bnb__coll_t *dc = bnb__colls_get(&s->colls, coll);
+    char mc[MG_NAME_MAX];
+    bson_t filter = BSON_INITIALIZER;
+    if (dc) {
+        snprintf(mc, sizeof mc, "%s_c_%s", s->prefix, dc->name);
+        BSON_APPEND_INT32(&filter, "_t", 0);
+    } else {
+        snprintf(mc, sizeof mc, "%s", s->docs);
+        BSON_APPEND_UTF8(&filter, "coll", coll);
+        BSON_APPEND_BOOL(&filter, "deleted", false);
+    }
+    if (which)
+        BSON_APPEND_UTF8(&filter, which == 1 ? "key1" : "key2", value);
+    mongoc_client_t *cl = mongoc_client_pool_pop(s->pool);
+    mongoc_collection_t *c = mongoc_client_get_collection(cl, s->db, mc);
+    bson_t *opts = BCON_NEW("projection", "{", "id", BCON_INT32(1), "version", BCON_INT32(1), "body", BCON_INT32(1),
+                            "}", "sort", "{", "_id", BCON_INT32(1), "}");
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(c, &filter, opts, NULL);
+    json_t *arr = json_array();
+    int rc = arr ? collect(s, cur, dc ? "_id" : "id", arr, SIZE_MAX) : BNB_ENOMEM;
     mongoc_cursor_destroy(cur);
     bson_destroy(opts);
     bson_destroy(&filter);
@@ -533,295 +1188,1206 @@ static int mg_list(bnb_store_t *st, const char *coll, int which, const char *val
     return rc;
 }
 
+/* ---- queries ----------------------------------------------------------------- */
+
+static void append_fval(bson_t *b, const char *key, const bnb__fval_t *v)
+{
+    if (v->null)
+        BSON_APPEND_NULL(b, key);
+    else if (v->s)
+        BSON_APPEND_UTF8(b, key, v->s);
+    else
+        BSON_APPEND_INT64(b, key, v->n);
+}
+
+static int mg_query(bnb_store_t *st, const bnb_query_t *q, json_t **items, char **next)
+{
+    mg_store_t *s = (mg_store_t *)st;
+    static const char *const ops[] = {"", "$eq", "$lt", "$lte", "$gt", "$gte"};
+    bnb__plan_t p;
+    int rc;
+    if (items)
+        *items = NULL;
+    if (next)
+        *next = NULL;
+    if (!s || !q || !items || !next)
+        return BNB_EINVAL;
+    if ((rc = bnb__plan_make(bnb__colls_get(&s->colls, q->coll), q, &p)) != 0)
+        return rc;
+    const bnb__coll_t *dc = p.coll;
+    char mc[MG_NAME_MAX], path[BNB__FIELD_NAME_MAX + 4], opath[BNB__FIELD_NAME_MAX + 4];
+    snprintf(mc, sizeof mc, "%s_c_%s", s->prefix, dc->name);
+    if (p.order >= 0)
+        snprintf(opath, sizeof opath, "f.%s", dc->fields[p.order].name);
+    bson_t filter = BSON_INITIALIZER, and, one, op, or, alt;
+    char idx[24];
+    int k = 0;
+    BSON_APPEND_INT32(&filter, "_t", 0);
+    BSON_APPEND_ARRAY_BEGIN(&filter, "$and", &and);
+    for (size_t i = 0; i < q->nconds; i++) {
+        if (bnb__plan_implied(&p, i))
+            continue;
+        snprintf(idx, sizeof idx, "%d", k++);
+        snprintf(path, sizeof path, "f.%s", dc->fields[p.cf[i]].name);
+        BSON_APPEND_DOCUMENT_BEGIN(&and, idx, &one);
+        BSON_APPEND_DOCUMENT_BEGIN(&one, path, &op);
+        if (q->conds[i].str)
+            BSON_APPEND_UTF8(&op, ops[q->conds[i].op], q->conds[i].str);
+        else
+            BSON_APPEND_INT64(&op, ops[q->conds[i].op], q->conds[i].num);
+        bson_append_document_end(&one, &op);
+        bson_append_document_end(&and, &one);
+    }
+    const char *cmp = q->descending ? "$lt" : "$gt";
+    if (p.order >= 0) {
+        snprintf(idx, sizeof idx, "%d", k++);
+        BSON_APPEND_DOCUMENT_BEGIN(&and, idx, &one);
+        BSON_APPEND_DOCUMENT_BEGIN(&one, opath, &op);
+        BSON_APPEND_BOOL(&op, "$exists", true);
+        bson_append_document_end(&one, &op);
+        bson_append_document_end(&and, &one);
+        if (p.has_cursor) {
+            snprintf(idx, sizeof idx, "%d", k++);
+            BSON_APPEND_DOCUMENT_BEGIN(&and, idx, &one);
+            BSON_APPEND_ARRAY_BEGIN(&one, "$or", & or);
+            BSON_APPEND_DOCUMENT_BEGIN(& or, "0", &alt);
+            BSON_APPEND_DOCUMENT_BEGIN(&alt, opath, &op);
+            append_fval(&op, cmp, &p.cur_ord);
+            bson_append_document_end(&alt, &op);
+            bson_append_document_end(& or, &alt);
+            BSON_APPEND_DOCUMENT_BEGIN(& or, "1", &alt);
+            append_fval(&alt, opath, &p.cur_ord);
+            BSON_APPEND_DOCUMENT_BEGIN(&alt, "_id", &op);
+            BSON_APPEND_UTF8(&op, cmp, p.cur_id);
+            bson_append_document_end(&alt, &op);
+            bson_append_document_end(& or, &alt);
+            bson_append_array_end(&one, & or);
+            bson_append_document_end(&and, &one);
+        }
+    } else if (p.has_cursor) {
+        snprintf(idx, sizeof idx, "%d", k++);
+        BSON_APPEND_DOCUMENT_BEGIN(&and, idx, &one);
+        BSON_APPEND_DOCUMENT_BEGIN(&one, "_id", &op);
+        BSON_APPEND_UTF8(&op, cmp, p.cur_id);
+        bson_append_document_end(&one, &op);
+        bson_append_document_end(&and, &one);
+    }
+    if (k == 0) { /* $and must not be empty */
+        BSON_APPEND_DOCUMENT_BEGIN(&and, "0", &one);
+        BSON_APPEND_INT32(&one, "_t", 0);
+        bson_append_document_end(&and, &one);
+    }
+    bson_append_array_end(&filter, &and);
+    bson_t opts = BSON_INITIALIZER, sort;
+    BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
+    if (p.order >= 0)
+        BSON_APPEND_INT32(&sort, opath, q->descending ? -1 : 1);
+    BSON_APPEND_INT32(&sort, "_id", q->descending ? -1 : 1);
+    bson_append_document_end(&opts, &sort);
+    BSON_APPEND_INT64(&opts, "limit", (int64_t)q->limit + 1);
+    BSON_APPEND_INT64(&opts, "batchSize", (int64_t)q->limit + 1);
+    BSON_APPEND_BOOL(&opts, "singleBatch", true);
+
+    mongoc_client_t *cl = mongoc_client_pool_pop(s->pool);
+    mongoc_collection_t *c = mongoc_client_get_collection(cl, s->db, mc);
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(c, &filter, &opts, NULL);
+    json_t *arr = json_array();
+    rc = arr ? collect(s, cur, "_id", arr, q->limit + 1) : BNB_ENOMEM;
+    if (!rc && json_array_size(arr) > q->limit) {
+        json_array_remove(arr, q->limit);
+        json_t *last = json_array_get(arr, q->limit - 1);
+        bnb__fval_t ord = {.null = true};
+        if (p.order >= 0)
+            bnb__coll_value(dc, (size_t)p.order, json_object_get(last, "body"), &ord);
+        if (!(*next = bnb__cursor_make(&p, &ord, json_string_value(json_object_get(last, "id")))))
+            rc = BNB_ENOMEM;
+    }
+    mongoc_cursor_destroy(cur);
+    mongoc_collection_destroy(c);
+    mongoc_client_pool_push(s->pool, cl);
+    bson_destroy(&opts);
+    bson_destroy(&filter);
+    bnb__plan_free(&p);
+    if (rc) {
+        json_decref(arr);
+        return rc;
+    }
+    *items = arr;
+    return 0;
+}
+
 /* ---- commit -------------------------------------------------------------- */
 
-/* Fields of the outbox entries and the applied id, for an insert (arrays) or
- * an update ($push / $set parts). */
-static void append_entry(bson_t *b, const char *key, const bnb_outbox_new_t *e, int64_t seq)
-{
-    bson_t sub;
-    BSON_APPEND_DOCUMENT_BEGIN(b, key, &sub);
-    BSON_APPEND_UTF8(&sub, "topic", e->topic);
-    append_str_or_null(&sub, "key", e->key);
-    BSON_APPEND_UTF8(&sub, "payload", e->payload);
-    BSON_APPEND_INT64(&sub, "seq", seq);
-    bson_append_document_end(b, &sub);
-}
+/* The claims a document lists in _cl: keys and tokens (borrowed from d). */
+typedef struct cl_list {
+    size_t n;
+    const char **k, **t;
+} cl_list_t;
 
-static bson_t *build_insert(const char *k, const bnb_write_t *w, const char *body_txt, const bnb_outbox_new_t *ev,
-                            size_t nev, const int64_t *seqs, const char *applied)
+static int cl_read(const bson_t *d, cl_list_t *out)
 {
-    bson_t *d = bson_new(), arr, map;
-    char idx[24];
-    BSON_APPEND_UTF8(d, "_id", k);
-    BSON_APPEND_UTF8(d, "coll", w->coll);
-    BSON_APPEND_UTF8(d, "id", w->id);
-    BSON_APPEND_INT64(d, "version", 1);
-    BSON_APPEND_BOOL(d, "deleted", false);
-    BSON_APPEND_UTF8(d, "body", body_txt);
-    append_str_or_null(d, "key1", w->key1);
-    append_str_or_null(d, "key2", w->key2);
-    BSON_APPEND_ARRAY_BEGIN(d, "applied", &arr);
-    if (applied)
-        BSON_APPEND_UTF8(&arr, "0", applied);
-    bson_append_array_end(d, &arr);
-    BSON_APPEND_ARRAY_BEGIN(d, "outbox_ids", &arr);
-    for (size_t i = 0; i < nev; i++) {
-        snprintf(idx, sizeof idx, "%zu", i);
-        BSON_APPEND_UTF8(&arr, idx, ev[i].event_id);
-    }
-    bson_append_array_end(d, &arr);
-    BSON_APPEND_DOCUMENT_BEGIN(d, "outbox", &map);
-    for (size_t i = 0; i < nev; i++)
-        append_entry(&map, ev[i].event_id, &ev[i], seqs[i]);
-    bson_append_document_end(d, &map);
-    return d;
-}
-
-static bson_t *build_update(const bnb_write_t *w, const char *body_txt, const bnb_outbox_new_t *ev, size_t nev,
-                            const int64_t *seqs, const char *applied)
-{
-    bson_t *u = bson_new(), sub, push, each, arr;
-    char idx[24];
-    BSON_APPEND_DOCUMENT_BEGIN(u, "$inc", &sub);
-    BSON_APPEND_INT64(&sub, "version", 1);
-    bson_append_document_end(u, &sub);
-
-    if (w->op != BNB_WRITE_TOUCH || nev) {
-        BSON_APPEND_DOCUMENT_BEGIN(u, "$set", &sub);
-        if (w->op == BNB_WRITE_PUT) {
-            BSON_APPEND_BOOL(&sub, "deleted", false);
-            BSON_APPEND_UTF8(&sub, "body", body_txt);
-            append_str_or_null(&sub, "key1", w->key1);
-            append_str_or_null(&sub, "key2", w->key2);
-        } else if (w->op == BNB_WRITE_DELETE) {
-            BSON_APPEND_BOOL(&sub, "deleted", true);
-            BSON_APPEND_NULL(&sub, "body");
-            BSON_APPEND_NULL(&sub, "key1");
-            BSON_APPEND_NULL(&sub, "key2");
-        }
-        for (size_t i = 0; i < nev; i++) {
-            char *path = NULL;
-            if (asprintf(&path, "outbox.%s", ev[i].event_id) < 0) {
-                bson_destroy(u);
-                return NULL;
-            }
-            append_entry(&sub, path, &ev[i], seqs[i]);
-            free(path);
-        }
-        bson_append_document_end(u, &sub);
-    }
-    if (applied || nev) {
-        BSON_APPEND_DOCUMENT_BEGIN(u, "$push", &push);
-        if (applied)
-            BSON_APPEND_UTF8(&push, "applied", applied);
-        if (nev) {
-            BSON_APPEND_DOCUMENT_BEGIN(&push, "outbox_ids", &each);
-            BSON_APPEND_ARRAY_BEGIN(&each, "$each", &arr);
-            for (size_t i = 0; i < nev; i++) {
-                snprintf(idx, sizeof idx, "%zu", i);
-                BSON_APPEND_UTF8(&arr, idx, ev[i].event_id);
-            }
-            bson_append_array_end(&each, &arr);
-            bson_append_document_end(&push, &each);
-        }
-        bson_append_document_end(u, &push);
-    }
-    return u;
-}
-
-/* Insert the whole document (version 1). 0, MG dup => BNB_EEXIST, or EIO. */
-static int try_insert(const mg_store_t *s, mongoc_collection_t *c, const bson_t *doc)
-{
-    bson_error_t err;
-    if (mongoc_collection_insert_one(c, doc, NULL, NULL, &err))
+    bson_iter_t it, ch;
+    memset(out, 0, sizeof *out);
+    if (!d || !bson_iter_init_find(&it, d, "_cl") || !BSON_ITER_HOLDS_ARRAY(&it) || !bson_iter_recurse(&it, &ch))
         return 0;
-    if (is_dup(&err))
-        return BNB_EEXIST;
-    mg_log(s, "insert", &err);
-    return BNB_EIO;
+    size_t cap = 0;
+    while (bson_iter_next(&ch)) {
+        bson_iter_t e;
+        const char *k = NULL, *t = NULL;
+        if (!BSON_ITER_HOLDS_DOCUMENT(&ch) || !bson_iter_recurse(&ch, &e))
+            continue;
+        while (bson_iter_next(&e)) {
+            if (!strcmp(bson_iter_key(&e), "k") && BSON_ITER_HOLDS_UTF8(&e))
+                k = bson_iter_utf8(&e, NULL);
+            else if (!strcmp(bson_iter_key(&e), "t") && BSON_ITER_HOLDS_UTF8(&e))
+                t = bson_iter_utf8(&e, NULL);
+        }
+        if (!k || !t)
+            continue;
+        if (out->n == cap) {
+            cap = cap ? cap * 2 : 8;
+            const char **nk = realloc(out->k, cap * sizeof *nk);
+            if (!nk)
+                return BNB_ENOMEM;
+            out->k = nk;
+            const char **nt = realloc(out->t, cap * sizeof *nt);
+            if (!nt)
+                return BNB_ENOMEM;
+            out->t = nt;
+        }
+        out->k[out->n] = k;
+        out->t[out->n] = t;
+        out->n++;
+    }
+    return 0;
 }
 
-/* One findAndModify; 0 with *v when a document matched, BNB_ENOENT when none. */
-static int try_update(const mg_store_t *s, mongoc_collection_t *c, const bson_t *filter, const bson_t *update,
-                      int64_t *v)
+static void cl_free(cl_list_t *l)
 {
-    mongoc_find_and_modify_opts_t *o = mongoc_find_and_modify_opts_new();
-    bson_t reply;
-    bson_error_t err;
-    int rc;
-    mongoc_find_and_modify_opts_set_update(o, update);
-    /* no "fields" projection: FerretDB 1.24 answers "not implemented" */
-    mongoc_find_and_modify_opts_set_flags(o, MONGOC_FIND_AND_MODIFY_RETURN_NEW);
-    if (!mongoc_collection_find_and_modify_with_opts(c, filter, o, &reply, &err)) {
-        mg_log(s, "findAndModify", &err);
-        rc = BNB_EIO;
-    } else {
-        bson_iter_t it, val;
-        if (bson_iter_init_find(&it, &reply, "value") && BSON_ITER_HOLDS_DOCUMENT(&it) &&
-            bson_iter_recurse(&it, &val) && bson_iter_find(&val, "version") && BSON_ITER_HOLDS_NUMBER(&val)) {
-            *v = bson_iter_as_int64(&val);
-            rc = 0;
-        } else {
-            rc = BNB_ENOENT;
+    free(l->k);
+    free(l->t);
+    memset(l, 0, sizeof *l);
+}
+
+static const char *cl_token(const cl_list_t *l, const char *key)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (!strcmp(l->k[i], key))
+            return l->t[i];
+    return NULL;
+}
+
+#define UNIQUE_PREFIX "\001u|"
+
+/* The claims standing for the unique-index values of `body` (declared
+ * collections): "\1u|<coll>|<index>|<s|i><value>\x1f...". Appended to v. */
+static int unique_claims(const bnb__coll_t *dc, const json_t *body, char ***v, size_t *n)
+{
+    for (size_t k = 0; k < dc->nindexes; k++) {
+        const bnb__index_t *x = &dc->indexes[k];
+        if (!x->unique)
+            continue;
+        size_t len = strlen(dc->name) + strlen(x->name) + 16;
+        bnb__fval_t vals[BNB_INDEX_MAX_FIELDS];
+        bool all = true;
+        for (int j = 0; j < x->nf; j++) {
+            bnb__coll_value(dc, (size_t)x->f[j], body, &vals[j]);
+            all = all && !vals[j].null;
+            len += (vals[j].s ? strlen(vals[j].s) : 24) + 2;
         }
+        if (!all)
+            continue; /* a document without the value holds none */
+        char *key = malloc(len), **nv = realloc(*v, (*n + 1) * sizeof *nv);
+        if (!key || !nv) {
+            free(key);
+            if (nv)
+                *v = nv;
+            return BNB_ENOMEM;
+        }
+        *v = nv;
+        size_t o = (size_t)snprintf(key, len, UNIQUE_PREFIX "%s|%s|", dc->name, x->name);
+        for (int j = 0; j < x->nf; j++) {
+            if (vals[j].s)
+                o += (size_t)snprintf(key + o, len - o, "s%s\x1f", vals[j].s);
+            else
+                o += (size_t)snprintf(key + o, len - o, "i%" PRId64 "\x1f", vals[j].n);
+        }
+        (*v)[(*n)++] = key;
     }
-    bson_destroy(&reply);
-    mongoc_find_and_modify_opts_destroy(o);
+    return 0;
+}
+
+/* The state of one commit. */
+typedef struct mg_c {
+    mg_store_t *s;
+    const bnb_commit_t *c;
+    const char *key1, *key2;
+    bool set_keys;
+    mg_doc_t md;
+    const bnb_outbox_new_t *events;
+    size_t nevents;
+    const char **uclaims; /* user claims, normalised */
+    size_t nuclaims;
+    char **xclaims; /* unique-index claims of the new body */
+    size_t nxclaims;
+    mongoc_client_t *cl;
+    mongoc_collection_t *docs, *wal, *applied, *claims, *locks;
+    bool create_general; /* a create found the document there: read it first */
+} mg_c_t;
+
+/* Read the document: projection of everything but the body. */
+static int read_state(mg_c_t *m, bson_t **doc)
+{
+    bson_t *proj = BCON_NEW("version", BCON_INT32(1), "deleted", BCON_INT32(1), "_ap", BCON_INT32(1), "_cl",
+                            BCON_INT32(1), "wtok", BCON_INT32(1), "_wr", BCON_INT32(1), "key1", BCON_INT32(1), "key2",
+                            BCON_INT32(1), "applied", BCON_INT32(1), "mtime", BCON_INT32(1));
+    int rc = find_id(m->s, m->docs, m->md.key, proj, doc);
+    bson_destroy(proj);
     return rc;
 }
 
+static bool same_state(const bson_t *a, const bson_t *b)
+{
+    const char *ta = get_str(a, "wtok"), *tb = get_str(b, "wtok");
+    return get_i64(a, "version") == get_i64(b, "version") && get_bool(a, "deleted") == get_bool(b, "deleted") &&
+           ((!ta && !tb) || (ta && tb && !strcmp(ta, tb)));
+}
+
+/* Mark an intent committed (by its token: that very intent, or nothing). */
+static void flag_committed(mg_c_t *m, const char *tok)
+{
+    bson_t *sel = BCON_NEW("_id", BCON_UTF8(tok));
+    bson_t *upd = BCON_NEW("$set", "{", "state", BCON_UTF8("c"), "}");
+    bson_error_t err;
+    if (!mongoc_collection_update_one(m->wal, sel, upd, NULL, NULL, &err))
+        mg_log(m->s, "flag intent", &err);
+    bson_destroy(sel);
+    bson_destroy(upd);
+}
+
+/* Insert the write intent of version `ver`. 0, BNB_EEXIST (slot held), EIO. */
+static int intent_insert(mg_c_t *m, const char *tok, int64_t ver, int64_t at)
+{
+    char slot[MG_NAME_MAX + 600];
+    snprintf(slot, sizeof slot, "%s#%" PRId64, m->md.ref, ver);
+    bson_t d = BSON_INITIALIZER, arr, one;
+    char idx[24];
+    BSON_APPEND_UTF8(&d, "_id", tok);
+    BSON_APPEND_UTF8(&d, "slot", slot);
+    BSON_APPEND_UTF8(&d, "mc", m->md.mc);
+    BSON_APPEND_UTF8(&d, "k", m->md.key);
+    BSON_APPEND_INT64(&d, "ver", ver);
+    BSON_APPEND_UTF8(&d, "state", "p");
+    BSON_APPEND_INT64(&d, "at", at);
+    BSON_APPEND_INT64(&d, "seq", next_seq(m->s));
+    append_str_or_null(&d, "ap", m->c->applied_event_id);
+    BSON_APPEND_ARRAY_BEGIN(&d, "ev", &arr);
+    for (size_t i = 0; i < m->nevents; i++) {
+        snprintf(idx, sizeof idx, "%zu", i);
+        BSON_APPEND_DOCUMENT_BEGIN(&arr, idx, &one);
+        BSON_APPEND_UTF8(&one, "id", m->events[i].event_id);
+        BSON_APPEND_UTF8(&one, "topic", m->events[i].topic);
+        append_str_or_null(&one, "key", m->events[i].key);
+        BSON_APPEND_UTF8(&one, "payload", m->events[i].payload);
+        bson_append_document_end(&arr, &one);
+    }
+    bson_append_array_end(&d, &arr);
+    int rc = insert_doc(m->s, m->wal, &d);
+    bson_destroy(&d);
+    return rc;
+}
+
+/* The slot of version `ver` is held: drop the holder when it is a dead
+ * commit's (older than the grace period, its document still at ver - 1).
+ * 1 when it was dropped (try again), 0 when it is live. */
+static int intent_clear_stale(mg_c_t *m, int64_t ver)
+{
+    char slot[MG_NAME_MAX + 600];
+    snprintf(slot, sizeof slot, "%s#%" PRId64, m->md.ref, ver);
+    bson_t *f = BCON_NEW("slot", BCON_UTF8(slot));
+    bson_t *h = NULL, *d = NULL;
+    int dropped = 0;
+    /* a scan of <p>_wal, which holds only commits in flight or unpublished */
+    int rc = find_one(m->s, m->wal, f, NULL, &h);
+    if (rc == BNB_ENOENT) {
+        dropped = 1; /* gone meanwhile */
+    } else if (rc == 0 && get_i64(h, "at") < now_ms() - m->s->grace_ms && read_state(m, &d) != BNB_EIO &&
+               get_i64(d, "version") == ver - 1) {
+        const char *tok = get_str(h, "_id");
+        if (tok && delete_id(m->s, m->wal, tok) == 0)
+            dropped = 1;
+    }
+    bson_destroy(d);
+    bson_destroy(h);
+    bson_destroy(f);
+    return dropped;
+}
+
+/* Is the claim doc `cd` (held by another document, or an unlisted one of
+ * ours) one that a dead commit left? (see the top comment) */
+static bool claim_stale(mg_c_t *m, const bson_t *cd)
+{
+    int64_t now = now_ms();
+    const char *oc = get_str(cd, "oc"), *oi = get_str(cd, "oi"), *t = get_str(cd, "t");
+    if (get_i64(cd, "at") >= now - m->s->grace_ms || !oc || !oi || !t)
+        return false;
+    mongoc_collection_t *c = mongoc_client_get_collection(m->cl, m->s->db, oc);
+    bson_t *proj = BCON_NEW("_cl", BCON_INT32(1), "mtime", BCON_INT32(1));
+    bson_t *owner = NULL;
+    int rc = find_id(m->s, c, oi, proj, &owner);
+    bool stale = false;
+    if (rc == BNB_ENOENT) {
+        stale = true;
+    } else if (rc == 0) {
+        cl_list_t l;
+        if (cl_read(owner, &l) == 0) {
+            const char *held = cl_token(&l, get_str(cd, "_id") ? get_str(cd, "_id") : "");
+            stale = (!held || strcmp(held, t) != 0) && get_i64(owner, "mtime") < now - m->s->grace_ms;
+        }
+        cl_free(&l);
+    }
+    bson_destroy(owner);
+    bson_destroy(proj);
+    mongoc_collection_destroy(c);
+    return stale;
+}
+
+/* Take claim `key` for this commit (token tok). 0, BNB_ETAKEN or EIO. */
+static int claim_take(mg_c_t *m, const char *key, const char *tok)
+{
+    for (int attempt = 0; attempt < 3; attempt++) {
+        bson_t *d = BCON_NEW("_id", BCON_UTF8(key), "oc", BCON_UTF8(m->md.mc), "oi", BCON_UTF8(m->md.key), "t",
+                             BCON_UTF8(tok), "at", BCON_INT64(now_ms()));
+        int rc = insert_doc(m->s, m->claims, d);
+        bson_destroy(d);
+        if (rc != BNB_EEXIST)
+            return rc;
+        bson_t *cd = NULL;
+        rc = find_id(m->s, m->claims, key, NULL, &cd);
+        if (rc == BNB_ENOENT)
+            continue; /* released meanwhile */
+        if (rc) {
+            bson_destroy(cd);
+            return rc;
+        }
+        bool stale = claim_stale(m, cd);
+        char lock[BNB__CLAIM_MAX * 2 + 64];
+        snprintf(lock, sizeof lock, "%s!%s", key, get_str(cd, "t") ? get_str(cd, "t") : "");
+        bson_destroy(cd);
+        if (!stale)
+            return BNB_ETAKEN;
+        /* one taker per dead claim: the lock insert decides */
+        bson_t *l = BCON_NEW("_id", BCON_UTF8(lock), "at", BCON_INT64(now_ms()));
+        rc = insert_doc(m->s, m->locks, l);
+        bson_destroy(l);
+        if (rc == BNB_EEXIST)
+            return BNB_ETAKEN;
+        if (rc || (rc = delete_id(m->s, m->claims, key)) != 0)
+            return rc;
+        char msg[BNB__CLAIM_MAX + 120];
+        snprintf(msg, sizeof msg, "mongo: claim %s was left by a commit that did not finish: taken over", key);
+        mg_log_at(m->s, "warn", msg);
+    }
+    return BNB_ETAKEN;
+}
+
+/* Test hook: BNB_STORAGE_MONGO_CRASH=<stage> ends the process there, as a
+ * kill -9 would, to test what the next commits and the relay make of it. */
+static void crash_point(const char *stage)
+{
+    const char *want = getenv("BNB_STORAGE_MONGO_CRASH");
+    if (want && !strcmp(want, stage))
+        _exit(77);
+}
+
+/* The document write: $set on the existing document, or an insert. */
+static int write_doc(mg_c_t *m, bool exists, const bson_t *old, int64_t ver, const char *tok, const bson_t *ring,
+                     const bson_t *cl_arr, const bson_t *wr)
+{
+    const bnb_commit_t *c = m->c;
+    const bnb__coll_t *dc = m->md.dc;
+    bson_t set = BSON_INITIALIZER, sub;
+    bool deleted = c->op == BNB_WRITE_DELETE;
+    int64_t now = now_ms();
+    BSON_APPEND_INT64(&set, "version", ver);
+    if (c->op != BNB_WRITE_TOUCH) {
+        BSON_APPEND_BOOL(&set, "deleted", deleted);
+        if (deleted) {
+            BSON_APPEND_NULL(&set, "body");
+        } else if (dc) {
+            BSON_APPEND_DOCUMENT_BEGIN(&set, "body", &sub);
+            bool ok = json_to_bson_obj(&sub, c->body, 0);
+            bson_append_document_end(&set, &sub);
+            if (!ok) {
+                bson_destroy(&set);
+                return BNB_EINVAL;
+            }
+        } else {
+            char *txt = json_dumps(c->body, JSON_COMPACT);
+            if (!txt) {
+                bson_destroy(&set);
+                return BNB_ENOMEM;
+            }
+            BSON_APPEND_UTF8(&set, "body", txt);
+            free(txt);
+        }
+        if (dc) {
+            if (deleted) {
+                BSON_APPEND_UTF8(&set, "_t", m->md.key);
+                BSON_APPEND_DOCUMENT_BEGIN(&set, "f", &sub); /* empty: matches nothing */
+                bson_append_document_end(&set, &sub);
+            } else {
+                BSON_APPEND_INT32(&set, "_t", 0);
+                BSON_APPEND_DOCUMENT_BEGIN(&set, "f", &sub);
+                for (size_t i = 0; i < dc->nfields; i++) {
+                    bnb__fval_t v;
+                    bnb__coll_value(dc, i, c->body, &v);
+                    if (!v.null)
+                        append_fval(&sub, dc->fields[i].name, &v);
+                }
+                bson_append_document_end(&set, &sub);
+            }
+        }
+        const char *k1 = deleted ? NULL : m->set_keys ? m->key1 : exists && old ? get_str(old, "key1") : NULL;
+        const char *k2 = deleted ? NULL : m->set_keys ? m->key2 : exists && old ? get_str(old, "key2") : NULL;
+        append_str_or_null(&set, "key1", k1);
+        append_str_or_null(&set, "key2", k2);
+    }
+    BSON_APPEND_ARRAY(&set, "_ap", ring);
+    BSON_APPEND_ARRAY(&set, "_cl", cl_arr);
+    BSON_APPEND_UTF8(&set, "wtok", tok);
+    BSON_APPEND_ARRAY(&set, "_wr", wr);
+    BSON_APPEND_INT64(&set, "mtime", now);
+    int rc;
+    bson_error_t err;
+    if (!exists) {
+        bson_t doc = BSON_INITIALIZER;
+        BSON_APPEND_UTF8(&doc, "_id", m->md.key);
+        if (!dc) {
+            BSON_APPEND_UTF8(&doc, "coll", c->coll);
+            BSON_APPEND_UTF8(&doc, "id", c->id);
+        }
+        bson_concat(&doc, &set);
+        rc = insert_doc(m->s, m->docs, &doc);
+        bson_destroy(&doc);
+    } else {
+        bson_t upd = BSON_INITIALIZER, *sel = BCON_NEW("_id", BCON_UTF8(m->md.key));
+        BSON_APPEND_DOCUMENT(&upd, "$set", &set);
+        rc = 0;
+        if (!mongoc_collection_update_one(m->docs, sel, &upd, NULL, NULL, &err)) {
+            mg_log(m->s, "write", &err);
+            rc = BNB_EIO;
+        }
+        bson_destroy(sel);
+        bson_destroy(&upd);
+    }
+    bson_destroy(&set);
+    return rc;
+}
+
+/* One attempt: 0 (done, *nv set), a final BNB code, or MG_AGAIN. */
+#define MG_AGAIN 1
+
+/* The applied mark of this commit is already there (its insert failed as a
+ * duplicate): the event was applied (BNB_EALREADY), unless the mark belongs
+ * to a commit still in flight, or to one that died and the relay has not
+ * cleaned up yet (BNB_EIO: deliver it again later). Rare: a redelivery. */
+static int applied_dup(mg_c_t *m, const char *aid)
+{
+    bson_t *mark = NULL, *w = NULL;
+    int rc = find_id(m->s, m->applied, aid, NULL, &mark);
+    if (rc == BNB_ENOENT)
+        return MG_AGAIN; /* a dead commit's mark, removed meanwhile */
+    if (rc)
+        return rc;
+    const char *t = get_str(mark, "t");
+    rc = t ? find_id(m->s, m->wal, t, NULL, &w) : BNB_ENOENT;
+    if (rc == BNB_ENOENT)
+        rc = BNB_EALREADY; /* its commit is done: intents go once settled */
+    else if (rc == 0)
+        rc = get_str(w, "state") && !strcmp(get_str(w, "state"), "c") ? BNB_EALREADY : BNB_EIO;
+    bson_destroy(mark);
+    bson_destroy(w);
+    return rc;
+}
+
+/* A commit that fails its version check answers BNB_EALREADY instead when
+ * its event was applied already (that check comes first in the contract). */
+static int applied_first(mg_c_t *m, const bson_t *doc, const char *aid, int otherwise)
+{
+    const char *ev = m->c->applied_event_id;
+    if (!aid)
+        return otherwise;
+    if (array_has(doc, "_ap", ev) || array_has(doc, "applied", ev))
+        return BNB_EALREADY;
+    return applied_dup(m, aid) == BNB_EALREADY ? BNB_EALREADY : otherwise;
+}
+
+static int commit_once(mg_c_t *m, int64_t *nv)
+{
+    const bnb_commit_t *c = m->c;
+    bson_t *doc = NULL, *doc2 = NULL;
+    cl_list_t old = {0};
+    const char **want = NULL; /* the claims the document will hold */
+    size_t nwant = 0;
+    const char **taken = NULL; /* inserted by this attempt */
+    size_t ntaken = 0;
+    char tok[25], *aid = NULL;
+    bool intent = false, marked = false, exists = false;
+    int64_t cur = 0, started = now_ms();
+    int rc = 0;
+
+    new_token(tok);
+    if (c->applied_event_id && asprintf(&aid, "%s|%s", m->md.ref, c->applied_event_id) < 0) {
+        aid = NULL;
+        return BNB_ENOMEM;
+    }
+    if (c->expect_version > 0) {
+        /* compare-and-swap: the intent of version expect + 1 first, then one
+         * read of the document (every read by _id is a scan on FerretDB 1.24) */
+        cur = c->expect_version;
+        rc = intent_insert(m, tok, cur + 1, started);
+        if (rc == BNB_EEXIST) {
+            rc = intent_clear_stale(m, cur + 1) ? MG_AGAIN : applied_first(m, NULL, aid, BNB_EEXIST);
+            goto out;
+        }
+        if (rc)
+            goto out;
+        intent = true;
+        if ((rc = read_state(m, &doc)) != 0) {
+            rc = rc == BNB_ENOENT ? applied_first(m, NULL, aid, BNB_ENOENT) : rc;
+            goto out;
+        }
+        exists = true;
+        if (get_bool(doc, "deleted")) {
+            rc = applied_first(m, doc, aid, BNB_ENOENT);
+            goto out;
+        }
+        if (get_i64(doc, "version") != cur) {
+            rc = applied_first(m, doc, aid, BNB_EEXIST);
+            goto out;
+        }
+    } else if (c->expect_version == 0 && c->op == BNB_WRITE_PUT && !m->create_general) {
+        /* create: as a new document first, whose insert is the check; when
+         * version 1 is taken or the document is there (live or deleted), the
+         * general path (below) */
+        rc = intent_insert(m, tok, 1, started);
+        if (rc == BNB_EEXIST) {
+            m->create_general = true;
+            rc = MG_AGAIN;
+            goto out;
+        }
+        if (rc)
+            goto out;
+        intent = true;
+    } else {
+        /* unconditional, or a create of a document that is or was there:
+         * read, intent, read again */
+        if ((rc = read_state(m, &doc)) != 0 && rc != BNB_ENOENT)
+            goto out;
+        rc = 0;
+        exists = doc != NULL;
+        bool live = exists && !get_bool(doc, "deleted");
+        cur = exists ? get_i64(doc, "version") : 0;
+        if (c->expect_version == 0 && live) {
+            rc = applied_first(m, doc, aid, BNB_EEXIST);
+            goto out;
+        }
+        if (!live && c->op != BNB_WRITE_PUT) {
+            rc = applied_first(m, doc, aid, BNB_ENOENT);
+            goto out;
+        }
+        rc = intent_insert(m, tok, cur + 1, started);
+        if (rc == BNB_EEXIST) {
+            /* another commit of that version is in flight (a create racing
+             * ours is about to make it exist) or died (cleared after the grace) */
+            rc = intent_clear_stale(m, cur + 1) || c->expect_version < 0 ? MG_AGAIN
+                                                                         : applied_first(m, doc, aid, BNB_EEXIST);
+            goto out;
+        }
+        if (rc)
+            goto out;
+        intent = true;
+        if ((rc = read_state(m, &doc2)) != 0 && rc != BNB_ENOENT)
+            goto out;
+        rc = 0;
+        if ((doc2 != NULL) != exists || (doc2 && !same_state(doc, doc2))) {
+            rc = MG_AGAIN;
+            goto out;
+        }
+    }
+    /* applied: the last ids of the document (cheap); <p>_applied below */
+    if (c->applied_event_id &&
+        (array_has(doc, "_ap", c->applied_event_id) || array_has(doc, "applied", c->applied_event_id))) {
+        rc = BNB_EALREADY;
+        goto out;
+    }
+    crash_point("after-intent");
+
+    /* claims: the user's (kept or replaced) and the unique-index values */
+    if ((rc = cl_read(doc, &old)) != 0)
+        goto out;
+    if (c->op != BNB_WRITE_DELETE) {
+        want = calloc(old.n + m->nuclaims + m->nxclaims + 1, sizeof *want);
+        if (!want) {
+            rc = BNB_ENOMEM;
+            goto out;
+        }
+        if (c->set_claims) {
+            for (size_t i = 0; i < m->nuclaims; i++)
+                want[nwant++] = m->uclaims[i];
+        } else {
+            for (size_t i = 0; i < old.n; i++)
+                if (strncmp(old.k[i], UNIQUE_PREFIX, strlen(UNIQUE_PREFIX)) != 0)
+                    want[nwant++] = old.k[i];
+        }
+        if (c->op == BNB_WRITE_PUT) {
+            for (size_t i = 0; i < m->nxclaims; i++)
+                want[nwant++] = m->xclaims[i];
+        } else { /* TOUCH keeps the body, so its unique values */
+            for (size_t i = 0; i < old.n; i++)
+                if (strncmp(old.k[i], UNIQUE_PREFIX, strlen(UNIQUE_PREFIX)) == 0)
+                    want[nwant++] = old.k[i];
+        }
+        if (!(taken = calloc(nwant + 1, sizeof *taken))) {
+            rc = BNB_ENOMEM;
+            goto out;
+        }
+        for (size_t i = 0; i < nwant && !rc; i++) {
+            if (cl_token(&old, want[i]))
+                continue;
+            rc = claim_take(m, want[i], tok);
+            if (!rc)
+                taken[ntaken++] = want[i];
+        }
+        if (rc)
+            goto out;
+    }
+    crash_point("after-claims");
+
+    /* the applied mark: its insert is the check (an index lookup) */
+    if (aid) {
+        bson_t *a = BCON_NEW("_id", BCON_UTF8(aid), "t", BCON_UTF8(tok));
+        rc = insert_doc(m->s, m->applied, a);
+        bson_destroy(a);
+        if (rc == BNB_EEXIST)
+            rc = applied_dup(m, aid);
+        if (rc)
+            goto out;
+        marked = true;
+    }
+
+    /* the write, within the grace period (a later writer or the relay may
+     * take an intent older than that for a dead commit's) */
+    if (now_ms() - started > m->s->grace_ms / 3) {
+        mg_log_msg(m->s, "mongo commit: too slow to write safely within the grace period; not written");
+        rc = BNB_EIO;
+        goto out;
+    }
+    bson_t ring = BSON_INITIALIZER, cl_arr = BSON_INITIALIZER, wr = BSON_INITIALIZER;
+    {
+        /* _wr: the intents of the last MG_WR versions, so that the relay can
+         * tell a committed intent its writer did not mark (it died right
+         * after its write) from a dead one */
+        bson_iter_t it, ch;
+        size_t nwr = 0, skip = 0;
+        if (doc && bson_iter_init_find(&it, doc, "_wr") && BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &ch))
+            while (bson_iter_next(&ch))
+                nwr++;
+        if (nwr >= MG_WR)
+            skip = nwr - MG_WR + 1;
+        size_t i = 0, o = 0;
+        char idx[24];
+        if (nwr && bson_iter_init_find(&it, doc, "_wr") && bson_iter_recurse(&it, &ch)) {
+            while (bson_iter_next(&ch)) {
+                bson_t e;
+                uint32_t len;
+                const uint8_t *data;
+                if (!BSON_ITER_HOLDS_DOCUMENT(&ch))
+                    continue;
+                bson_iter_document(&ch, &len, &data);
+                if (!bson_init_static(&e, data, len))
+                    continue;
+                if (i++ < skip) {
+                    /* its writer marked it, unless it died right after its
+                     * write: mark it (again) before it leaves _wr */
+                    if (get_bool(&e, "w") && get_str(&e, "t"))
+                        flag_committed(m, get_str(&e, "t"));
+                    continue;
+                }
+                snprintf(idx, sizeof idx, "%zu", o++);
+                BSON_APPEND_DOCUMENT(&wr, idx, &e);
+            }
+        }
+        bson_t e;
+        snprintf(idx, sizeof idx, "%zu", o++);
+        BSON_APPEND_DOCUMENT_BEGIN(&wr, idx, &e);
+        BSON_APPEND_INT64(&e, "v", cur + 1);
+        BSON_APPEND_UTF8(&e, "t", tok);
+        BSON_APPEND_BOOL(&e, "w", m->nevents > 0 || c->applied_event_id != NULL);
+        bson_append_document_end(&wr, &e);
+
+        /* applied ring: the last MG_RING ids, this one included */
+        const char *ids[MG_RING + 1];
+        size_t nids = 0;
+        if (doc && bson_iter_init_find(&it, doc, "_ap") && BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &ch))
+            while (bson_iter_next(&ch))
+                if (BSON_ITER_HOLDS_UTF8(&ch)) {
+                    if (nids == MG_RING) {
+                        memmove(ids, ids + 1, (MG_RING - 1) * sizeof *ids);
+                        nids--;
+                    }
+                    ids[nids++] = bson_iter_utf8(&ch, NULL);
+                }
+        if (c->applied_event_id) {
+            if (nids == MG_RING) {
+                memmove(ids, ids + 1, (MG_RING - 1) * sizeof *ids);
+                nids--;
+            }
+            ids[nids++] = c->applied_event_id;
+        }
+        for (size_t k = 0; k < nids; k++) {
+            snprintf(idx, sizeof idx, "%zu", k);
+            BSON_APPEND_UTF8(&ring, idx, ids[k]);
+        }
+        for (size_t k = 0; k < nwant; k++) {
+            bson_t one;
+            snprintf(idx, sizeof idx, "%zu", k);
+            BSON_APPEND_DOCUMENT_BEGIN(&cl_arr, idx, &one);
+            BSON_APPEND_UTF8(&one, "k", want[k]);
+            BSON_APPEND_UTF8(&one, "t", cl_token(&old, want[k]) ? cl_token(&old, want[k]) : tok);
+            bson_append_document_end(&cl_arr, &one);
+        }
+    }
+    rc = write_doc(m, exists, doc, cur + 1, tok, &ring, &cl_arr, &wr);
+    bson_destroy(&ring);
+    bson_destroy(&cl_arr);
+    bson_destroy(&wr);
+    if (rc == BNB_EEXIST) { /* a create, and the document exists: the general path */
+        m->create_general = true;
+        rc = MG_AGAIN;
+        goto out;
+    }
+    if (rc == BNB_EIO) {
+        /* it may have been written: leave the intent, the mark and the claims
+         * for the relay / the next writer to settle (see the top comment) */
+        intent = marked = false;
+        ntaken = 0;
+        goto out;
+    }
+    if (rc)
+        goto out;
+    crash_point("after-write");
+
+    /* after the commit point */
+    ntaken = 0; /* they are the document's now */
+    marked = false;
+    for (size_t i = 0; i < old.n; i++) {
+        bool keep = false;
+        for (size_t k = 0; k < nwant && !keep; k++)
+            keep = !strcmp(old.k[i], want[k]);
+        if (!keep)
+            delete_id(m->s, m->claims, old.k[i]);
+    }
+    /* the intent is marked committed: the relay publishes its events (or
+     * just deletes it) without reading the document */
+    flag_committed(m, tok);
+    intent = false;
+    *nv = cur + 1;
+    rc = 0;
+out:
+    for (size_t i = 0; i < ntaken; i++)
+        delete_id(m->s, m->claims, taken[i]);
+    if (marked)
+        delete_id(m->s, m->applied, aid);
+    if (intent)
+        delete_id(m->s, m->wal, tok);
+    free(aid);
+    free(taken);
+    free(want);
+    cl_free(&old);
+    bson_destroy(doc);
+    bson_destroy(doc2);
+    return rc;
+}
+
+static int commit_any(mg_store_t *s, const bnb_commit_t *c, const char *key1, const char *key2, bool set_keys,
+                      const bnb_outbox_new_t *events, size_t nevents, int64_t *new_version)
+{
+    int rc = bnb__commit_check(c, events, nevents);
+    if (rc)
+        return rc;
+    mg_c_t m = {.s = s, .c = c, .key1 = key1, .key2 = key2, .set_keys = set_keys, .events = events, .nevents = nevents};
+    if ((rc = mg_doc_init(s, c->coll, c->id, &m.md)) != 0)
+        return rc;
+    if (m.md.dc &&
+        (strlen(c->id) > BNB__ID_MAX || (c->op == BNB_WRITE_PUT && bnb__coll_check_body(m.md.dc, c->body) != 0))) {
+        rc = BNB_EINVAL;
+        goto out;
+    }
+    if (c->set_claims && c->op != BNB_WRITE_DELETE &&
+        (rc = bnb__claims_norm(c->claims, c->nclaims, &m.uclaims, &m.nuclaims)) != 0)
+        goto out;
+    if (m.md.dc && c->op == BNB_WRITE_PUT && (rc = unique_claims(m.md.dc, c->body, &m.xclaims, &m.nxclaims)) != 0)
+        goto out;
+    m.cl = mongoc_client_pool_pop(s->pool);
+    m.docs = mongoc_client_get_collection(m.cl, s->db, m.md.mc);
+    m.wal = mongoc_client_get_collection(m.cl, s->db, s->wal);
+    m.applied = mongoc_client_get_collection(m.cl, s->db, s->applied);
+    m.claims = mongoc_client_get_collection(m.cl, s->db, s->claims);
+    m.locks = mongoc_client_get_collection(m.cl, s->db, s->locks);
+    int64_t nv = 0;
+    for (int attempt = 0; attempt < MG_ATTEMPTS; attempt++) {
+        rc = commit_once(&m, &nv);
+        if (rc != MG_AGAIN)
+            break;
+        backoff(attempt);
+    }
+    if (rc == MG_AGAIN) {
+        mg_log_msg(s, "mongo commit: the document kept changing; giving up for now");
+        rc = BNB_EIO;
+    }
+    if (rc == 0 && new_version)
+        *new_version = nv;
+    mongoc_collection_destroy(m.docs);
+    mongoc_collection_destroy(m.wal);
+    mongoc_collection_destroy(m.applied);
+    mongoc_collection_destroy(m.claims);
+    mongoc_collection_destroy(m.locks);
+    mongoc_client_pool_push(s->pool, m.cl);
+out:
+    for (size_t i = 0; i < m.nxclaims; i++)
+        free(m.xclaims[i]);
+    free(m.xclaims);
+    free(m.uclaims);
+    mg_doc_free(&m.md);
+    return rc;
+}
+
+/* ABI 1.0 commit: commit2 without claims that also sets key1/key2. */
 static int mg_commit(bnb_store_t *st, const bnb_write_t *w, const bnb_outbox_new_t *events, size_t nevents,
                      const char *applied, int64_t *new_version)
 {
-    mg_store_t *s = (mg_store_t *)st;
-    if (!w || !w->coll || !w->id || (nevents && !events) || w->expect_version < -1)
+    if (!w)
         return BNB_EINVAL;
-    if (w->op != BNB_WRITE_PUT && w->op != BNB_WRITE_DELETE && w->op != BNB_WRITE_TOUCH)
-        return BNB_EINVAL;
-    if (w->op == BNB_WRITE_PUT && !json_is_object(w->body))
-        return BNB_EINVAL;
-    for (size_t i = 0; i < nevents; i++) {
-        if (!event_id_ok(events[i].event_id) || !events[i].topic || !events[i].payload)
-            return BNB_EINVAL;
-        for (size_t j = 0; j < i; j++)
-            if (!strcmp(events[i].event_id, events[j].event_id))
-                return BNB_EINVAL;
-    }
+    bnb_commit_t c = {.op = w->op,
+                      .coll = w->coll,
+                      .id = w->id,
+                      .expect_version = w->expect_version,
+                      .body = w->body,
+                      .applied_event_id = applied};
+    return commit_any((mg_store_t *)st, &c, w->key1, w->key2, true, events, nevents, new_version);
+}
 
-    int rc = BNB_EIO;
-    char *body_txt = NULL, *k = NULL;
-    int64_t *seqs = NULL;
-    bson_t *ins = NULL, *upd = NULL, *filter = NULL, *doc = NULL, *proj = NULL;
-    mongoc_client_t *cl = NULL;
-    mongoc_collection_t *c = NULL;
-    int64_t v = 0;
-    bool create = w->expect_version == 0;
-
-    if (w->op == BNB_WRITE_PUT && !(body_txt = json_dumps(w->body, JSON_COMPACT)))
-        return BNB_ENOMEM;
-    if (!(k = doc_key(w->coll, w->id)))
-        goto nomem;
-    if (nevents && !(seqs = malloc(nevents * sizeof *seqs)))
-        goto nomem;
-    for (size_t i = 0; i < nevents; i++)
-        seqs[i] = next_seq(s);
-    if (w->op == BNB_WRITE_PUT)
-        ins = build_insert(k, w, body_txt, events, nevents, seqs, applied);
-    upd = build_update(w, body_txt, events, nevents, seqs, applied);
-    filter = bson_new();
-    proj = BCON_NEW("version", BCON_INT32(1), "deleted", BCON_INT32(1), "applied", BCON_INT32(1));
-    if (!upd || !filter || !proj || (w->op == BNB_WRITE_PUT && !ins))
-        goto nomem;
-    BSON_APPEND_UTF8(filter, "_id", k);
-    if (create)
-        BSON_APPEND_BOOL(filter, "deleted", true); /* re-create over a tombstone */
-    else if (w->expect_version > 0 || w->op != BNB_WRITE_PUT)
-        BSON_APPEND_BOOL(filter, "deleted", false);
-    if (w->expect_version > 0)
-        BSON_APPEND_INT64(filter, "version", w->expect_version);
-    if (applied) {
-        bson_t ne;
-        BSON_APPEND_DOCUMENT_BEGIN(filter, "applied", &ne);
-        BSON_APPEND_UTF8(&ne, "$ne", applied);
-        bson_append_document_end(filter, &ne);
-    }
-
-    cl = mongoc_client_pool_pop(s->pool);
-    c = mongoc_client_get_collection(cl, s->db, s->docs);
-    bson_t *idfilter = BCON_NEW("_id", BCON_UTF8(k));
-    pthread_mutex_t *lock = doc_lock(s, k);
-    pthread_mutex_lock(lock);
-    rc = BNB_EIO;
-    for (int attempt = 0; attempt < MG_ATTEMPTS; attempt++) {
-        if (create && w->op == BNB_WRITE_PUT) {
-            rc = try_insert(s, c, ins);
-            if (rc == 0) {
-                v = 1;
-                break;
-            }
-            if (rc != BNB_EEXIST)
-                break;
-        }
-        rc = try_update(s, c, filter, upd, &v);
-        if (rc != BNB_ENOENT)
-            break; /* done, or I/O error */
-
-        /* Nothing matched: find out which precondition failed. */
-        bson_destroy(doc);
-        rc = find_one(s, c, idfilter, proj, &doc);
-        if (rc == BNB_ENOENT) {
-            if (w->op != BNB_WRITE_PUT || w->expect_version > 0)
-                break; /* BNB_ENOENT */
-            if (create)
-                continue;               /* it was just removed? insert again */
-            rc = try_insert(s, c, ins); /* expect -1: upsert */
-            if (rc == 0) {
-                v = 1;
-                break;
-            }
-            if (rc != BNB_EEXIST)
-                break;
-            continue;
-        }
-        if (rc)
-            break;
-        bool deleted = get_bool(doc, "deleted");
-        if (applied && array_has(doc, "applied", applied)) {
-            rc = BNB_EALREADY;
-            break;
-        }
-        if (create) {
-            if (!deleted) {
-                rc = BNB_EEXIST;
-                break;
-            }
-            continue;
-        }
-        if (deleted && (w->expect_version > 0 || w->op != BNB_WRITE_PUT)) {
-            rc = BNB_ENOENT;
-            break;
-        }
-        if (w->expect_version > 0 && get_i64(doc, "version") != w->expect_version) {
-            rc = BNB_EEXIST;
-            break;
-        }
-        rc = BNB_EIO; /* changed in between: try again */
-    }
-    pthread_mutex_unlock(lock);
-    bson_destroy(idfilter);
-    if (rc == 0 && new_version)
-        *new_version = v;
-    goto out;
-nomem:
-    rc = BNB_ENOMEM;
-out:
-    if (c)
-        mongoc_collection_destroy(c);
-    if (cl)
-        mongoc_client_pool_push(s->pool, cl);
-    bson_destroy(doc);
-    bson_destroy(proj);
-    bson_destroy(filter);
-    bson_destroy(upd);
-    bson_destroy(ins);
-    free(seqs);
-    free(k);
-    free(body_txt);
-    return rc;
+static int mg_commit2(bnb_store_t *st, const bnb_commit_t *c, const bnb_outbox_new_t *events, size_t nevents,
+                      int64_t *new_version)
+{
+    return commit_any((mg_store_t *)st, c, NULL, NULL, false, events, nevents, new_version);
 }
 
 /* ---- outbox -------------------------------------------------------------- */
 
+static void pw_free(mg_pw_t *w)
+{
+    for (size_t k = 0; k < w->nev; k++)
+        free(w->eids[k]);
+    free(w->eids);
+    free(w->acked);
+    free(w->tok);
+}
+
+/* Remember intent `tok` and its events as handed out (under ack_mu). */
+static void pw_note(mg_store_t *s, const char *tok, const char *const *eids, size_t nev)
+{
+    for (size_t i = 0; i < s->npw; i++)
+        if (!strcmp(s->pw[i].tok, tok))
+            return;
+    if (s->npw >= MG_PW_MAX) { /* a relay that never acks: forget (the events come again) */
+        for (size_t i = 0; i < s->npw; i++)
+            pw_free(&s->pw[i]);
+        s->npw = 0;
+    }
+    mg_pw_t *n = realloc(s->pw, (s->npw + 1) * sizeof *n);
+    if (!n)
+        return;
+    s->pw = n;
+    mg_pw_t w = {.tok = strdup(tok),
+                 .nev = nev,
+                 .eids = calloc(nev + 1, sizeof(char *)),
+                 .acked = calloc(nev + 1, sizeof(bool))};
+    bool ok = w.tok && w.eids && w.acked;
+    for (size_t k = 0; ok && k < nev; k++)
+        ok = (w.eids[k] = strdup(eids[k])) != NULL;
+    if (!ok) {
+        pw_free(&w);
+        return;
+    }
+    s->pw[s->npw++] = w;
+}
+
+/* Was event `eid` acked already (its intent had events not acked yet)? */
+static bool pw_acked(mg_store_t *s, const char *eid)
+{
+    for (size_t i = 0; i < s->npw; i++)
+        for (size_t k = 0; k < s->pw[i].nev; k++)
+            if (!strcmp(s->pw[i].eids[k], eid))
+                return s->pw[i].acked[k];
+    return false;
+}
+
 typedef struct pend {
     bnb_outbox_entry_t e;
-    int64_t seq;
+    int64_t seq, ver;
+    int pos;   /* of the event in its commit */
+    char *doc; /* "<mc>/<k>" */
 } pend_t;
 
-typedef struct run {
-    pend_t *p;
-    size_t n, next;
-} run_t;
+static int cmp_pend(const void *a, const void *b)
+{
+    const pend_t *x = a, *y = b;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* Is intent w committed? 1 yes, 0 in flight, -1 dead (its commit never
+ * happened, or was refused). */
+static int intent_resolve(mg_store_t *s, mongoc_client_t *cl, mongoc_collection_t *wal, const bson_t *w)
+{
+    const char *tok = get_str(w, "_id"), *mc = get_str(w, "mc"), *k = get_str(w, "k"), *st = get_str(w, "state");
+    int64_t ver = get_i64(w, "ver");
+    bool old = get_i64(w, "at") < now_ms() - s->grace_ms;
+    if (st && !strcmp(st, "c"))
+        return 1;
+    if (!tok || !mc || !k)
+        return -1;
+    mongoc_collection_t *c = mongoc_client_get_collection(cl, s->db, mc);
+    bson_t *proj = BCON_NEW("version", BCON_INT32(1), "_wr", BCON_INT32(1));
+    bson_t *d = NULL, *again = NULL;
+    int res = 0;
+    int rc = find_id(s, c, k, proj, &d);
+    if (rc == BNB_ENOENT || (rc == 0 && ver > get_i64(d, "version"))) {
+        res = old ? -1 : 0; /* not written (yet) */
+    } else if (rc == 0) {
+        bson_iter_t it, ch;
+        bool found = false;
+        if (bson_iter_init_find(&it, d, "_wr") && BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &ch)) {
+            while (!found && bson_iter_next(&ch)) {
+                bson_iter_t e;
+                int64_t v = -1;
+                const char *t = NULL;
+                if (!BSON_ITER_HOLDS_DOCUMENT(&ch) || !bson_iter_recurse(&ch, &e))
+                    continue;
+                while (bson_iter_next(&e)) {
+                    if (!strcmp(bson_iter_key(&e), "v") && BSON_ITER_HOLDS_NUMBER(&e))
+                        v = bson_iter_as_int64(&e);
+                    else if (!strcmp(bson_iter_key(&e), "t") && BSON_ITER_HOLDS_UTF8(&e))
+                        t = bson_iter_utf8(&e, NULL);
+                }
+                if (v == ver) {
+                    found = true;
+                    res = t && !strcmp(t, tok) ? 1 : -1; /* its version was written by this intent or another */
+                }
+            }
+        }
+        if (!found) {
+            /* older than what _wr remembers: a committed intent with work for
+             * the relay was marked "c" before it left _wr; read it again
+             * (after the document) to see that mark */
+            rc = find_id(s, wal, tok, NULL, &again);
+            res = rc == 0 && get_str(again, "state") && !strcmp(get_str(again, "state"), "c") ? 1 : -1;
+        }
+    } else {
+        res = 0; /* cannot tell now */
+    }
+    bson_destroy(d);
+    bson_destroy(again);
+    bson_destroy(proj);
+    mongoc_collection_destroy(c);
+    return res;
+}
+
+/* Delete intents by token, several per command (FerretDB scans <p>_wal for
+ * an $in filter: it holds only pending work). */
+static void wal_delete_many(mg_store_t *s, mongoc_collection_t *wal, char **toks, size_t n)
+{
+    for (size_t from = 0; from < n; from += 200) {
+        bson_t f = BSON_INITIALIZER, id, in;
+        char idx[24];
+        BSON_APPEND_DOCUMENT_BEGIN(&f, "_id", &id);
+        BSON_APPEND_ARRAY_BEGIN(&id, "$in", &in);
+        for (size_t i = from; i < n && i < from + 200; i++) {
+            snprintf(idx, sizeof idx, "%zu", i - from);
+            BSON_APPEND_UTF8(&in, idx, toks[i]);
+        }
+        bson_append_array_end(&id, &in);
+        bson_append_document_end(&f, &id);
+        bson_error_t err;
+        if (!mongoc_collection_delete_many(wal, &f, NULL, NULL, &err))
+            mg_log(s, "outbox cleanup", &err);
+        bson_destroy(&f);
+    }
+}
+
+/* One pass over the first `max` intents: the events of committed ones into
+ * *p, the applied marks of committed ones into <p>_applied, dead and finished
+ * intents deleted. *cleaned counts the deleted ones. */
+static int fetch_pass(mg_store_t *s, mongoc_client_t *cl, size_t max, pend_t **p, size_t *np, size_t *cap,
+                      size_t *cleaned)
+{
+    mongoc_collection_t *wal = mongoc_client_get_collection(cl, s->db, s->wal);
+    mongoc_collection_t *ap = mongoc_client_get_collection(cl, s->db, s->applied);
+    /* find({}) + limit: FerretDB pushes the LIMIT down; <p>_wal holds only
+     * pending work, so this costs O(pending), whatever is stored elsewhere */
+    bson_t filter = BSON_INITIALIZER;
+    bson_t *opts = BCON_NEW("limit", BCON_INT64((int64_t)max), "batchSize", BCON_INT64((int64_t)max), "singleBatch",
+                            BCON_BOOL(true));
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(wal, &filter, opts, NULL);
+    char **blocked = NULL; /* documents with an intent in flight: later ones wait */
+    size_t nblocked = 0;
+    char **gone = NULL; /* intents to delete */
+    size_t ngone = 0;
+    int rc = 0;
+    const bson_t *w;
+    while (!rc && mongoc_cursor_next(cur, &w)) {
+        const char *tok = get_str(w, "_id"), *apid = get_str(w, "ap");
+        char docref[MG_NAME_MAX + 300];
+        snprintf(docref, sizeof docref, "%s/%s", get_str(w, "mc") ? get_str(w, "mc") : "",
+                 get_str(w, "k") ? get_str(w, "k") : "");
+        bool is_blocked = false;
+        for (size_t i = 0; i < nblocked && !is_blocked; i++)
+            is_blocked = !strcmp(blocked[i], docref);
+        if (!tok || is_blocked)
+            continue;
+        pthread_mutex_lock(&s->ack_mu);
+        bool handed = false;
+        for (size_t i = 0; i < s->npw && !handed; i++)
+            handed = !strcmp(s->pw[i].tok, tok);
+        pthread_mutex_unlock(&s->ack_mu);
+        const char *state = get_str(w, "state");
+        int res;
+        if (handed || (state && !strcmp(state, "c")))
+            res = 1; /* marked by its writer: no need to read the document */
+        else if (get_i64(w, "at") > now_ms() - MG_INFLIGHT_MS)
+            res = 0; /* being committed */
+        else
+            res = intent_resolve(s, cl, wal, w); /* its writer died, or is slow */
+        if (res == 0) {
+            char **nb = realloc(blocked, (nblocked + 1) * sizeof *nb);
+            if (nb)
+                blocked = nb;
+            if (!nb || !(blocked[nblocked] = strdup(docref))) {
+                rc = BNB_ENOMEM;
+                break;
+            }
+            nblocked++;
+            continue;
+        }
+        if (res < 0 && apid) {
+            /* a dead commit's applied mark, if it got that far */
+            char *aid = NULL;
+            bson_t *mark = NULL;
+            if (asprintf(&aid, "%s|%s", docref, apid) < 0) {
+                rc = BNB_ENOMEM;
+                break;
+            }
+            if (find_id(s, ap, aid, NULL, &mark) == 0 && get_str(mark, "t") && !strcmp(get_str(mark, "t"), tok))
+                delete_id(s, ap, aid);
+            bson_destroy(mark);
+            free(aid);
+        }
+        bson_iter_t it, ev;
+        bool has_ev = bson_iter_init_find(&it, w, "ev") && BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &ev) &&
+                      bson_iter_next(&ev);
+        if (res < 0 || !has_ev) {
+            char **ng = realloc(gone, (ngone + 1) * sizeof *ng);
+            if (ng)
+                gone = ng;
+            if (!ng || !(gone[ngone] = strdup(tok))) {
+                rc = BNB_ENOMEM;
+                break;
+            }
+            ngone++;
+            continue;
+        }
+        /* its events */
+        const char *eids[256];
+        size_t nev = 0;
+        int pos = 0;
+        bson_iter_init_find(&it, w, "ev");
+        bson_iter_recurse(&it, &ev);
+        while (!rc && bson_iter_next(&ev)) {
+            bson_iter_t e;
+            const char *id = NULL, *topic = NULL, *key = NULL, *payload = NULL;
+            if (!BSON_ITER_HOLDS_DOCUMENT(&ev) || !bson_iter_recurse(&ev, &e))
+                continue;
+            while (bson_iter_next(&e)) {
+                const char *f = bson_iter_key(&e);
+                const char *v = BSON_ITER_HOLDS_UTF8(&e) ? bson_iter_utf8(&e, NULL) : NULL;
+                if (!strcmp(f, "id"))
+                    id = v;
+                else if (!strcmp(f, "topic"))
+                    topic = v;
+                else if (!strcmp(f, "key"))
+                    key = v;
+                else if (!strcmp(f, "payload"))
+                    payload = v;
+            }
+            if (!id || !topic || !payload)
+                continue;
+            if (nev < sizeof eids / sizeof *eids)
+                eids[nev++] = id;
+            pthread_mutex_lock(&s->ack_mu);
+            bool done = pw_acked(s, id);
+            pthread_mutex_unlock(&s->ack_mu);
+            if (done)
+                continue; /* acked before (its commit had events not acked yet) */
+            if (*np == *cap) {
+                size_t nc = *cap ? *cap * 2 : 64;
+                pend_t *nnp = realloc(*p, nc * sizeof *nnp);
+                if (!nnp) {
+                    rc = BNB_ENOMEM;
+                    break;
+                }
+                *p = nnp;
+                *cap = nc;
+            }
+            pend_t *x = &(*p)[(*np)++];
+            memset(x, 0, sizeof *x);
+            x->seq = get_i64(w, "seq");
+            x->ver = get_i64(w, "ver");
+            x->pos = pos++;
+            x->e.event_id = strdup(id);
+            x->e.topic = strdup(topic);
+            x->e.key = key ? strdup(key) : NULL;
+            x->e.payload = strdup(payload);
+            x->doc = strdup(docref);
+            if (!x->e.event_id || !x->e.topic || (key && !x->e.key) || !x->e.payload || !x->doc)
+                rc = BNB_ENOMEM;
+        }
+        pthread_mutex_lock(&s->ack_mu);
+        pw_note(s, tok, eids, nev);
+        pthread_mutex_unlock(&s->ack_mu);
+    }
+    bson_error_t err;
+    if (!rc && mongoc_cursor_error(cur, &err)) {
+        mg_log(s, "outbox fetch", &err);
+        rc = BNB_EIO;
+    }
+    mongoc_cursor_destroy(cur);
+    if (ngone)
+        wal_delete_many(s, wal, gone, ngone);
+    *cleaned = ngone;
+    for (size_t i = 0; i < ngone; i++)
+        free(gone[i]);
+    free(gone);
+    for (size_t i = 0; i < nblocked; i++)
+        free(blocked[i]);
+    free(blocked);
+    bson_destroy(opts);
+    bson_destroy(&filter);
+    mongoc_collection_destroy(ap);
+    mongoc_collection_destroy(wal);
+    return rc;
+}
 
 static int mg_outbox_fetch(bnb_store_t *st, size_t max, bnb_outbox_entry_t **out, size_t *n)
 {
@@ -830,98 +2396,65 @@ static int mg_outbox_fetch(bnb_store_t *st, size_t max, bnb_outbox_entry_t **out
     *n = 0;
     if (max == 0)
         return 0;
+    if (max > 10000)
+        max = 10000;
     mongoc_client_t *cl = mongoc_client_pool_pop(s->pool);
-    mongoc_collection_t *c = mongoc_client_get_collection(cl, s->db, s->docs);
-    bson_t *filter = BCON_NEW("outbox_ids.0", "{", "$exists", BCON_BOOL(true), "}");
-    bson_t *opts = BCON_NEW("projection", "{", "outbox_ids", BCON_INT32(1), "outbox", BCON_INT32(1), "}", "sort", "{",
-                            "_id", BCON_INT32(1), "}", "limit", BCON_INT64((int64_t)max));
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(c, filter, opts, NULL);
-    run_t *runs = NULL;
-    size_t nruns = 0, total = 0;
-    bnb_outbox_entry_t *res = NULL;
+    pend_t *p = NULL;
+    size_t np = 0, cap = 0;
     int rc = 0;
-    const bson_t *d;
-
-    /* One run per document, in that document's commit order. */
-    while (!rc && total < max && mongoc_cursor_next(cur, &d)) {
-        bson_iter_t it, ids;
-        if (!bson_iter_init_find(&it, d, "outbox_ids") || !BSON_ITER_HOLDS_ARRAY(&it) || !bson_iter_recurse(&it, &ids))
-            continue;
-        run_t *nr = realloc(runs, (nruns + 1) * sizeof *runs);
-        if (!nr) {
-            rc = BNB_ENOMEM;
+    /* a pass that only finished intents (commits without events) makes room:
+     * look again, for a while */
+    int64_t until = now_ms() + 2000;
+    for (int round = 0; !rc && np == 0 && now_ms() < until; round++) {
+        size_t cleaned = 0;
+        rc = fetch_pass(s, cl, max, &p, &np, &cap, &cleaned);
+        if (cleaned == 0)
             break;
-        }
-        runs = nr;
-        run_t *r = &runs[nruns++];
-        memset(r, 0, sizeof *r);
-        while (!rc && total < max && bson_iter_next(&ids)) {
-            if (!BSON_ITER_HOLDS_UTF8(&ids))
-                continue;
-            const char *eid = bson_iter_utf8(&ids, NULL);
-            bson_iter_t ob, ent;
-            if (!bson_iter_init_find(&ob, d, "outbox") || !BSON_ITER_HOLDS_DOCUMENT(&ob) ||
-                !bson_iter_recurse(&ob, &ent) || !bson_iter_find(&ent, eid) || !BSON_ITER_HOLDS_DOCUMENT(&ent))
-                continue; /* id without entry: cannot happen (one update writes both) */
-            uint32_t len;
-            const uint8_t *data;
-            bson_t sub;
-            bson_iter_document(&ent, &len, &data);
-            if (!bson_init_static(&sub, data, len))
-                continue;
-            pend_t *np = realloc(r->p, (r->n + 1) * sizeof *r->p);
-            if (!np) {
-                rc = BNB_ENOMEM;
-                break;
+    }
+    mongoc_client_pool_push(s->pool, cl);
+    bnb_outbox_entry_t *res = NULL;
+    size_t total = np < max ? np : max;
+    if (!rc && np) {
+        /* commit order (insertion sort: a commit's events share a seq and keep
+         * their order) */
+        for (size_t i = 1; i < np; i++) {
+            pend_t x = p[i];
+            size_t j = i;
+            while (j > 0 && cmp_pend(&p[j - 1], &x) > 0) {
+                p[j] = p[j - 1];
+                j--;
             }
-            r->p = np;
-            pend_t *p = &r->p[r->n++];
-            const char *key = get_str(&sub, "key");
-            p->e.event_id = strdup(eid);
-            p->e.topic = strdup(get_str(&sub, "topic") ? get_str(&sub, "topic") : "");
-            p->e.key = key ? strdup(key) : NULL;
-            p->e.payload = strdup(get_str(&sub, "payload") ? get_str(&sub, "payload") : "");
-            p->seq = get_i64(&sub, "seq");
-            total++;
-            if (!p->e.event_id || !p->e.topic || (key && !p->e.key) || !p->e.payload)
-                rc = BNB_ENOMEM;
+            p[j] = x;
         }
-    }
-    bson_error_t err;
-    if (!rc && mongoc_cursor_error(cur, &err)) {
-        mg_log(s, "outbox fetch", &err);
-        rc = BNB_EIO;
-    }
-    if (!rc && total) {
-        /* Merge the runs by seq, keeping each run's own order. */
+        /* per document, version order, whatever the clocks of the processes
+         * that committed: its events are put back into its own places */
+        for (size_t i = 0; i < np; i++) {
+            for (size_t j = i + 1; j < np; j++) {
+                if (strcmp(p[i].doc, p[j].doc) != 0)
+                    continue;
+                if (p[j].ver < p[i].ver || (p[j].ver == p[i].ver && p[j].pos < p[i].pos)) {
+                    pend_t x = p[i];
+                    p[i] = p[j];
+                    p[j] = x;
+                }
+            }
+        }
         res = calloc(total, sizeof *res);
         if (!res)
             rc = BNB_ENOMEM;
-        for (size_t k = 0; !rc && k < total; k++) {
-            run_t *best = NULL;
-            for (size_t i = 0; i < nruns; i++)
-                if (runs[i].next < runs[i].n && (!best || runs[i].p[runs[i].next].seq < best->p[best->next].seq))
-                    best = &runs[i];
-            res[k] = best->p[best->next].e;
-            memset(&best->p[best->next].e, 0, sizeof best->p[best->next].e);
-            best->next++;
+        for (size_t i = 0; !rc && i < total; i++) {
+            res[i] = p[i].e;
+            memset(&p[i].e, 0, sizeof p[i].e);
         }
     }
-    for (size_t i = 0; i < nruns; i++) {
-        for (size_t j = 0; j < runs[i].n; j++) {
-            free(runs[i].p[j].e.event_id);
-            free(runs[i].p[j].e.topic);
-            free(runs[i].p[j].e.key);
-            free(runs[i].p[j].e.payload);
-        }
-        free(runs[i].p);
+    for (size_t i = 0; i < np; i++) {
+        free(p[i].e.event_id);
+        free(p[i].e.topic);
+        free(p[i].e.key);
+        free(p[i].e.payload);
+        free(p[i].doc);
     }
-    free(runs);
-    mongoc_cursor_destroy(cur);
-    bson_destroy(opts);
-    bson_destroy(filter);
-    mongoc_collection_destroy(c);
-    mongoc_client_pool_push(s->pool, cl);
+    free(p);
     if (rc) {
         if (res)
             bnb_outbox_entries_free(res, total);
@@ -939,74 +2472,48 @@ static int mg_outbox_ack(bnb_store_t *st, const char *const *event_ids, size_t n
         return 0;
     if (!event_ids)
         return BNB_EINVAL;
-    /* Per document (under its writer lock, FerretDB updates are read-modify-write):
-     * {_id} -> {$pullAll: {outbox_ids: ids}, $unset: {outbox.<id>: ""}} */
-    bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER, f, in, pa, arr, un;
-    char idx[24];
-    size_t m = 0;
-    int rc = 0;
-    BSON_APPEND_DOCUMENT_BEGIN(&filter, "outbox_ids", &f);
-    BSON_APPEND_ARRAY_BEGIN(&f, "$in", &in);
-    BSON_APPEND_DOCUMENT_BEGIN(&update, "$pullAll", &pa);
-    BSON_APPEND_ARRAY_BEGIN(&pa, "outbox_ids", &arr);
+    /* intents whose events are now all acked are deleted; unknown ids (handed
+     * out by another process, or before a restart) are ignored */
+    char **done = calloc(n, sizeof *done);
+    size_t ndone = 0;
+    if (!done)
+        return BNB_ENOMEM;
+    pthread_mutex_lock(&s->ack_mu);
     for (size_t i = 0; i < n; i++) {
-        if (!event_id_ok(event_ids[i]))
-            continue;
-        snprintf(idx, sizeof idx, "%zu", m++);
-        BSON_APPEND_UTF8(&in, idx, event_ids[i]);
-        BSON_APPEND_UTF8(&arr, idx, event_ids[i]);
-    }
-    bson_append_array_end(&f, &in);
-    bson_append_document_end(&filter, &f);
-    bson_append_array_end(&pa, &arr);
-    bson_append_document_end(&update, &pa);
-    BSON_APPEND_DOCUMENT_BEGIN(&update, "$unset", &un);
-    for (size_t i = 0; i < n && !rc; i++) {
-        char *path = NULL;
-        if (!event_id_ok(event_ids[i]))
-            continue;
-        if (asprintf(&path, "outbox.%s", event_ids[i]) < 0) {
-            rc = BNB_ENOMEM;
+        for (size_t w = 0; event_ids[i] && w < s->npw; w++) {
+            mg_pw_t *pw = &s->pw[w];
+            size_t k = 0;
+            while (k < pw->nev && strcmp(pw->eids[k], event_ids[i]) != 0)
+                k++;
+            if (k == pw->nev)
+                continue;
+            pw->acked[k] = true;
+            bool all = true;
+            for (size_t j = 0; j < pw->nev && all; j++)
+                all = pw->acked[j];
+            if (all) {
+                done[ndone++] = pw->tok;
+                pw->tok = NULL;
+                pw_free(pw);
+                s->pw[w] = s->pw[--s->npw];
+            }
             break;
         }
-        BSON_APPEND_UTF8(&un, path, "");
-        free(path);
     }
-    bson_append_document_end(&update, &un);
-    if (rc || !m)
-        goto out;
-
-    mongoc_client_t *cl = mongoc_client_pool_pop(s->pool);
-    mongoc_collection_t *c = mongoc_client_get_collection(cl, s->db, s->docs);
-    bson_t *opts = BCON_NEW("projection", "{", "_id", BCON_INT32(1), "}");
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(c, &filter, opts, NULL);
-    const bson_t *d;
-    bson_error_t err;
-    while (!rc && mongoc_cursor_next(cur, &d)) {
-        const char *k = get_str(d, "_id");
-        if (!k)
-            continue;
-        bson_t *one = BCON_NEW("_id", BCON_UTF8(k));
-        pthread_mutex_t *lock = doc_lock(s, k);
-        pthread_mutex_lock(lock);
-        if (!mongoc_collection_update_one(c, one, &update, NULL, NULL, &err)) {
-            mg_log(s, "outbox ack", &err);
-            rc = BNB_EIO;
-        }
-        pthread_mutex_unlock(lock);
-        bson_destroy(one);
+    pthread_mutex_unlock(&s->ack_mu);
+    int rc = 0;
+    if (ndone) {
+        mongoc_client_t *cl = mongoc_client_pool_pop(s->pool);
+        mongoc_collection_t *wal = mongoc_client_get_collection(cl, s->db, s->wal);
+        for (size_t k = 0; k < ndone; k++)
+            if (delete_id(s, wal, done[k]) != 0)
+                rc = BNB_EIO;
+        mongoc_collection_destroy(wal);
+        mongoc_client_pool_push(s->pool, cl);
     }
-    if (!rc && mongoc_cursor_error(cur, &err)) {
-        mg_log(s, "outbox ack (find)", &err);
-        rc = BNB_EIO;
-    }
-    mongoc_cursor_destroy(cur);
-    bson_destroy(opts);
-    mongoc_collection_destroy(c);
-    mongoc_client_pool_push(s->pool, cl);
-out:
-    bson_destroy(&filter);
-    bson_destroy(&update);
+    for (size_t k = 0; k < ndone; k++)
+        free(done[k]);
+    free(done);
     return rc;
 }
 
@@ -1065,4 +2572,7 @@ const bnb_storage_ops_t bnb_storage_mongo = {
     .outbox_ack = mg_outbox_ack,
     .park = mg_park,
     .dead_count = mg_dead_count,
+    .define = mg_define,
+    .query = mg_query,
+    .commit2 = mg_commit2,
 };

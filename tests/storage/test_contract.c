@@ -1773,10 +1773,14 @@ static void *fill_run(void *arg)
 
 static void fill(int from, int to)
 {
-    enum { NF = 4 };
-    pthread_t th[NF];
-    filler_t f[NF];
+    enum { NFMAX = 8 };
+    pthread_t th[NFMAX];
+    filler_t f[NFMAX];
     int started = 0;
+    /* FerretDB serialises its writers in SQLite's busy handler: one writer is fastest there */
+    int NF = atoi(env_or("BNB_TEST_FILL_THREADS", strcmp(fx.backend, "mongo") == 0 ? "1" : "4"));
+    if (NF < 1 || NF > NFMAX)
+        NF = 4;
     for (int i = 0; i < NF; i++) {
         f[i] = (filler_t){.st = fx.st, .from = from + i, .to = to, .step = NF};
         if (pthread_create(&th[i], NULL, fill_run, &f[i]) == 0)
@@ -1796,11 +1800,60 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* What the host's relay does, in a thread: fetch and ack every 50 ms. */
+static volatile int relay_stop, relay_errors;
+
+static void *relay_run(void *arg)
+{
+    (void)arg;
+    while (!relay_stop) {
+        for (;;) { /* no cmocka assert in a thread: errors are counted */
+            bnb_outbox_entry_t *e = NULL;
+            size_t n = 0;
+            if (fx.st->ops->outbox_fetch(fx.st, 100, &e, &n) != 0) {
+                relay_errors++;
+                break;
+            }
+            const char *ids[100];
+            for (size_t i = 0; i < n; i++)
+                ids[i] = e[i].event_id;
+            if (n && fx.st->ops->outbox_ack(fx.st, ids, n) != 0)
+                relay_errors++;
+            bnb_outbox_entries_free(e, n);
+            if (n == 0)
+                break;
+        }
+        usleep(50000);
+    }
+    return NULL;
+}
+
+/* Store documents [from, to) with the relay running, as in the host. */
+static void fill_relayed(int from, int to)
+{
+    pthread_t relay;
+    relay_stop = relay_errors = 0;
+    assert_int_equal(pthread_create(&relay, NULL, relay_run, NULL), 0);
+    fill(from, to);
+    relay_stop = 1;
+    pthread_join(relay, NULL);
+    assert_int_equal(relay_errors, 0);
+    drain_all();
+}
+
 /* Median time of one outbox_fetch (max 100) with 20 events pending. */
 static double fetch_cost(void)
 {
     enum { ROUNDS = 31 };
     double t[ROUNDS];
+    for (int i = 0; i < 20; i++) {
+        char eid[160], id[32];
+        new_event_id(eid, sizeof(eid), "cost");
+        snprintf(id, sizeof(id), "pend%02d", i);
+        json_t *b = body_n(i);
+        assert_rc(put2(BNB_WRITE_PUT, "qpending", id, -1, b, NULL, 0, 0, NULL, eid, NULL), 0);
+        json_decref(b);
+    }
     for (int r = 0; r < ROUNDS; r++) {
         bnb_outbox_entry_t *e = NULL;
         size_t n = 0;
@@ -1810,6 +1863,7 @@ static double fetch_cost(void)
         assert_int_equal(n, 20);
         bnb_outbox_entries_free(e, n);
     }
+    drain_all();
     for (int i = 1; i < ROUNDS; i++) /* insertion sort */
         for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
             double x = t[j];
@@ -1827,27 +1881,18 @@ static void test_outbox_cost_flat(void **state)
     if (many < 1000)
         many = 1000;
     drain_all();
-    fill(0, 100);
-    for (int i = 0; i < 20; i++) {
-        char eid[160], id[32];
-        new_event_id(eid, sizeof(eid), "cost");
-        snprintf(id, sizeof(id), "pend%02d", i);
-        json_t *b = body_n(i);
-        assert_rc(put2(BNB_WRITE_PUT, "qpending", id, -1, b, NULL, 0, 0, NULL, eid, NULL), 0);
-        json_decref(b);
-    }
+    fill_relayed(0, 100);
     double small = fetch_cost();
     double t0 = now_s();
-    fill(100, many);
+    fill_relayed(100, many);
     double fill_s = now_s() - t0;
     double large = fetch_cost();
     fprintf(stderr,
             "contract: outbox fetch (20 pending, max 100): median %.3f ms with 100 stored documents, %.3f ms with %d "
-            "(stored them in %.1f s)\n",
-            small * 1e3, large * 1e3, many, fill_s);
+            "(stored them in %.1f s, %.1f ms each)\n",
+            small * 1e3, large * 1e3, many, fill_s, fill_s * 1e3 / (many - 100));
     if (large > 3 * small + 0.005)
         fail_msg("the outbox fetch grew with the stored documents: %.3f ms -> %.3f ms", small * 1e3, large * 1e3);
-    drain_all();
 }
 
 /* Query plans: every shape with a declared index is served from it (first
