@@ -4,21 +4,51 @@
  * Threads: a small pool of connections (mutex + free list); a caller takes
  * one connection for the whole call, so each connection is used by one thread
  * at a time (SQLITE_OPEN_NOMUTEX). WAL journal lets readers run while one
- * writer commits; writers serialise on BEGIN IMMEDIATE with a busy timeout.
+ * writer commits; the writers of a process queue on a mutex, then on BEGIN
+ * IMMEDIATE with a busy timeout (which other processes' writers wait in).
  *
- * Schema (created if missing, PRAGMA user_version = 1):
- *   docs(coll, id, version, body JSON text, key1, key2)  one row per document
+ * Durability: WAL with synchronous = FULL. In WAL mode NORMAL only syncs at
+ * checkpoints, so a power cut or an OS crash may lose the last commits (the
+ * file stays consistent); FULL fsyncs the WAL before COMMIT returns. A commit
+ * therefore returns only once it is on disk: a 201 means it is on disk, and a
+ * kill -9 (or a power cut) loses nothing that was acknowledged. The price is
+ * one fsync per commit (~1-3 ms on an SSD), paid on a worker thread.
+ *
+ * Schema (created if missing, PRAGMA user_version = 2):
+ *   docs(coll, id, version, body JSON text, key1, key2)  undeclared collections
+ *   c_<coll>(id, version, body, key1, key2, f_<field>...) one table per DECLARED
+ *       collection (store_define), WITHOUT ROWID, every declared field a real
+ *       column (TEXT or INTEGER, NULL when the body lacks it or has another
+ *       type), every declared index a real index named c_<coll>_<ix|ux>_<hash>
+ *       on its columns then id (unique indexes on their columns alone)
+ *   colls(name, def)                                     the declared definitions
+ *   claims(key PRIMARY KEY, coll, id)                    who holds each claim
  *   applied(coll, id, event_id)                          applied-event marks
  *   outbox(seq, event_id, topic, key, payload)           pending events
  *   dead_letters(seq, consumer, reason, event, at)       parked poison events
- * Deleting a document keeps its applied marks and its queued outbox rows.
+ * Declaring a collection moves its documents from docs into its table (in the
+ * same transaction); a field declared later is added and filled from the
+ * bodies. Deleting a document keeps its applied marks and its queued outbox
+ * rows and releases its claims.
+ *
+ * Queries: one SQL statement per query shape, prepared once per connection
+ * (cached by SQL text):
+ *   SELECT id, version, body, f_<order> FROM c_<coll>
+ *   WHERE f_a = ?1 AND f_b >= ?2 ... AND f_<order> IS NOT NULL
+ *     AND (f_<order>, id) > (?n, ?n+1)          -- the cursor (< when descending)
+ *   ORDER BY f_<order>, id LIMIT limit + 1
+ * so a declared index (equality fields, order field) serves both the filter
+ * and the order, and a page costs the same wherever it starts. A query ordered
+ * by a field returns only the documents that have that field.
  */
 #include "bnb_storage.h"
+#include "v2.h"
 
 #include <errno.h>
 #include <libgen.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +58,8 @@
 
 #define SQ_DEFAULT_POOL 8
 #define SQ_BUSY_MS      5000
-#define SQ_SCHEMA_VER   1
+#define SQ_SCHEMA_VER   2
+#define SQ_DYN_MAX      512 /* cached dynamic statements per connection */
 
 enum {
     Q_GET,
@@ -43,6 +74,7 @@ enum {
     Q_VERSION,
     Q_DOC_INSERT,
     Q_DOC_UPDATE,
+    Q_DOC_UPDATE_BODY,
     Q_DOC_TOUCH,
     Q_DOC_DELETE,
     Q_OUTBOX_PUT,
@@ -51,6 +83,13 @@ enum {
     Q_PARK,
     Q_DEAD_COUNT,
     Q_PING,
+    Q_CLAIMS_OF,
+    Q_CLAIM_PUT,
+    Q_CLAIM_DEL,
+    Q_CLAIMS_DEL_ALL,
+    Q_COLL_PUT,
+    Q_COLLS_ALL,
+    Q_TABLE_EXISTS,
     Q__COUNT
 };
 
@@ -67,6 +106,7 @@ static const char *const sq_sql[Q__COUNT] = {
     [Q_VERSION] = "SELECT version FROM docs WHERE coll = ?1 AND id = ?2",
     [Q_DOC_INSERT] = "INSERT INTO docs(coll, id, version, body, key1, key2) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     [Q_DOC_UPDATE] = "UPDATE docs SET version = ?3, body = ?4, key1 = ?5, key2 = ?6 WHERE coll = ?1 AND id = ?2",
+    [Q_DOC_UPDATE_BODY] = "UPDATE docs SET version = ?3, body = ?4 WHERE coll = ?1 AND id = ?2",
     [Q_DOC_TOUCH] = "UPDATE docs SET version = ?3 WHERE coll = ?1 AND id = ?2",
     [Q_DOC_DELETE] = "DELETE FROM docs WHERE coll = ?1 AND id = ?2",
     [Q_OUTBOX_PUT] = "INSERT INTO outbox(event_id, topic, key, payload) VALUES (?1, ?2, ?3, ?4)",
@@ -75,6 +115,13 @@ static const char *const sq_sql[Q__COUNT] = {
     [Q_PARK] = "INSERT INTO dead_letters(consumer, reason, event, at) VALUES (?1, ?2, ?3, ?4)",
     [Q_DEAD_COUNT] = "SELECT count(*) FROM dead_letters",
     [Q_PING] = "SELECT count(*) FROM sqlite_master",
+    [Q_CLAIMS_OF] = "SELECT key FROM claims WHERE coll = ?1 AND id = ?2 ORDER BY key",
+    [Q_CLAIM_PUT] = "INSERT INTO claims(key, coll, id) VALUES (?1, ?2, ?3)",
+    [Q_CLAIM_DEL] = "DELETE FROM claims WHERE key = ?1",
+    [Q_CLAIMS_DEL_ALL] = "DELETE FROM claims WHERE coll = ?1 AND id = ?2",
+    [Q_COLL_PUT] = "INSERT OR REPLACE INTO colls(name, def) VALUES (?1, ?2)",
+    [Q_COLLS_ALL] = "SELECT name, def FROM colls",
+    [Q_TABLE_EXISTS] = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
 };
 
 static const char sq_schema[] = "CREATE TABLE IF NOT EXISTS docs ("
@@ -91,11 +138,24 @@ static const char sq_schema[] = "CREATE TABLE IF NOT EXISTS docs ("
                                 "CREATE TABLE IF NOT EXISTS dead_letters ("
                                 " seq INTEGER PRIMARY KEY AUTOINCREMENT, consumer TEXT NOT NULL,"
                                 " reason TEXT NOT NULL, event TEXT NOT NULL, at INTEGER NOT NULL);"
-                                "PRAGMA user_version = 1;";
+                                "CREATE TABLE IF NOT EXISTS claims ("
+                                " key TEXT NOT NULL PRIMARY KEY, coll TEXT NOT NULL, id TEXT NOT NULL) WITHOUT ROWID;"
+                                "CREATE INDEX IF NOT EXISTS claims_owner ON claims(coll, id);"
+                                "CREATE TABLE IF NOT EXISTS colls ("
+                                " name TEXT NOT NULL PRIMARY KEY, def TEXT NOT NULL) WITHOUT ROWID;"
+                                "PRAGMA user_version = 2;";
+
+/* One cached statement prepared from dynamic SQL (declared collections). */
+typedef struct sq_dyn {
+    char *sql;
+    sqlite3_stmt *st;
+} sq_dyn_t;
 
 typedef struct sq_conn {
     sqlite3 *db;
     sqlite3_stmt *q[Q__COUNT];
+    sq_dyn_t *dyn; /* open addressing by SQL text, capacity ndyncap (power of 2) */
+    size_t ndyn, ndyncap;
     struct sq_conn *next;
 } sq_conn_t;
 
@@ -108,27 +168,32 @@ typedef struct sq_store {
     sq_conn_t *idle; /* free list */
     int nconn;       /* connections open (idle + in use) */
     int max;
+    bnb__colls_t colls; /* declared collections */
+    pthread_mutex_t define_mu;
+    pthread_mutex_t write_mu; /* one writer of this process at a time (see sq_begin) */
 } sq_store_t;
 
 /* ---- logging ------------------------------------------------------------- */
+
+static void sq_log_line(const sq_store_t *s, const char *msg)
+{
+    json_t *line = json_pack("{s:s, s:s, s:s, s:s?}", "level", "error", "msg", msg, "component", "storage.sqlite",
+                             "store", s ? s->name : NULL);
+    char *text = line ? json_dumps(line, JSON_COMPACT) : NULL;
+    if (text)
+        fprintf(stderr, "%s\n", text);
+    else
+        fprintf(stderr, "{\"level\":\"error\",\"msg\":\"sqlite: (message lost)\"}\n");
+    free(text);
+    json_decref(line);
+}
 
 /* One JSON line on stderr: {"level":"error","msg":...}. */
 static void sq_log_error(const sq_store_t *s, const char *what, sqlite3 *db, int rc)
 {
     char msg[512];
-    json_t *line;
-    char *text;
-
     snprintf(msg, sizeof(msg), "sqlite %s: %s (code %d)", what, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc), rc);
-    line = json_pack("{s:s, s:s, s:s, s:s?}", "level", "error", "msg", msg, "component", "storage.sqlite", "store",
-                     s ? s->name : NULL);
-    text = line ? json_dumps(line, JSON_COMPACT) : NULL;
-    if (text)
-        fprintf(stderr, "%s\n", text);
-    else
-        fprintf(stderr, "{\"level\":\"error\",\"msg\":\"sqlite %s failed (code %d)\"}\n", what, rc);
-    free(text);
-    json_decref(line);
+    sq_log_line(s, msg);
 }
 
 /* Map a failed SQLite call to a BNB code, logging it. */
@@ -140,7 +205,60 @@ static int sq_fail(const sq_store_t *s, const char *what, sqlite3 *db, int rc)
     return BNB_EIO;
 }
 
+/* ---- small string builder ---------------------------------------------------- */
+
+typedef struct sq_sb {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} sq_sb_t;
+
+static void sb_addf(sq_sb_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void sb_addf(sq_sb_t *b, const char *fmt, ...)
+{
+    if (b->oom)
+        return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->oom = true;
+            return;
+        }
+        if (b->p && b->len + (size_t)n < b->cap) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap <= b->len + (size_t)n)
+            cap *= 2;
+        char *np = realloc(b->p, cap);
+        if (!np) {
+            b->oom = true;
+            return;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+}
+
 /* ---- connections ---------------------------------------------------------- */
+
+static void sq_dyn_clear(sq_conn_t *c)
+{
+    for (size_t i = 0; i < c->ndyncap; i++) {
+        if (c->dyn[i].sql) {
+            sqlite3_finalize(c->dyn[i].st);
+            free(c->dyn[i].sql);
+        }
+    }
+    free(c->dyn);
+    c->dyn = NULL;
+    c->ndyn = c->ndyncap = 0;
+}
 
 static void sq_conn_free(sq_conn_t *c)
 {
@@ -148,6 +266,7 @@ static void sq_conn_free(sq_conn_t *c)
         return;
     for (int i = 0; i < Q__COUNT; i++)
         sqlite3_finalize(c->q[i]);
+    sq_dyn_clear(c);
     sqlite3_close(c->db);
     free(c);
 }
@@ -251,6 +370,62 @@ static int sq_stmt(sq_store_t *s, sq_conn_t *c, int which, sqlite3_stmt **out)
     return 0;
 }
 
+/* The connection's statement for `sql` (prepared once, then cached by its
+ * text), reset and unbound. */
+static int sq_dyn(sq_store_t *s, sq_conn_t *c, const char *sql, sqlite3_stmt **out)
+{
+    uint32_t h = bnb__fnv1a(2166136261u, sql, strlen(sql));
+    if (c->ndyncap) {
+        for (size_t i = h & (c->ndyncap - 1);; i = (i + 1) & (c->ndyncap - 1)) {
+            if (!c->dyn[i].sql)
+                break;
+            if (strcmp(c->dyn[i].sql, sql) == 0) {
+                sqlite3_reset(c->dyn[i].st);
+                sqlite3_clear_bindings(c->dyn[i].st);
+                *out = c->dyn[i].st;
+                return 0;
+            }
+        }
+    }
+    if (c->ndyn >= SQ_DYN_MAX)
+        sq_dyn_clear(c); /* more shapes than any plugin has: start over */
+    if ((c->ndyn + 1) * 2 > c->ndyncap) {
+        size_t ncap = c->ndyncap ? c->ndyncap * 2 : 32;
+        sq_dyn_t *nd = calloc(ncap, sizeof(*nd));
+        if (!nd)
+            return BNB_ENOMEM;
+        for (size_t i = 0; i < c->ndyncap; i++) {
+            if (!c->dyn[i].sql)
+                continue;
+            uint32_t hh = bnb__fnv1a(2166136261u, c->dyn[i].sql, strlen(c->dyn[i].sql));
+            size_t k = hh & (ncap - 1);
+            while (nd[k].sql)
+                k = (k + 1) & (ncap - 1);
+            nd[k] = c->dyn[i];
+        }
+        free(c->dyn);
+        c->dyn = nd;
+        c->ndyncap = ncap;
+    }
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
+    if (rc != SQLITE_OK)
+        return sq_fail(s, "prepare", c->db, rc);
+    char *copy = strdup(sql);
+    if (!copy) {
+        sqlite3_finalize(st);
+        return BNB_ENOMEM;
+    }
+    size_t k = h & (c->ndyncap - 1);
+    while (c->dyn[k].sql)
+        k = (k + 1) & (c->ndyncap - 1);
+    c->dyn[k].sql = copy;
+    c->dyn[k].st = st;
+    c->ndyn++;
+    *out = st;
+    return 0;
+}
+
 static int sq_bind_text(sq_store_t *s, sq_conn_t *c, sqlite3_stmt *q, int idx, const char *v)
 {
     int rc = v ? sqlite3_bind_text(q, idx, v, -1, SQLITE_TRANSIENT) : sqlite3_bind_null(q, idx);
@@ -259,19 +434,44 @@ static int sq_bind_text(sq_store_t *s, sq_conn_t *c, sqlite3_stmt *q, int idx, c
     return 0;
 }
 
-/* Run a statement that returns no row (or whose rows are ignored). */
-static int sq_run(sq_store_t *s, sq_conn_t *c, sqlite3_stmt *q, const char *what)
+static int sq_bind_i64(sq_store_t *s, sq_conn_t *c, sqlite3_stmt *q, int idx, int64_t v)
+{
+    int rc = sqlite3_bind_int64(q, idx, (sqlite3_int64)v);
+    if (rc != SQLITE_OK)
+        return sq_fail(s, "bind", c->db, rc);
+    return 0;
+}
+
+static int sq_bind_fval(sq_store_t *s, sq_conn_t *c, sqlite3_stmt *q, int idx, const bnb__fval_t *v)
+{
+    if (v->null)
+        return sq_bind_text(s, c, q, idx, NULL);
+    if (v->s)
+        return sq_bind_text(s, c, q, idx, v->s);
+    return sq_bind_i64(s, c, q, idx, v->n);
+}
+
+/* Run a statement that returns no row (or whose rows are ignored). A
+ * constraint violation returns `on_constraint` (BNB_EINVAL is logged as an
+ * error, another code is an expected outcome and is not). */
+static int sq_run_c(sq_store_t *s, sq_conn_t *c, sqlite3_stmt *q, const char *what, int on_constraint)
 {
     int rc = sqlite3_step(q);
     sqlite3_reset(q);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
         if ((rc & 0xff) == SQLITE_CONSTRAINT) {
-            sq_log_error(s, what, c->db, rc);
-            return BNB_EINVAL;
+            if (on_constraint == BNB_EINVAL)
+                sq_log_error(s, what, c->db, rc);
+            return on_constraint;
         }
         return sq_fail(s, what, c->db, rc);
     }
     return 0;
+}
+
+static int sq_run(sq_store_t *s, sq_conn_t *c, sqlite3_stmt *q, const char *what)
+{
+    return sq_run_c(s, c, q, what, BNB_EINVAL);
 }
 
 static int sq_simple(sq_store_t *s, sq_conn_t *c, int which, const char *what)
@@ -281,6 +481,187 @@ static int sq_simple(sq_store_t *s, sq_conn_t *c, int which, const char *what)
     if (rc != 0)
         return rc;
     return sq_run(s, c, q, what);
+}
+
+/* Start a write transaction. Writers of this process queue on write_mu
+ * rather than in SQLite's busy handler, which sleeps and retries and can
+ * starve one writer past the busy timeout under a steady stream of commits;
+ * the busy timeout is left for writers in other processes. */
+static int sq_begin(sq_store_t *s, sq_conn_t *c)
+{
+    pthread_mutex_lock(&s->write_mu);
+    int rc = sq_simple(s, c, Q_BEGIN, "begin");
+    if (rc != 0)
+        pthread_mutex_unlock(&s->write_mu);
+    return rc;
+}
+
+/* COMMIT when rc is 0, else ROLLBACK; ends what sq_begin started. */
+static int sq_end(sq_store_t *s, sq_conn_t *c, int rc)
+{
+    if (rc == 0)
+        rc = sq_simple(s, c, Q_COMMIT, "commit");
+    if (rc != 0 && !sqlite3_get_autocommit(c->db))
+        sq_simple(s, c, Q_ROLLBACK, "rollback");
+    pthread_mutex_unlock(&s->write_mu);
+    return rc;
+}
+
+/* One-off SQL without parameters (DDL). */
+static int sq_exec(sq_store_t *s, sq_conn_t *c, const char *sql, const char *what)
+{
+    char *err = NULL;
+    int rc = sqlite3_exec(c->db, sql, NULL, NULL, &err);
+    if (rc == SQLITE_OK)
+        return 0;
+    char msg[600];
+    snprintf(msg, sizeof msg, "sqlite %s: %s (code %d)", what, err ? err : sqlite3_errstr(rc), rc);
+    sqlite3_free(err);
+    sq_log_line(s, msg);
+    if ((rc & 0xff) == SQLITE_CONSTRAINT)
+        return BNB_EINVAL;
+    return (rc & 0xff) == SQLITE_NOMEM ? BNB_ENOMEM : BNB_EIO;
+}
+
+/* ---- declared collections: names and SQL pieces ------------------------------ */
+
+static void tname(char *buf, size_t n, const bnb__coll_t *dc)
+{
+    snprintf(buf, n, "\"c_%s\"", dc->name);
+}
+
+/* The SQL expression of declared field i read from the JSON body. */
+static void sb_extract(sq_sb_t *b, const bnb__coll_t *dc, size_t i)
+{
+    sb_addf(b, "CASE WHEN json_type(body, '$.%s') = '%s' THEN json_extract(body, '$.%s') END", dc->fields[i].name,
+            dc->fields[i].type == BNB_FIELD_STR ? "text" : "integer", dc->fields[i].name);
+}
+
+/* Create or extend the table, columns and indexes of dc (inside a write
+ * transaction), move its documents out of docs when the table is new, and
+ * record the definition. */
+static int sq_apply_coll(sq_store_t *s, sq_conn_t *c, const bnb__coll_t *dc)
+{
+    char t[64];
+    sq_sb_t b = {0};
+    sqlite3_stmt *q = NULL;
+    int rc;
+    bool exists;
+
+    tname(t, sizeof t, dc);
+    if ((rc = sq_stmt(s, c, Q_TABLE_EXISTS, &q)) != 0)
+        return rc;
+    {
+        char raw[48];
+        snprintf(raw, sizeof raw, "c_%s", dc->name);
+        if ((rc = sq_bind_text(s, c, q, 1, raw)) != 0)
+            return rc;
+    }
+    rc = sqlite3_step(q);
+    sqlite3_reset(q);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return sq_fail(s, "define", c->db, rc);
+    exists = rc == SQLITE_ROW;
+
+    if (!exists) {
+        sb_addf(&b,
+                "CREATE TABLE %s (id TEXT NOT NULL PRIMARY KEY, version INTEGER NOT NULL, body TEXT NOT NULL,"
+                " key1 TEXT, key2 TEXT",
+                t);
+        for (size_t i = 0; i < dc->nfields; i++)
+            sb_addf(&b, ", \"f_%s\" %s", dc->fields[i].name, dc->fields[i].type == BNB_FIELD_STR ? "TEXT" : "INTEGER");
+        sb_addf(&b, ") WITHOUT ROWID; CREATE INDEX \"c_%s_key1\" ON %s(key1); CREATE INDEX \"c_%s_key2\" ON %s(key2);",
+                dc->name, t, dc->name, t);
+        /* its documents so far lived in docs: move them */
+        sb_addf(&b, "INSERT INTO %s(id, version, body, key1, key2", t);
+        for (size_t i = 0; i < dc->nfields; i++)
+            sb_addf(&b, ", \"f_%s\"", dc->fields[i].name);
+        sb_addf(&b, ") SELECT id, version, body, key1, key2");
+        for (size_t i = 0; i < dc->nfields; i++) {
+            sb_addf(&b, ", ");
+            sb_extract(&b, dc, i);
+        }
+        sb_addf(&b, " FROM docs WHERE coll = '%s'; DELETE FROM docs WHERE coll = '%s';", dc->name, dc->name);
+    } else {
+        /* columns it has: add the missing ones, filled from the bodies */
+        sq_sb_t ti = {0};
+        sb_addf(&ti, "PRAGMA table_info(%s)", t);
+        if (ti.oom) {
+            rc = BNB_ENOMEM;
+            goto out;
+        }
+        rc = sqlite3_prepare_v2(c->db, ti.p, -1, &q, NULL);
+        free(ti.p);
+        if (rc != SQLITE_OK) {
+            rc = sq_fail(s, "define", c->db, rc);
+            goto out;
+        }
+        bool have[BNB__FIELDS_MAX] = {0};
+        while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+            const char *col = (const char *)sqlite3_column_text(q, 1);
+            const char *type = (const char *)sqlite3_column_text(q, 2);
+            if (!col || strncmp(col, "f_", 2) != 0)
+                continue;
+            int f = bnb__coll_field(dc, col + 2);
+            if (f < 0)
+                continue;
+            have[f] = true;
+            const char *want = dc->fields[f].type == BNB_FIELD_STR ? "TEXT" : "INTEGER";
+            if (!type || strcmp(type, want) != 0) {
+                char msg[200];
+                snprintf(msg, sizeof msg, "sqlite define: collection %s: field %s is %s in the database, not %s",
+                         dc->name, dc->fields[f].name, type ? type : "?", want);
+                sq_log_line(s, msg);
+                sqlite3_finalize(q);
+                q = NULL;
+                rc = BNB_EINVAL;
+                goto out;
+            }
+        }
+        sqlite3_finalize(q);
+        q = NULL;
+        if (rc != SQLITE_DONE) {
+            rc = sq_fail(s, "define", c->db, rc);
+            goto out;
+        }
+        for (size_t i = 0; i < dc->nfields; i++) {
+            if (have[i])
+                continue;
+            sb_addf(&b, "ALTER TABLE %s ADD COLUMN \"f_%s\" %s; UPDATE %s SET \"f_%s\" = ", t, dc->fields[i].name,
+                    dc->fields[i].type == BNB_FIELD_STR ? "TEXT" : "INTEGER", t, dc->fields[i].name);
+            sb_extract(&b, dc, i);
+            sb_addf(&b, ";");
+        }
+    }
+    for (size_t i = 0; i < dc->nindexes; i++) {
+        const bnb__index_t *x = &dc->indexes[i];
+        sb_addf(&b, "CREATE %sINDEX IF NOT EXISTS \"c_%s_%s\" ON %s(", x->unique ? "UNIQUE " : "", dc->name, x->name,
+                t);
+        for (int k = 0; k < x->nf; k++)
+            sb_addf(&b, "%s\"f_%s\"", k ? ", " : "", dc->fields[x->f[k]].name);
+        sb_addf(&b, "%s);", x->unique ? "" : ", id");
+    }
+    if (b.oom) {
+        rc = BNB_ENOMEM;
+        goto out;
+    }
+    if (b.p && (rc = sq_exec(s, c, b.p, "define")) != 0)
+        goto out;
+    {
+        char *def = bnb__coll_dump(dc);
+        if (!def) {
+            rc = BNB_ENOMEM;
+            goto out;
+        }
+        if ((rc = sq_stmt(s, c, Q_COLL_PUT, &q)) == 0 && (rc = sq_bind_text(s, c, q, 1, dc->name)) == 0 &&
+            (rc = sq_bind_text(s, c, q, 2, def)) == 0)
+            rc = sq_run(s, c, q, "define");
+        q = NULL;
+        free(def);
+    }
+out:
+    free(b.p);
+    return rc;
 }
 
 /* ---- open / close / ping --------------------------------------------------- */
@@ -298,6 +679,9 @@ static void sq_close(bnb_store_t *st)
     }
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->define_mu);
+    pthread_mutex_destroy(&s->write_mu);
+    bnb__colls_destroy(&s->colls);
     free(s->path);
     free(s->name);
     free(s);
@@ -321,6 +705,34 @@ static int sq_check_dir(const char *path, char *errbuf, size_t errlen)
     }
     free(copy);
     return rc;
+}
+
+/* The definitions recorded in the file (declared by an earlier run). */
+static int sq_load_colls(sq_store_t *s, sq_conn_t *c)
+{
+    sqlite3_stmt *q;
+    int rc = sq_stmt(s, c, Q_COLLS_ALL, &q);
+    if (rc)
+        return rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(q, 0);
+        const char *def = (const char *)sqlite3_column_text(q, 1);
+        bnb__coll_t *dc = name && def ? bnb__coll_load(name, def) : NULL;
+        if (!dc) {
+            char msg[200];
+            snprintf(msg, sizeof msg, "sqlite: the recorded definition of collection %s is unreadable",
+                     name ? name : "?");
+            sq_log_line(s, msg);
+            sqlite3_reset(q);
+            return BNB_EIO;
+        }
+        if ((rc = bnb__colls_put(&s->colls, dc)) != 0) {
+            sqlite3_reset(q);
+            return rc;
+        }
+    }
+    sqlite3_reset(q);
+    return rc == SQLITE_DONE ? 0 : sq_fail(s, "load definitions", c->db, rc);
 }
 
 extern const bnb_storage_ops_t bnb_storage_sqlite;
@@ -354,6 +766,9 @@ static int sq_open(const bnb_storage_config_t *cfg, bnb_store_t **out, char *err
     s->name = strdup(cfg->name ? cfg->name : "");
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
+    pthread_mutex_init(&s->define_mu, NULL);
+    pthread_mutex_init(&s->write_mu, NULL);
+    bnb__colls_init(&s->colls);
     if (!s->path || !s->name) {
         rc = BNB_ENOMEM;
         goto fail;
@@ -363,6 +778,11 @@ static int sq_open(const bnb_storage_config_t *cfg, bnb_store_t **out, char *err
         goto fail;
     s->idle = c;
     s->nconn = 1;
+    if ((rc = sq_load_colls(s, c)) != 0) {
+        if (errbuf && errlen)
+            snprintf(errbuf, errlen, "sqlite: cannot read the collection definitions in '%s'", s->path);
+        goto fail;
+    }
     *out = &s->base;
     return 0;
 fail:
@@ -389,6 +809,61 @@ static int sq_ping(bnb_store_t *st)
     return rc;
 }
 
+static int sq_define(bnb_store_t *st, const bnb_coll_def_t *defs, size_t n)
+{
+    sq_store_t *s = (sq_store_t *)st;
+    bnb__coll_t **merged = NULL;
+    sq_conn_t *c = NULL;
+    char err[256];
+    int rc;
+
+    if (!s)
+        return BNB_EINVAL;
+    if ((rc = bnb__colls_validate(defs, n, err, sizeof err)) != 0) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "sqlite define: %s", err);
+        sq_log_line(s, msg);
+        return rc;
+    }
+    if (n == 0)
+        return 0;
+    if (!(merged = calloc(n, sizeof *merged)))
+        return BNB_ENOMEM;
+    pthread_mutex_lock(&s->define_mu);
+    for (size_t i = 0; i < n; i++) {
+        const bnb__coll_t *old = bnb__colls_get(&s->colls, defs[i].name);
+        if (old)
+            rc = bnb__coll_merge(old, &defs[i], &merged[i], err, sizeof err);
+        else if (!(merged[i] = bnb__coll_copy(&defs[i])))
+            rc = BNB_ENOMEM;
+        if (rc) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "sqlite define: %s", err);
+            if (rc == BNB_EINVAL)
+                sq_log_line(s, msg);
+            goto out;
+        }
+    }
+    if ((rc = sq_acquire(s, &c)) != 0)
+        goto out;
+    if ((rc = sq_begin(s, c)) == 0) {
+        for (size_t i = 0; i < n && rc == 0; i++)
+            rc = sq_apply_coll(s, c, merged[i]);
+        rc = sq_end(s, c, rc);
+    }
+    sq_release(s, c);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        rc = bnb__colls_put(&s->colls, merged[i]);
+        merged[i] = NULL;
+    }
+out:
+    pthread_mutex_unlock(&s->define_mu);
+    for (size_t i = 0; i < n; i++)
+        bnb__coll_free(merged[i]);
+    free(merged);
+    return rc;
+}
+
 /* ---- documents ------------------------------------------------------------- */
 
 static int sq_parse_body(sq_store_t *s, sqlite3_stmt *q, int col, json_t **out)
@@ -399,16 +874,8 @@ static int sq_parse_body(sq_store_t *s, sqlite3_stmt *q, int col, json_t **out)
     *out = text ? json_loads(text, JSON_DECODE_ANY, &jerr) : NULL;
     if (!*out) {
         char msg[300];
-        json_t *line;
-        char *dump;
         snprintf(msg, sizeof(msg), "sqlite: stored body is not JSON: %s", text ? jerr.text : "NULL");
-        line = json_pack("{s:s, s:s, s:s, s:s}", "level", "error", "msg", msg, "component", "storage.sqlite", "store",
-                         s->name);
-        dump = line ? json_dumps(line, JSON_COMPACT) : NULL;
-        if (dump)
-            fprintf(stderr, "%s\n", dump);
-        free(dump);
-        json_decref(line);
+        sq_log_line(s, msg);
         return BNB_EIO;
     }
     return 0;
@@ -427,12 +894,19 @@ static int sq_get(bnb_store_t *st, const char *coll, const char *id, json_t **bo
         *body = NULL;
     if (!s || !coll || !id)
         return BNB_EINVAL;
+    const bnb__coll_t *dc = bnb__colls_get(&s->colls, coll);
     rc = sq_acquire(s, &c);
     if (rc != 0)
         return rc;
-    if ((rc = sq_stmt(s, c, Q_GET, &q)) != 0 || (rc = sq_bind_text(s, c, q, 1, coll)) != 0 ||
-        (rc = sq_bind_text(s, c, q, 2, id)) != 0)
+    if (dc) {
+        char sql[128];
+        snprintf(sql, sizeof sql, "SELECT version, body FROM \"c_%s\" WHERE id = ?1", dc->name);
+        if ((rc = sq_dyn(s, c, sql, &q)) != 0 || (rc = sq_bind_text(s, c, q, 1, id)) != 0)
+            goto fail;
+    } else if ((rc = sq_stmt(s, c, Q_GET, &q)) != 0 || (rc = sq_bind_text(s, c, q, 1, coll)) != 0 ||
+               (rc = sq_bind_text(s, c, q, 2, id)) != 0) {
         goto fail;
+    }
     rc = sqlite3_step(q);
     if (rc == SQLITE_DONE) {
         rc = BNB_ENOENT;
@@ -471,19 +945,30 @@ static int sq_list(bnb_store_t *st, const char *coll, int which, const char *val
         *out = NULL;
     if (!s || !coll || !out || which < 0 || which > 2 || (which > 0 && !value))
         return BNB_EINVAL;
+    const bnb__coll_t *dc = bnb__colls_get(&s->colls, coll);
     arr = json_array();
     if (!arr)
         return BNB_ENOMEM;
     rc = sq_acquire(s, &c);
     if (rc != 0)
         goto fail_noconn;
-    if ((rc = sq_stmt(s, c,
-                      which == 0   ? Q_LIST_ALL
-                      : which == 1 ? Q_LIST_K1
-                                   : Q_LIST_K2,
-                      &q)) != 0 ||
-        (rc = sq_bind_text(s, c, q, 1, coll)) != 0 || (which > 0 && (rc = sq_bind_text(s, c, q, 2, value)) != 0))
+    if (dc) {
+        char sql[160];
+        snprintf(sql, sizeof sql, "SELECT id, version, body FROM \"c_%s\"%s ORDER BY id", dc->name,
+                 which == 0   ? ""
+                 : which == 1 ? " WHERE key1 = ?1"
+                              : " WHERE key2 = ?1");
+        if ((rc = sq_dyn(s, c, sql, &q)) != 0 || (which > 0 && (rc = sq_bind_text(s, c, q, 1, value)) != 0))
+            goto fail;
+    } else if ((rc = sq_stmt(s, c,
+                             which == 0   ? Q_LIST_ALL
+                             : which == 1 ? Q_LIST_K1
+                                          : Q_LIST_K2,
+                             &q)) != 0 ||
+               (rc = sq_bind_text(s, c, q, 1, coll)) != 0 ||
+               (which > 0 && (rc = sq_bind_text(s, c, q, 2, value)) != 0)) {
         goto fail;
+    }
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
         json_t *body = NULL, *item;
         const char *id = (const char *)sqlite3_column_text(q, 0);
@@ -513,18 +998,336 @@ fail_noconn:
     return rc;
 }
 
-/* Inside BEGIN IMMEDIATE: apply the write; 0 or a BNB code (caller rolls back). */
-static int sq_commit_tx(sq_store_t *s, sq_conn_t *c, const bnb_write_t *w, const char *body_text,
-                        const bnb_outbox_new_t *events, size_t nevents, const char *applied, int64_t *new_version)
+/* ---- queries --------------------------------------------------------------- */
+
+/* The SQL of a checked query (see the top comment); its parameters are bound
+ * by sq_query_bind in the same order. */
+static int sq_query_sql(const bnb__plan_t *p, sq_sb_t *b)
 {
+    const bnb__coll_t *dc = p->coll;
+    const bnb_query_t *q = p->q;
+    static const char *const ops[] = {"", "=", "<", "<=", ">", ">="};
+    const char *dir = q->descending ? "DESC" : "ASC";
+    int n = 0;
+
+    sb_addf(b, "SELECT id, version, body");
+    if (p->order >= 0)
+        sb_addf(b, ", \"f_%s\"", dc->fields[p->order].name);
+    sb_addf(b, " FROM \"c_%s\"", dc->name);
+    const char *glue = " WHERE ";
+    for (size_t i = 0; i < q->nconds; i++) {
+        if (bnb__plan_implied(p, i))
+            continue;
+        sb_addf(b, "%s\"f_%s\" %s ?%d", glue, dc->fields[p->cf[i]].name, ops[q->conds[i].op], ++n);
+        glue = " AND ";
+    }
+    if (p->order >= 0) {
+        sb_addf(b, "%s\"f_%s\" IS NOT NULL", glue, dc->fields[p->order].name);
+        glue = " AND ";
+        if (p->has_cursor) {
+            sb_addf(b, "%s(\"f_%s\", id) %s (?%d, ?%d)", glue, dc->fields[p->order].name, q->descending ? "<" : ">",
+                    n + 1, n + 2);
+            n += 2;
+        }
+        sb_addf(b, " ORDER BY \"f_%s\" %s, id %s", dc->fields[p->order].name, dir, dir);
+    } else {
+        if (p->has_cursor)
+            sb_addf(b, "%sid %s ?%d", glue, q->descending ? "<" : ">", ++n);
+        sb_addf(b, " ORDER BY id %s", dir);
+    }
+    sb_addf(b, " LIMIT ?%d", ++n);
+    return b->oom ? BNB_ENOMEM : 0;
+}
+
+static int sq_query_bind(sq_store_t *s, sq_conn_t *c, const bnb__plan_t *p, sqlite3_stmt *st)
+{
+    const bnb_query_t *q = p->q;
+    int n = 0, rc = 0;
+    for (size_t i = 0; i < q->nconds && !rc; i++) {
+        const bnb_cond_t *k = &q->conds[i];
+        if (bnb__plan_implied(p, i))
+            continue;
+        rc = k->str ? sq_bind_text(s, c, st, ++n, k->str) : sq_bind_i64(s, c, st, ++n, k->num);
+    }
+    if (!rc && p->has_cursor) {
+        if (p->order >= 0)
+            rc = sq_bind_fval(s, c, st, ++n, &p->cur_ord);
+        if (!rc)
+            rc = sq_bind_text(s, c, st, ++n, p->cur_id);
+    }
+    if (!rc)
+        rc = sq_bind_i64(s, c, st, ++n, (int64_t)q->limit + 1);
+    return rc;
+}
+
+static int sq_query(bnb_store_t *st, const bnb_query_t *q, json_t **items, char **next)
+{
+    sq_store_t *s = (sq_store_t *)st;
+    bnb__plan_t p;
+    sq_sb_t sql = {0};
+    sq_conn_t *c = NULL;
+    sqlite3_stmt *stm = NULL;
+    json_t *arr = NULL;
+    int rc;
+
+    if (items)
+        *items = NULL;
+    if (next)
+        *next = NULL;
+    if (!s || !q || !items || !next)
+        return BNB_EINVAL;
+    if ((rc = bnb__plan_make(bnb__colls_get(&s->colls, q->coll), q, &p)) != 0)
+        return rc;
+    if ((rc = sq_query_sql(&p, &sql)) != 0)
+        goto out;
+    if (!(arr = json_array())) {
+        rc = BNB_ENOMEM;
+        goto out;
+    }
+    if ((rc = sq_acquire(s, &c)) != 0)
+        goto out;
+    if ((rc = sq_dyn(s, c, sql.p, &stm)) != 0 || (rc = sq_query_bind(s, c, &p, stm)) != 0)
+        goto release;
+    size_t got = 0;
+    while ((rc = sqlite3_step(stm)) == SQLITE_ROW) {
+        const char *id = (const char *)sqlite3_column_text(stm, 0);
+        if (got == q->limit) { /* one more than asked: there is a next page */
+            json_t *last = json_array_get(arr, got - 1);
+            bnb__fval_t ord = {.null = true};
+            json_t *lb = json_object_get(last, "body");
+            if (p.order >= 0)
+                bnb__coll_value(p.coll, (size_t)p.order, lb, &ord);
+            if (!(*next = bnb__cursor_make(&p, &ord, json_string_value(json_object_get(last, "id"))))) {
+                rc = BNB_ENOMEM;
+                goto release;
+            }
+            rc = SQLITE_DONE;
+            break;
+        }
+        json_t *body = NULL, *item;
+        if ((rc = sq_parse_body(s, stm, 2, &body)) != 0)
+            goto release;
+        item = json_pack("{s:s, s:I, s:o}", "id", id ? id : "", "version", (json_int_t)sqlite3_column_int64(stm, 1),
+                         "body", body);
+        if (!item || json_array_append_new(arr, item) != 0) {
+            rc = BNB_ENOMEM;
+            goto release;
+        }
+        got++;
+    }
+    rc = rc == SQLITE_DONE ? 0 : sq_fail(s, "query", c->db, rc);
+release:
+    if (stm)
+        sqlite3_reset(stm);
+    sq_release(s, c);
+out:
+    free(sql.p);
+    bnb__plan_free(&p);
+    if (rc) {
+        json_decref(arr);
+        free(*next);
+        *next = NULL;
+        return rc;
+    }
+    *items = arr;
+    return 0;
+}
+
+/* For tests: the plan SQLite chooses for query q (EXPLAIN QUERY PLAN, one
+ * line per step). *plan is malloc'ed. */
+int bnb__sqlite_explain(bnb_store_t *st, const bnb_query_t *q, char **plan);
+
+int bnb__sqlite_explain(bnb_store_t *st, const bnb_query_t *q, char **plan)
+{
+    sq_store_t *s = (sq_store_t *)st;
+    bnb__plan_t p;
+    sq_sb_t sql = {0}, out = {0};
+    sq_conn_t *c = NULL;
+    sqlite3_stmt *stm = NULL;
+    int rc;
+
+    *plan = NULL;
+    if ((rc = bnb__plan_make(bnb__colls_get(&s->colls, q->coll), q, &p)) != 0)
+        return rc;
+    sb_addf(&sql, "EXPLAIN QUERY PLAN ");
+    if ((rc = sq_query_sql(&p, &sql)) != 0 || (rc = sq_acquire(s, &c)) != 0)
+        goto out;
+    if (sqlite3_prepare_v2(c->db, sql.p, -1, &stm, NULL) != SQLITE_OK) {
+        rc = sq_fail(s, "explain", c->db, SQLITE_ERROR);
+    } else if ((rc = sq_query_bind(s, c, &p, stm)) == 0) {
+        while (sqlite3_step(stm) == SQLITE_ROW)
+            sb_addf(&out, "%s\n", (const char *)sqlite3_column_text(stm, 3));
+        *plan = out.p;
+        out.p = NULL;
+        if (!*plan)
+            rc = BNB_ENOMEM;
+    }
+    sqlite3_finalize(stm);
+    sq_release(s, c);
+out:
+    free(sql.p);
+    free(out.p);
+    bnb__plan_free(&p);
+    return rc;
+}
+
+/* ---- commits --------------------------------------------------------------- */
+
+/* One commit, from store_commit (keys given) or store_commit2 (claims). */
+typedef struct sq_w {
+    const bnb_commit_t *c;
+    const char *key1, *key2;
+    bool set_keys; /* 1.0 commit: a PUT sets key1/key2; commit2 leaves them */
+    const char *body_text;
+    const bnb__coll_t *dc; /* declared collection or NULL (docs table) */
+    const char **claims;   /* normalised (sorted, unique) when c->set_claims */
+    size_t nclaims;
+} sq_w_t;
+
+static int sq_claims_apply(sq_store_t *s, sq_conn_t *c, const sq_w_t *w)
+{
+    sqlite3_stmt *q = NULL;
+    int rc;
+    const bnb_commit_t *cm = w->c;
+
+    if (cm->op == BNB_WRITE_DELETE) {
+        if ((rc = sq_stmt(s, c, Q_CLAIMS_DEL_ALL, &q)) != 0 || (rc = sq_bind_text(s, c, q, 1, cm->coll)) != 0 ||
+            (rc = sq_bind_text(s, c, q, 2, cm->id)) != 0)
+            return rc;
+        return sq_run(s, c, q, "claims release");
+    }
+    if (!cm->set_claims)
+        return 0;
+    /* the claims it holds now */
+    char **cur = NULL;
+    size_t ncur = 0, cap = 0;
+    if ((rc = sq_stmt(s, c, Q_CLAIMS_OF, &q)) != 0 || (rc = sq_bind_text(s, c, q, 1, cm->coll)) != 0 ||
+        (rc = sq_bind_text(s, c, q, 2, cm->id)) != 0)
+        return rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        if (ncur == cap) {
+            cap = cap ? cap * 2 : 16;
+            char **nc = realloc(cur, cap * sizeof *nc);
+            if (!nc) {
+                rc = BNB_ENOMEM;
+                goto out;
+            }
+            cur = nc;
+        }
+        if (!(cur[ncur] = strdup((const char *)sqlite3_column_text(q, 0)))) {
+            rc = BNB_ENOMEM;
+            goto out;
+        }
+        ncur++;
+    }
+    sqlite3_reset(q);
+    if (rc != SQLITE_DONE) {
+        rc = sq_fail(s, "claims", c->db, rc);
+        goto out;
+    }
+    rc = 0;
+    /* take the new ones: a key held by another document is BNB_ETAKEN */
+    for (size_t i = 0; i < w->nclaims && !rc; i++) {
+        if (bnb__claims_has((const char *const *)cur, ncur, w->claims[i]))
+            continue;
+        if ((rc = sq_stmt(s, c, Q_CLAIM_PUT, &q)) == 0 && (rc = sq_bind_text(s, c, q, 1, w->claims[i])) == 0 &&
+            (rc = sq_bind_text(s, c, q, 2, cm->coll)) == 0 && (rc = sq_bind_text(s, c, q, 3, cm->id)) == 0)
+            rc = sq_run_c(s, c, q, "claim", BNB_ETAKEN);
+    }
+    /* release the ones no longer listed */
+    for (size_t i = 0; i < ncur && !rc; i++) {
+        if (bnb__claims_has(w->claims, w->nclaims, cur[i]))
+            continue;
+        if ((rc = sq_stmt(s, c, Q_CLAIM_DEL, &q)) == 0 && (rc = sq_bind_text(s, c, q, 1, cur[i])) == 0)
+            rc = sq_run(s, c, q, "claim release");
+    }
+out:
+    if (q)
+        sqlite3_reset(q);
+    for (size_t i = 0; i < ncur; i++)
+        free(cur[i]);
+    free(cur);
+    return rc;
+}
+
+/* The write of a PUT/TOUCH/DELETE on a declared collection's table. */
+static int sq_write_declared(sq_store_t *s, sq_conn_t *c, const sq_w_t *w, bool exists, int64_t next)
+{
+    const bnb__coll_t *dc = w->dc;
+    const bnb_commit_t *cm = w->c;
+    sq_sb_t sql = {0};
+    sqlite3_stmt *q = NULL;
+    int rc;
+
+    switch (cm->op) {
+    case BNB_WRITE_PUT:
+        if (exists) {
+            sb_addf(&sql, "UPDATE \"c_%s\" SET version = ?2, body = ?3", dc->name);
+            if (w->set_keys)
+                sb_addf(&sql, ", key1 = ?4, key2 = ?5");
+            for (size_t i = 0; i < dc->nfields; i++)
+                sb_addf(&sql, ", \"f_%s\" = ?%zu", dc->fields[i].name, i + 6);
+            sb_addf(&sql, " WHERE id = ?1");
+        } else {
+            sb_addf(&sql, "INSERT INTO \"c_%s\"(id, version, body, key1, key2", dc->name);
+            for (size_t i = 0; i < dc->nfields; i++)
+                sb_addf(&sql, ", \"f_%s\"", dc->fields[i].name);
+            sb_addf(&sql, ") VALUES (?1, ?2, ?3, ?4, ?5");
+            for (size_t i = 0; i < dc->nfields; i++)
+                sb_addf(&sql, ", ?%zu", i + 6);
+            sb_addf(&sql, ")");
+        }
+        break;
+    case BNB_WRITE_TOUCH:
+        sb_addf(&sql, "UPDATE \"c_%s\" SET version = ?2 WHERE id = ?1", dc->name);
+        break;
+    default:
+        sb_addf(&sql, "DELETE FROM \"c_%s\" WHERE id = ?1", dc->name);
+        break;
+    }
+    if (sql.oom) {
+        rc = BNB_ENOMEM;
+        goto out;
+    }
+    if ((rc = sq_dyn(s, c, sql.p, &q)) != 0 || (rc = sq_bind_text(s, c, q, 1, cm->id)) != 0)
+        goto out;
+    if (cm->op != BNB_WRITE_DELETE && (rc = sq_bind_i64(s, c, q, 2, next)) != 0)
+        goto out;
+    if (cm->op == BNB_WRITE_PUT) {
+        if ((rc = sq_bind_text(s, c, q, 3, w->body_text)) != 0)
+            goto out;
+        if ((w->set_keys || !exists) && ((rc = sq_bind_text(s, c, q, 4, w->set_keys ? w->key1 : NULL)) != 0 ||
+                                         (rc = sq_bind_text(s, c, q, 5, w->set_keys ? w->key2 : NULL)) != 0))
+            goto out;
+        for (size_t i = 0; i < dc->nfields && !rc; i++) {
+            bnb__fval_t v;
+            bnb__coll_value(dc, i, cm->body, &v);
+            rc = sq_bind_fval(s, c, q, (int)i + 6, &v);
+        }
+        if (rc)
+            goto out;
+    }
+    /* the primary key cannot clash (existence was checked): a constraint is a unique index */
+    rc = sq_run_c(s, c, q, "write", BNB_ETAKEN);
+out:
+    free(sql.p);
+    return rc;
+}
+
+/* Inside BEGIN IMMEDIATE: apply the commit; 0 or a BNB code (caller rolls back). */
+static int sq_commit_tx(sq_store_t *s, sq_conn_t *c, const sq_w_t *w, const bnb_outbox_new_t *events, size_t nevents,
+                        int64_t *new_version)
+{
+    const bnb_commit_t *cm = w->c;
+    const char *applied = cm->applied_event_id;
     sqlite3_stmt *q;
     int64_t cur = 0, next;
     bool exists;
     int rc;
 
     if (applied) {
-        if ((rc = sq_stmt(s, c, Q_APPLIED_GET, &q)) != 0 || (rc = sq_bind_text(s, c, q, 1, w->coll)) != 0 ||
-            (rc = sq_bind_text(s, c, q, 2, w->id)) != 0 || (rc = sq_bind_text(s, c, q, 3, applied)) != 0)
+        if ((rc = sq_stmt(s, c, Q_APPLIED_GET, &q)) != 0 || (rc = sq_bind_text(s, c, q, 1, cm->coll)) != 0 ||
+            (rc = sq_bind_text(s, c, q, 2, cm->id)) != 0 || (rc = sq_bind_text(s, c, q, 3, applied)) != 0)
             return rc;
         rc = sqlite3_step(q);
         sqlite3_reset(q);
@@ -534,9 +1337,15 @@ static int sq_commit_tx(sq_store_t *s, sq_conn_t *c, const bnb_write_t *w, const
             return sq_fail(s, "applied check", c->db, rc);
     }
 
-    if ((rc = sq_stmt(s, c, Q_VERSION, &q)) != 0 || (rc = sq_bind_text(s, c, q, 1, w->coll)) != 0 ||
-        (rc = sq_bind_text(s, c, q, 2, w->id)) != 0)
+    if (w->dc) {
+        char sql[128];
+        snprintf(sql, sizeof sql, "SELECT version FROM \"c_%s\" WHERE id = ?1", w->dc->name);
+        if ((rc = sq_dyn(s, c, sql, &q)) != 0 || (rc = sq_bind_text(s, c, q, 1, cm->id)) != 0)
+            return rc;
+    } else if ((rc = sq_stmt(s, c, Q_VERSION, &q)) != 0 || (rc = sq_bind_text(s, c, q, 1, cm->coll)) != 0 ||
+               (rc = sq_bind_text(s, c, q, 2, cm->id)) != 0) {
         return rc;
+    }
     rc = sqlite3_step(q);
     if (rc == SQLITE_ROW)
         cur = sqlite3_column_int64(q, 0);
@@ -545,54 +1354,56 @@ static int sq_commit_tx(sq_store_t *s, sq_conn_t *c, const bnb_write_t *w, const
         return sq_fail(s, "version check", c->db, rc);
     exists = rc == SQLITE_ROW;
 
-    if (w->expect_version == 0 && exists)
+    if (cm->expect_version == 0 && exists)
         return BNB_EEXIST;
-    if (w->expect_version > 0 && !exists)
+    if (cm->expect_version > 0 && !exists)
         return BNB_ENOENT;
-    if (w->expect_version > 0 && cur != w->expect_version)
+    if (cm->expect_version > 0 && cur != cm->expect_version)
         return BNB_EEXIST;
-    if (w->op != BNB_WRITE_PUT && !exists)
+    if (cm->op != BNB_WRITE_PUT && !exists)
         return BNB_ENOENT;
     next = exists ? cur + 1 : 1;
 
-    switch (w->op) {
-    case BNB_WRITE_PUT:
-        if ((rc = sq_stmt(s, c, exists ? Q_DOC_UPDATE : Q_DOC_INSERT, &q)) != 0)
+    if (w->dc) {
+        if ((rc = sq_write_declared(s, c, w, exists, next)) != 0)
             return rc;
-        if ((rc = sqlite3_bind_int64(q, 3, next)) != SQLITE_OK)
-            return sq_fail(s, "bind", c->db, rc);
-        if ((rc = sq_bind_text(s, c, q, 4, body_text)) != 0 || (rc = sq_bind_text(s, c, q, 5, w->key1)) != 0 ||
-            (rc = sq_bind_text(s, c, q, 6, w->key2)) != 0)
+    } else {
+        switch (cm->op) {
+        case BNB_WRITE_PUT:
+            if ((rc = sq_stmt(s, c, !exists ? Q_DOC_INSERT : w->set_keys ? Q_DOC_UPDATE : Q_DOC_UPDATE_BODY, &q)) != 0)
+                return rc;
+            if ((rc = sq_bind_i64(s, c, q, 3, next)) != 0 || (rc = sq_bind_text(s, c, q, 4, w->body_text)) != 0)
+                return rc;
+            if ((w->set_keys || !exists) && ((rc = sq_bind_text(s, c, q, 5, w->set_keys ? w->key1 : NULL)) != 0 ||
+                                             (rc = sq_bind_text(s, c, q, 6, w->set_keys ? w->key2 : NULL)) != 0))
+                return rc;
+            break;
+        case BNB_WRITE_TOUCH:
+            if ((rc = sq_stmt(s, c, Q_DOC_TOUCH, &q)) != 0 || (rc = sq_bind_i64(s, c, q, 3, next)) != 0)
+                return rc;
+            break;
+        default:
+            if ((rc = sq_stmt(s, c, Q_DOC_DELETE, &q)) != 0)
+                return rc;
+            break;
+        }
+        if ((rc = sq_bind_text(s, c, q, 1, cm->coll)) != 0 || (rc = sq_bind_text(s, c, q, 2, cm->id)) != 0 ||
+            (rc = sq_run(s, c, q, "write")) != 0)
             return rc;
-        break;
-    case BNB_WRITE_TOUCH:
-        if ((rc = sq_stmt(s, c, Q_DOC_TOUCH, &q)) != 0)
-            return rc;
-        if ((rc = sqlite3_bind_int64(q, 3, next)) != SQLITE_OK)
-            return sq_fail(s, "bind", c->db, rc);
-        break;
-    case BNB_WRITE_DELETE:
-        if ((rc = sq_stmt(s, c, Q_DOC_DELETE, &q)) != 0)
-            return rc;
-        next = 0; /* the document is gone */
-        break;
-    default:
-        return BNB_EINVAL;
     }
-    if ((rc = sq_bind_text(s, c, q, 1, w->coll)) != 0 || (rc = sq_bind_text(s, c, q, 2, w->id)) != 0 ||
-        (rc = sq_run(s, c, q, "write")) != 0)
-        return rc;
+    if (cm->op == BNB_WRITE_DELETE)
+        next = 0; /* the document is gone */
 
+    if ((rc = sq_claims_apply(s, c, w)) != 0)
+        return rc;
     if (applied) {
-        if ((rc = sq_stmt(s, c, Q_APPLIED_PUT, &q)) != 0 || (rc = sq_bind_text(s, c, q, 1, w->coll)) != 0 ||
-            (rc = sq_bind_text(s, c, q, 2, w->id)) != 0 || (rc = sq_bind_text(s, c, q, 3, applied)) != 0 ||
+        if ((rc = sq_stmt(s, c, Q_APPLIED_PUT, &q)) != 0 || (rc = sq_bind_text(s, c, q, 1, cm->coll)) != 0 ||
+            (rc = sq_bind_text(s, c, q, 2, cm->id)) != 0 || (rc = sq_bind_text(s, c, q, 3, applied)) != 0 ||
             (rc = sq_run(s, c, q, "applied mark")) != 0)
             return rc;
     }
     for (size_t i = 0; i < nevents; i++) {
         const bnb_outbox_new_t *e = &events[i];
-        if (!e->event_id || !e->topic || !e->payload)
-            return BNB_EINVAL;
         if ((rc = sq_stmt(s, c, Q_OUTBOX_PUT, &q)) != 0 || (rc = sq_bind_text(s, c, q, 1, e->event_id)) != 0 ||
             (rc = sq_bind_text(s, c, q, 2, e->topic)) != 0 || (rc = sq_bind_text(s, c, q, 3, e->key)) != 0 ||
             (rc = sq_bind_text(s, c, q, 4, e->payload)) != 0 || (rc = sq_run(s, c, q, "outbox insert")) != 0)
@@ -603,44 +1414,68 @@ static int sq_commit_tx(sq_store_t *s, sq_conn_t *c, const bnb_write_t *w, const
     return 0;
 }
 
-static int sq_commit(bnb_store_t *st, const bnb_write_t *w, const bnb_outbox_new_t *events, size_t nevents,
-                     const char *applied_event_id, int64_t *new_version)
+static int sq_commit_any(sq_store_t *s, sq_w_t *w, const bnb_outbox_new_t *events, size_t nevents, int64_t *new_version)
 {
-    sq_store_t *s = (sq_store_t *)st;
+    const bnb_commit_t *cm = w->c;
     sq_conn_t *c = NULL;
     char *body_text = NULL;
     int64_t ver = 0;
     int rc;
 
-    if (!s || !w || !w->coll || !w->id || (nevents && !events) || w->expect_version < -1)
+    if (!s || (rc = bnb__commit_check(cm, events, nevents)) != 0)
         return BNB_EINVAL;
-    if (w->op != BNB_WRITE_PUT && w->op != BNB_WRITE_DELETE && w->op != BNB_WRITE_TOUCH)
+    w->dc = bnb__colls_get(&s->colls, cm->coll);
+    if (w->dc && strlen(cm->id) > BNB__ID_MAX)
         return BNB_EINVAL;
-    if (w->op == BNB_WRITE_PUT) {
-        if (!w->body || !json_is_object(w->body))
-            return BNB_EINVAL;
-        body_text = json_dumps(w->body, JSON_COMPACT);
-        if (!body_text)
-            return BNB_ENOMEM;
+    if (cm->set_claims && cm->op != BNB_WRITE_DELETE &&
+        (rc = bnb__claims_norm(cm->claims, cm->nclaims, &w->claims, &w->nclaims)) != 0)
+        return rc;
+    if (cm->op == BNB_WRITE_PUT) {
+        body_text = json_dumps(cm->body, JSON_COMPACT);
+        if (!body_text) {
+            rc = BNB_ENOMEM;
+            goto out;
+        }
     }
+    w->body_text = body_text;
     rc = sq_acquire(s, &c);
     if (rc != 0)
         goto out;
-    rc = sq_simple(s, c, Q_BEGIN, "begin");
+    rc = sq_begin(s, c);
     if (rc != 0)
         goto release;
-    rc = sq_commit_tx(s, c, w, body_text, events, nevents, applied_event_id, &ver);
-    if (rc == 0)
-        rc = sq_simple(s, c, Q_COMMIT, "commit");
-    if (rc != 0 && !sqlite3_get_autocommit(c->db))
-        sq_simple(s, c, Q_ROLLBACK, "rollback");
+    rc = sq_end(s, c, sq_commit_tx(s, c, w, events, nevents, &ver));
     if (rc == 0 && new_version)
         *new_version = ver;
 release:
     sq_release(s, c);
 out:
+    free(w->claims);
     free(body_text);
     return rc;
+}
+
+/* ABI 1.0 commit: a commit2 without claims that also sets key1/key2. */
+static int sq_commit(bnb_store_t *st, const bnb_write_t *wr, const bnb_outbox_new_t *events, size_t nevents,
+                     const char *applied_event_id, int64_t *new_version)
+{
+    if (!wr)
+        return BNB_EINVAL;
+    bnb_commit_t cm = {.op = wr->op,
+                       .coll = wr->coll,
+                       .id = wr->id,
+                       .expect_version = wr->expect_version,
+                       .body = wr->body,
+                       .applied_event_id = applied_event_id};
+    sq_w_t w = {.c = &cm, .key1 = wr->key1, .key2 = wr->key2, .set_keys = true};
+    return sq_commit_any((sq_store_t *)st, &w, events, nevents, new_version);
+}
+
+static int sq_commit2(bnb_store_t *st, const bnb_commit_t *cm, const bnb_outbox_new_t *events, size_t nevents,
+                      int64_t *new_version)
+{
+    sq_w_t w = {.c = cm};
+    return sq_commit_any((sq_store_t *)st, &w, events, nevents, new_version);
 }
 
 /* ---- outbox and dead letters ------------------------------------------------ */
@@ -675,10 +1510,8 @@ static int sq_outbox_fetch(bnb_store_t *st, size_t max, bnb_outbox_entry_t **out
         return rc;
     if ((rc = sq_stmt(s, c, Q_OUTBOX_FETCH, &q)) != 0)
         goto fail;
-    if ((rc = sqlite3_bind_int64(q, 1, (sqlite3_int64)max)) != SQLITE_OK) {
-        rc = sq_fail(s, "bind", c->db, rc);
+    if ((rc = sq_bind_i64(s, c, q, 1, (int64_t)max)) != 0)
         goto fail;
-    }
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
         bnb_outbox_entry_t *e;
         if (!ents) {
@@ -729,7 +1562,7 @@ static int sq_outbox_ack(bnb_store_t *st, const char *const *event_ids, size_t n
     rc = sq_acquire(s, &c);
     if (rc != 0)
         return rc;
-    rc = sq_simple(s, c, Q_BEGIN, "begin");
+    rc = sq_begin(s, c);
     if (rc != 0)
         goto out;
     for (size_t i = 0; i < n && rc == 0; i++) {
@@ -738,10 +1571,7 @@ static int sq_outbox_ack(bnb_store_t *st, const char *const *event_ids, size_t n
         if ((rc = sq_stmt(s, c, Q_OUTBOX_ACK, &q)) == 0 && (rc = sq_bind_text(s, c, q, 1, event_ids[i])) == 0)
             rc = sq_run(s, c, q, "outbox ack");
     }
-    if (rc == 0)
-        rc = sq_simple(s, c, Q_COMMIT, "commit");
-    if (rc != 0 && !sqlite3_get_autocommit(c->db))
-        sq_simple(s, c, Q_ROLLBACK, "rollback");
+    rc = sq_end(s, c, rc);
 out:
     sq_release(s, c);
     return rc;
@@ -763,14 +1593,12 @@ static int sq_park(bnb_store_t *st, const char *consumer, const char *event_json
         return rc;
     if ((rc = sq_stmt(s, c, Q_PARK, &q)) != 0 || (rc = sq_bind_text(s, c, q, 1, consumer)) != 0 ||
         (rc = sq_bind_text(s, c, q, 2, reason ? reason : "rejected")) != 0 ||
-        (rc = sq_bind_text(s, c, q, 3, event_json)) != 0)
+        (rc = sq_bind_text(s, c, q, 3, event_json)) != 0 ||
+        (rc = sq_bind_i64(s, c, q, 4, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000)) != 0)
         goto out;
-    rc = sqlite3_bind_int64(q, 4, (sqlite3_int64)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
-    if (rc != SQLITE_OK) {
-        rc = sq_fail(s, "bind", c->db, rc);
-        goto out;
-    }
+    pthread_mutex_lock(&s->write_mu);
     rc = sq_run(s, c, q, "park");
+    pthread_mutex_unlock(&s->write_mu);
 out:
     sq_release(s, c);
     return rc;
@@ -815,4 +1643,7 @@ const bnb_storage_ops_t bnb_storage_sqlite = {
     .outbox_ack = sq_outbox_ack,
     .park = sq_park,
     .dead_count = sq_dead_count,
+    .define = sq_define,
+    .query = sq_query,
+    .commit2 = sq_commit2,
 };

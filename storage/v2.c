@@ -281,6 +281,63 @@ void bnb__coll_value(const bnb__coll_t *c, size_t i, const json_t *body, bnb__fv
     }
 }
 
+char *bnb__coll_dump(const bnb__coll_t *c)
+{
+    json_t *j = json_object(), *fs = json_array(), *xs = json_array();
+    char *out = NULL;
+    if (!j || !fs || !xs)
+        goto out;
+    for (size_t i = 0; i < c->nfields; i++)
+        json_array_append_new(fs, json_pack("[s, i]", c->fields[i].name, (int)c->fields[i].type));
+    for (size_t i = 0; i < c->nindexes; i++) {
+        json_t *names = json_array();
+        for (int k = 0; names && k < c->indexes[i].nf; k++)
+            json_array_append_new(names, json_string(c->fields[c->indexes[i].f[k]].name));
+        json_array_append_new(xs, json_pack("{s:o, s:b}", "fields", names, "unique", c->indexes[i].unique));
+    }
+    json_object_set(j, "fields", fs);
+    json_object_set(j, "indexes", xs);
+    out = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+out:
+    json_decref(fs);
+    json_decref(xs);
+    json_decref(j);
+    return out;
+}
+
+bnb__coll_t *bnb__coll_load(const char *name, const char *json_text)
+{
+    json_error_t jerr;
+    json_t *j = json_loads(json_text, 0, &jerr);
+    json_t *fs = json_object_get(j, "fields"), *xs = json_object_get(j, "indexes");
+    bnb__coll_t *c = NULL;
+    size_t nf = json_array_size(fs), nx = json_array_size(xs);
+    bnb_field_def_t *fields = calloc(nf + 1, sizeof *fields);
+    bnb_index_def_t *idx = calloc(nx + 1, sizeof *idx);
+    if (!j || !json_is_array(fs) || !json_is_array(xs) || !fields || !idx)
+        goto out;
+    for (size_t i = 0; i < nf; i++) {
+        json_t *f = json_array_get(fs, i);
+        fields[i].name = json_string_value(json_array_get(f, 0));
+        fields[i].type = (bnb_field_type_t)json_integer_value(json_array_get(f, 1));
+    }
+    for (size_t i = 0; i < nx; i++) {
+        json_t *x = json_array_get(xs, i), *names = json_object_get(x, "fields");
+        for (size_t k = 0; k < json_array_size(names) && k < BNB_INDEX_MAX_FIELDS; k++)
+            idx[i].fields[k] = json_string_value(json_array_get(names, k));
+        idx[i].unique = json_is_true(json_object_get(x, "unique"));
+    }
+    bnb_coll_def_t d = {.name = name, .fields = fields, .nfields = nf, .indexes = idx, .nindexes = nx};
+    char err[200];
+    if (bnb__colls_validate(&d, 1, err, sizeof err) == 0)
+        c = bnb__coll_copy(&d);
+out:
+    free(fields);
+    free(idx);
+    json_decref(j);
+    return c;
+}
+
 /* ---- registry -------------------------------------------------------------- */
 
 void bnb__colls_init(bnb__colls_t *r)
@@ -524,6 +581,21 @@ int bnb__plan_make(const bnb__coll_t *coll, const bnb_query_t *q, bnb__plan_t *p
         }
     }
     return 0;
+}
+
+bool bnb__plan_implied(const bnb__plan_t *p, size_t i)
+{
+    const bnb_cond_t *c = &p->q->conds[i];
+    if (!p->has_cursor || p->order < 0 || p->cf[i] != p->order || p->cur_ord.null)
+        return false;
+    int cmp; /* cursor value vs the condition's */
+    if (p->coll->fields[p->order].type == BNB_FIELD_STR)
+        cmp = strcmp(p->cur_ord.s, c->str);
+    else
+        cmp = p->cur_ord.n < c->num ? -1 : p->cur_ord.n > c->num;
+    if (!p->q->descending)
+        return (c->op == BNB_Q_GT && cmp > 0) || (c->op == BNB_Q_GE && cmp >= 0);
+    return (c->op == BNB_Q_LT && cmp < 0) || (c->op == BNB_Q_LE && cmp <= 0);
 }
 
 char *bnb__cursor_make(const bnb__plan_t *p, const bnb__fval_t *ord, const char *id)

@@ -68,6 +68,11 @@ void bnb__coll_free(bnb__coll_t *c);
  * BNB_EINVAL (errbuf says why) when a field changes its type. */
 int bnb__coll_merge(const bnb__coll_t *old, const bnb_coll_def_t *d, bnb__coll_t **out, char *errbuf, size_t errlen);
 int bnb__coll_field(const bnb__coll_t *c, const char *name); /* position or -1 */
+/* The definition as compact JSON text (malloc'ed) and back: backends keep it
+ * in their store so that a reopened store knows its collections before the
+ * plugin declares them again. */
+char *bnb__coll_dump(const bnb__coll_t *c);
+bnb__coll_t *bnb__coll_load(const char *name, const char *json_text);
 /* Declared field i of `body` (an object, or NULL for none). */
 void bnb__coll_value(const bnb__coll_t *c, size_t i, const json_t *body, bnb__fval_t *out);
 
@@ -104,6 +109,12 @@ typedef struct bnb__plan {
  * cursor. On success the caller frees with bnb__plan_free. */
 int bnb__plan_make(const bnb__coll_t *coll, const bnb_query_t *q, bnb__plan_t *p);
 void bnb__plan_free(bnb__plan_t *p);
+/* Condition i is a bound on the order field that the cursor already implies
+ * (a lower bound when ascending, an upper one when descending, and the
+ * cursor's order value satisfies it): leave it out of the statement, so that
+ * the index range starts at the cursor and a later page costs what the first
+ * one does (a database uses one lower bound of a range, not the tighter of two). */
+bool bnb__plan_implied(const bnb__plan_t *p, size_t i);
 /* The cursor after a row whose order value is `ord` (ignored when by id) and
  * whose id is `id`. malloc'ed, NULL on ENOMEM. */
 char *bnb__cursor_make(const bnb__plan_t *p, const bnb__fval_t *ord, const char *id);

@@ -34,6 +34,8 @@ static inline const char *rc_name(int rc)
         return "EALREADY";
     case BNB_ETIMEDOUT:
         return "ETIMEDOUT";
+    case BNB_ETAKEN:
+        return "ETAKEN";
     default:
         return "?";
     }

@@ -280,6 +280,87 @@ static void test_io_error_is_logged(void **state)
     bnb_storage_close(st);
 }
 
+/* Every query shape with a declared index is served from that index: no
+ * scan of the table, no sort (EXPLAIN QUERY PLAN of the very statement the
+ * backend runs), first page and later pages alike. */
+int bnb__sqlite_explain(bnb_store_t *st, const bnb_query_t *q, char **plan);
+
+static void assert_indexed(bnb_store_t *st, const bnb_query_t *q, const char *what)
+{
+    /* a later page must start at its cursor in the index, not filter from the range's start */
+    const char *cursor_bound = !q->cursor ? NULL : q->order_by ? ",id)" : q->descending ? "id<?" : "id>?";
+    char *plan = NULL;
+    assert_rc(bnb__sqlite_explain(st, q, &plan), 0);
+    assert_non_null(plan);
+    fprintf(stderr, "plan of %s:\n%s", what, plan);
+    if (strstr(plan, "USING INDEX c_plan_") == NULL && strstr(plan, "USING COVERING INDEX c_plan_") == NULL)
+        fail_msg("%s is not served from a declared index:\n%s", what, plan);
+    if (strstr(plan, "SCAN ") != NULL || strstr(plan, "TEMP B-TREE") != NULL)
+        fail_msg("%s scans or sorts:\n%s", what, plan);
+    if (cursor_bound && strstr(plan, cursor_bound) == NULL)
+        fail_msg("%s does not seek to the cursor:\n%s", what, plan);
+    free(plan);
+}
+
+static void test_query_plans(void **state)
+{
+    static const bnb_field_def_t f[] = {
+        {"city", BNB_FIELD_STR}, {"price", BNB_FIELD_INT}, {"host", BNB_FIELD_STR}, {"at", BNB_FIELD_INT}};
+    static const bnb_index_def_t x[] = {{{"city", "price", NULL}, 0}, {{"host", NULL}, 0}, {{"at", NULL}, 0}};
+    const bnb_coll_def_t d = {"plan", f, 4, x, 3};
+    bnb_store_t *st = open_db("plans", 0);
+    (void)state;
+    assert_rc(st->ops->define(st, &d, 1), 0);
+    for (int i = 0; i < 300; i++) {
+        char id[16];
+        json_t *b = json_pack("{s:s, s:i, s:s, s:i}", "city", i % 2 ? "paris" : "rome", "price", i % 97, "host",
+                              i % 5 ? "h1" : "h2", "at", 1000 + i);
+        bnb_commit_t c = {.op = BNB_WRITE_PUT, .coll = "plan", .id = id, .expect_version = 0, .body = b};
+        snprintf(id, sizeof(id), "p%04d", i);
+        assert_rc(st->ops->commit2(st, &c, NULL, 0, NULL), 0);
+        json_decref(b);
+    }
+    /* a real cursor for each shape, from its first page */
+    bnb_cond_t city = {.field = "city", .op = BNB_Q_EQ, .str = "paris"};
+    bnb_cond_t range[] = {{.field = "city", .op = BNB_Q_EQ, .str = "paris"},
+                          {.field = "price", .op = BNB_Q_GE, .num = 10},
+                          {.field = "price", .op = BNB_Q_LT, .num = 50}};
+    bnb_cond_t host = {.field = "host", .op = BNB_Q_EQ, .str = "h2"};
+    bnb_cond_t since = {.field = "at", .op = BNB_Q_GT, .num = 1100};
+    const struct {
+        const char *what;
+        bnb_query_t q;
+    } shapes[] = {
+        {"city = ? ORDER BY price", {.coll = "plan", .conds = &city, .nconds = 1, .order_by = "price", .limit = 10}},
+        {"city = ? ORDER BY price DESC",
+         {.coll = "plan", .conds = &city, .nconds = 1, .order_by = "price", .descending = 1, .limit = 10}},
+        {"city = ? AND ? <= price < ? ORDER BY price",
+         {.coll = "plan", .conds = range, .nconds = 3, .order_by = "price", .limit = 10}},
+        {"city = ? AND ? <= price < ? ORDER BY price DESC",
+         {.coll = "plan", .conds = range, .nconds = 3, .order_by = "price", .descending = 1, .limit = 10}},
+        {"host = ? ORDER BY id", {.coll = "plan", .conds = &host, .nconds = 1, .limit = 10}},
+        {"host = ? ORDER BY id DESC", {.coll = "plan", .conds = &host, .nconds = 1, .descending = 1, .limit = 10}},
+        {"ORDER BY at", {.coll = "plan", .order_by = "at", .limit = 10}},
+        {"ORDER BY at DESC", {.coll = "plan", .order_by = "at", .descending = 1, .limit = 10}},
+        {"at > ? ORDER BY at", {.coll = "plan", .conds = &since, .nconds = 1, .order_by = "at", .limit = 10}},
+    };
+    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+        bnb_query_t q = shapes[i].q;
+        json_t *items = NULL;
+        char *next = NULL, what[128];
+        assert_indexed(st, &q, shapes[i].what);
+        assert_rc(st->ops->query(st, &q, &items, &next), 0);
+        assert_int_equal(json_array_size(items), 10);
+        assert_non_null(next);
+        q.cursor = next;
+        snprintf(what, sizeof(what), "%s, after a cursor", shapes[i].what);
+        assert_indexed(st, &q, what);
+        json_decref(items);
+        free(next);
+    }
+    bnb_storage_close(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -290,6 +371,7 @@ int main(void)
         cmocka_unit_test(test_delete_keeps_marks),
         cmocka_unit_test(test_small_pool_many_threads),
         cmocka_unit_test(test_io_error_is_logged),
+        cmocka_unit_test(test_query_plans),
     };
     return cmocka_run_group_tests_name("storage sqlite", tests, setup, teardown);
 }
