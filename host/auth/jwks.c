@@ -2,6 +2,7 @@
 #include "jwks.h"
 #include "b64.h"
 #include "bnb_plugin.h"
+#include "clock.h"
 #include "log.h"
 
 #include <curl/curl.h>
@@ -51,8 +52,9 @@ struct bnb_jwks {
     pthread_cond_t cv;
     int stop, want_refresh;
     unsigned long started, generation; /* refresh rounds begun / completed */
-    struct timespec last_kid_refresh;
+    int64_t last_kid_refresh_ms;       /* bnb__mono_ms() */
     int have_last_kid_refresh;
+    int clock_watched;
     pthread_t thread;
     int thread_started;
     int curl_inited;
@@ -327,6 +329,16 @@ fail:
     return rc;
 }
 
+int bnb__jwks_parse_text(const char *text, size_t len, size_t *nkeys, char *errbuf, size_t errlen)
+{
+    keyset_t *s = NULL;
+    int rc = keyset_parse(text, len, "(text)", &s, errbuf, errlen);
+    if (nkeys != NULL)
+        *nkeys = s ? s->n : 0;
+    keyset_free(s);
+    return rc;
+}
+
 /* ---- sources ------------------------------------------------------------ */
 
 static int load_file(const char *path, keyset_t **out, char *err, size_t errlen)
@@ -482,19 +494,16 @@ static void *refresh_main(void *arg)
     int retry_s = 1;
     pthread_mutex_lock(&k->mu);
     while (!k->stop) {
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
+        int64_t until = bnb__mono_ms(); /* the host clock: tests advance it (on_clock_advance) */
         /* until the URL has loaded once, retry soon (backoff), not every refresh_s */
         if (k->url && !atomic_load(&k->url_loaded)) {
-            until.tv_sec += retry_s < k->refresh_s ? retry_s : k->refresh_s;
+            until += (int64_t)(retry_s < k->refresh_s ? retry_s : k->refresh_s) * 1000;
             retry_s = retry_s < 16 ? retry_s * 2 : 30;
         } else {
-            until.tv_sec += k->refresh_s;
+            until += (int64_t)k->refresh_s * 1000;
         }
-        while (!k->stop && !k->want_refresh) {
-            if (pthread_cond_timedwait(&k->cv, &k->mu, &until) == ETIMEDOUT)
-                break;
-        }
+        while (!k->stop && !k->want_refresh && bnb__mono_ms() < until)
+            bnb__clock_wait(&k->cv, &k->mu, until);
         if (k->stop)
             break;
         k->want_refresh = 0;
@@ -517,6 +526,15 @@ static void *refresh_main(void *arg)
     }
     pthread_mutex_unlock(&k->mu);
     return NULL;
+}
+
+/* The host clock moved forward: let the refresh thread look at it again. */
+static void on_clock_advance(void *ud)
+{
+    bnb_jwks_t *k = ud;
+    pthread_mutex_lock(&k->mu);
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
 }
 
 int bnb__jwks_new(const bnb_jwks_config_t *cfg, bnb_jwks_t **out, char *errbuf, size_t errlen)
@@ -565,6 +583,7 @@ int bnb__jwks_new(const bnb_jwks_config_t *cfg, bnb_jwks_t **out, char *errbuf, 
         goto fail;
     }
     k->thread_started = 1;
+    k->clock_watched = bnb__clock_watch(on_clock_advance, k) == 0;
     *out = k;
     return 0;
 fail:
@@ -576,6 +595,8 @@ void bnb__jwks_free(bnb_jwks_t *k)
 {
     if (!k)
         return;
+    if (k->clock_watched)
+        bnb__clock_unwatch(on_clock_advance, k);
     if (k->thread_started) {
         pthread_mutex_lock(&k->mu);
         k->stop = 1;
@@ -707,12 +728,13 @@ static int get(bnb_jwks_t *k, const char *kid, int kty, const want_t *w)
      * for one round (at most once per kid_refresh_min_s) and wait for it. */
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t now_ms = bnb__mono_ms();
     pthread_mutex_lock(&k->mu);
-    if (k->have_last_kid_refresh && now.tv_sec - k->last_kid_refresh.tv_sec < k->kid_refresh_min_s) {
+    if (k->have_last_kid_refresh && now_ms - k->last_kid_refresh_ms < (int64_t)k->kid_refresh_min_s * 1000) {
         pthread_mutex_unlock(&k->mu);
         return BNB_ENOENT;
     }
-    k->last_kid_refresh = now;
+    k->last_kid_refresh_ms = now_ms;
     k->have_last_kid_refresh = 1;
     k->want_refresh = 1;
     unsigned long target = k->started + 1; /* a round begun after this request */

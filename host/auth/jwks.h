@@ -60,6 +60,10 @@ int bnb__jwks_refresh(bnb_jwks_t *k, char *errbuf, size_t errlen);
 /* Number of usable keys currently loaded. */
 size_t bnb__jwks_count(bnb_jwks_t *k);
 
+/* Parse a JWKS document (JSON text) as a refresh would: 0 and the number of
+ * usable keys, or the error with the reason in errbuf; for tests and fuzzing. */
+int bnb__jwks_parse_text(const char *text, size_t len, size_t *nkeys, char *errbuf, size_t errlen);
+
 /* 1 once every configured source has loaded at least once (later failures
  * keep the last good keys and do not change this). */
 int bnb__jwks_loaded(bnb_jwks_t *k);

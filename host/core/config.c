@@ -166,6 +166,7 @@ static const struct {
     {"events.relay_interval_ms", BNB_CFG_INT, "200"},
     {"events.batch", BNB_CFG_INT, "100"},
     {"admin", BNB_CFG_BOOL, "false"},
+    {"test.clock", BNB_CFG_BOOL, "false"}, /* tests only: POST /admin/clock (with admin) */
     {"gateway.routes", BNB_CFG_STRING, NULL},
     {"gateway.secret_file", BNB_CFG_STRING, NULL},
     {"gateway.secret_previous_file", BNB_CFG_STRING, NULL},

@@ -9,6 +9,7 @@
 #include "bnb_storage.h"
 #include "breaker.h"
 #include "channel.h"
+#include "clock.h"
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
@@ -105,6 +106,7 @@ typedef struct bnb_host {
     long gw_timeout_ms;
     int deliver_twice;
     int admin;
+    int test_clock; /* admin and test.clock: POST /admin/clock */
     size_t max_body;
     long relay_interval_ms;
     size_t relay_batch;
@@ -172,8 +174,6 @@ void bnb__problem_json(bnb_req_t *r, int status, const char *title, const char *
 char *bnb__problem_text(int status, const char *title, const char *detail, size_t *len);
 const char *bnb__status_title(int status);
 void bnb__uuid(char out[37]);
-int64_t bnb__now_ms(void);
-int64_t bnb__mono_ms(void);
 
 /* loader.c */
 /* Open and check one plugin file; NULL with a message naming the file. */

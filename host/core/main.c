@@ -469,6 +469,9 @@ int main(int argc, char **argv)
     h->call_timeout_ms = bnb__config_int(h->cfg, "call.timeout_ms");
     h->deliver_twice = bnb__config_bool(h->cfg, "events.deliver_twice");
     h->admin = bnb__config_bool(h->cfg, "admin");
+    h->test_clock = h->admin && bnb__config_bool(h->cfg, "test.clock");
+    if (h->test_clock)
+        bnb__log(BNB_LOG_WARN, "test.clock is on: POST /admin/clock?advance_ms=N moves this host's clock (tests only)");
     h->max_body = (size_t)bnb__config_int(h->cfg, "http.max_body");
     h->relay_interval_ms = bnb__config_int(h->cfg, "events.relay_interval_ms");
     h->relay_batch = (size_t)bnb__config_int(h->cfg, "events.batch");

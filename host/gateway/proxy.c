@@ -373,7 +373,10 @@ void bnb__proxy_run(bnb_req_t *r, const char *base, int h2c, long timeout_ms)
     if (r->raw_in != NULL) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, r->raw_in);
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)r->raw_in_len);
-    } else if (strcmp(r->method, "GET") == 0 || strcmp(r->method, "HEAD") == 0) {
+    } else if (strcmp(r->method, "HEAD") == 0) {
+        curl_easy_setopt(c, CURLOPT_NOBODY, 1L); /* a HEAD answer has no body to wait for */
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, NULL);
+    } else if (strcmp(r->method, "GET") == 0) {
         curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method);
     }

@@ -86,14 +86,106 @@ static void send_body(h2o_req_t *req, int status, const char *ctype, const char 
     h2o_send_inline(req, status == 204 ? "" : body, status == 204 ? 0 : len);
 }
 
-/* ---- worker jobs --------------------------------------------------------- */
+/* ---- connections: the work each one may have in flight ---------------------
+ *
+ * HTTP/2 rapid reset (CVE-2023-44487): a client opens a stream and resets it
+ * at once, thousands of times. h2o 2.2.5 has no defence (it disposes the
+ * reset stream's request, but whatever the handler started keeps running).
+ * Here every connection may have at most CONN_MAX_RUNNING jobs on the worker
+ * pool; further requests of that connection wait in its own queue (so one
+ * connection cannot fill the pool and starve the others). A request reset
+ * before its job started is dropped from that queue (or cancelled in the
+ * pool) and never runs; one reset while its job runs still counts against
+ * the connection until the job ends. Streams reset before their answer are
+ * counted in a token bucket (CONN_RESET_BURST, refilled CONN_RESET_RATE per
+ * second); a connection that empties it is shut down, as nghttp2 does. */
+
+#define CONN_MAX_RUNNING 4
+#define CONN_RESET_BURST 200.0
+#define CONN_RESET_RATE  50.0
 
 typedef struct http_job http_job_t;
+
+typedef struct http_conn http_conn_t;
+struct http_conn {
+    uv_tcp_t tcp; /* first: the handle h2o closes is this struct */
+    h2o_socket_t *sock;
+    http_conn_t *hnext; /* in g_conns */
+    int closed;         /* the handle is closed; freed when no job is left */
+    int running;        /* jobs in the pool (reset ones included) */
+    int queued;
+    http_job_t *qhead, *qtail; /* jobs not started yet, first come first */
+    double reset_tokens;
+    int64_t reset_ms;
+    int shut; /* shut down for resetting too much */
+};
+
+#define CONN_BUCKETS 512
+static http_conn_t *g_conns[CONN_BUCKETS];
+static unsigned long g_resets_dropped, g_conns_shut;
+
+static size_t conn_bucket(const h2o_socket_t *sock)
+{
+    return ((uintptr_t)sock >> 4) % CONN_BUCKETS;
+}
+
+static http_conn_t *conn_of(h2o_req_t *req)
+{
+    h2o_socket_t *sock = req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn) : NULL;
+    if (sock == NULL)
+        return NULL;
+    for (http_conn_t *c = g_conns[conn_bucket(sock)]; c != NULL; c = c->hnext)
+        if (c->sock == sock && !c->closed)
+            return c;
+    return NULL;
+}
+
+static void conn_unlink(http_conn_t *c)
+{
+    for (http_conn_t **pp = &g_conns[conn_bucket(c->sock)]; *pp != NULL; pp = &(*pp)->hnext)
+        if (*pp == c) {
+            *pp = c->hnext;
+            break;
+        }
+}
+
+static void conn_maybe_free(http_conn_t *c)
+{
+    if (c->closed && c->running == 0 && c->queued == 0)
+        free(c);
+}
+
+/* A stream went away before its answer: take a token; none left -> the
+ * connection is shut down (h2o sees the socket end and closes it itself). */
+static void conn_count_reset(http_conn_t *c)
+{
+    int64_t now = bnb__mono_ms();
+    c->reset_tokens += (double)(now - c->reset_ms) * CONN_RESET_RATE / 1000.0;
+    if (c->reset_tokens > CONN_RESET_BURST)
+        c->reset_tokens = CONN_RESET_BURST;
+    c->reset_ms = now;
+    c->reset_tokens -= 1.0;
+    if (c->reset_tokens >= 0 || c->shut || c->closed)
+        return;
+    c->shut = 1;
+    g_conns_shut++;
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+        shutdown(fd, SHUT_RDWR);
+    bnb__log(BNB_LOG_WARN, "http: connection shut down: it reset more than %.0f streams before their answer",
+             CONN_RESET_BURST);
+}
+
+/* ---- worker jobs --------------------------------------------------------- */
+
 struct http_job {
     uv_work_t w;
     bnb_host_t *h;
     h2o_req_t *req; /* NULL once the client went away */
     http_job_t **slot;
+    http_conn_t *conn; /* NULL when not known */
+    int state;         /* JOB_WAITING in conn's queue, JOB_POOL on the worker pool */
+    http_job_t *qnext; /* in conn's queue */
     bnb_req_t r;
     int64_t t0;
     char route[160];
@@ -103,11 +195,72 @@ struct http_job {
     size_t inject_len;
 };
 
+enum { JOB_NEW = 0, JOB_WAITING, JOB_POOL };
+
+static void job_work(uv_work_t *w);
+static void job_after(uv_work_t *w, int status);
+
+static void job_discard(http_job_t *j)
+{
+    bnb__req_free_parts(&j->r);
+    free(j->inject_topic);
+    free(j->inject_payload);
+    free(j);
+}
+
+/* Start waiting jobs of c while it has room on the pool. */
+static void conn_pump(http_conn_t *c)
+{
+    while (c->qhead != NULL && c->running < CONN_MAX_RUNNING) {
+        http_job_t *j = c->qhead;
+        c->qhead = j->qnext;
+        if (c->qhead == NULL)
+            c->qtail = NULL;
+        c->queued--;
+        j->qnext = NULL;
+        j->state = JOB_POOL;
+        c->running++;
+        if (uv_queue_work(j->h->loop, &j->w, job_work, job_after) != 0) {
+            /* cannot happen with a valid loop; answer rather than hang */
+            c->running--;
+            j->state = JOB_NEW;
+            bnb__problem_json(&j->r, 503, NULL, "cannot schedule the work");
+            job_after(&j->w, 0);
+        }
+    }
+}
+
 static void on_req_dispose(void *p)
 {
     http_job_t *j = *(http_job_t **)p;
-    if (j != NULL)
-        j->req = NULL;
+    if (j == NULL)
+        return;
+    j->req = NULL;
+    http_conn_t *c = j->conn;
+    if (c != NULL)
+        conn_count_reset(c);
+    if (j->state == JOB_WAITING && c != NULL) {
+        /* never started: drop it (no work for a stream nobody waits for) */
+        http_job_t **pp = &c->qhead, *prev = NULL;
+        while (*pp != NULL && *pp != j)
+            prev = *pp, pp = &(*pp)->qnext;
+        if (*pp == j) {
+            *pp = j->qnext;
+            if (c->qtail == j)
+                c->qtail = prev;
+            c->queued--;
+        }
+        g_resets_dropped++;
+        bnb__metrics_http(j->h->metrics, j->route, j->r.method ? j->r.method : "?", 499,
+                          (double)((int64_t)uv_hrtime() - j->t0) / 1e9);
+        bnb_host_t *h = j->h;
+        job_discard(j);
+        atomic_fetch_sub(&h->inflight, 1);
+        conn_maybe_free(c);
+        return;
+    }
+    if (j->state == JOB_POOL && uv_cancel((uv_req_t *)&j->w) == 0)
+        g_resets_dropped++; /* job_after runs with UV_ECANCELED */
 }
 
 static void job_work(uv_work_t *w)
@@ -130,9 +283,13 @@ static void job_work(uv_work_t *w)
 
 static void job_after(uv_work_t *w, int status)
 {
-    (void)status;
     http_job_t *j = w->data;
     bnb_host_t *h = j->h;
+    if (status == UV_ECANCELED) {
+        j->r.status = 499; /* the client went away before the work began */
+        if (!j->r.method)
+            j->r.method = strdup("?");
+    }
     double secs = (double)((int64_t)uv_hrtime() - j->t0) / 1e9;
     if (j->req != NULL) {
         h2o_req_t *req = j->req;
@@ -162,11 +319,14 @@ static void job_after(uv_work_t *w, int status)
             bnb__breaker_record(b, j->r.status < 500, bnb__mono_ms());
     }
     bnb__metrics_http(h->metrics, j->route, j->r.method ? j->r.method : "?", j->r.status, secs);
-    bnb__req_free_parts(&j->r);
-    free(j->inject_topic);
-    free(j->inject_payload);
-    free(j);
+    http_conn_t *c = j->state == JOB_POOL ? j->conn : NULL;
+    job_discard(j);
     atomic_fetch_sub(&h->inflight, 1);
+    if (c != NULL) {
+        c->running--;
+        conn_pump(c);
+        conn_maybe_free(c);
+    }
 }
 
 /* ---- request handling on the loop ------------------------------------------ */
@@ -254,6 +414,21 @@ static int start_job(bnb_host_t *h, h2o_req_t *req, http_job_t *j)
     j->slot = h2o_mem_alloc_shared(&req->pool, sizeof(*j->slot), on_req_dispose);
     *j->slot = j;
     atomic_fetch_add(&h->inflight, 1);
+    http_conn_t *c = conn_of(req);
+    if (c != NULL) {
+        /* in the connection's queue; started as soon as it has room */
+        j->conn = c;
+        j->state = JOB_WAITING;
+        if (c->qtail != NULL)
+            c->qtail->qnext = j;
+        else
+            c->qhead = j;
+        c->qtail = j;
+        c->queued++;
+        conn_pump(c);
+        return 0;
+    }
+    j->state = JOB_POOL;
     if (uv_queue_work(h->loop, &j->w, job_work, job_after) != 0) {
         atomic_fetch_sub(&h->inflight, 1);
         *j->slot = NULL;
@@ -314,6 +489,23 @@ static int handle_admin(bnb_host_t *h, h2o_req_t *req, const char *path, size_t 
             return 0;
         }
         problem_now(h, req, "/admin/plugins/{name}/{verb}", t0, 404, "no such plugin or action");
+        return 0;
+    }
+    if (strcmp(p, "/admin/clock") == 0 && post && h->test_clock) {
+        long long ms = -1;
+        char q[64] = "", extra;
+        if (req->query_at != SIZE_MAX)
+            snprintf(q, sizeof(q), "%.*s", (int)(req->path.len - req->query_at - 1),
+                     req->path.base + req->query_at + 1);
+        if (sscanf(q, "advance_ms=%lld%c", &ms, &extra) != 1 || ms < 0 || ms > 1000000000LL) {
+            problem_now(h, req, "/admin/clock", t0, 400, "query parameter advance_ms must be 0 to 1000000000");
+            return 0;
+        }
+        bnb__clock_advance(ms);
+        bnb__log(BNB_LOG_WARN, "admin: clock advanced by %lld ms", ms);
+        char body[64];
+        snprintf(body, sizeof(body), "{\"advancedMs\":%lld}", ms);
+        answer_now(h, req, "/admin/clock", t0, 200, "application/json", body, strlen(body));
         return 0;
     }
     if (strcmp(p, "/admin/dead-letters") == 0 && iov_eq(req->method, "GET")) {
@@ -447,6 +639,81 @@ static int park_for_jwks(bnb_host_t *h, h2o_handler_t *self, h2o_req_t *req, bnb
     return 0;
 }
 
+/* ---- what h2o 2.2.5 lets through ------------------------------------------------
+ *
+ * HTTP/1.1 framing (RFC 9112 §6.1, §6.3): h2o takes Transfer-Encoding over
+ * Content-Length and the first of several Content-Lengths, and drops those
+ * headers from req->headers, so a handler cannot see the conflict. The
+ * request head is still at the start of the socket's input buffer while the
+ * request is handled (h2o consumes it after the answer): read it there. */
+static const char *h1_framing_error(h2o_req_t *req)
+{
+    if (req->version >= 0x200 || req->conn->callbacks->get_socket == NULL)
+        return NULL;
+    h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
+    if (sock == NULL || sock->input == NULL)
+        return NULL;
+    const char *p = sock->input->bytes, *end = p + sock->input->size;
+    int ncl = 0, nte = 0, cl_differ = 0;
+    unsigned long long cl = 0;
+    /* skip the request line */
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    if (nl == NULL)
+        return NULL;
+    for (p = nl + 1; p < end; p = nl + 1) {
+        nl = memchr(p, '\n', (size_t)(end - p));
+        if (nl == NULL)
+            break;
+        size_t ll = (size_t)(nl - p);
+        if (ll > 0 && p[ll - 1] == '\r')
+            ll--;
+        if (ll == 0)
+            break; /* end of the head */
+        const char *colon = memchr(p, ':', ll);
+        if (colon == NULL)
+            continue;
+        size_t nlen = (size_t)(colon - p);
+        const char *v = colon + 1, *ve = p + ll;
+        while (v < ve && (*v == ' ' || *v == '\t'))
+            v++;
+        if (nlen == 14 && strncasecmp(p, "content-length", 14) == 0) {
+            char num[32];
+            snprintf(num, sizeof(num), "%.*s", (int)(ve - v < 31 ? ve - v : 31), v);
+            unsigned long long x = strtoull(num, NULL, 10);
+            if (ncl > 0 && x != cl)
+                cl_differ = 1;
+            cl = x;
+            ncl++;
+        } else if (nlen == 17 && strncasecmp(p, "transfer-encoding", 17) == 0) {
+            nte++;
+        }
+    }
+    if (nte > 0 && ncl > 0)
+        return "a request with both Transfer-Encoding and Content-Length is ambiguous";
+    if (cl_differ)
+        return "a request with different Content-Length values is ambiguous";
+    return NULL;
+}
+
+/* Header budget: what h2o decoded (HPACK can expand a few bytes into
+ * megabytes by referring to one table entry again and again) is measured
+ * before anything of it is copied. RFC 7541 counts 32 bytes per entry. */
+#define HDR_MAX_COUNT 100
+#define HDR_MAX_BYTES (64 * 1024)
+
+static int headers_over_budget(h2o_req_t *req)
+{
+    if (req->headers.size > HDR_MAX_COUNT)
+        return 1;
+    size_t total = req->path.len + req->authority.len + req->method.len;
+    for (size_t i = 0; i < req->headers.size; i++) {
+        total += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 32;
+        if (total > HDR_MAX_BYTES)
+            return 1;
+    }
+    return 0;
+}
+
 /* ---- one request, in stages ---------------------------------------------------
  * on_req runs these in order on the loop: probes, route, identify, limit,
  * authorize, parse, dispatch. Each stage fills its part of the rq_t and
@@ -530,6 +797,8 @@ static int serve_probe(rq_t *q)
             h->jwks_failures_exported = jwks_failures;
         }
         bnb__metrics_set(h->metrics, "bearbnb_inflight_requests", NULL, atomic_load(&h->inflight));
+        bnb__metrics_set(h->metrics, "bearbnb_http_reset_streams_dropped", NULL, (double)g_resets_dropped);
+        bnb__metrics_set(h->metrics, "bearbnb_http_connections_shut", NULL, (double)g_conns_shut);
         bnb__metrics_set(h->metrics, "bearbnb_ready", NULL,
                          atomic_load(&h->ready) && !atomic_load(&h->draining) ? 1 : 0);
         size_t len = 0;
@@ -545,7 +814,11 @@ static int serve_probe(rq_t *q)
 static int stage_route(rq_t *q)
 {
     char allow[128];
-    int st = bnb__router_match(q->h->router, q->method, q->path, q->plen, &q->m, allow, sizeof(allow));
+    /* HEAD is answered wherever GET is (RFC 9110 §9.3.2); h2o leaves the body out */
+    int st = bnb__router_match(q->h->router, strcmp(q->method, "HEAD") == 0 ? "GET" : q->method, q->path, q->plen,
+                               &q->m, allow, sizeof(allow));
+    if (st == 405 && strstr(allow, "GET") != NULL && strlen(allow) + 7 < sizeof(allow))
+        strcat(allow, ", HEAD");
     if (st == 200) {
         q->e = q->m.route;
         snprintf(q->label, sizeof(q->label), "%s", q->e->pattern);
@@ -808,12 +1081,35 @@ static int stage_dispatch(rq_t *q)
     return 0;
 }
 
+/* Before anything is read or copied: the header budget and HTTP/1.1 framing.
+ * 1 when the request was refused (answered, the connection closes). */
+static int refuse_framing(rq_t *q)
+{
+    h2o_req_t *req = q->req;
+    char d[160];
+    int status = 0;
+    const char *framing;
+    if (headers_over_budget(req)) {
+        snprintf(d, sizeof(d), "the request headers exceed %d fields or %d bytes", HDR_MAX_COUNT, HDR_MAX_BYTES);
+        status = 431;
+    } else if ((framing = h1_framing_error(req)) != NULL) {
+        snprintf(d, sizeof(d), "%s", framing);
+        status = 400;
+    }
+    if (status == 0)
+        return 0;
+    /* what follows on this connection cannot be trusted */
+    req->http1_is_persistent = 0;
+    problem_now(q->h, req, "unmatched", q->t0, status, d);
+    return 1;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     rq_t q = {.h = bnb__host, .self = self, .req = req, .t0 = (int64_t)uv_hrtime(), .signer = -1, .upi = -1};
     q.path = req->path_normalized.base;
     q.plen = req->path_normalized.len;
-    if (serve_probe(&q))
+    if (refuse_framing(&q) || serve_probe(&q))
         return 0;
     if (q.plen >= 6 && memcmp(q.path, "/admin", 6) == 0 && (q.plen == 6 || q.path[6] == '/'))
         return handle_admin(q.h, req, q.path, q.plen, q.t0);
@@ -829,25 +1125,39 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 static void on_conn_close(uv_handle_t *hd)
 {
     g_nconns--;
-    free(hd);
+    http_conn_t *c = (http_conn_t *)hd;
+    conn_unlink(c);
+    c->closed = 1;
+    conn_maybe_free(c);
+}
+
+/* Hand an accepted connection to h2o, known to the work budget. */
+static void serve_conn(http_conn_t *c)
+{
+    uv_tcp_nodelay(&c->tcp, 1);
+    g_nconns++;
+    c->reset_tokens = CONN_RESET_BURST;
+    c->reset_ms = bnb__mono_ms();
+    c->sock = h2o_uv_socket_create((uv_stream_t *)&c->tcp, on_conn_close);
+    size_t b = conn_bucket(c->sock);
+    c->hnext = g_conns[b];
+    g_conns[b] = c;
+    h2o_accept(&g_accept, c->sock);
 }
 
 static void on_accept(uv_stream_t *listener, int status)
 {
     if (status != 0)
         return;
-    uv_tcp_t *conn = calloc(1, sizeof(*conn));
-    if (conn == NULL)
+    http_conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
         return;
-    uv_tcp_init(listener->loop, conn);
-    if (uv_accept(listener, (uv_stream_t *)conn) != 0) {
-        uv_close((uv_handle_t *)conn, (uv_close_cb)free);
+    uv_tcp_init(listener->loop, &c->tcp);
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
         return;
     }
-    uv_tcp_nodelay(conn, 1);
-    g_nconns++;
-    h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)conn, on_conn_close);
-    h2o_accept(&g_accept, sock);
+    serve_conn(c);
 }
 
 static int open_listener(bnb_host_t *h, const char *listen, char *err, size_t errlen)
@@ -923,6 +1233,57 @@ static int setup_tls(bnb_host_t *h, char *err, size_t errlen)
     return 0;
 }
 
+/* ---- h2o's own error answers ------------------------------------------------------
+ * h2o answers some requests before any handler runs (a body over its limit:
+ * 413, broken chunked encoding: 400, ...) as text/plain. A filter turns every
+ * answer >= 400 that did not come from us (ours carry x-request-id) into
+ * problem+json. */
+
+typedef struct problem_ostream {
+    h2o_ostream_t super;
+    h2o_iovec_t body;
+    int sent;
+} problem_ostream_t;
+
+static void problem_do_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs, size_t bufcnt,
+                            h2o_send_state_t state)
+{
+    problem_ostream_t *o = (problem_ostream_t *)self;
+    (void)bufs;
+    size_t n = bufcnt > 0 && !o->sent ? 1 : 0;
+    if (n)
+        o->sent = 1;
+    h2o_ostream_send_next(&o->super, req, n ? &o->body : NULL, n, state);
+}
+
+static void on_setup_problem_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
+{
+    (void)self;
+    int status = req->res.status;
+    if (status >= 400 && h2o_find_header_by_str(&req->res.headers, H2O_STRLIT("x-request-id"), -1) == -1) {
+        char d[200];
+        if (status == 413)
+            snprintf(d, sizeof(d), "the body is larger than the limit of %zu bytes", bnb__host->max_body);
+        else
+            snprintf(d, sizeof(d), "%s", req->res.reason ? req->res.reason : "the request cannot be handled");
+        size_t len = 0;
+        char *txt = bnb__problem_text(status, NULL, d, &len);
+        if (txt != NULL) {
+            problem_ostream_t *o = (problem_ostream_t *)h2o_add_ostream(req, sizeof(*o), slot);
+            o->super.do_send = problem_do_send;
+            o->body = h2o_strdup(&req->pool, txt, len);
+            o->sent = 0;
+            free(txt);
+            memset(&req->res.headers, 0, sizeof(req->res.headers));
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                           H2O_STRLIT("application/problem+json"));
+            req->res.content_length = len;
+            slot = &o->super.next;
+        }
+    }
+    h2o_setup_next_ostream(req, slot);
+}
+
 int bnb__http_start(bnb_host_t *h, char *err, size_t errlen)
 {
     h2o_config_init(&g_config);
@@ -934,6 +1295,9 @@ int bnb__http_start(bnb_host_t *h, char *err, size_t errlen)
     h2o_pathconf_t *pc = h2o_config_register_path(hc, "/", 0);
     h2o_handler_t *hd = h2o_create_handler(pc, sizeof(*hd));
     hd->on_req = on_req;
+    /* h2o's own errors come through the host's fallback path */
+    h2o_create_filter(pc, sizeof(h2o_filter_t))->on_setup_ostream = on_setup_problem_ostream;
+    h2o_create_filter(&hc->fallback_path, sizeof(h2o_filter_t))->on_setup_ostream = on_setup_problem_ostream;
     h2o_context_init(&g_ctx, h->loop, &g_config);
     bnb__jwks_never_wait_here(); /* this is the loop's thread */
     g_accept.ctx = &g_ctx;
@@ -977,20 +1341,18 @@ static void accept_pending(void)
         int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (c < 0)
             return;
-        uv_tcp_t *conn = calloc(1, sizeof(*conn));
+        http_conn_t *conn = calloc(1, sizeof(*conn));
         if (conn == NULL) {
             close(c);
             continue;
         }
-        uv_tcp_init(g_ctx.loop, conn);
-        if (uv_tcp_open(conn, c) != 0) {
+        uv_tcp_init(g_ctx.loop, &conn->tcp);
+        if (uv_tcp_open(&conn->tcp, c) != 0) {
             close(c);
-            uv_close((uv_handle_t *)conn, (uv_close_cb)free);
+            uv_close((uv_handle_t *)&conn->tcp, (uv_close_cb)free);
             continue;
         }
-        uv_tcp_nodelay(conn, 1);
-        g_nconns++;
-        h2o_accept(&g_accept, h2o_uv_socket_create((uv_stream_t *)conn, on_conn_close));
+        serve_conn(conn);
     }
 }
 

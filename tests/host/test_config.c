@@ -87,6 +87,7 @@ static void test_defaults(void **state)
     assert_int_equal(bnb__config_int(f->c, "call.timeout_ms"), 2000);
     assert_int_equal(bnb__config_bool(f->c, "events.deliver_twice"), 0);
     assert_int_equal(bnb__config_bool(f->c, "admin"), 0);
+    assert_int_equal(bnb__config_bool(f->c, "test.clock"), 0);
     assert_null(bnb__config_str(f->c, "plugins"));
     assert_null(bnb__config_str(f->c, "no.such.key"));
     assert_string_equal(bnb__config_origin(f->c, "listen"), "default");

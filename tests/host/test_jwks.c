@@ -9,6 +9,7 @@
 #include "jwk_test.h"
 
 #include "bnb_plugin.h"
+#include "clock.h"
 #include "jwks.h"
 
 #include <arpa/inet.h>
@@ -337,6 +338,43 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
+/* Time is the host clock (host/core/clock.h): instead of sleeping through
+ * refresh periods, move it forward (again every 50 ms, in case the refresh
+ * thread was busy with a fetch when it moved) until cond holds; the fetches
+ * themselves are real, so this still waits for them, up to 2 s. */
+static int advance_until(int64_t ms, int (*cond)(void *), void *arg)
+{
+    for (int i = 0; i < 400; i++) {
+        if (cond(arg))
+            return 1;
+        if (i % 10 == 0)
+            bnb__clock_advance(ms);
+        sleep_ms(5);
+    }
+    return cond(arg);
+}
+
+typedef struct at_least {
+    srv_t *s;
+    int n;
+} at_least_t;
+
+static int requests_at_least(void *arg)
+{
+    at_least_t *a = arg;
+    return srv_requests(a->s) >= a->n;
+}
+
+static int has_two_keys(void *arg)
+{
+    return bnb__jwks_count(arg) == 2;
+}
+
+static int is_loaded(void *arg)
+{
+    return bnb__jwks_loaded(arg);
+}
+
 static int has_kid(bnb_jwks_t *k, const char *kid)
 {
     char *pem = NULL;
@@ -363,20 +401,13 @@ static void test_url_periodic_refresh(void **state)
     assert_true(has_kid(k, "kc-1"));
     /* the realm rotates: kc-2 appears next to kc-1; the 1 s timer picks it up */
     srv_set(&s, jwks_text(K.rsa, "kc-1", K.rsa2, "kc-2"), 200);
-    int seen = 0;
-    for (int i = 0; i < 100 && !seen; i++) {
-        sleep_ms(50);
-        seen = bnb__jwks_count(k) == 2;
-    }
-    assert_true(seen);
+    assert_true(advance_until(1000, has_two_keys, k));
     assert_true(has_kid(k, "kc-1"));
     assert_true(has_kid(k, "kc-2"));
     /* the server fails: the keys stay */
     int before = srv_requests(&s);
     srv_set(&s, NULL, 500);
-    for (int i = 0; i < 100 && srv_requests(&s) < before + 2; i++)
-        sleep_ms(50);
-    assert_true(srv_requests(&s) >= before + 2);
+    assert_true(advance_until(1000, requests_at_least, &(at_least_t){&s, before + 2}));
     assert_int_equal(bnb__jwks_count(k), 2);
     assert_true(has_kid(k, "kc-2"));
     err[0] = '\0';
@@ -450,16 +481,13 @@ static void test_url_down_at_start_waits_and_retries(void **state)
     assert_int_equal(bnb__jwks_count(k), 0);
     assert_false(has_kid(k, "kc-1"));
     assert_true(bnb__jwks_failures(k) >= 1);
-    /* retried long before refresh_s (3600 s): 1 s, then 2 s */
-    for (int i = 0; i < 80 && srv_requests(&s) < 2; i++)
-        sleep_ms(50);
-    assert_true(srv_requests(&s) >= 2);
+    /* retried long before refresh_s (3600 s): 1 s, then 2 s (at most 40 s of
+     * the host clock pass here) */
+    assert_true(advance_until(1000, requests_at_least, &(at_least_t){&s, 2}));
     assert_true(bnb__jwks_failures(k) >= 2);
     assert_int_equal(bnb__jwks_loaded(k), 0);
     srv_set(&s, jwks_text(K.rsa, "kc-1", NULL, NULL), 200);
-    for (int i = 0; i < 120 && !bnb__jwks_loaded(k); i++)
-        sleep_ms(50);
-    assert_int_equal(bnb__jwks_loaded(k), 1);
+    assert_true(advance_until(1000, is_loaded, k));
     assert_true(has_kid(k, "kc-1"));
     /* later failures keep the keys and stay loaded, but are counted */
     unsigned long f = bnb__jwks_failures(k);

@@ -157,6 +157,15 @@ static long status_of(const e2e_host_t *h, e2e_proto_t p, const char *method, co
     return st;
 }
 
+/* Move host h's clock forward instead of sleeping (h runs with BEARBNB_ADMIN=1
+ * and BEARBNB_TEST_CLOCK=1): what a breaker or a token bucket waits for. */
+static void advance_clock(const e2e_host_t *h, long ms)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/admin/clock?advance_ms=%ld", ms);
+    assert_int_equal(status_of(h, E2E_HTTP1, "POST", path, NULL, NULL), 200);
+}
+
 static void b64url_enc(const unsigned char *md, size_t ml, char *b)
 {
     static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -484,8 +493,13 @@ static void test_upstream_down_breaker(void **state)
     (void)state;
     e2e_host_t *svc = NULL, *edge = NULL;
     assert_int_equal(start_service(&svc), 0);
-    const char *extra[] = {"BEARBNB_BREAKER_MINIMUM_CALLS=2", "BEARBNB_BREAKER_WINDOW=4",
-                           "BEARBNB_BREAKER_WAIT_OPEN_MS=1500", "BEARBNB_BREAKER_HALF_OPEN_CALLS=1", NULL};
+    const char *extra[] = {"BEARBNB_BREAKER_MINIMUM_CALLS=2",
+                           "BEARBNB_BREAKER_WINDOW=4",
+                           "BEARBNB_BREAKER_WAIT_OPEN_MS=1500",
+                           "BEARBNB_BREAKER_HALF_OPEN_CALLS=1",
+                           "BEARBNB_ADMIN=1",
+                           "BEARBNB_TEST_CLOCK=1",
+                           NULL};
     assert_int_equal(start_edge(&edge, e2e_host_port(svc), "http", extra), 0);
     assert_int_equal(status_of(edge, E2E_HTTP1, "GET", "/rooms", NULL, NULL), 200);
     e2e_host_kill(svc);
@@ -513,7 +527,7 @@ static void test_upstream_down_breaker(void **state)
     assert_true(raw.ms < 300);
     /* the upstream comes back; after wait_open_ms a trial call closes it */
     assert_int_equal(e2e_host_restart(svc), 0);
-    usleep(1700 * 1000);
+    advance_clock(edge, 1700);
     assert_int_equal(status_of(edge, E2E_HTTP1, "GET", "/rooms", NULL, NULL), 200);
     assert_int_equal(status_of(edge, E2E_HTTP2, "GET", "/rooms", NULL, NULL), 200);
     assert_int_equal(stop_host(edge), 0);
@@ -805,7 +819,9 @@ static void test_user_rate_limit(void **state)
 {
     (void)state;
     e2e_host_t *h = NULL;
-    const char *env[] = {"BEARBNB_LIMITS_USER_RATE=2", "BEARBNB_LIMITS_USER_BURST=3", "BEARBNB_LIMITS_IP_RATE=0", NULL};
+    const char *env[] = {"BEARBNB_LIMITS_USER_RATE=2", "BEARBNB_LIMITS_USER_BURST=3",
+                         "BEARBNB_LIMITS_IP_RATE=0",   "BEARBNB_ADMIN=1",
+                         "BEARBNB_TEST_CLOCK=1",       NULL};
     assert_int_equal(start_host(&h, env), 0);
     char *a = e2e_token(h, "ursula", "guest", 0), *b = e2e_token(h, "bob", "guest", 0);
     int ok = 0, limited = 0;
@@ -830,7 +846,7 @@ static void test_user_rate_limit(void **state)
     assert_int_equal(status_of(h, E2E_HTTP1, "GET", "/reservations", b, NULL), 200);
     assert_int_equal(status_of(h, E2E_HTTP1, "GET", "/rooms", NULL, NULL), 200);
     /* after Retry-After the user may go on */
-    sleep((unsigned)atoi(ra));
+    advance_clock(h, atoi(ra) * 1000L);
     assert_int_equal(gw_raw(e2e_host_port(h), 0, "GET", "/reservations", hdr, NULL, &raw), 0);
     assert_int_equal(raw.status, 200);
     free(a);
