@@ -50,6 +50,12 @@ static const bnb_coll_def_t pay_colls[] = {
 };
 
 static const bnb_host_api_t *H;
+/* 1 when the store speaks storage v2 (declared collection, unique index,
+ * keyset pages). 0 on a store whose backend has no v2 yet: the same documents
+ * through the ABI 1.0 calls (lookup keys payerId / hostId, pages cut here);
+ * one payment per reservation still holds (the document id is the
+ * reservation id, created create-only), pages then cost the user's history. */
+static int V2;
 
 /* card_key_file: PEM X25519 private key that opens the sealed cards (give
  * reservation its public half, `openssl pkey -pubout`). Empty: a key pair is
@@ -185,7 +191,14 @@ static int pay_commit(bnb_store_t *st, const json_t *p, int64_t ver, const char 
                       .events = &ev,
                       .nevents = 1,
                       .applied_event_id = applied};
-    int rc = H->store_commit2(st, &c, NULL);
+    bnb_write_t w = {.op = BNB_WRITE_PUT,
+                     .coll = COLL,
+                     .id = res_id,
+                     .expect_version = ver,
+                     .body = p,
+                     .key1 = json_string_value(json_object_get(p, "payerId")),
+                     .key2 = json_string_value(json_object_get(p, "hostId"))};
+    int rc = V2 ? H->store_commit2(st, &c, NULL) : H->store_commit(st, &w, &ev, 1, applied, NULL);
     json_decref(data);
     return rc;
 }
@@ -258,7 +271,9 @@ static int refund_change(bnb_util_txn_t *t, void *arg)
     }
     if (!t->doc)
         return BNB_ENOMEM;
-    t->commit2 = 1;
+    t->commit2 = V2;
+    t->key1 = V2 ? NULL : json_string_value(json_object_get(t->doc, "payerId"));
+    t->key2 = V2 ? NULL : json_string_value(json_object_get(t->doc, "hostId"));
     return bnb_util_txn_event(t, TOPIC_PAY, event_type_for(json_string_value(json_object_get(t->doc, "status"))),
                               json_string_value(json_object_get(t->doc, "id")), t->id, event_data(t->doc));
 }
@@ -363,6 +378,67 @@ static void on_get(bnb_ctx_t *ctx, bnb_req_t *req)
     respond_one(req, rc, p, id);
 }
 
+/* createdAt desc, then id desc. */
+static int newest_first(const void *a, const void *b)
+{
+    const json_t *x = json_object_get(*(json_t *const *)a, "body"), *y = json_object_get(*(json_t *const *)b, "body");
+    json_int_t cx = json_integer_value(json_object_get(x, "createdAt")),
+               cy = json_integer_value(json_object_get(y, "createdAt"));
+    if (cx != cy)
+        return cx > cy ? -1 : 1;
+    return -strcmp(json_string_value(json_object_get(x, "reservationId")) ?: "",
+                   json_string_value(json_object_get(y, "reservationId")) ?: "");
+}
+
+/* A page without storage v2: the user's payments by lookup key, newest first,
+ * after `cursor` ("v1:<createdAt>:<reservationId>"). */
+static int list_v1(bnb_ctx_t *ctx, int which, const char *user, size_t limit, const char *cursor, json_t **rows,
+                   char **next)
+{
+    json_t *all = NULL;
+    long long after_at = 0;
+    int after_n = 0;
+    char after_id[80] = "";
+    *rows = NULL;
+    *next = NULL;
+    if (cursor &&
+        (sscanf(cursor, "v1:%lld:%79[A-Za-z0-9_-]%n", &after_at, after_id, &after_n) != 2 || cursor[after_n] != '\0'))
+        return BNB_EINVAL;
+    int rc = H->store_list(H->store(ctx), COLL, which, user, &all);
+    if (rc != 0)
+        return rc;
+    size_t n = json_array_size(all), i, start = 0;
+    json_t **v = n ? calloc(n, sizeof *v) : NULL;
+    if (n && !v) {
+        json_decref(all);
+        return BNB_ENOMEM;
+    }
+    for (i = 0; i < n; i++)
+        v[i] = json_array_get(all, i);
+    qsort(v, n, sizeof *v, newest_first);
+    if (cursor)
+        for (; start < n; start++) {
+            const json_t *b = json_object_get(v[start], "body");
+            json_int_t at = json_integer_value(json_object_get(b, "createdAt"));
+            const char *id = json_string_value(json_object_get(b, "reservationId")) ?: "";
+            if (at < after_at || (at == after_at && strcmp(id, after_id) < 0))
+                break;
+        }
+    *rows = json_array();
+    for (i = start; *rows && i < n && i < start + limit; i++)
+        json_array_append(*rows, v[i]);
+    if (*rows && i < n && i > start) {
+        const json_t *b = json_object_get(v[i - 1], "body");
+        char buf[128];
+        snprintf(buf, sizeof buf, "v1:%lld:%s", (long long)json_integer_value(json_object_get(b, "createdAt")),
+                 json_string_value(json_object_get(b, "reservationId")) ?: "");
+        *next = strdup(buf);
+    }
+    free(v);
+    json_decref(all);
+    return *rows ? 0 : BNB_ENOMEM;
+}
+
 /* GET /payments?reservationId=&limit=&cursor=: a page of mine (as payer, or
  * for my rooms as host), newest first; with reservationId the page holds that
  * reservation's payment when I may see it. */
@@ -425,7 +501,8 @@ static void on_list(bnb_ctx_t *ctx, bnb_req_t *req)
     json_t *rows = NULL, *e;
     char *next = NULL;
     size_t i;
-    int rc = H->store_query(H->store(ctx), &q, &rows, &next);
+    int rc = V2 ? H->store_query(H->store(ctx), &q, &rows, &next)
+                : list_v1(ctx, role && !strcmp(role, "host") ? 2 : 1, user ? user : "", limit, cursor, &rows, &next);
     if (rc == BNB_EINVAL && cursor)
         H->respond_problem(req, 400, "Bad Request", "query parameter 'cursor' is not a cursor of this list");
     else if (rc != 0)
@@ -507,10 +584,15 @@ static const bnb_util_sub_t pay_subs[] = {
 static int pay_init(bnb_ctx_t *ctx, const bnb_host_api_t *host)
 {
     H = host;
-    if (!BNB_HAS(host, store_define) || !BNB_HAS(host, store_query) || !BNB_HAS(host, store_commit2))
-        return BNB_EINVAL; /* needs storage v2 */
-    int rc = host->store_define(ctx, pay_colls, sizeof pay_colls / sizeof pay_colls[0]);
-    return rc ? rc : bnb_util_register(ctx, host, pay_routes, pay_subs);
+    int rc = BNB_EINVAL;
+    if (BNB_HAS(host, store_define) && BNB_HAS(host, store_query) && BNB_HAS(host, store_commit2))
+        rc = host->store_define(ctx, pay_colls, sizeof pay_colls / sizeof pay_colls[0]);
+    if (rc != 0 && rc != BNB_EINVAL)
+        return rc; /* the database failed: not a reason to change modes */
+    V2 = rc == 0;
+    if (!V2)
+        H->log(ctx, "warn", "payment: this store has no storage v2: payments through the ABI 1.0 calls");
+    return bnb_util_register(ctx, host, pay_routes, pay_subs);
 }
 
 static void pay_fini(bnb_ctx_t *ctx)

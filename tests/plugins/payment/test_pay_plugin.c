@@ -21,10 +21,16 @@ extern const bnb_plugin_t bnb_plugin;
 
 #define CARD "4111111111114242"
 
+static bnb_host_api_t v1_host; /* the fake host without storage v2 */
+
 static int setup(void **state)
 {
-    (void)state;
     fake_host_reset("payment");
+    if (state && *state) { /* a store without v2: the ABI 1.0 calls */
+        v1_host = fake_host_api;
+        v1_host.store_define = NULL;
+        return bnb_plugin.init(&FH.ctx, &v1_host);
+    }
     return bnb_plugin.init(&FH.ctx, &fake_host_api);
 }
 
@@ -210,6 +216,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pay_once_last4_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_path_and_refund, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pages, setup, teardown),
+        /* the same on a store without storage v2 */
+        cmocka_unit_test_prestate_setup_teardown(test_pay_once_last4_only, setup, teardown, (void *)1),
+        cmocka_unit_test_prestate_setup_teardown(test_event_path_and_refund, setup, teardown, (void *)1),
+        cmocka_unit_test_prestate_setup_teardown(test_pages, setup, teardown, (void *)1),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
