@@ -415,7 +415,8 @@ static int list_v1(bnb_ctx_t *ctx, int which, const char *user, size_t limit, co
     }
     for (i = 0; i < n; i++)
         v[i] = json_array_get(all, i);
-    qsort(v, n, sizeof *v, newest_first);
+    if (n)
+        qsort(v, n, sizeof *v, newest_first);
     if (cursor)
         for (; start < n; start++) {
             const json_t *b = json_object_get(v[start], "body");

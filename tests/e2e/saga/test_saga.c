@@ -135,6 +135,8 @@ static size_t page_size(const world_t *w, const char *tok, const char *path)
 {
     e2e_resp_t r;
     assert_int_equal(e2e_call(w->h, E2E_HTTP1, "GET", path, tok, NULL, &r), 0);
+    if (r.status != 200)
+        fprintf(stderr, "GET %s: %ld %s\n", path, r.status, r.body);
     assert_int_equal(r.status, 200);
     json_t *items = json_object_get(r.json, "items");
     assert_true(json_is_array(items));

@@ -194,6 +194,10 @@ static void test_pages(void **state)
     assert_int_equal(json_array_size(json_object_get(p, "items")), 3);
     assert_true(json_is_null(json_object_get(p, "next")));
     json_decref(p);
+    p = call("GET", "/payments", NULL, NULL, "nobody", "guest", NULL, &st, detail); /* none */
+    assert_int_equal(st, 200);
+    assert_int_equal(json_array_size(json_object_get(p, "items")), 0);
+    json_decref(p);
     p = call("GET", "/payments", NULL, "reservationId=r1", "gus", "guest", NULL, &st, detail);
     assert_int_equal(json_array_size(json_object_get(p, "items")), 1);
     json_decref(p);
