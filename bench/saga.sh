@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Saga benchmark, all-in-one vs distributed, loopback only, < 2 minutes:
 # bookings per second and end-to-end saga latency (POST /reservations ->
-# reservation CONFIRMED visible on GET /dashboard/rooms/{id}), p50/p99.
+# reservation CONFIRMED visible on GET /dashboard/rooms/{id}/reservations as
+# the room's host), p50/p99.
 #   bench/saga.sh [SECONDS=10] [WORKERS=4]
 # Builds a release (no sanitizer) build in $BNB_BENCH_BUILD (default
 # build-bench) on first use. The distributed run needs MariaDB, Kafka and

@@ -1106,6 +1106,11 @@ static int refuse_framing(rq_t *q)
 
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
+    /* a connection shut down for resetting streams: h2o still hands over what
+     * it had read; none of it gets any work (h2o disposes it as it closes) */
+    http_conn_t *c = conn_of(req);
+    if (c != NULL && c->shut)
+        return 0;
     rq_t q = {.h = bnb__host, .self = self, .req = req, .t0 = (int64_t)uv_hrtime(), .signer = -1, .upi = -1};
     q.path = req->path_normalized.base;
     q.plen = req->path_normalized.len;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define ID_MAX 64
 
@@ -134,10 +135,10 @@ static const field_t review_room_fields[] = {
 };
 
 static const field_t reservation_fields[] = {
-    {"id", T_ID, 1},      {"roomId", T_ID, 1},   {"version", T_VER, 1},   {"status", T_STR, 1},
-    {"hostId", T_STR, 0}, {"guestId", T_STR, 0}, {"checkIn", T_DATE, 0},  {"checkOut", T_DATE, 0},
-    {"guests", T_INT, 0}, {"amount", T_INT, 0},  {"paymentId", T_STR, 0}, {"reason", T_STR, 0},
-    {NULL, 0, 0},
+    {"id", T_ID, 1},         {"roomId", T_ID, 1},   {"version", T_VER, 1},   {"status", T_STR, 1},
+    {"hostId", T_STR, 0},    {"guestId", T_STR, 0}, {"checkIn", T_DATE, 0},  {"checkOut", T_DATE, 0},
+    {"guests", T_INT, 0},    {"amount", T_INT, 0},  {"paymentId", T_STR, 0}, {"reason", T_STR, 0},
+    {"createdAt", T_INT, 0}, {NULL, 0, 0},
 };
 
 static const field_t payment_fields[] = {
@@ -164,7 +165,8 @@ static const struct {
     {"PaymentCancelled", DASH_EV_PAYMENT},
 };
 
-int dash_event_check(const json_t *ev, dash_ev_kind_t *kind, const char **room_id, char *why, size_t whylen)
+int dash_event_check(const json_t *ev, dash_ev_kind_t *kind, const char **room_id, const char **res_id, char *why,
+                     size_t whylen)
 {
     const char *type, *subject;
     json_t *data, *v;
@@ -234,10 +236,43 @@ int dash_event_check(const json_t *ev, dash_ev_kind_t *kind, const char **room_i
     if (room_id)
         *room_id = json_string_value(
             json_object_get(data, (k == DASH_EV_ROOM || k == DASH_EV_ROOM_DELETED) ? "id" : "roomId"));
+    if (res_id)
+        *res_id = k == DASH_EV_RESERVATION ? json_string_value(json_object_get(data, "id"))
+                  : k == DASH_EV_PAYMENT   ? json_string_value(json_object_get(data, "reservationId"))
+                                           : NULL;
     return 0;
 }
 
+int64_t dash_time_ms(const char *s)
+{
+    struct tm tm;
+    int64_t ms = 0;
+    const char *p;
+
+    if (!s)
+        return -1;
+    memset(&tm, 0, sizeof(tm));
+    p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!p)
+        return -1;
+    if (*p == '.') {
+        int digits = 0;
+        for (p++; *p >= '0' && *p <= '9'; p++, digits++)
+            if (digits < 3)
+                ms = ms * 10 + (*p - '0');
+        if (digits == 0)
+            return -1;
+        for (; digits < 3; digits++)
+            ms *= 10;
+    }
+    if (strcmp(p, "Z") != 0)
+        return -1;
+    return (int64_t)timegm(&tm) * 1000 + ms;
+}
+
 /* ---- merging ------------------------------------------------------------- */
+
+const char *const dash_statuses[] = {"PENDING", "CONFIRMED", "REJECTED", "CANCEL_REQUESTED", "CANCELLED", NULL};
 
 static json_int_t src_version(const json_t *src)
 {
@@ -282,87 +317,61 @@ static json_t *pick(const json_t *src, const char *name)
     return v ? json_deep_copy(v) : json_null();
 }
 
+/* Copy doc[key] (or null) into out[key]; 1 on failure. */
+static int keep(json_t *out, const json_t *doc, const char *key)
+{
+    json_t *v = json_object_get(doc, key);
+    return json_object_set(out, key, v ? v : json_null()) != 0;
+}
+
+/* Replace doc's members by out's (out's references are taken over). */
+static int replace_members(json_t *doc, json_t *out)
+{
+    int rc = (json_object_clear(doc) || json_object_update(doc, out)) ? BNB_ENOMEM : 0;
+    json_decref(out);
+    return rc;
+}
+
 static const char *const room_src_names[] = {"hostId",        "name",       "description", "city",
                                              "pricePerNight", "capacity",   "status",      "reviewCnt",
                                              "rating",        "bookingCnt", NULL};
 static const char *const reviews_src_names[] = {"reviewCnt", "rating", NULL};
 static const char *const deleted_src_names[] = {"hostId", "status", NULL};
-static const char *const res_src_names[] = {"guestId", "checkIn", "checkOut",  "guests",
-                                            "amount",  "status",  "paymentId", NULL};
+static const char *const res_src_names[] = {"roomId", "hostId", "guestId",   "checkIn", "checkOut", "guests",
+                                            "amount", "status", "paymentId", "reason",  NULL};
 static const char *const pay_src_names[] = {"id", "status", "amount", NULL};
 
-/* Visible fields of one reservation entry from its sources, keys in a fixed
- * order. New reference or NULL. */
-static json_t *derive_reservation(const char *id, const json_t *res, const json_t *pay)
+/* ---- room summary -------------------------------------------------------- */
+
+static int counted_status(const char *s)
 {
-    json_t *e = json_object();
-    int bad = !e;
-    json_t *pid = json_is_object(res) ? json_object_get(res, "paymentId") : NULL;
-    json_t *amount = json_is_object(res) ? json_object_get(res, "amount") : NULL;
-
-    /* The reservation service is the authority for paymentId and amount (a
-     * rejected reservation keeps paymentId null); the payment fills them in
-     * only while no reservation event has arrived yet. */
-    if (!json_is_object(res) && json_is_object(pay)) {
-        pid = json_object_get(pay, "id");
-        amount = json_object_get(pay, "amount");
-    }
-
-    bad = bad || json_object_set_new(e, "id", json_string(id));
-    bad = bad || json_object_set_new(e, "guestId", pick(res, "guestId"));
-    bad = bad || json_object_set_new(e, "checkIn", pick(res, "checkIn"));
-    bad = bad || json_object_set_new(e, "checkOut", pick(res, "checkOut"));
-    bad = bad || json_object_set_new(e, "guests", pick(res, "guests"));
-    bad = bad || json_object_set_new(e, "amount", amount ? json_deep_copy(amount) : json_null());
-    bad = bad || json_object_set_new(e, "status", pick(res, "status"));
-    bad = bad || json_object_set_new(e, "paymentId", pid ? json_deep_copy(pid) : json_null());
-    bad = bad || json_object_set_new(e, "paymentStatus", pick(pay, "status"));
-    bad = bad || json_object_set_new(e, "_res", res ? json_deep_copy(res) : json_null());
-    bad = bad || json_object_set_new(e, "_pay", pay ? json_deep_copy(pay) : json_null());
-    if (bad) {
-        json_decref(e);
-        return NULL;
-    }
-    return e;
+    for (int i = 0; s && dash_statuses[i]; i++)
+        if (strcmp(dash_statuses[i], s) == 0)
+            return 1;
+    return 0;
 }
 
-static int cmp_null_first(const json_t *a, const json_t *b)
+/* Rebuild the summary's visible fields from its sources, keys in a fixed
+ * order, so that the document depends only on its sources. */
+static int derive_sum(json_t *doc)
 {
-    const char *sa = json_string_value(a), *sb = json_string_value(b);
-    if (!sa || !sb)
-        return (sa != NULL) - (sb != NULL);
-    return strcmp(sa, sb);
-}
-
-/* Reservations sorted by checkIn (unknown first), then id. */
-static int cmp_entries(const void *pa, const void *pb)
-{
-    const json_t *a = *(json_t *const *)pa, *b = *(json_t *const *)pb;
-    int c = cmp_null_first(json_object_get(a, "checkIn"), json_object_get(b, "checkIn"));
-    return c ? c : cmp_null_first(json_object_get(a, "id"), json_object_get(b, "id"));
-}
-
-/* Rebuild doc's visible fields from its sources, keys in a fixed order, so
- * the document (even its serialisation) depends only on the sources. */
-static int derive_doc(json_t *doc)
-{
-    json_t *out = json_object(), *list = json_array();
+    json_t *out = json_object();
     json_t *room = json_object_get(doc, "_room"), *rev = json_object_get(doc, "_reviews");
-    json_t *del = json_object_get(doc, "_deleted"), *old = json_object_get(doc, "reservations");
+    json_t *del = json_object_get(doc, "_deleted"), *counts = json_object_get(doc, "_counts");
     json_int_t vroom = src_version(room), vrev = src_version(rev), vdel = src_version(del);
-    json_t **items = NULL;
-    size_t n = json_array_size(old), i;
-    int bad = !out || !list;
+    int bad = !out;
 
     if (bad)
-        goto fail;
-    json_t *counts = (rev && vrev > vroom) ? rev : room;
+        return BNB_ENOMEM;
+    json_t *rc = (rev && vrev > vroom) ? rev : room;
     json_t *host = (json_is_object(room) && json_is_string(json_object_get(room, "hostId"))) ? room : del;
     json_t *status = (del && vdel > vroom) ? del : room;
     json_int_t version = vroom > vrev ? vroom : vrev;
     version = version > vdel ? version : vdel;
 
-    bad = bad || json_object_set(out, "id", json_object_get(doc, "id"));
+    bad = bad || keep(out, doc, "id");
+    if (json_is_object(room) || json_is_object(del))
+        bad = bad || json_object_set_new(out, "listed", json_integer(1));
     bad = bad || json_object_set_new(out, "hostId", pick(host, "hostId"));
     bad = bad || json_object_set_new(out, "name", pick(room, "name"));
     bad = bad || json_object_set_new(out, "description", pick(room, "description"));
@@ -372,139 +381,88 @@ static int derive_doc(json_t *doc)
     bad = bad || json_object_set_new(out, "status", pick(status, "status"));
     if (!bad && json_is_object(del) && status == del && json_is_null(json_object_get(out, "status")))
         bad = json_object_set_new(out, "status", json_string("DELETED"));
-    bad = bad || json_object_set_new(out, "reviewCnt", pick(counts, "reviewCnt"));
-    bad = bad || json_object_set_new(out, "rating", pick(counts, "rating"));
+    bad = bad || json_object_set_new(out, "reviewCnt", pick(rc, "reviewCnt"));
+    bad = bad || json_object_set_new(out, "rating", pick(rc, "rating"));
     bad = bad || json_object_set_new(out, "bookingCnt", pick(room, "bookingCnt"));
     bad = bad || json_object_set_new(out, "version", json_integer(version));
-    if (bad)
-        goto fail;
-
-    if (n) {
-        items = calloc(n, sizeof(*items));
-        if (!items)
-            goto fail;
-        for (i = 0; i < n; i++) {
-            json_t *e = json_array_get(old, i);
-            items[i] = derive_reservation(json_string_value(json_object_get(e, "id")), json_object_get(e, "_res"),
-                                          json_object_get(e, "_pay"));
-            if (!items[i])
-                goto fail;
-        }
-        qsort(items, n, sizeof(*items), cmp_entries);
-        for (i = 0; i < n; i++) {
-            int r = json_array_append_new(list, items[i]);
-            items[i] = NULL;
-            if (r)
-                goto fail;
-        }
-    }
-    bad = json_object_set_new(out, "reservations", list);
-    list = NULL;
     bad = bad || json_object_set(out, "_room", room ? room : json_null());
     bad = bad || json_object_set(out, "_reviews", rev ? rev : json_null());
     bad = bad || json_object_set(out, "_deleted", del ? del : json_null());
-    if (bad)
-        goto fail;
-
-    /* out holds references to doc's sources: clear doc only after that. */
-    if (json_object_clear(doc) || json_object_update(doc, out))
-        goto fail;
-    json_decref(out);
-    free(items);
-    return 0;
-fail:
-    if (items) {
-        for (i = 0; i < n; i++)
-            json_decref(items[i]);
-        free(items);
+    if (json_is_object(counts))
+        bad = bad || json_object_set(out, "_counts", counts);
+    else
+        bad = bad || json_object_set_new(out, "_counts", json_object());
+    if (bad) {
+        json_decref(out);
+        return BNB_ENOMEM;
     }
-    json_decref(list);
-    json_decref(out);
-    return BNB_ENOMEM;
+    return replace_members(doc, out);
 }
 
-json_t *dash_doc_new(const char *room_id)
+json_t *dash_sum_new(const char *room_id)
 {
     json_t *doc = json_object();
-    if (!doc || json_object_set_new(doc, "id", json_string(room_id)) ||
-        json_object_set_new(doc, "reservations", json_array()) || derive_doc(doc)) {
+    if (!doc || json_object_set_new(doc, "id", json_string(room_id)) || derive_sum(doc)) {
         json_decref(doc);
         return NULL;
     }
     return doc;
 }
 
-/* The reservation entry `id` in doc, created as a placeholder if absent. */
-static json_t *entry_for(json_t *doc, const char *id)
-{
-    json_t *list = json_object_get(doc, "reservations"), *e;
-    size_t i;
-
-    if (!json_is_array(list)) {
-        list = json_array();
-        if (!list || json_object_set_new(doc, "reservations", list))
-            return NULL;
-    }
-    json_array_foreach(list, i, e)
-    {
-        const char *eid = json_string_value(json_object_get(e, "id"));
-        if (eid && strcmp(eid, id) == 0)
-            return e;
-    }
-    e = json_object();
-    if (!e || json_object_set_new(e, "id", json_string(id)) || json_array_append_new(list, e))
-        return NULL;
-    return e;
-}
-
-int dash_apply(json_t *doc, const json_t *ev)
+int dash_sum_apply(json_t *sum, const json_t *ev)
 {
     dash_ev_kind_t kind;
     const char *room_id;
-    json_t *data = json_object_get(ev, "data"), *e;
+    json_t *data = json_object_get(ev, "data"), *room;
     int rc;
 
-    if (!json_is_object(doc) || dash_event_check(ev, &kind, &room_id, NULL, 0) != 0)
+    if (!json_is_object(sum) || dash_event_check(ev, &kind, &room_id, NULL, NULL, 0) != 0)
         return BNB_EINVAL;
-    if (strcmp(room_id, json_string_value(json_object_get(doc, "id")) ?: "") != 0)
+    if (strcmp(room_id, json_string_value(json_object_get(sum, "id")) ?: "") != 0)
         return BNB_EINVAL;
-
     switch (kind) {
     case DASH_EV_ROOM:
-        rc = put_source(doc, "_room", data, room_src_names, json_integer_value(json_object_get(data, "version")));
+        rc = put_source(sum, "_room", data, room_src_names, json_integer_value(json_object_get(data, "version")));
         break;
     case DASH_EV_ROOM_DELETED:
-        rc = put_source(doc, "_deleted", data, deleted_src_names, json_integer_value(json_object_get(data, "version")));
+        rc = put_source(sum, "_deleted", data, deleted_src_names, json_integer_value(json_object_get(data, "version")));
         break;
-    case DASH_EV_REVIEW: {
-        json_t *room = json_object_get(data, "room");
-        rc = put_source(doc, "_reviews", room, reviews_src_names, json_integer_value(json_object_get(room, "version")));
-        break;
-    }
-    case DASH_EV_RESERVATION:
-        e = entry_for(doc, json_string_value(json_object_get(data, "id")));
-        if (!e)
-            return BNB_ENOMEM;
-        rc = put_source(e, "_res", data, res_src_names, json_integer_value(json_object_get(data, "version")));
-        break;
-    case DASH_EV_PAYMENT:
-        e = entry_for(doc, json_string_value(json_object_get(data, "reservationId")));
-        if (!e)
-            return BNB_ENOMEM;
-        rc = put_source(e, "_pay", data, pay_src_names, json_integer_value(json_object_get(data, "version")));
+    case DASH_EV_REVIEW:
+        room = json_object_get(data, "room");
+        rc = put_source(sum, "_reviews", room, reviews_src_names, json_integer_value(json_object_get(room, "version")));
         break;
     default:
         return BNB_EINVAL;
     }
-    if (rc < 0)
+    if (rc <= 0)
         return rc;
-    int drc = derive_doc(doc);
-    return drc ? drc : rc;
+    rc = derive_sum(sum);
+    return rc ? rc : 1;
 }
 
-int dash_doc_has_room(const json_t *doc)
+static int count_add(json_t *counts, const char *status, json_int_t delta)
 {
-    return json_is_object(json_object_get(doc, "_room")) || json_is_object(json_object_get(doc, "_deleted"));
+    if (!status || !counted_status(status))
+        return 0;
+    json_int_t n = json_integer_value(json_object_get(counts, status)) + delta;
+    return json_object_set_new(counts, status, json_integer(n)) ? BNB_ENOMEM : 0;
+}
+
+int dash_sum_count(json_t *sum, const char *from, const char *to)
+{
+    json_t *counts = json_object_get(sum, "_counts");
+    if (!json_is_object(counts)) {
+        counts = json_object();
+        if (!counts || json_object_set_new(sum, "_counts", counts))
+            return BNB_ENOMEM;
+    }
+    int rc = count_add(counts, from, -1);
+    return rc ? rc : count_add(counts, to, 1);
+}
+
+int dash_sum_has_room(const json_t *sum)
+{
+    return json_is_object(json_object_get(sum, "_room")) || json_is_object(json_object_get(sum, "_deleted"));
 }
 
 static void strip_private(json_t *obj)
@@ -519,13 +477,196 @@ static void strip_private(json_t *obj)
     }
 }
 
-json_t *dash_doc_view(const json_t *doc)
+json_t *dash_sum_public(const json_t *sum)
 {
-    json_t *v = json_deep_copy(doc), *e;
+    json_t *v = json_deep_copy(sum), *b = json_object(), *counts = json_object_get(sum, "_counts");
+    json_int_t total = 0;
+    int bad = !v || !b;
+
+    for (int i = 0; !bad && dash_statuses[i]; i++) {
+        json_int_t n = json_integer_value(json_object_get(counts, dash_statuses[i]));
+        total += n;
+        bad = json_object_set_new(b, dash_statuses[i], json_integer(n)) != 0;
+    }
+    bad = bad || json_object_set_new(b, "total", json_integer(total));
+    if (bad) {
+        json_decref(v);
+        json_decref(b);
+        return NULL;
+    }
+    strip_private(v);
+    json_object_del(v, "listed");
+    if (json_object_set_new(v, "bookings", b)) {
+        json_decref(v);
+        return NULL;
+    }
+    return v;
+}
+
+/* ---- reservation view ---------------------------------------------------- */
+
+/* Rebuild the view's visible fields from its sources (fixed key order). The
+ * top-level roomId/guestId/createdAt (the declared, indexed fields) are set
+ * only once a reservation event has arrived: a view known only from its
+ * payment is listed nowhere. */
+static int derive_view(json_t *doc)
+{
+    json_t *out = json_object();
+    json_t *res = json_object_get(doc, "_res"), *pay = json_object_get(doc, "_pay");
+    json_t *pid = json_is_object(res) ? json_object_get(res, "paymentId") : NULL;
+    json_t *amount = json_is_object(res) ? json_object_get(res, "amount") : NULL;
+    json_t *t = json_object_get(doc, "_t");
+    int bad = !out;
+
+    /* The reservation service is the authority for paymentId and amount (a
+     * rejected reservation keeps paymentId null); the payment fills them in
+     * only while no reservation event has arrived yet. */
+    if (!json_is_object(res) && json_is_object(pay)) {
+        pid = json_object_get(pay, "id");
+        amount = json_object_get(pay, "amount");
+    }
+    bad = bad || keep(out, doc, "id");
+    if (json_is_object(res)) {
+        bad = bad || json_object_set_new(out, "roomId", pick(res, "roomId"));
+        bad = bad || json_object_set_new(out, "guestId", pick(res, "guestId"));
+        bad = bad || json_object_set_new(out, "createdAt", json_is_integer(t) ? json_copy(t) : json_null());
+    }
+    bad = bad || json_object_set_new(out, "hostId", pick(res, "hostId"));
+    bad = bad || json_object_set_new(out, "checkIn", pick(res, "checkIn"));
+    bad = bad || json_object_set_new(out, "checkOut", pick(res, "checkOut"));
+    bad = bad || json_object_set_new(out, "guests", pick(res, "guests"));
+    bad = bad || json_object_set_new(out, "amount", amount ? json_deep_copy(amount) : json_null());
+    bad = bad || json_object_set_new(out, "status", pick(res, "status"));
+    bad = bad || json_object_set_new(out, "paymentId", pid ? json_deep_copy(pid) : json_null());
+    bad = bad || json_object_set_new(out, "paymentStatus", pick(pay, "status"));
+    bad = bad || json_object_set_new(out, "reason", pick(res, "reason"));
+    bad = bad || keep(out, doc, "_res");
+    bad = bad || keep(out, doc, "_pay");
+    bad = bad || keep(out, doc, "_t");
+    bad = bad || keep(out, doc, "_counted");
+    if (json_is_array(json_object_get(doc, "_pending")))
+        bad = bad || keep(out, doc, "_pending");
+    else
+        bad = bad || json_object_set_new(out, "_pending", json_array());
+    if (bad) {
+        json_decref(out);
+        return BNB_ENOMEM;
+    }
+    return replace_members(doc, out);
+}
+
+json_t *dash_view_new(const char *res_id)
+{
+    json_t *doc = json_object();
+    if (!doc || json_object_set_new(doc, "id", json_string(res_id)) || derive_view(doc)) {
+        json_decref(doc);
+        return NULL;
+    }
+    return doc;
+}
+
+/* The reservation's status changed to the one of source `res`: record the
+ * transition the summary has to count. */
+static int note_transition(json_t *view, const json_t *res)
+{
+    json_t *counted = json_object_get(view, "_counted"), *pending = json_object_get(view, "_pending");
+    const char *from = json_string_value(json_object_get(counted, "s"));
+    const char *to = json_string_value(json_object_get(res, "status"));
+    json_int_t v = src_version(res);
+    char mark[96];
+
+    if (!counted_status(from))
+        from = NULL;
+    if (!counted_status(to))
+        to = NULL;
+    if ((from == NULL && to == NULL) || (from && to && strcmp(from, to) == 0))
+        return 0;
+    if (!json_is_array(pending)) {
+        pending = json_array();
+        if (!pending || json_object_set_new(view, "_pending", pending))
+            return BNB_ENOMEM;
+    }
+    snprintf(mark, sizeof(mark), "n:%s:%lld", json_string_value(json_object_get(view, "id")) ?: "", (long long)v);
+    json_t *tr = json_pack("{s:O, s:s?, s:s?, s:s}", "room", json_object_get(res, "roomId"), "from", from, "to", to,
+                           "mark", mark);
+    if (!tr || json_array_append_new(pending, tr))
+        return BNB_ENOMEM;
+    json_t *c = json_pack("{s:s?, s:I}", "s", to, "v", v);
+    if (!c || json_object_set_new(view, "_counted", c))
+        return BNB_ENOMEM;
+    return 0;
+}
+
+int dash_view_apply(json_t *view, const json_t *ev)
+{
+    dash_ev_kind_t kind;
+    const char *room_id, *res_id;
+    json_t *data = json_object_get(ev, "data");
+    int rc, changed = 0;
+
+    if (!json_is_object(view) || dash_event_check(ev, &kind, &room_id, &res_id, NULL, 0) != 0)
+        return BNB_EINVAL;
+    if (strcmp(res_id, json_string_value(json_object_get(view, "id")) ?: "") != 0)
+        return BNB_EINVAL;
+    switch (kind) {
+    case DASH_EV_RESERVATION: {
+        /* createdAt: the data's own when it carries one, else the earliest
+         * reservation event time seen (ReservationPlaced's once it came). */
+        json_t *ca = json_object_get(data, "createdAt"), *t = json_object_get(view, "_t");
+        int64_t ms = json_is_integer(ca) ? (int64_t)json_integer_value(ca)
+                                         : dash_time_ms(json_string_value(json_object_get(ev, "time")));
+        int64_t old = json_is_integer(t) ? (int64_t)json_integer_value(t) : -1;
+        if (ms >= 0 && (old < 0 || (json_is_integer(ca) ? ms != old : ms < old))) {
+            if (json_object_set_new(view, "_t", json_integer(ms)))
+                return BNB_ENOMEM;
+            changed = 1;
+        }
+        rc = put_source(view, "_res", data, res_src_names, json_integer_value(json_object_get(data, "version")));
+        if (rc == 1) {
+            changed = 1;
+            rc = note_transition(view, json_object_get(view, "_res"));
+        }
+        break;
+    }
+    case DASH_EV_PAYMENT:
+        rc = put_source(view, "_pay", data, pay_src_names, json_integer_value(json_object_get(data, "version")));
+        changed = rc == 1;
+        break;
+    default:
+        return BNB_EINVAL;
+    }
+    if (rc < 0)
+        return rc;
+    if (!changed)
+        return 0;
+    rc = derive_view(view);
+    return rc ? rc : 1;
+}
+
+const json_t *dash_view_pending(const json_t *view)
+{
+    return json_object_get(view, "_pending");
+}
+
+int dash_view_drop_pending(json_t *view, const char *mark)
+{
+    json_t *p = json_object_get(view, "_pending"), *e;
     size_t i;
+    json_array_foreach(p, i, e)
+    {
+        const char *m = json_string_value(json_object_get(e, "mark"));
+        if (m && strcmp(m, mark) == 0)
+            return json_array_remove(p, i) == 0;
+    }
+    return 0;
+}
+
+json_t *dash_view_public(const json_t *view)
+{
+    json_t *v = json_deep_copy(view);
     if (!v)
         return NULL;
     strip_private(v);
-    json_array_foreach(json_object_get(v, "reservations"), i, e) strip_private(e);
+    json_object_del(v, "hostId");
     return v;
 }

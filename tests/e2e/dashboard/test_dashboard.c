@@ -1,10 +1,12 @@
 /*
  * End-to-end tests of the dashboard read model against a real all-in-one
  * bearbnb (every plugin, SQLite, in-process events): what the API does shows
- * up on GET /dashboard/rooms/{id}, the read model agrees with the services'
- * own answers (also when every event is delivered twice), poison events are
- * dead-lettered with a reason without stopping later events, and a restart
- * on the same data dir changes nothing.
+ * up on GET /dashboard/rooms/{id} (the summary, with booking counts) and
+ * GET /dashboard/rooms/{id}/reservations (pages, newest first), the read model
+ * agrees with the services' own answers (also when every event is delivered
+ * twice), only the room's host sees every reservation and a guest only their
+ * own, poison events are dead-lettered with a reason without stopping later
+ * events, and a restart on the same data dir changes nothing.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -22,7 +24,7 @@
 #define WAIT_MS 20000
 
 static e2e_host_t *host;
-static char *tok_host, *tok_guest, *tok_guest2;
+static char *tok_host, *tok_guest, *tok_guest2, *tok_guest3, *tok_host2;
 
 /* ---- helpers -------------------------------------------------------------- */
 
@@ -34,7 +36,9 @@ static int start(const char *const *env)
     tok_host = e2e_token(host, "hanna", "host", 0);
     tok_guest = e2e_token(host, "gus", "guest", 0);
     tok_guest2 = e2e_token(host, "greta", "guest", 0);
-    return tok_host && tok_guest && tok_guest2 ? 0 : -1;
+    tok_guest3 = e2e_token(host, "olga", "guest", 0);
+    tok_host2 = e2e_token(host, "otto", "host", 0);
+    return tok_host && tok_guest && tok_guest2 && tok_guest3 && tok_host2 ? 0 : -1;
 }
 
 static int setup_plain(void **state)
@@ -47,6 +51,13 @@ static int setup_twice(void **state)
 {
     (void)state;
     static const char *const env[] = {"BEARBNB_EVENTS_DELIVER_TWICE=1", NULL};
+    return start(env);
+}
+
+static int setup_many(void **state)
+{
+    (void)state;
+    static const char *const env[] = {"BEARBNB_RESERVATION_MAX_ACTIVE_PER_GUEST=0", NULL};
     return start(env);
 }
 
@@ -66,7 +77,9 @@ static int teardown(void **state)
     free(tok_host);
     free(tok_guest);
     free(tok_guest2);
-    tok_host = tok_guest = tok_guest2 = NULL;
+    free(tok_guest3);
+    free(tok_host2);
+    tok_host = tok_guest = tok_guest2 = tok_guest3 = tok_host2 = NULL;
     return rc == 0 ? 0 : -1; /* a non-zero exit (ASan/LSan report: 23) fails */
 }
 
@@ -93,6 +106,86 @@ static json_t *get_if_200(const char *path, const char *tok)
         j = json_incref(r.json);
     e2e_resp_free(&r);
     return j;
+}
+
+/* Every reservation view of `room` as `tok` sees them, walking the pages of
+ * `limit` (NULL: the default); checks newest first and that every page but
+ * the last is full. A new array, or NULL when a page did not answer 200. */
+static json_t *walk_reservations(const char *room, const char *tok, const char *limit, int *pages)
+{
+    json_t *all = json_array();
+    char *cursor = NULL;
+    long long last = -1;
+    int n = 0;
+    for (;;) {
+        char path[1200];
+        int o = snprintf(path, sizeof(path), "/dashboard/rooms/%s/reservations", room);
+        char sep = '?';
+        if (limit) {
+            o += snprintf(path + o, sizeof(path) - (size_t)o, "?limit=%s", limit);
+            sep = '&';
+        }
+        if (cursor) {
+            o += snprintf(path + o, sizeof(path) - (size_t)o, "%ccursor=", sep);
+            for (const char *c = cursor; *c && (size_t)o + 4 < sizeof(path); c++) {
+                unsigned char ch = (unsigned char)*c;
+                if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+                    ch == '_' || ch == '.' || ch == '~')
+                    path[o++] = (char)ch;
+                else
+                    o += snprintf(path + o, sizeof(path) - (size_t)o, "%%%02X", ch);
+            }
+            path[o] = '\0';
+        }
+        json_t *page = get_if_200(path, tok), *e;
+        size_t i;
+        free(cursor);
+        cursor = NULL;
+        if (!page || !json_is_array(json_object_get(page, "items"))) {
+            json_decref(page);
+            json_decref(all);
+            return NULL;
+        }
+        n++;
+        json_array_foreach(json_object_get(page, "items"), i, e)
+        {
+            long long t = json_integer_value(json_object_get(e, "createdAt"));
+            assert_true(last < 0 || t <= last); /* newest first */
+            last = t;
+            json_array_append(all, e);
+        }
+        json_t *next = json_object_get(page, "next");
+        if (json_is_string(next)) {
+            assert_int_equal(json_array_size(json_object_get(page, "items")), limit ? (size_t)atoi(limit) : 20);
+            cursor = strdup(json_string_value(next));
+        } else {
+            assert_true(json_is_null(next));
+        }
+        json_decref(page);
+        if (!cursor)
+            break;
+    }
+    if (pages)
+        *pages = n;
+    return all;
+}
+
+/* The room's summary (anonymous) with "reservations": every view as the
+ * room's host sees them; NULL unless both answered 200. */
+static json_t *get_room_doc(const char *room)
+{
+    char path[160];
+    snprintf(path, sizeof(path), "/dashboard/rooms/%s", room);
+    json_t *doc = get_if_200(path, NULL);
+    if (!doc)
+        return NULL;
+    json_t *list = walk_reservations(room, tok_host, "100", NULL);
+    if (!list) {
+        json_decref(doc);
+        return NULL;
+    }
+    json_object_set_new(doc, "reservations", list);
+    return doc;
 }
 
 static void date_plus(int days, char out[11])
@@ -132,7 +225,7 @@ static int str_is(const json_t *o, const char *k, const char *want)
 typedef int (*doc_pred_fn)(const json_t *doc, const void *arg);
 
 typedef struct {
-    char path[160];
+    char room[160];
     doc_pred_fn pred;
     const void *arg;
     json_t *last;
@@ -141,7 +234,7 @@ typedef struct {
 static int poll_cond(void *a)
 {
     poll_t *p = a;
-    json_t *doc = get_if_200(p->path, NULL);
+    json_t *doc = get_room_doc(p->room);
     if (!doc)
         return 0;
     json_decref(p->last);
@@ -154,7 +247,7 @@ static int poll_cond(void *a)
 static json_t *wait_doc(const char *room, doc_pred_fn pred, const void *arg, const char *what)
 {
     poll_t p = {.pred = pred, .arg = arg};
-    snprintf(p.path, sizeof(p.path), "/dashboard/rooms/%s", room);
+    snprintf(p.room, sizeof(p.room), "%s", room);
     if (e2e_wait_until(WAIT_MS, 50, poll_cond, &p) != 0) {
         char *s = p.last ? json_dumps(p.last, JSON_INDENT(1)) : NULL;
         fprintf(stderr, "timed out waiting for %s; last dashboard document: %s\n", what, s ? s : "(none)");
@@ -195,6 +288,25 @@ static int pred_int(const json_t *doc, const void *arg)
     return json_is_integer(v) && json_integer_value(v) == w->value;
 }
 
+typedef struct {
+    json_int_t pending, confirmed, rejected, cancel_requested, cancelled, total;
+} counts_t;
+
+/* The summary's bookings equal *arg. */
+static int pred_bookings(const json_t *doc, const void *arg)
+{
+    const counts_t *c = arg;
+    json_t *b = json_object_get(doc, "bookings");
+    json_int_t got[6], want[6] = {c->pending, c->confirmed, c->rejected, c->cancel_requested, c->cancelled, c->total};
+    static const char *const k[6] = {"PENDING", "CONFIRMED", "REJECTED", "CANCEL_REQUESTED", "CANCELLED", "total"};
+    for (int i = 0; i < 6; i++) {
+        got[i] = json_integer_value(json_object_get(b, k[i]));
+        if (!json_is_integer(json_object_get(b, k[i])) || got[i] != want[i])
+            return 0;
+    }
+    return 1;
+}
+
 static int pred_status(const json_t *doc, const void *arg)
 {
     return str_is(doc, "status", arg);
@@ -232,6 +344,8 @@ static const char *token_for(const char *guest)
 {
     if (guest && strcmp(guest, "greta") == 0)
         return tok_guest2;
+    if (guest && strcmp(guest, "olga") == 0)
+        return tok_guest3;
     return tok_guest;
 }
 
@@ -290,7 +404,7 @@ static void assert_matches_services(const char *room_id)
     svc_arg_t a = {.verbose = 0};
     json_t *doc = NULL;
     poll_t p = {.pred = pred_matches_services, .arg = &a};
-    snprintf(p.path, sizeof(p.path), "/dashboard/rooms/%s", room_id);
+    snprintf(p.room, sizeof(p.room), "%s", room_id);
     if (e2e_wait_until(WAIT_MS, 100, poll_cond, &p) != 0) {
         fprintf(stderr, "dashboard does not match the services:\n");
         a.verbose = 1;
@@ -427,6 +541,8 @@ static void test_booking_flow_shows_on_dashboard(void **state)
     json_decref(wait_doc(room, pred_res, &w1c, "reservation 1 CANCELLED/CANCELLED"));
     int_want_t no_booking = {"bookingCnt", 0};
     json_decref(wait_doc(room, pred_int, &no_booking, "bookingCnt 0"));
+    counts_t c1 = {.rejected = 1, .cancelled = 1, .total = 2};
+    json_decref(wait_doc(room, pred_bookings, &c1, "bookings: 1 rejected, 1 cancelled"));
 
     /* reviews: reviewCnt and rating follow the room service */
     review(room, tok_guest, 4);
@@ -436,8 +552,10 @@ static void test_booking_flow_shows_on_dashboard(void **state)
     assert_matches_services(room);
 
     /* the list, filtered by city */
-    json_t *list = call("GET", "/dashboard/rooms?city=Bern", NULL, NULL, 200);
+    json_t *page = call("GET", "/dashboard/rooms?city=Bern", NULL, NULL, 200);
+    json_t *list = json_object_get(page, "items");
     assert_true(json_is_array(list));
+    assert_true(json_is_null(json_object_get(page, "next")));
     int found = 0;
     size_t i;
     json_array_foreach(list, i, e)
@@ -446,10 +564,10 @@ static void test_booking_flow_shows_on_dashboard(void **state)
         found += str_is(e, "id", room);
     }
     assert_int_equal(found, 1);
-    json_decref(list);
-    list = call("GET", "/dashboard/rooms?city=Nowhere", NULL, NULL, 200);
-    assert_int_equal(json_array_size(list), 0);
-    json_decref(list);
+    json_decref(page);
+    page = call("GET", "/dashboard/rooms?city=Nowhere", NULL, NULL, 200);
+    assert_int_equal(json_array_size(json_object_get(page, "items")), 0);
+    json_decref(page);
 
     /* an unknown room */
     e2e_resp_t r;
@@ -458,12 +576,12 @@ static void test_booking_flow_shows_on_dashboard(void **state)
     e2e_resp_free(&r);
 
     /* restart on the same data dir: the dashboard is unchanged */
-    snprintf(path, sizeof(path), "/dashboard/rooms/%s", room);
-    json_t *before = call("GET", path, NULL, NULL, 200);
+    json_t *before = get_room_doc(room);
     json_t *all_before = call("GET", "/dashboard/rooms", NULL, NULL, 200);
+    assert_non_null(before);
     assert_int_equal(e2e_host_stop(host), 0);
     assert_int_equal(e2e_host_restart(host), 0);
-    json_t *after = call("GET", path, NULL, NULL, 200);
+    json_t *after = get_room_doc(room);
     json_t *all_after = call("GET", "/dashboard/rooms", NULL, NULL, 200);
     assert_true(json_equal(before, after));
     assert_true(json_equal(all_before, all_after));
@@ -512,8 +630,10 @@ static void test_deliver_twice_matches_services(void **state)
     assert_true(metric("bearbnb_dashboard_events_repeated_total") > 0);
     assert_true(metric("bearbnb_dashboard_events_repeated_total") >= metric("bearbnb_dashboard_events_applied_total"));
 
-    snprintf(path, sizeof(path), "/dashboard/rooms/%s", room);
-    json_t *doc = call("GET", path, NULL, NULL, 200);
+    counts_t c3 = {.confirmed = 1, .rejected = 1, .cancelled = 1, .total = 3}; /* not doubled */
+    json_decref(wait_doc(room, pred_bookings, &c3, "bookings of the twice house"));
+    json_t *doc = get_room_doc(room);
+    assert_non_null(doc);
     assert_string_equal(sget(doc, "name"), "Twice house, renovated");
     assert_int_equal(json_integer_value(json_object_get(doc, "reviewCnt")), 2);
     assert_int_equal(json_integer_value(json_object_get(doc, "bookingCnt")), 1);
@@ -526,15 +646,172 @@ static void test_deliver_twice_matches_services(void **state)
     json_decref(wait_doc(room, pred_status, "DELETED", "room DELETED"));
     res_want_t wb2 = {b, "CANCELLED", "CANCELLED"};
     json_decref(wait_doc(room, pred_res, &wb2, "b CANCELLED/CANCELLED after room deletion"));
-    json_t *list = call("GET", "/dashboard/rooms?city=Zug", NULL, NULL, 200);
+    counts_t c4 = {.rejected = 1, .cancelled = 2, .total = 3};
+    json_decref(wait_doc(room, pred_bookings, &c4, "bookings after the room's deletion"));
+    json_t *page = call("GET", "/dashboard/rooms?city=Zug", NULL, NULL, 200);
+    json_t *list = json_object_get(page, "items");
     assert_int_equal(json_array_size(list), 1);
     assert_string_equal(sget(json_array_get(list, 0), "status"), "DELETED");
-    json_decref(list);
+    json_decref(page);
 
     free(a);
     free(b);
     free(c);
     free(d);
+    free(room);
+    free(other);
+}
+
+/* ---- pages and privacy ------------------------------------------------------- */
+
+static void expect_400(const char *path, const char *tok, const char *names)
+{
+    e2e_resp_t r;
+    assert_int_equal(e2e_call(host, E2E_HTTP1, "GET", path, tok, NULL, &r), 0);
+    if (r.status != 400 || !r.json || !strstr(sget(r.json, "detail") ?: "", names))
+        fprintf(stderr, "GET %s -> %ld %s (want 400 naming %s)\n", path, r.status, r.body, names);
+    assert_true(e2e_is_problem(&r, 400));
+    assert_non_null(strstr(sget(r.json, "detail"), names));
+    e2e_resp_free(&r);
+}
+
+static int count_guest(const json_t *list, const char *guest)
+{
+    size_t i;
+    json_t *e;
+    int n = 0;
+    json_array_foreach(list, i, e) n += str_is(e, "guestId", guest);
+    return n;
+}
+
+static void test_pages_and_privacy(void **state)
+{
+    (void)state;
+    char *room = create_room("Busy flat", "Thun", 8000);
+    char *ids[25];
+    char path[300];
+    int pages;
+    const char *toks[3] = {tok_guest, tok_guest2, tok_guest3};
+
+    /* 25 bookings: gus 12 (the 6th declined, the 4th cancelled), greta 8, olga 5 */
+    for (int i = 0; i < 25; i++) {
+        const char *tok = i < 12 ? toks[0] : i < 20 ? toks[1] : toks[2];
+        int declined = i == 5;
+        ids[i] = book(room, tok, 60 + 2 * i, 61 + 2 * i, declined ? "4000000000000002" : "4111111111111111",
+                      declined ? 402 : 201, NULL);
+    }
+    snprintf(path, sizeof(path), "/reservations/%s", ids[3]);
+    json_decref(call("DELETE", path, tok_guest, NULL, 202));
+    counts_t c = {.confirmed = 23, .rejected = 1, .cancelled = 1, .total = 25};
+    json_decref(wait_doc(room, pred_bookings, &c, "25 bookings counted"));
+    assert_matches_services(room);
+
+    /* the host: every reservation, newest first, once, in pages of 10 */
+    json_t *all = walk_reservations(room, tok_host, "10", &pages);
+    assert_non_null(all);
+    assert_int_equal(json_array_size(all), 25);
+    assert_int_equal(pages, 3);
+    for (int i = 0; i < 25; i++) {
+        int seen = 0;
+        size_t k;
+        json_t *e;
+        json_array_foreach(all, k, e) seen += str_is(e, "id", ids[i]);
+        assert_int_equal(seen, 1);
+    }
+    assert_int_equal(count_guest(all, "gus"), 12);
+    json_t *first = json_array_get(all, 0), *last = json_array_get(all, 24);
+    assert_true(json_integer_value(json_object_get(first, "createdAt")) >
+                json_integer_value(json_object_get(last, "createdAt")));
+    assert_string_equal(sget(last, "id"), ids[0]); /* the oldest comes last */
+    assert_string_equal(sget(first, "id"), ids[24]);
+    json_decref(all);
+    all = walk_reservations(room, tok_host, NULL, &pages); /* default limit 20 */
+    assert_int_equal(json_array_size(all), 25);
+    assert_int_equal(pages, 2);
+    json_decref(all);
+
+    /* a guest: only their own */
+    all = walk_reservations(room, tok_guest, "5", &pages);
+    assert_int_equal(json_array_size(all), 12);
+    assert_int_equal(count_guest(all, "gus"), 12);
+    json_decref(all);
+    all = walk_reservations(room, tok_guest2, NULL, &pages);
+    assert_int_equal(json_array_size(all), 8);
+    assert_int_equal(count_guest(all, "greta"), 8);
+    json_decref(all);
+    /* another host, a guest without bookings here: an empty page */
+    all = walk_reservations(room, tok_host2, NULL, &pages);
+    assert_int_equal(json_array_size(all), 0);
+    json_decref(all);
+    char *other = create_room("Empty flat", "Thun", 8000);
+    json_decref(wait_doc(other, pred_exists, NULL, "the empty room"));
+    all = walk_reservations(other, tok_guest, NULL, &pages);
+    assert_int_equal(json_array_size(all), 0);
+    json_decref(all);
+
+    /* anonymous: 401 for the reservations; the summary names no guest */
+    e2e_resp_t r;
+    snprintf(path, sizeof(path), "/dashboard/rooms/%s/reservations", room);
+    assert_int_equal(e2e_call(host, E2E_HTTP1, "GET", path, NULL, NULL, &r), 0);
+    assert_true(e2e_is_problem(&r, 401));
+    e2e_resp_free(&r);
+    snprintf(path, sizeof(path), "/dashboard/rooms/%s", room);
+    assert_int_equal(e2e_call(host, E2E_HTTP1, "GET", path, NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_null(strstr(r.body, "gus"));
+    assert_null(strstr(r.body, "greta"));
+    assert_null(json_object_get(r.json, "reservations"));
+    e2e_resp_free(&r);
+    assert_int_equal(e2e_call(host, E2E_HTTP1, "GET", "/dashboard/rooms?limit=100", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_null(strstr(r.body, "gus"));
+    e2e_resp_free(&r);
+
+    /* bad page parameters: 400 naming them */
+    snprintf(path, sizeof(path), "/dashboard/rooms/%s/reservations?limit=0", room);
+    expect_400(path, tok_host, "limit");
+    snprintf(path, sizeof(path), "/dashboard/rooms/%s/reservations?limit=101", room);
+    expect_400(path, tok_host, "limit");
+    snprintf(path, sizeof(path), "/dashboard/rooms/%s/reservations?limit=ten", room);
+    expect_400(path, tok_host, "limit");
+    snprintf(path, sizeof(path), "/dashboard/rooms/%s/reservations?cursor=bm90LWEtY3Vyc29y", room);
+    expect_400(path, tok_host, "cursor");
+    snprintf(path, sizeof(path), "/dashboard/rooms/%s/reservations?status=CONFIRMED", room);
+    expect_400(path, tok_host, "status");
+    expect_400("/dashboard/rooms?limit=1000", NULL, "limit");
+    expect_400("/dashboard/rooms?cursor=%25%25%25", NULL, "cursor");
+    expect_400("/dashboard/rooms?sort=name", NULL, "sort");
+
+    /* the list of rooms in pages: every room once */
+    json_t *seen = json_object();
+    char *cursor = NULL;
+    int npages = 0;
+    do {
+        if (cursor)
+            snprintf(path, sizeof(path), "/dashboard/rooms?limit=1&cursor=%s", cursor);
+        else
+            snprintf(path, sizeof(path), "/dashboard/rooms?limit=1");
+        free(cursor);
+        cursor = NULL;
+        json_t *pg = call("GET", path, NULL, NULL, 200), *e;
+        size_t k;
+        json_array_foreach(json_object_get(pg, "items"), k, e)
+        {
+            assert_null(json_object_get(seen, sget(e, "id")));
+            json_object_set_new(seen, sget(e, "id"), json_true());
+        }
+        if (json_is_string(json_object_get(pg, "next")))
+            cursor = strdup(sget(pg, "next")); /* base64url: no escaping needed */
+        json_decref(pg);
+        npages++;
+    } while (cursor && npages < 50);
+    assert_non_null(json_object_get(seen, room));
+    assert_non_null(json_object_get(seen, other));
+    assert_int_equal(json_object_size(seen), 2);
+    json_decref(seen);
+
+    for (int i = 0; i < 25; i++)
+        free(ids[i]);
     free(room);
     free(other);
 }
@@ -648,6 +925,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_booking_flow_shows_on_dashboard, setup_plain, teardown),
         cmocka_unit_test_setup_teardown(test_deliver_twice_matches_services, setup_twice, teardown),
+        cmocka_unit_test_setup_teardown(test_pages_and_privacy, setup_many, teardown),
         cmocka_unit_test_setup_teardown(test_poison_events_are_dead_lettered, setup_admin, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -3,7 +3,8 @@
  * e2e harness makes (BNB_E2E_TOPOLOGY=all-in-one or distributed, see
  * harness.h), then
  *   1. for min(seconds, 10), one client books and polls GET
- *      /dashboard/rooms/{id} until the reservation shows CONFIRMED there,
+ *      /dashboard/rooms/{id}/reservations (as the host) until the reservation
+ *      shows CONFIRMED there,
  *      one booking at a time: end-to-end saga latency p50/p99;
  *   2. for `seconds`, `workers` threads POST /reservations as fast as they
  *      are answered (each on its own rooms, dates never overlapping):
@@ -78,18 +79,19 @@ static char *new_room(bench_t *b)
     return id;
 }
 
-/* 1 when the dashboard shows reservation `id` of `room` as CONFIRMED. */
-static int confirmed_on_dashboard(e2e_client_t *c, const char *room, const char *id)
+/* 1 when the dashboard shows reservation `id` of `room` as CONFIRMED (on the
+ * first page of the room's reservations, newest first, as the room's host). */
+static int confirmed_on_dashboard(e2e_client_t *c, const char *tok, const char *room, const char *id)
 {
     char path[200];
     e2e_resp_t r;
     int ok = 0;
     size_t i;
     json_t *e;
-    snprintf(path, sizeof path, "/dashboard/rooms/%s", room);
-    e2e_req_t rq = {.proto = E2E_HTTP1, .method = "GET", .path = path};
+    snprintf(path, sizeof path, "/dashboard/rooms/%s/reservations?limit=100", room);
+    e2e_req_t rq = {.proto = E2E_HTTP1, .method = "GET", .path = path, .token = tok};
     if (e2e_client_do(c, &rq, &r) == 0 && r.status == 200)
-        json_array_foreach(json_object_get(r.json, "reservations"), i, e)
+        json_array_foreach(json_object_get(r.json, "items"), i, e)
         {
             const char *rid = json_string_value(json_object_get(e, "id"));
             const char *st = json_string_value(json_object_get(e, "status"));
@@ -130,7 +132,7 @@ static void *run(void *arg)
             if (w->prober) {
                 char id[80];
                 snprintf(id, sizeof id, "%s", json_string_value(json_object_get(r.json, "id")));
-                while (!confirmed_on_dashboard(c, room, id) && now_ms() - t0 < 30000) {
+                while (!confirmed_on_dashboard(c, w->b->host_tok, room, id) && now_ms() - t0 < 30000) {
                     struct timespec ts = {0, 2 * 1000000L};
                     nanosleep(&ts, NULL);
                 }
@@ -234,7 +236,7 @@ int main(int argc, char **argv)
     double t_drain = now_ms();
     e2e_client_t *dc = e2e_client_new(e2e_host_port(b.h));
     for (int i = 0; i < nworkers && dc; i++)
-        while (w[i].last_room && !confirmed_on_dashboard(dc, w[i].last_room, w[i].last_id) &&
+        while (w[i].last_room && !confirmed_on_dashboard(dc, b.host_tok, w[i].last_room, w[i].last_id) &&
                now_ms() - t_drain < 30000) {
             struct timespec ts = {0, 20 * 1000000L};
             nanosleep(&ts, NULL);

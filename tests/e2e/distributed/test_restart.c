@@ -243,7 +243,8 @@ static json_t *get_all(const world_t *w, const char *tok, const char *path)
         char url[1024];
         int n = snprintf(url, sizeof url, "%s?limit=100", path);
         for (const char *c = cursor ? cursor : ""; *c && n < (int)sizeof url - 16; c++)
-            n += snprintf(url + n, sizeof url - (size_t)n, "%s%%%02X", c == cursor ? "&cursor=" : "", (unsigned char)*c);
+            n +=
+                snprintf(url + n, sizeof url - (size_t)n, "%s%%%02X", c == cursor ? "&cursor=" : "", (unsigned char)*c);
         json_t *page = get_json(w, tok, url), *items = json_object_get(page, "items");
         free(cursor);
         cursor = NULL;
@@ -262,6 +263,37 @@ static json_t *get_all(const world_t *w, const char *tok, const char *path)
     free(cursor);
     json_decref(all);
     return NULL;
+}
+
+/* Every reservation view of `room` on the dashboard, as the room's host
+ * (walking the pages); a new array, or NULL when a page failed. */
+static json_t *dash_reservations(const world_t *w, const char *room)
+{
+    json_t *all = json_array();
+    char *cursor = NULL;
+    for (int pages = 0; pages < 1000; pages++) {
+        char path[600];
+        if (cursor)
+            snprintf(path, sizeof path, "/dashboard/rooms/%s/reservations?limit=100&cursor=%s", room, cursor);
+        else
+            snprintf(path, sizeof path, "/dashboard/rooms/%s/reservations?limit=100", room);
+        free(cursor);
+        cursor = NULL;
+        json_t *page = get_json(w, w->host_tok, path), *next = json_object_get(page, "next");
+        if (!json_is_array(json_object_get(page, "items"))) {
+            json_decref(page);
+            json_decref(all);
+            return NULL;
+        }
+        json_array_extend(all, json_object_get(page, "items"));
+        if (json_is_string(next))
+            cursor = strdup(json_string_value(next)); /* base64url: nothing to escape */
+        json_decref(page);
+        if (!cursor)
+            return all;
+    }
+    free(cursor);
+    return all;
 }
 
 /* Every reservation of every guest in a final state (1), else 0. */
@@ -304,7 +336,7 @@ static int dashboard_agrees(void *arg)
     for (int rm = 0; rm < NROOMS && ok; rm++) {
         char path[160];
         snprintf(path, sizeof path, "/dashboard/rooms/%s", w->rooms[rm]);
-        json_t *doc = get_json(w, NULL, path), *dl = json_object_get(doc, "reservations");
+        json_t *doc = get_json(w, NULL, path), *dl = dash_reservations(w, w->rooms[rm]);
         snprintf(path, sizeof path, "/rooms/%s", w->rooms[rm]);
         json_t *room = get_json(w, NULL, path);
         long confirmed = 0;
@@ -354,11 +386,14 @@ static int dashboard_agrees(void *arg)
         }
         json_int_t bc_room = json_integer_value(json_object_get(room, "bookingCnt"));
         json_int_t bc_dash = json_integer_value(json_object_get(doc, "bookingCnt"));
-        if (ok && (bc_room != confirmed || bc_dash != confirmed)) {
-            snprintf(a->why, sizeof a->why, "room %s: bookingCnt room %lld, dashboard %lld, confirmed %ld",
-                     w->rooms[rm], (long long)bc_room, (long long)bc_dash, confirmed);
+        json_int_t counted = json_integer_value(json_object_get(json_object_get(doc, "bookings"), "CONFIRMED"));
+        if (ok && (bc_room != confirmed || bc_dash != confirmed || counted != confirmed)) {
+            snprintf(a->why, sizeof a->why,
+                     "room %s: bookingCnt room %lld, dashboard %lld, dashboard bookings.CONFIRMED %lld, confirmed %ld",
+                     w->rooms[rm], (long long)bc_room, (long long)bc_dash, (long long)counted, confirmed);
             ok = 0;
         }
+        json_decref(dl);
         json_decref(doc);
         json_decref(room);
     }
