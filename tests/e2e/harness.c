@@ -898,7 +898,7 @@ static int dist_start(e2e_host_t **out, const e2e_host_opts_t *opts)
             int mysql = b <= 1;
             if (i < E2E_NPARTS)
                 snprintf(h->dbs[i], sizeof(h->dbs[i]), "bnb_%s_%s", ns, name);
-            snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_PLUGINS=%s", name);
+            snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_PLUGINS=%s", part_names[b]);
             snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_KAFKA_BROKERS=%s", kafka);
             snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_KAFKA_NAMESPACE=%s", ns);
             snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_STORAGE_BACKEND=%s", mysql ? "mysql" : "mongo");

@@ -271,16 +271,23 @@ static int dashboard_agrees(void *arg)
     return 1;
 }
 
-/* Value of the first /metrics sample of process `part` starting with prefix, or -1. */
+/* Value of the first /metrics sample of process `part` starting with prefix,
+ * or -1 (GET /metrics gathers every process, each section headed by
+ * "# e2e process <name>"). */
 static double part_metric(world_t *w, const char *part, const char *prefix)
 {
-    e2e_host_t *p = e2e_host_part(w->h, part);
     e2e_resp_t r;
     double v = -1;
-    if (p && e2e_call(p, E2E_HTTP1, "GET", "/metrics", NULL, NULL, &r) == 0 && r.status == 200) {
-        const char *at = strstr(r.body, prefix);
-        if (at && (at == r.body || at[-1] == '\n'))
-            v = strtod(strchr(at, ' ') + 1, NULL);
+    char head[64];
+    snprintf(head, sizeof head, "# e2e process %s\n", part);
+    if (e2e_call(w->h, E2E_HTTP1, "GET", "/metrics", NULL, NULL, &r) == 0 && r.status == 200) {
+        const char *sec = strstr(r.body, head), *end = sec ? strstr(sec + strlen(head), "# e2e process ") : NULL;
+        for (const char *at = sec ? strstr(sec, prefix) : NULL; at && (!end || at < end); at = strstr(at + 1, prefix))
+            if (at[-1] == '\n') {
+                const char *sp = strchr(at, ' ');
+                v = sp ? strtod(sp + 1, NULL) : -1;
+                break;
+            }
     }
     e2e_resp_free(&r);
     return v;
