@@ -10,6 +10,8 @@
  * guests), waits until the summary counts N bookings, and measures, one
  * request at a time on a kept-alive connection, p50/p99 of
  *   - GET /dashboard/rooms/{id}                                 (anonymous)
+ *   - GET /dashboard/rooms/{id}/reservations?limit=10           (the host; the
+ *     same 10 items at every size: the like-for-like line)
  *   - GET /dashboard/rooms/{id}/reservations?limit=20           (the host)
  *   - GET /dashboard/rooms/{id}/reservations?limit=20&cursor=   (page 2, host)
  *   - GET /dashboard/rooms/{id}/reservations?limit=20           (one guest)
@@ -200,6 +202,9 @@ int main(int argc, char **argv)
 
         snprintf(path, sizeof(path), "/dashboard/rooms/%s", room);
         if (measure(c, "GET summary (anonymous)", size, path, NULL, requests, 0))
+            goto done;
+        snprintf(path, sizeof(path), "/dashboard/rooms/%s/reservations?limit=10", room);
+        if (measure(c, "GET reservations?limit=10 (host)", size, path, host_tok, requests, 10))
             goto done;
         snprintf(path, sizeof(path), "/dashboard/rooms/%s/reservations?limit=20", room);
         if (measure(c, "GET reservations p1 (host)", size, path, host_tok, requests, size < 20 ? (size_t)size : 20))
