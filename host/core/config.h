@@ -26,6 +26,8 @@ int bnb__config_set(bnb_config_t *c, const char *key, const char *value, const c
 /* Declare a key (host keys, plugin keys as "<plugin>.<key>"). */
 int bnb__config_declare(bnb_config_t *c, const char *key, bnb_cfg_type_t type, const char *def);
 /* Declare the host's own keys. */
+/* The i-th host key (its name, type, default or NULL, one-line help); -1 past the end. */
+int bnb__config_host_key(size_t i, const char **key, bnb_cfg_type_t *type, const char **def, const char **help);
 int bnb__config_declare_host(bnb_config_t *c);
 /* Apply BEARBNB_* variables of `envp` for declared keys (the command line
  * still wins), then check: every file key declared, every BEARBNB_* variable

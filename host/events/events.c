@@ -92,8 +92,9 @@ static int dispatch(bnb_host_t *h, bnb_inst_t *ctx, const char *topic, const cha
         return park(h, ctx, payload, len, reason);
     }
     if (rc != 0) {
-        bnb__logf(BNB_LOG_WARN, NULL, "consumer %s failed on event %s (%d); it will be delivered again", ctx->name, id,
-                  rc);
+        /* ex.event_id: `id` pointed into env, freed above */
+        bnb__logf(BNB_LOG_WARN, NULL, "consumer %s failed on event %s (%d); it will be delivered again", ctx->name,
+                  ex.event_id, rc);
         return rc;
     }
     char labels[64];

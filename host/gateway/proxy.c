@@ -18,6 +18,7 @@
 static pthread_mutex_t handles_mu = PTHREAD_MUTEX_INITIALIZER;
 static CURL **handles;
 static size_t nhandles;
+static _Atomic unsigned handles_gen; /* bumped when bnb__gateway_free frees them */
 
 typedef struct gw_route {
     char *prefix;
@@ -54,6 +55,7 @@ void bnb__gateway_free(void)
     free(handles);
     handles = NULL;
     nhandles = 0;
+    handles_gen++; /* every thread's tl_curl is gone: thread_handle makes a new one */
     pthread_mutex_unlock(&handles_mu);
     free_routes();
     OPENSSL_cleanse(secret, sizeof(secret));
@@ -305,11 +307,13 @@ static int hop_by_hop(const char *name)
 }
 
 static __thread CURL *tl_curl; /* one per worker thread: keeps its connections alive */
+static __thread unsigned tl_gen;
 
 static CURL *thread_handle(void)
 {
-    if (tl_curl != NULL)
+    if (tl_curl != NULL && tl_gen == handles_gen)
         return tl_curl;
+    tl_curl = NULL;
     CURL *c = curl_easy_init();
     if (c == NULL)
         return NULL;
@@ -325,6 +329,7 @@ static CURL *thread_handle(void)
         return NULL;
     }
     tl_curl = c;
+    tl_gen = handles_gen;
     return c;
 }
 

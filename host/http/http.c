@@ -20,6 +20,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* docs/openapi.json, embedded by host/http/embed.py (meson: openapi-doc) */
+extern const char bnb__openapi_json[];
+extern const size_t bnb__openapi_json_len;
+
 static h2o_globalconf_t g_config;
 static h2o_context_t g_ctx;
 static h2o_accept_ctx_t g_accept;
@@ -464,6 +468,34 @@ static void problem_now(bnb_host_t *h, h2o_req_t *req, const char *route, int64_
     free(s);
 }
 
+/* The host's own routes (answered before the route table), for /admin/routes. */
+static const char *const host_routes[][2] = {
+    {"GET", "/healthz"}, {"GET", "/readyz"}, {"GET", "/metrics"}, {"GET", "/openapi.json"}};
+
+static void on_route_json(const char *method, const char *pattern, void *data, void *ud)
+{
+    static const char *const who[] = {"anyone", "user", "host", "guest", "service"};
+    const bnb_route_entry_t *e = data;
+    json_array_append_new(ud, json_pack("{s:s, s:s, s:s, s:s}", "method", method, "path", pattern, "who",
+                                        (unsigned)e->who < 5 ? who[e->who] : "?", "plugin", e->ctx->name));
+}
+
+/* GET /admin/routes: every route this process serves, for tests that hold the
+ * OpenAPI document against the real route table (admin mode, loopback only). */
+static void admin_routes(bnb_host_t *h, h2o_req_t *req, int64_t t0)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < sizeof(host_routes) / sizeof(host_routes[0]); i++)
+        json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:s}", "method", host_routes[i][0], "path",
+                                           host_routes[i][1], "who", "anyone", "plugin", ""));
+    if (a)
+        bnb__router_each(h->router, NULL, on_route_json, a);
+    char *s = a ? json_dumps(a, JSON_COMPACT) : NULL;
+    json_decref(a);
+    answer_now(h, req, "/admin/routes", t0, s ? 200 : 500, "application/json", s ? s : "[]", s ? strlen(s) : 2);
+    free(s);
+}
+
 static int handle_admin(bnb_host_t *h, h2o_req_t *req, const char *path, size_t plen, int64_t t0)
 {
     if (!h->admin || !is_loopback(req)) {
@@ -489,6 +521,10 @@ static int handle_admin(bnb_host_t *h, h2o_req_t *req, const char *path, size_t 
             return 0;
         }
         problem_now(h, req, "/admin/plugins/{name}/{verb}", t0, 404, "no such plugin or action");
+        return 0;
+    }
+    if (strcmp(p, "/admin/routes") == 0 && iov_eq(req->method, "GET")) {
+        admin_routes(h, req, t0);
         return 0;
     }
     if (strcmp(p, "/admin/clock") == 0 && post && h->test_clock) {
@@ -783,6 +819,10 @@ static int serve_probe(rq_t *q)
                           : atomic_load(&h->draining) ? "{\"status\":\"draining\"}"
                                                       : "{\"status\":\"not ready\"}";
         answer_now(h, req, "/readyz", q->t0, ready ? 200 : 503, "application/json", why, strlen(why));
+        return 1;
+    }
+    if (q->plen == 13 && memcmp(q->path, "/openapi.json", 13) == 0) {
+        answer_now(h, req, "/openapi.json", q->t0, 200, "application/json", bnb__openapi_json, bnb__openapi_json_len);
         return 1;
     }
     if (q->plen == 8 && memcmp(q->path, "/metrics", 8) == 0) {
@@ -1106,6 +1146,11 @@ static int refuse_framing(rq_t *q)
 
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
+    /* a connection shut down for resetting streams: h2o still hands over what
+     * it had read; none of it gets any work (h2o disposes it as it closes) */
+    http_conn_t *c = conn_of(req);
+    if (c != NULL && c->shut)
+        return 0;
     rq_t q = {.h = bnb__host, .self = self, .req = req, .t0 = (int64_t)uv_hrtime(), .signer = -1, .upi = -1};
     q.path = req->path_normalized.base;
     q.plen = req->path_normalized.len;

@@ -27,7 +27,7 @@ int bnb_util_card_valid(const char *number);
 const json_t *bnb_util_body(const bnb_host_api_t *h, bnb_req_t *req, const char *const *known,
                             const char *const *server_owned);
 
-/* Pages (DESIGN.md §5): 1 when every parameter name of the request's raw query
+/* Pages (docs/api.md): 1 when every parameter name of the request's raw query
  * string is listed in `known` (NULL-terminated), else answers 400 "unknown
  * query parameter '<name>'" and returns 0 (needs ABI 1.2 req_query_string;
  * with an older host every name passes). */

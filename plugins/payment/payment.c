@@ -1,5 +1,5 @@
 /*
- * payment plugin: a simulated card processor (DESIGN.md §5).
+ * payment plugin: a simulated card processor (docs/api.md).
  *
  * Store: payments/<reservationId> {id:"pay-<reservationId>", reservationId, roomId,
  * hostId, payerId, amount, status, cardLast4, voided?, version, createdAt},

@@ -1,5 +1,5 @@
 /*
- * Room plugin: rooms and their reviews (DESIGN.md §5, plugins/README.md).
+ * Room plugin: rooms and their reviews (docs/api.md, plugins/README.md).
  *
  * Store: `rooms` (one document per room, reviews embedded, key1 = hostId,
  * key2 = city) and `reviews_idx` (review id -> {roomId}). Every change of a

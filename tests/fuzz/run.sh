@@ -29,8 +29,8 @@ src() {
 }
 case $T in
 json_body) SRCS="reqcheck.c room_logic.c resv_logic.c bnb_plugin_util.c"; LIBS="-ljansson" ;;
-jwt) SRCS="auth.c jwks.c b64.c log.c"; LIBS="-ljwt -lcrypto -lcurl -ljansson -lpthread" ;;
-jwks) SRCS="jwks.c b64.c log.c"; LIBS="-lcrypto -lcurl -ljansson -lpthread" ;;
+jwt) SRCS="auth.c jwks.c b64.c log.c clock.c"; LIBS="-ljwt -lcrypto -lcurl -ljansson -lpthread" ;;
+jwks) SRCS="jwks.c b64.c log.c clock.c"; LIBS="-lcrypto -lcurl -ljansson -lpthread" ;;
 router) SRCS="router.c reqcheck.c"; LIBS="" ;;
 config) SRCS="config.c log.c"; LIBS="-lyaml -ljansson" ;;
 envelope) SRCS="dash_merge.c room_logic.c reqcheck.c"; LIBS="-ljansson" ;;

@@ -249,6 +249,11 @@ static void crud_through_edge(proxy_state_t *s, const char *scheme)
         assert_int_equal(r.http_version, p == E2E_HTTP2 ? 20 : 11);
         assert_string_equal(json_string_value(json_object_get(r.json, "hostId")), "hana");
         e2e_resp_free(&r);
+        /* HEAD wherever GET, through the edge too (issue 11 #7) */
+        assert_int_equal(e2e_call(edge, p, "HEAD", path, NULL, NULL, &r), 0);
+        assert_int_equal(r.status, 200);
+        assert_int_equal(r.body_len, 0);
+        e2e_resp_free(&r);
         assert_int_equal(e2e_call(edge, p, "PATCH", path, host, "{\"pricePerNight\":150}", &r), 0);
         assert_int_equal(r.status, 200);
         assert_int_equal(json_integer_value(json_object_get(r.json, "pricePerNight")), 150);
