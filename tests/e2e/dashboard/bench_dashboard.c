@@ -189,6 +189,7 @@ int main(int argc, char **argv)
     int requests = argc > 1 ? atoi(argv[1]) : 500;
     int sizes[MAX_SIZES] = {10, 10000}, nsizes = argc > 2 ? argc - 2 : 2;
     e2e_host_t *h = NULL;
+    e2e_client_t *c = NULL, *ci = NULL;
     e2e_host_opts_t o = {.env = env, .ready_timeout_ms = 60000};
     char rooms[MAX_SIZES][64], paths[MAX_SIZES][600];
     size_t want[MAX_SIZES];
@@ -204,18 +205,23 @@ int main(int argc, char **argv)
     if (e2e_host_start(&h, &o) != 0)
         return 1;
     char *host_tok = e2e_token(h, "hanna", "host", 0), *guest_tok = e2e_token(h, "g7", "guest", 0);
-    e2e_client_t *c = e2e_client_new(e2e_host_port(h));
-    if (!host_tok || !guest_tok || !c)
+    c = e2e_client_new(e2e_host_port(h));
+    /* events are injected into the process that runs the dashboard (in the
+     * distributed topology straight to it: an injected event reaches only
+     * the consumers of the process it is posted to) */
+    e2e_host_t *dash = e2e_host_distributed(h) ? e2e_host_part(h, "dashboard") : h;
+    ci = dash ? e2e_client_new(e2e_host_port(dash)) : NULL;
+    if (!host_tok || !guest_tok || !c || !ci)
         goto done;
 
     /* every room and its reservations first */
     for (int k = 0; k < nsizes; k++) {
         snprintf(rooms[k], sizeof(rooms[k]), "bench-room-%d", sizes[k]);
-        if (register_room(c, rooms[k]) != 0)
+        if (register_room(ci, rooms[k]) != 0)
             goto done;
         double t0 = now_ms();
         for (int i = 0; i < sizes[k]; i++)
-            if (inject(c, rooms[k], sizes[k], i) != 0)
+            if (inject(ci, rooms[k], sizes[k], i) != 0)
                 goto done;
         if (wait_booked(c, rooms[k], sizes[k], 1800) != 0)
             goto done;
@@ -264,7 +270,7 @@ int main(int argc, char **argv)
     for (int k = 0; k < nsizes; k++) {
         double t1 = now_ms();
         for (int i = sizes[k]; i < sizes[k] + 200; i++)
-            if (inject(c, rooms[k], sizes[k], i) != 0)
+            if (inject(ci, rooms[k], sizes[k], i) != 0)
                 goto done;
         if (wait_booked(c, rooms[k], sizes[k] + 200, 600) != 0)
             goto done;
@@ -275,6 +281,7 @@ int main(int argc, char **argv)
     rc = 0;
 done:
     e2e_client_free(c);
+    e2e_client_free(ci);
     free(host_tok);
     free(guest_tok);
     if (e2e_host_stop(h) != 0)
