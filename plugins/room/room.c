@@ -1,24 +1,77 @@
 /*
- * Room plugin: rooms and their reviews (docs/api.md, plugins/README.md).
+ * Room plugin: rooms, their reviews and the availability search (docs/api.md,
+ * plugins/README.md).
  *
- * Store: `rooms` (one document per room, reviews embedded, key1 = hostId,
- * key2 = city) and `reviews_idx` (review id -> {roomId}). Every change of a
- * room is ONE store_commit carrying its events (transactional outbox), with
- * optimistic concurrency (expect_version) and a bounded retry on conflicts.
- * Consumes bearbnb.reservation: Confirmed/Cancelled move bookingCnt.
+ * Store (storage v2, ABI 1.1):
+ *   rooms    declared: hostId, city, status, pricePerNight, capacity, indexed
+ *            for the pages of GET /rooms (status [, city] [, price | capacity]).
+ *            One bounded document per room (room_logic.h).
+ *   reviews  declared: roomId, authorId, createdMs; unique (roomId, authorId)
+ *            (one review per guest per room), (roomId, createdMs) for the
+ *            newest-first pages. The room keeps counters only.
+ *   nights   one document per (room, month): who holds each night, fed by
+ *            bearbnb.reservation events (the availability read model).
+ *   stays    one document per reservation: whether it is counted in the
+ *            room's bookingCnt (so a second Confirmed / a stray Cancelled
+ *            changes nothing).
+ * Every change of a document is ONE commit carrying its events
+ * (transactional outbox) and, for an event, its applied mark (a redelivery
+ * answers BNB_EALREADY), with optimistic concurrency and a bounded retry.
  */
 #include "bnb_plugin.h"
 #include "room_logic.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define ROOM_TOPIC   "bearbnb.room"
 #define ROOM_RETRIES 32
 #define ROOMS        "rooms"
-#define REVIEWS_IDX  "reviews_idx"
+#define REVIEWS      "reviews"
+#define NIGHTS       "nights"
+#define STAYS        "stays"
+/* Store queries one page of GET /rooms may make (each returns at most the
+ * items still missing, so no examined room is skipped by the cursor). */
+#define ROOM_PAGE_QUERIES 10
 
 static const bnb_host_api_t *host;
+static int64_t max_nights = 90;  /* search_max_nights */
+static size_t examine_max = 200; /* search_examine */
+
+/* ---- declared collections --------------------------------------------------- */
+
+static const bnb_field_def_t room_fields[] = {
+    {"hostId", BNB_FIELD_STR},        {"city", BNB_FIELD_STR},     {"status", BNB_FIELD_STR},
+    {"pricePerNight", BNB_FIELD_INT}, {"capacity", BNB_FIELD_INT},
+};
+
+static const bnb_index_def_t room_indexes[] = {
+    {{"status", NULL}, 0},
+    {{"status", "city", NULL}, 0},
+    {{"status", "pricePerNight", NULL}, 0},
+    {{"status", "city", "pricePerNight", NULL}, 0},
+    {{"status", "capacity", NULL}, 0},
+    {{"status", "city", "capacity", NULL}, 0},
+};
+
+static const bnb_field_def_t review_fields[] = {
+    {"roomId", BNB_FIELD_STR},
+    {"authorId", BNB_FIELD_STR},
+    {"createdMs", BNB_FIELD_INT},
+};
+
+static const bnb_index_def_t review_indexes[] = {
+    {{"roomId", "authorId", NULL}, 1},
+    {{"roomId", "createdMs", NULL}, 0},
+};
+
+static const bnb_coll_def_t room_colls[] = {
+    {ROOMS, room_fields, sizeof(room_fields) / sizeof(room_fields[0]), room_indexes,
+     sizeof(room_indexes) / sizeof(room_indexes[0])},
+    {REVIEWS, review_fields, sizeof(review_fields) / sizeof(review_fields[0]), review_indexes,
+     sizeof(review_indexes) / sizeof(review_indexes[0])},
+};
 
 /* 1 when the JSON string v equals s. */
 static int str_eq(const json_t *v, const char *s)
@@ -37,6 +90,8 @@ static void respond_store_error(bnb_req_t *req, int rc)
         host->respond_problem(req, 503, "Service Unavailable", "room storage is unavailable (%d)", rc);
     } else if (rc == BNB_EEXIST) {
         host->respond_problem(req, 409, "Conflict", "the room is being changed concurrently, try again");
+    } else if (rc == BNB_ENOMEM) {
+        host->respond_problem(req, 500, "Internal Server Error", "out of memory");
     } else {
         host->respond_problem(req, 500, "Internal Server Error", "room storage failed (%d)", rc);
     }
@@ -65,19 +120,21 @@ static int load_room(bnb_store_t *st, const char *id, json_t **doc, int64_t *ver
     return 0;
 }
 
-static int commit_room(bnb_store_t *st, json_t *doc, const char *id, int64_t expect, const bnb_event_out_t *ev,
-                       size_t nev, const char *applied)
+/* One commit of one document (claims untouched). */
+static int commit(bnb_store_t *st, bnb_write_op_t op, const char *coll, const char *id, int64_t expect,
+                  const json_t *body, const bnb_event_out_t *ev, size_t nev, const char *applied)
 {
-    bnb_write_t w = {
-        .op = BNB_WRITE_PUT,
-        .coll = ROOMS,
+    bnb_commit_t c = {
+        .op = op,
+        .coll = coll,
         .id = id,
         .expect_version = expect,
-        .body = doc,
-        .key1 = json_string_value(json_object_get(doc, "hostId")),
-        .key2 = json_string_value(json_object_get(doc, "city")),
+        .body = body,
+        .events = ev,
+        .nevents = nev,
+        .applied_event_id = applied,
     };
-    return host->store_commit(st, &w, ev, nev, applied, NULL);
+    return host->store_commit2(st, &c, NULL);
 }
 
 static const json_t *require_body(bnb_req_t *req)
@@ -94,6 +151,29 @@ static void respond_invalid(bnb_req_t *req, const room_err_t *err)
 {
     host->respond_problem(req, err->status, err->status == 422 ? "Unprocessable Content" : "Bad Request", "%s",
                           err->detail);
+}
+
+/* Parse the query of a list route; answers 400 and returns -1 when invalid. */
+static int parse_query(bnb_req_t *req, room_query_kind_t kind, room_list_query_t *q)
+{
+    room_err_t err;
+    if (room_parse_list_query(host->req_query_string(req), kind, max_nights, q, &err) != 0) {
+        respond_invalid(req, &err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Answer {items, next}; steals items, frees next. */
+static void respond_page(bnb_req_t *req, json_t *items, char *next)
+{
+    json_t *page = json_pack("{s:o, s:s?}", "items", items, "next", next);
+    free(next);
+    if (!page) {
+        host->respond_problem(req, 500, "Internal Server Error", "out of memory");
+        return;
+    }
+    host->respond_json(req, 200, page);
 }
 
 /* ---- rooms ---------------------------------------------------------------- */
@@ -122,7 +202,7 @@ static void room_create(bnb_ctx_t *ctx, bnb_req_t *req)
         goto done;
     }
     bnb_event_out_t ev = {.topic = ROOM_TOPIC, .type = "RoomRegistered", .subject = id, .data = data};
-    rc = commit_room(st, doc, id, 0, &ev, 1, NULL);
+    rc = commit(st, BNB_WRITE_PUT, ROOMS, id, 0, doc, &ev, 1, NULL);
     if (rc != 0) {
         respond_store_error(req, rc);
         goto done;
@@ -140,35 +220,128 @@ done:
     json_decref(doc);
 }
 
+/* 1 when room `id` is free for every night of [in, out) in the read model;
+ * 0 when not; a negative store error. At most one get per month. */
+static int room_free(bnb_store_t *st, const char *id, int64_t in, int64_t out)
+{
+    for (int64_t first = in; first < out;) {
+        int64_t lo, next, version;
+        json_t *doc = NULL;
+        char nid[256];
+        int rc, free_;
+        room_month_bounds(first, &lo, &next);
+        if (room_nights_id(id, first, nid, sizeof(nid)) != 0)
+            return BNB_EINVAL;
+        rc = host->store_get(st, NIGHTS, nid, &doc, &version);
+        if (rc == BNB_ENOENT) {
+            first = next;
+            continue;
+        }
+        if (rc != 0)
+            return rc;
+        free_ = room_nights_free(doc, in, out);
+        json_decref(doc);
+        if (!free_)
+            return 0;
+        first = next;
+    }
+    return 1;
+}
+
+/* GET /rooms: one page from the indexes. Equality on status (and city), the
+ * price range or the capacity (guests) as the index's range and order; the
+ * other filters (capacity under a price range, the stay's nights) are
+ * checked here on at most examine_max candidates per page, so a page may
+ * hold fewer than `limit` rooms and still have a `next`. */
 static void room_list(bnb_ctx_t *ctx, bnb_req_t *req)
 {
     bnb_store_t *st = host->store(ctx);
-    const char *city = host->req_query(req, "city");
-    json_t *all = NULL, *out = json_array(), *item;
-    size_t i;
-    int rc;
+    room_list_query_t q;
+    bnb_cond_t conds[4];
+    size_t nconds = 0, need, examined = 0;
+    const char *order_by = NULL;
+    json_t *items = NULL;
+    char *cursor = NULL;
+    int rc = 0, filtered;
 
-    if (!out) {
-        host->respond_problem(req, 500, "Internal Server Error", "out of memory");
+    if (parse_query(req, ROOM_QUERY_ROOMS, &q) != 0)
         return;
+    conds[nconds++] = (bnb_cond_t){.field = "status", .op = BNB_Q_EQ, .str = "ACTIVE"};
+    if (q.city)
+        conds[nconds++] = (bnb_cond_t){.field = "city", .op = BNB_Q_EQ, .str = q.city};
+    if (q.min_price >= 0 || q.max_price >= 0) {
+        order_by = "pricePerNight";
+        if (q.min_price >= 0)
+            conds[nconds++] = (bnb_cond_t){.field = "pricePerNight", .op = BNB_Q_GE, .num = q.min_price};
+        if (q.max_price >= 0)
+            conds[nconds++] = (bnb_cond_t){.field = "pricePerNight", .op = BNB_Q_LE, .num = q.max_price};
+    } else if (q.guests > 0) {
+        order_by = "capacity";
+        conds[nconds++] = (bnb_cond_t){.field = "capacity", .op = BNB_Q_GE, .num = q.guests};
     }
-    rc = city ? host->store_list(st, ROOMS, 2, city, &all) : host->store_list(st, ROOMS, 0, NULL, &all);
-    if (rc != 0) {
-        json_decref(out);
-        respond_store_error(req, rc);
-        return;
+    filtered = q.check_in >= 0 || (q.guests > 0 && order_by && strcmp(order_by, "capacity") != 0);
+    if (!(items = json_array())) {
+        rc = BNB_ENOMEM;
+        goto fail;
     }
-    json_array_foreach(all, i, item)
-    {
-        json_t *doc = json_object_get(item, "body");
-        if (!room_is_active(doc))
-            continue;
-        if (city && !str_eq(json_object_get(doc, "city"), city))
-            continue;
-        json_array_append_new(out, room_view(doc, (int64_t)json_integer_value(json_object_get(item, "version"))));
+    cursor = q.cursor;
+    q.cursor = NULL;
+    need = q.limit;
+    for (int round = 0; need > 0 && round < ROOM_PAGE_QUERIES; round++) {
+        size_t ask = need, i;
+        json_t *rows = NULL, *row;
+        char *next = NULL;
+        if (filtered && ask > examine_max - examined)
+            ask = examine_max - examined;
+        if (ask == 0)
+            break;
+        bnb_query_t sq = {
+            .coll = ROOMS, .conds = conds, .nconds = nconds, .order_by = order_by, .limit = ask, .cursor = cursor};
+        rc = host->store_query(st, &sq, &rows, &next);
+        if (rc == BNB_EINVAL && cursor && round == 0) {
+            host->respond_problem(req, 400, "Bad Request", "query parameter 'cursor' is not a cursor of this list");
+            goto out;
+        }
+        if (rc != 0)
+            goto fail;
+        json_array_foreach(rows, i, row)
+        {
+            const json_t *doc = json_object_get(row, "body");
+            const char *id = json_string_value(json_object_get(row, "id"));
+            examined++;
+            if (!room_is_active(doc) || !id)
+                continue;
+            if (q.guests > 0 && json_integer_value(json_object_get(doc, "capacity")) < q.guests)
+                continue;
+            if (q.check_in >= 0) {
+                int fr = room_free(st, id, q.check_in, q.check_out);
+                if (fr < 0) {
+                    rc = fr;
+                    json_decref(rows);
+                    free(next);
+                    goto fail;
+                }
+                if (!fr)
+                    continue;
+            }
+            json_array_append_new(items, room_view(doc, (int64_t)json_integer_value(json_object_get(row, "version"))));
+            need--;
+        }
+        json_decref(rows);
+        free(cursor);
+        cursor = next;
+        if (!cursor)
+            break;
     }
-    json_decref(all);
-    host->respond_json(req, 200, out);
+    respond_page(req, items, cursor);
+    room_list_query_free(&q);
+    return;
+fail:
+    respond_store_error(req, rc);
+out:
+    json_decref(items);
+    free(cursor);
+    room_list_query_free(&q);
 }
 
 static void room_get(bnb_ctx_t *ctx, bnb_req_t *req)
@@ -220,7 +393,7 @@ static void room_patch(bnb_ctx_t *ctx, bnb_req_t *req)
             break;
         }
         bnb_event_out_t ev = {.topic = ROOM_TOPIC, .type = "RoomModified", .subject = id, .data = data};
-        rc = commit_room(st, doc, id, version, &ev, 1, NULL);
+        rc = commit(st, BNB_WRITE_PUT, ROOMS, id, version, doc, &ev, 1, NULL);
         json_decref(doc);
         if (rc == 0) {
             host->respond_json(req, 200, data);
@@ -255,7 +428,7 @@ static void room_delete(bnb_ctx_t *ctx, bnb_req_t *req)
             break;
         }
         bnb_event_out_t ev = {.topic = ROOM_TOPIC, .type = "RoomDeleted", .subject = id, .data = data};
-        rc = commit_room(st, doc, id, version, &ev, 1, NULL);
+        rc = commit(st, BNB_WRITE_PUT, ROOMS, id, version, doc, &ev, 1, NULL);
         json_decref(doc);
         json_decref(data);
     }
@@ -269,16 +442,55 @@ static void room_delete(bnb_ctx_t *ctx, bnb_req_t *req)
 
 /* ---- reviews -------------------------------------------------------------- */
 
+/* Count review `review` (sign +1, mark "review+:<id>", ReviewCreated) or
+ * uncount it (-1, "review-:<id>", ReviewDeleted) in its room, once: the mark
+ * makes a repeat answer 0 without a change. BNB_ENOENT when the room is gone. */
+static int count_review(bnb_store_t *st, const json_t *review, int sign)
+{
+    const char *room_id = json_string_value(json_object_get(review, "roomId"));
+    const char *rid = json_string_value(json_object_get(review, "id"));
+    int64_t rating = (int64_t)json_integer_value(json_object_get(review, "rating"));
+    char mark[128];
+    int rc = BNB_EEXIST;
+
+    if (!room_id || !rid)
+        return BNB_EINVAL;
+    snprintf(mark, sizeof(mark), "review%c:%s", sign > 0 ? '+' : '-', rid);
+    for (int attempt = 0; attempt < ROOM_RETRIES && rc == BNB_EEXIST; attempt++) {
+        json_t *doc = NULL, *data = NULL, *view = NULL;
+        int64_t version = 0;
+        if ((rc = load_room(st, room_id, &doc, &version)) != 0)
+            break;
+        room_count_review(doc, sign, rating);
+        view = room_review_view(review);
+        if (!view || !(data = room_review_event_data(view, doc, version + 1))) {
+            json_decref(view);
+            json_decref(doc);
+            rc = BNB_ENOMEM;
+            break;
+        }
+        bnb_event_out_t ev = {.topic = ROOM_TOPIC,
+                              .type = sign > 0 ? "ReviewCreated" : "ReviewDeleted",
+                              .subject = room_id,
+                              .data = data};
+        rc = commit(st, BNB_WRITE_PUT, ROOMS, room_id, version, doc, &ev, 1, mark);
+        json_decref(view);
+        json_decref(doc);
+        json_decref(data);
+    }
+    return rc == BNB_EALREADY ? 0 : rc;
+}
+
 static void review_create(bnb_ctx_t *ctx, bnb_req_t *req)
 {
     bnb_store_t *st = host->store(ctx);
     const char *room_id = host->req_param(req, "id"), *user = host->req_user(req);
     const json_t *body;
-    json_t *idx = NULL, *review = NULL;
-    bnb_write_t iw = {.op = BNB_WRITE_PUT, .coll = REVIEWS_IDX, .expect_version = 0};
+    json_t *review = NULL, *doc = NULL, *room = NULL;
     room_err_t err;
     char rid[37];
-    int rc = BNB_EEXIST, indexed = 0;
+    int64_t version;
+    int rc, stored = 0;
 
     if (!(body = require_body(req)))
         return;
@@ -286,139 +498,134 @@ static void review_create(bnb_ctx_t *ctx, bnb_req_t *req)
         respond_invalid(req, &err);
         return;
     }
-    {
-        json_t *doc = NULL;
-        int64_t version;
-        if ((rc = load_room(st, room_id, &doc, &version)) != 0) {
-            respond_room_error(req, room_id, rc);
-            return;
-        }
-        json_decref(doc);
+    if ((rc = load_room(st, room_id, &room, &version)) != 0) {
+        respond_room_error(req, room_id, rc);
+        return;
     }
+    if (str_eq(json_object_get(room, "hostId"), user)) {
+        json_decref(room);
+        host->respond_problem(req, 403, "Forbidden", "the host of room '%s' cannot review it", room_id);
+        return;
+    }
+    json_decref(room);
     host->uuid(rid);
-    /* The index first: if the room commit then fails, a dangling index entry
-     * only makes DELETE /reviews/{id} answer 404, never loses a review. */
-    if (!(idx = json_pack("{s:s}", "roomId", room_id)) ||
-        !(review =
+    if (!(review =
               room_new_review(rid, room_id, user ? user : "", (int)json_integer_value(json_object_get(body, "rating")),
-                              json_string_value(json_object_get(body, "content")), host->now_ms()))) {
+                              json_string_value(json_object_get(body, "content")), host->now_ms())) ||
+        !(doc = room_review_doc(review, host->now_ms()))) {
         rc = BNB_ENOMEM;
         goto fail;
     }
-    iw.id = rid;
-    iw.body = idx;
-    iw.key1 = room_id;
-    if ((rc = host->store_commit(st, &iw, NULL, 0, NULL, NULL)) != 0)
-        goto fail;
-    indexed = 1;
-    rc = BNB_EEXIST;
-    for (int attempt = 0; attempt < ROOM_RETRIES && rc == BNB_EEXIST; attempt++) {
-        json_t *doc = NULL, *data = NULL;
-        int64_t version = 0;
-        if ((rc = load_room(st, room_id, &doc, &version)) != 0)
-            break;
-        if (room_add_review(doc, json_incref(review)) != 0 ||
-            !(data = room_review_event_data(review, doc, version + 1))) {
-            json_decref(doc);
-            rc = BNB_ENOMEM;
-            break;
-        }
-        bnb_event_out_t ev = {.topic = ROOM_TOPIC, .type = "ReviewCreated", .subject = room_id, .data = data};
-        rc = commit_room(st, doc, room_id, version, &ev, 1, NULL);
-        json_decref(doc);
-        json_decref(data);
+    /* The review first (its unique index says whether this guest already
+     * reviewed the room), then the room's counters. */
+    rc = commit(st, BNB_WRITE_PUT, REVIEWS, rid, 0, doc, NULL, 0, NULL);
+    if (rc == BNB_ETAKEN) {
+        host->respond_problem(req, 409, "Conflict", "'%s' has already reviewed room '%s'", user ? user : "", room_id);
+        goto out;
     }
     if (rc != 0)
         goto fail;
+    stored = 1;
+    if ((rc = count_review(st, doc, +1)) != 0)
+        goto fail;
     host->count(ctx, "reviews_created", 1);
-    json_decref(idx);
-    host->respond_json(req, 201, review);
-    return;
-fail:
-    if (indexed) {
-        bnb_write_t dw = {.op = BNB_WRITE_DELETE, .coll = REVIEWS_IDX, .id = rid, .expect_version = -1};
-        host->store_commit(st, &dw, NULL, 0, NULL, NULL);
+    {
+        char loc[64];
+        snprintf(loc, sizeof(loc), "/reviews/%s", rid);
+        host->respond_header(req, "Location", loc);
     }
-    json_decref(idx);
-    json_decref(review);
+    host->respond_json(req, 201, review);
+    review = NULL;
+    goto out;
+fail:
+    if (stored) /* not counted: take it back (a leftover would only be uncounted) */
+        commit(st, BNB_WRITE_DELETE, REVIEWS, rid, -1, NULL, NULL, 0, NULL);
     respond_room_error(req, room_id, rc);
+out:
+    json_decref(doc);
+    json_decref(review);
 }
 
 static void review_list(bnb_ctx_t *ctx, bnb_req_t *req)
 {
+    bnb_store_t *st = host->store(ctx);
     const char *id = host->req_param(req, "id");
-    json_t *doc = NULL, *reviews;
+    room_list_query_t q;
+    json_t *doc = NULL, *rows = NULL, *items = NULL, *row;
+    char *next = NULL;
     int64_t version = 0;
-    int rc = load_room(host->store(ctx), id, &doc, &version);
-    if (rc != 0) {
-        respond_room_error(req, id, rc);
+    size_t i;
+    int rc;
+
+    if (parse_query(req, ROOM_QUERY_REVIEWS, &q) != 0)
         return;
+    if ((rc = load_room(st, id, &doc, &version)) != 0) {
+        respond_room_error(req, id, rc);
+        goto out;
     }
-    reviews = json_object_get(doc, "reviews");
-    host->respond_json(req, 200, json_is_array(reviews) ? json_incref(reviews) : json_array());
     json_decref(doc);
+    bnb_cond_t cond = {.field = "roomId", .op = BNB_Q_EQ, .str = id};
+    bnb_query_t sq = {.coll = REVIEWS,
+                      .conds = &cond,
+                      .nconds = 1,
+                      .order_by = "createdMs",
+                      .descending = 1,
+                      .limit = q.limit,
+                      .cursor = q.cursor};
+    rc = host->store_query(st, &sq, &rows, &next);
+    if (rc == BNB_EINVAL && q.cursor) {
+        host->respond_problem(req, 400, "Bad Request", "query parameter 'cursor' is not a cursor of this list");
+        goto out;
+    }
+    if (rc != 0 || !(items = json_array())) {
+        respond_store_error(req, rc ? rc : BNB_ENOMEM);
+        goto out;
+    }
+    json_array_foreach(rows, i, row) json_array_append_new(items, room_review_view(json_object_get(row, "body")));
+    respond_page(req, items, next);
+    next = NULL;
+out:
+    free(next);
+    json_decref(rows);
+    room_list_query_free(&q);
 }
 
 static void review_delete(bnb_ctx_t *ctx, bnb_req_t *req)
 {
     bnb_store_t *st = host->store(ctx);
     const char *rid = host->req_param(req, "id"), *user = host->req_user(req);
-    json_t *idx = NULL;
-    char room_id[128];
-    int64_t iv = 0;
+    json_t *doc = NULL;
+    int64_t version = 0;
     int rc;
 
-    if ((rc = host->store_get(st, REVIEWS_IDX, rid, &idx, &iv)) != 0) {
+    if ((rc = host->store_get(st, REVIEWS, rid, &doc, &version)) != 0) {
         if (rc == BNB_ENOENT)
             host->respond_problem(req, 404, "Not Found", "review '%s' does not exist", rid);
         else
             respond_store_error(req, rc);
         return;
     }
-    snprintf(room_id, sizeof(room_id), "%s", json_string_value(json_object_get(idx, "roomId")) ?: "");
-    json_decref(idx);
-
-    rc = BNB_EEXIST;
-    for (int attempt = 0; attempt < ROOM_RETRIES && rc == BNB_EEXIST; attempt++) {
-        json_t *doc = NULL, *data = NULL, *removed = NULL;
-        const json_t *r;
-        int64_t version = 0;
-        if ((rc = load_room(st, room_id, &doc, &version)) != 0)
-            break;
-        if (!(r = room_find_review(doc, rid))) {
-            json_decref(doc);
-            rc = BNB_ENOENT;
-            break;
-        }
-        if (!str_eq(json_object_get(r, "authorId"), user)) {
-            json_decref(doc);
-            host->respond_problem(req, 403, "Forbidden", "only the author may delete review '%s'", rid);
-            return;
-        }
-        if (room_remove_review(doc, rid, &removed) != 0 ||
-            !(data = room_review_event_data(removed, doc, version + 1))) {
-            json_decref(removed);
-            json_decref(doc);
-            rc = BNB_ENOMEM;
-            break;
-        }
-        bnb_event_out_t ev = {.topic = ROOM_TOPIC, .type = "ReviewDeleted", .subject = room_id, .data = data};
-        rc = commit_room(st, doc, room_id, version, &ev, 1, NULL);
-        json_decref(removed);
+    if (!str_eq(json_object_get(doc, "authorId"), user)) {
         json_decref(doc);
-        json_decref(data);
-    }
-    if (rc == BNB_ENOENT) {
-        host->respond_problem(req, 404, "Not Found", "review '%s' does not exist", rid);
+        host->respond_problem(req, 403, "Forbidden", "only the author may delete review '%s'", rid);
         return;
     }
+    /* Counted once (a no-op unless its creation stopped half-way), then
+     * uncounted once; both marked, so a retried DELETE changes nothing more. */
+    rc = count_review(st, doc, +1);
+    if (rc == 0)
+        rc = count_review(st, doc, -1);
+    if (rc == BNB_ENOENT) /* the room is gone: nothing to count */
+        rc = 0;
+    if (rc == 0) {
+        rc = commit(st, BNB_WRITE_DELETE, REVIEWS, rid, -1, NULL, NULL, 0, NULL);
+        if (rc == BNB_ENOENT) /* a concurrent DELETE won */
+            rc = 0;
+    }
+    json_decref(doc);
     if (rc != 0) {
         respond_store_error(req, rc);
         return;
-    }
-    {
-        bnb_write_t dw = {.op = BNB_WRITE_DELETE, .coll = REVIEWS_IDX, .id = rid, .expect_version = -1};
-        host->store_commit(st, &dw, NULL, 0, NULL, NULL); /* a leftover entry only gives 404 later */
     }
     host->count(ctx, "reviews_deleted", 1);
     host->respond_empty(req, 204);
@@ -426,12 +633,93 @@ static void review_delete(bnb_ctx_t *ctx, bnb_req_t *req)
 
 /* ---- events ----------------------------------------------------------------- */
 
+/* Hold or free the nights of `ev` in the month document starting at `first`. */
+static int apply_month(bnb_store_t *st, const room_resv_event_t *ev, int64_t first, int hold)
+{
+    char nid[256];
+    int rc = BNB_EEXIST;
+    if (room_nights_id(ev->room_id, first, nid, sizeof(nid)) != 0)
+        return BNB_EINVAL;
+    for (int attempt = 0; attempt < ROOM_RETRIES && rc == BNB_EEXIST; attempt++) {
+        json_t *doc = NULL;
+        int64_t version = 0;
+        int changed;
+        rc = host->store_get(st, NIGHTS, nid, &doc, &version);
+        if (rc == BNB_ENOENT) {
+            if (!hold)
+                return 0; /* nothing held there */
+            version = 0;
+            if (!(doc = room_nights_new(ev->room_id, first)))
+                return BNB_ENOMEM;
+        } else if (rc != 0) {
+            return rc;
+        }
+        changed = room_nights_apply(doc, ev->check_in, ev->check_out, ev->reservation_id, hold);
+        if (changed <= 0) {
+            json_decref(doc);
+            return changed < 0 ? BNB_ENOMEM : 0;
+        }
+        rc = commit(st, BNB_WRITE_PUT, NIGHTS, nid, version, doc, NULL, 0, ev->event_id);
+        json_decref(doc);
+    }
+    return rc == BNB_EALREADY ? 0 : rc;
+}
+
+/* Count (Confirmed) or uncount (Cancelled) the reservation in its room's
+ * bookingCnt, once per reservation (its `stays` document remembers). */
+static int count_booking(bnb_ctx_t *ctx, bnb_store_t *st, const room_resv_event_t *ev)
+{
+    int want = ev->kind == ROOM_RESV_CONFIRMED, rc;
+    json_t *stay = NULL;
+    int64_t sv = 0;
+
+    rc = host->store_get(st, STAYS, ev->reservation_id, &stay, &sv);
+    if (rc != 0 && rc != BNB_ENOENT)
+        return rc;
+    int counted = rc == 0 && json_is_true(json_object_get(stay, "counted"));
+    json_decref(stay);
+    if (counted == want) { /* already counted / never counted */
+        host->log(ctx, "info", "%s: reservation %s %s counted in room %s, nothing to change", ev->event_id,
+                  ev->reservation_id, want ? "already" : "not", ev->room_id);
+        return 0;
+    }
+    rc = BNB_EEXIST;
+    for (int attempt = 0; attempt < ROOM_RETRIES && rc == BNB_EEXIST; attempt++) {
+        json_t *doc = NULL, *data = NULL;
+        int64_t version = 0, cnt;
+        rc = load_room(st, ev->room_id, &doc, &version);
+        if (rc == BNB_ENOENT) {
+            host->log(ctx, "info", "ignoring %s for unknown or deleted room %s", ev->event_id, ev->room_id);
+            return 0;
+        }
+        if (rc != 0)
+            return rc;
+        cnt = (int64_t)json_integer_value(json_object_get(doc, "bookingCnt")) + (want ? 1 : -1);
+        json_object_set_new(doc, "bookingCnt", json_integer(cnt < 0 ? 0 : cnt));
+        if (!(data = room_view(doc, version + 1))) {
+            json_decref(doc);
+            return BNB_ENOMEM;
+        }
+        bnb_event_out_t out = {.topic = ROOM_TOPIC, .type = "RoomModified", .subject = ev->room_id, .data = data};
+        rc = commit(st, BNB_WRITE_PUT, ROOMS, ev->room_id, version, doc, &out, 1, ev->event_id);
+        json_decref(doc);
+        json_decref(data);
+    }
+    if (rc != 0 && rc != BNB_EALREADY)
+        return rc;
+    if (!(stay = json_pack("{s:s, s:b}", "roomId", ev->room_id, "counted", want)))
+        return BNB_ENOMEM;
+    rc = commit(st, BNB_WRITE_PUT, STAYS, ev->reservation_id, -1, stay, NULL, 0, NULL);
+    json_decref(stay);
+    return rc;
+}
+
 static int on_reservation(bnb_ctx_t *ctx, const json_t *event)
 {
     bnb_store_t *st = host->store(ctx);
     room_resv_event_t ev;
-    char why[160];
-    int rc = BNB_EEXIST;
+    char why[200];
+    int rc, hold;
 
     if (room_parse_resv_event(event, &ev, why, sizeof(why)) != 0) {
         host->event_reject(ctx, "%s", why);
@@ -439,46 +727,53 @@ static int on_reservation(bnb_ctx_t *ctx, const json_t *event)
     }
     if (ev.kind == ROOM_RESV_IGNORE)
         return 0;
-    for (int attempt = 0; attempt < ROOM_RETRIES && rc == BNB_EEXIST; attempt++) {
-        json_t *doc = NULL, *data = NULL;
-        int64_t version = 0;
-        int changed;
-        rc = load_room(st, ev.room_id, &doc, &version);
-        if (rc == BNB_ENOENT) {
-            host->log(ctx, "info", "ignoring %s for unknown or deleted room %s", ev.event_id, ev.room_id);
-            return 0;
-        }
-        if (rc != 0)
-            return rc;
-        changed = room_apply_booking(doc, ev.kind, ev.reservation_id);
-        if (changed <= 0) {
-            json_decref(doc);
-            return changed < 0 ? BNB_ENOMEM : 0;
-        }
-        if (!(data = room_view(doc, version + 1))) {
-            json_decref(doc);
-            return BNB_ENOMEM;
-        }
-        bnb_event_out_t out = {.topic = ROOM_TOPIC, .type = "RoomModified", .subject = ev.room_id, .data = data};
-        rc = commit_room(st, doc, ev.room_id, version, &out, 1, ev.event_id);
-        json_decref(doc);
-        json_decref(data);
+    hold = ev.kind == ROOM_RESV_PLACED || ev.kind == ROOM_RESV_CONFIRMED;
+    for (int64_t first = ev.check_in; first < ev.check_out;) {
+        int64_t lo, next;
+        room_month_bounds(first, &lo, &next);
+        if ((rc = apply_month(st, &ev, first, hold)) != 0)
+            return rc == BNB_EEXIST ? BNB_EAGAIN : rc; /* still contended: redeliver later */
+        first = next;
     }
-    if (rc == BNB_EALREADY)
-        return 0;
-    if (rc == BNB_EEXIST)
-        return BNB_EAGAIN; /* still contended: redeliver later */
-    return rc;
+    if (ev.kind == ROOM_RESV_CONFIRMED || ev.kind == ROOM_RESV_CANCELLED) {
+        rc = count_booking(ctx, st, &ev);
+        return rc == BNB_EEXIST ? BNB_EAGAIN : rc;
+    }
+    return 0;
 }
 
 /* ---- plugin ----------------------------------------------------------------- */
 
+/* A positive integer config value in [lo, hi], or `def`. */
+static int64_t config_int(bnb_ctx_t *ctx, const char *key, int64_t def, int64_t lo, int64_t hi)
+{
+    const char *v = host->config(ctx, key);
+    char *end = NULL;
+    long long n;
+    if (!v || !*v)
+        return def;
+    n = strtoll(v, &end, 10);
+    if (*end || n < lo || n > hi) {
+        host->log(ctx, "warn", "room.%s=%s is not an integer in [%lld, %lld]; using %lld", key, v, (long long)lo,
+                  (long long)hi, (long long)def);
+        return def;
+    }
+    return n;
+}
+
 static int room_init(bnb_ctx_t *ctx, const bnb_host_api_t *api)
 {
     int rc = 0;
-    if (api->abi_version != BNB_ABI_VERSION || api->size < sizeof(bnb_host_api_t))
+    if (BNB_ABI_MAJOR_OF(api->abi_version) != BNB_ABI_MAJOR || !BNB_HAS(api, store_define) ||
+        !BNB_HAS(api, store_query) || !BNB_HAS(api, store_commit2) || !BNB_HAS(api, req_query_string))
         return BNB_EINVAL;
     host = api;
+    max_nights = config_int(ctx, "search_max_nights", 90, 1, 731);
+    examine_max = (size_t)config_int(ctx, "search_examine", 200, ROOM_LIMIT_MAX, 10000);
+    if ((rc = host->store_define(ctx, room_colls, sizeof(room_colls) / sizeof(room_colls[0]))) != 0) {
+        host->log(ctx, "error", "declaring the room collections failed (%d)", rc);
+        return rc;
+    }
     rc |= host->route(ctx, "POST", "/rooms", BNB_ROLE_HOST, room_create);
     rc |= host->route(ctx, "GET", "/rooms", BNB_ROLE_ANYONE, room_list);
     rc |= host->route(ctx, "GET", "/rooms/{id}", BNB_ROLE_ANYONE, room_get);
@@ -492,13 +787,16 @@ static int room_init(bnb_ctx_t *ctx, const bnb_host_api_t *api)
 }
 
 static const bnb_cfg_item_t room_config[] = {
+    {"search_max_nights", BNB_CFG_INT, "90", "longest stay (nights) the availability search accepts (1..731)"},
+    {"search_examine", BNB_CFG_INT, "200",
+     "rooms one page of GET /rooms may examine when filtering beyond the indexes (100..10000)"},
     {NULL, 0, NULL, NULL},
 };
 
 BNB_EXPORT const bnb_plugin_t bnb_plugin = {
     .abi_version = BNB_ABI_VERSION,
     .name = "room",
-    .version = "0.1.0",
+    .version = "0.2.0",
     .config = room_config,
     .init = room_init,
 };

@@ -13,9 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static e2e_host_t *H;
-static char *T_ALICE, *T_BOB, *T_GINA, *T_GUS; /* hosts alice, bob; guests gina, gus */
+static char *T_ALICE, *T_BOB, *T_GINA, *T_GUS, *T_GWEN, *T_ALICE_G; /* hosts alice, bob; guests gina, gus, gwen;
+                                                                   alice with a guest token */
 
 #define ROOM_BODY(name, city, price, cap)                                                                              \
     "{\"name\":\"" name "\",\"description\":\"a quiet room\",\"city\":\"" city "\",\"pricePerNight\":" #price          \
@@ -32,7 +34,9 @@ static int group_setup(void **state)
     T_BOB = e2e_token(H, "bob", "host", 0);
     T_GINA = e2e_token(H, "gina", "guest", 0);
     T_GUS = e2e_token(H, "gus", "guest", 0);
-    return T_ALICE && T_BOB && T_GINA && T_GUS ? 0 : -1;
+    T_GWEN = e2e_token(H, "gwen", "guest", 0);
+    T_ALICE_G = e2e_token(H, "alice", "guest", 0);
+    return T_ALICE && T_BOB && T_GINA && T_GUS && T_GWEN && T_ALICE_G ? 0 : -1;
 }
 
 static int group_teardown(void **state)
@@ -42,6 +46,8 @@ static int group_teardown(void **state)
     free(T_BOB);
     free(T_GINA);
     free(T_GUS);
+    free(T_GWEN);
+    free(T_ALICE_G);
     e2e_host_free(H); /* the exit status is asserted by host_exits_cleanly */
     return 0;
 }
@@ -98,10 +104,12 @@ static char *create_room(e2e_proto_t proto, const char *token, const char *body)
     return id;
 }
 
-static int list_has(const json_t *list, const char *id)
+/* 1 when the page (or array) holds an item with that id. */
+static int list_has(const json_t *page, const char *id)
 {
     size_t i;
     json_t *v;
+    const json_t *list = json_is_array(page) ? page : json_object_get(page, "items");
     assert_true(json_is_array(list));
     json_array_foreach(list, i, v)
     {
@@ -156,16 +164,16 @@ static void rooms_crud(e2e_proto_t p)
     json_decref(got);
 
     /* GET /rooms lists it; ?city= filters */
-    json_t *list = do_req(p, "GET", "/rooms", NULL, NULL, 200);
-    assert_true(list_has(list, id));
+    json_t *list = do_req(p, "GET", "/rooms?limit=100", NULL, NULL, 200);
+    assert_true(json_is_array(json_object_get(list, "items")));
     json_decref(list);
     char q[128];
-    snprintf(q, sizeof(q), "/rooms?city=%s", city);
+    snprintf(q, sizeof(q), "/rooms?city=%s&limit=100", city);
     list = do_req(p, "GET", q, NULL, NULL, 200);
     assert_true(list_has(list, id));
     size_t i;
     json_t *it;
-    json_array_foreach(list, i, it) assert_string_equal(sget(it, "city"), city);
+    json_array_foreach(json_object_get(list, "items"), i, it) assert_string_equal(sget(it, "city"), city);
     json_decref(list);
     list = do_req(p, "GET", "/rooms?city=Atlantis", NULL, NULL, 200);
     assert_false(list_has(list, id));
@@ -201,7 +209,8 @@ static void rooms_crud(e2e_proto_t p)
     snprintf(rpath, sizeof(rpath), "/rooms/%s/reviews", id);
     json_decref(do_req(p, "GET", rpath, NULL, NULL, 404));
     json_decref(do_req(p, "POST", rpath, T_GINA, "{\"rating\":5,\"content\":\"gone\"}", 404));
-    list = do_req(p, "GET", "/rooms", NULL, NULL, 200);
+    snprintf(q, sizeof(q), "/rooms?city=%s&limit=100", city);
+    list = do_req(p, "GET", q, NULL, NULL, 200);
     assert_false(list_has(list, id));
     json_decref(list);
 
@@ -248,13 +257,25 @@ static void reviews(e2e_proto_t p)
     assert_true(strlen(sget(r1, "createdAt")) >= 20);
     expect_counts(p, path, 1, 5.0);
 
-    json_t *r2 = do_req(p, "POST", rpath, T_GINA, "{\"rating\":4,\"content\":\"nice\"}", 201);
+    /* one review per guest per room: the second is 409 and changes nothing */
+    json_t *dup = do_req(p, "POST", rpath, T_GINA, "{\"rating\":1,\"content\":\"again\"}", 409);
+    assert_non_null(strstr(sget(dup, "detail"), "already reviewed"));
+    json_decref(dup);
+    expect_counts(p, path, 1, 5.0);
+    /* the room's host cannot review it, not even with a guest token */
+    json_decref(do_req(p, "POST", rpath, T_ALICE_G, "{\"rating\":5,\"content\":\"mine\"}", 403));
+    expect_counts(p, path, 1, 5.0);
+
+    json_t *r2 = do_req(p, "POST", rpath, T_GUS, "{\"rating\":4,\"content\":\"nice\"}", 201);
     expect_counts(p, path, 2, 4.5);
-    json_t *r3 = do_req(p, "POST", rpath, T_GUS, "{\"rating\":2,\"content\":\"noisy\"}", 201);
+    json_t *r3 = do_req(p, "POST", rpath, T_GWEN, "{\"rating\":2,\"content\":\"noisy\"}", 201);
     expect_counts(p, path, 3, 3.7); /* 11/3 */
 
     json_t *list = do_req(p, "GET", rpath, NULL, NULL, 200);
-    assert_int_equal(json_array_size(list), 3);
+    assert_int_equal(json_array_size(json_object_get(list, "items")), 3);
+    assert_true(json_is_null(json_object_get(list, "next")));
+    /* newest first */
+    assert_string_equal(sget(json_array_get(json_object_get(list, "items"), 0), "id"), sget(r3, "id"));
     assert_true(list_has(list, sget(r1, "id")) && list_has(list, sget(r2, "id")) && list_has(list, sget(r3, "id")));
     json_decref(list);
 
@@ -262,6 +283,7 @@ static void reviews(e2e_proto_t p)
     json_decref(do_req(p, "POST", rpath, T_ALICE, "{\"rating\":1,\"content\":\"self\"}", 403));
     snprintf(dpath, sizeof(dpath), "/reviews/%s", sget(r1, "id"));
     json_decref(do_req(p, "DELETE", dpath, T_GUS, NULL, 403));
+    json_decref(do_req(p, "DELETE", dpath, T_ALICE, NULL, 403));
     json_decref(do_req(p, "DELETE", dpath, NULL, NULL, 401));
     expect_counts(p, path, 3, 3.7);
 
@@ -270,14 +292,20 @@ static void reviews(e2e_proto_t p)
     expect_counts(p, path, 2, 3.0); /* (4+2)/2 */
     json_decref(do_req(p, "DELETE", dpath, T_GINA, NULL, 404));
     list = do_req(p, "GET", rpath, NULL, NULL, 200);
-    assert_int_equal(json_array_size(list), 2);
+    assert_int_equal(json_array_size(json_object_get(list, "items")), 2);
     assert_false(list_has(list, sget(r1, "id")));
     json_decref(list);
+    /* once deleted, the guest may review again */
+    json_t *r4 = do_req(p, "POST", rpath, T_GINA, "{\"rating\":3,\"content\":\"better\"}", 201);
+    expect_counts(p, path, 3, 3.0); /* (4+2+3)/3 */
+    snprintf(dpath, sizeof(dpath), "/reviews/%s", sget(r4, "id"));
+    assert_null(do_req(p, "DELETE", dpath, T_GINA, NULL, 204));
+    json_decref(r4);
 
     snprintf(dpath, sizeof(dpath), "/reviews/%s", sget(r2, "id"));
-    assert_null(do_req(p, "DELETE", dpath, T_GINA, NULL, 204));
-    snprintf(dpath, sizeof(dpath), "/reviews/%s", sget(r3, "id"));
     assert_null(do_req(p, "DELETE", dpath, T_GUS, NULL, 204));
+    snprintf(dpath, sizeof(dpath), "/reviews/%s", sget(r3, "id"));
+    assert_null(do_req(p, "DELETE", dpath, T_GWEN, NULL, 204));
     expect_counts(p, path, 0, 0.0);
 
     json_decref(r1);
@@ -298,16 +326,17 @@ static void reviews_h1(void **state)
     reviews(E2E_HTTP1);
 }
 
-/* ---- concurrent reviews: no lost update ------------------------------------ */
+/* ---- concurrent reviews: no lost update, one per guest ------------------------ */
 
 #define CR_THREADS 6
-#define CR_EACH    4
 
 typedef struct {
     const char *rpath;
     int n;
-    int rating;
-    int ok;
+    char *own_tok;   /* a guest of its own */
+    char *same_tok;  /* one guest shared by every thread */
+    int own_status;  /* status of the review as its own guest */
+    int same_status; /* status of the review as the shared guest */
 } cr_arg_t;
 
 static void *cr_worker(void *p)
@@ -315,19 +344,18 @@ static void *cr_worker(void *p)
     cr_arg_t *a = p;
     e2e_client_t *c = e2e_client_new(e2e_host_port(H));
     char body[128];
-    for (int i = 0; c && i < CR_EACH; i++) {
+    for (int i = 0; c && i < 2; i++) {
         e2e_resp_t r;
-        snprintf(body, sizeof(body), "{\"rating\":%d,\"content\":\"thread %d review %d\"}", a->rating, a->n, i);
+        snprintf(body, sizeof(body), "{\"rating\":%d,\"content\":\"thread %d review %d\"}", 1 + a->n % 5, a->n, i);
         e2e_req_t rq = {.proto = a->n % 2 ? E2E_HTTP1 : E2E_HTTP2,
                         .method = "POST",
                         .path = a->rpath,
-                        .token = a->n % 2 ? T_GINA : T_GUS,
+                        .token = i == 0 ? a->same_tok : a->own_tok,
                         .body = body,
                         .timeout_ms = 30000};
-        if (e2e_client_do(c, &rq, &r) == 0 && r.status == 201)
-            a->ok++;
-        else
-            fprintf(stderr, "concurrent review: status %ld %s %s\n", r.status, r.error, r.body ? r.body : "");
+        if (e2e_client_do(c, &rq, &r) != 0)
+            fprintf(stderr, "concurrent review: transport %s\n", r.error);
+        *(i == 0 ? &a->same_status : &a->own_status) = (int)r.status;
         e2e_resp_free(&r);
     }
     e2e_client_free(c);
@@ -340,25 +368,40 @@ static void reviews_concurrent(void **state)
     char path[256], rpath[300];
     pthread_t th[CR_THREADS];
     cr_arg_t args[CR_THREADS];
+    char *same = e2e_token(H, "sam", "guest", 0);
     long sum = 0;
+    int created_same = 0;
     char *id = create_room(E2E_HTTP2, T_BOB, ROOM_BODY("Busy", "Chur", 5000, 4));
     snprintf(path, sizeof(path), "/rooms/%s", id);
     snprintf(rpath, sizeof(rpath), "/rooms/%s/reviews", id);
     for (int i = 0; i < CR_THREADS; i++) {
-        args[i] = (cr_arg_t){.rpath = rpath, .n = i, .rating = 1 + i % 5};
-        assert_int_equal(pthread_create(&th[i], NULL, cr_worker, &args[i]), 0);
+        char sub[32];
+        snprintf(sub, sizeof(sub), "crowd%d", i);
+        args[i] = (cr_arg_t){.rpath = rpath, .n = i, .own_tok = e2e_token(H, sub, "guest", 0), .same_tok = same};
+        assert_non_null(args[i].own_tok);
     }
+    for (int i = 0; i < CR_THREADS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, cr_worker, &args[i]), 0);
     for (int i = 0; i < CR_THREADS; i++)
         pthread_join(th[i], NULL);
     free(id); /* every thread is done with rpath; path keeps a copy */
     for (int i = 0; i < CR_THREADS; i++) {
-        assert_int_equal(args[i].ok, CR_EACH);
-        sum += (long)args[i].rating * CR_EACH;
+        assert_int_equal(args[i].own_status, 201);
+        sum += 1 + i % 5;
+        if (args[i].same_status == 201) {
+            created_same++;
+            sum += 1 + i % 5;
+        } else {
+            assert_int_equal(args[i].same_status, 409);
+        }
+        free(args[i].own_tok);
     }
-    int n = CR_THREADS * CR_EACH;
+    free(same);
+    assert_int_equal(created_same, 1); /* racing reviews of one guest: exactly one wins */
+    int n = CR_THREADS + 1;
     expect_counts(E2E_HTTP2, path, n, floor((double)sum * 10 / n + 0.5) / 10);
     json_t *list = do_req(E2E_HTTP1, "GET", rpath, NULL, NULL, 200);
-    assert_int_equal(json_array_size(list), n);
+    assert_int_equal(json_array_size(json_object_get(list, "items")), n);
     json_decref(list);
 }
 
@@ -405,6 +448,15 @@ static const bad_case_t bad_cases[] = {
      "pricePerNight"},
     {"price negative", "POST", "/rooms", 1, "{" OK_ROOM_PREFIX "\"pricePerNight\":-1,\"capacity\":2}", NULL, 422,
      "pricePerNight"},
+    {"control character in name", "POST", "/rooms", 1,
+     "{\"name\":\"a\\u0007b\",\"description\":\"d\",\"city\":\"Bern\",\"pricePerNight\":100,\"capacity\":2}", NULL, 400,
+     "name"},
+    {"line break in city", "POST", "/rooms", 1,
+     "{\"name\":\"ab\",\"description\":\"d\",\"city\":\"Be\\nrn\",\"pricePerNight\":100,\"capacity\":2}", NULL, 400,
+     "city"},
+    {"escape in patched name", "PATCH", "/rooms/%s", 1, "{\"name\":\"\\u001b[31mred\"}", NULL, 400, "name"},
+    {"second review by the same guest", "POST", "/rooms/%s/reviews", 3, "{\"rating\":5,\"content\":\"x\"}", NULL, 409,
+     "already reviewed"},
     {"empty name", "POST", "/rooms", 1,
      "{\"name\":\"\",\"description\":\"d\",\"city\":\"Bern\",\"pricePerNight\":100,\"capacity\":2}", NULL, 422, "name"},
     {"oversize body", "POST", "/rooms", 1, "BIG", NULL, 413, NULL},
@@ -741,6 +793,443 @@ static void booking_counter_from_events(void **state)
     BK_ROOM = NULL;
 }
 
+/* ---- pages and cursors --------------------------------------------------------- */
+
+/* s percent-encoded for a query value (caller frees). */
+static char *qenc(const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char *out = malloc(strlen(s) * 3 + 1), *o = out;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || strchr("-_.~", c)) {
+            *o++ = (char)c;
+        } else {
+            *o++ = '%';
+            *o++ = hex[c >> 4];
+            *o++ = hex[c & 15];
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+/* Walk every page of `base` ("/rooms?city=X&limit=7"): counts each id seen in
+ * `seen` (id -> times). Returns the number of pages; fails on a bad page. */
+static int walk_pages(e2e_proto_t p, const char *base, json_t *seen, size_t limit)
+{
+    char path[2048];
+    char *cursor = NULL;
+    int pages = 0;
+    do {
+        if (cursor) {
+            char *enc = qenc(cursor);
+            snprintf(path, sizeof(path), "%s&cursor=%s", base, enc);
+            free(enc);
+        } else {
+            snprintf(path, sizeof(path), "%s", base);
+        }
+        free(cursor);
+        cursor = NULL;
+        json_t *page = do_req(p, "GET", path, NULL, NULL, 200), *it;
+        json_t *items = json_object_get(page, "items"), *next = json_object_get(page, "next");
+        size_t i;
+        assert_true(json_is_array(items));
+        assert_true(json_is_null(next) || json_is_string(next));
+        assert_true(json_array_size(items) <= limit);
+        json_array_foreach(items, i, it)
+        {
+            const char *id = sget(it, "id");
+            json_object_set_new(seen, id, json_integer(json_integer_value(json_object_get(seen, id)) + 1));
+        }
+        if (json_is_string(next))
+            cursor = strdup(json_string_value(next));
+        json_decref(page);
+        pages++;
+    } while (cursor && pages < 1000);
+    assert_null(cursor);
+    return pages;
+}
+
+typedef struct {
+    const char *city;
+    int n;
+    int created;
+} adder_t;
+
+static void *adder(void *p)
+{
+    adder_t *a = p;
+    e2e_client_t *c = e2e_client_new(e2e_host_port(H));
+    char body[256];
+    snprintf(body, sizeof(body),
+             "{\"name\":\"Late\",\"description\":\"added while walking\",\"city\":\"%s\",\"pricePerNight\":900,"
+             "\"capacity\":2}",
+             a->city);
+    for (int i = 0; c && i < a->n; i++) {
+        e2e_resp_t r;
+        e2e_req_t rq = {.proto = E2E_HTTP1, .method = "POST", .path = "/rooms", .token = T_BOB, .body = body};
+        if (e2e_client_do(c, &rq, &r) == 0 && r.status == 201)
+            a->created++;
+        e2e_resp_free(&r);
+    }
+    e2e_client_free(c);
+    return NULL;
+}
+
+/* Every room exactly once, walking pages of 7 while another client adds rooms
+ * of the same city; a page never holds more than the limit. */
+static void pages_walk_while_adding(void **state)
+{
+    (void)state;
+    char city[64], body[256], base[128];
+    json_t *before = json_object(), *seen = json_object();
+    snprintf(city, sizeof(city), "Walk%d", (int)getpid());
+    snprintf(body, sizeof(body),
+             "{\"name\":\"Walk\",\"description\":\"d\",\"city\":\"%s\",\"pricePerNight\":500,\"capacity\":2}", city);
+    for (int i = 0; i < 45; i++) {
+        char *id = create_room(i % 2 ? E2E_HTTP1 : E2E_HTTP2, T_ALICE, body);
+        json_object_set_new(before, id, json_true());
+        free(id);
+    }
+    adder_t a = {.city = city, .n = 30};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, adder, &a), 0);
+    snprintf(base, sizeof(base), "/rooms?city=%s&limit=7", city);
+    int pages = walk_pages(E2E_HTTP1, base, seen, 7);
+    pthread_join(th, NULL);
+    assert_int_equal(a.created, 30);
+    const char *id;
+    json_t *v;
+    json_object_foreach(seen, id, v) assert_int_equal(json_integer_value(v), 1); /* never twice */
+    json_object_foreach(before, id, v)
+    {
+        if (!json_object_get(seen, id))
+            fail_msg("room %s existed before the walk and was not seen", id);
+    }
+    assert_true(pages >= 7);
+    /* walked again at rest: exactly the 75 rooms, over HTTP/2 too */
+    json_t *all = json_object();
+    snprintf(base, sizeof(base), "/rooms?city=%s&limit=10", city);
+    assert_int_equal(walk_pages(E2E_HTTP2, base, all, 10), 8);
+    assert_int_equal(json_object_size(all), 75);
+    json_object_foreach(all, id, v) assert_int_equal(json_integer_value(v), 1);
+    /* unfiltered: every one of them, once */
+    json_t *everything = json_object();
+    walk_pages(E2E_HTTP1, "/rooms?limit=100", everything, 100);
+    json_object_foreach(all, id, v) assert_int_equal(json_integer_value(json_object_get(everything, id)), 1);
+    json_decref(everything);
+    json_decref(all);
+    json_decref(before);
+    json_decref(seen);
+}
+
+static void limit_bounds(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 3; i++)
+        free(create_room(E2E_HTTP1, T_ALICE, ROOM_BODY("Lim", "Limitville", 100, 1)));
+    json_t *page = do_req(E2E_HTTP1, "GET", "/rooms?city=Limitville&limit=1", NULL, NULL, 200);
+    assert_int_equal(json_array_size(json_object_get(page, "items")), 1);
+    assert_true(json_is_string(json_object_get(page, "next")));
+    json_decref(page);
+    page = do_req(E2E_HTTP2, "GET", "/rooms?city=Limitville&limit=100", NULL, NULL, 200);
+    assert_int_equal(json_array_size(json_object_get(page, "items")), 3);
+    assert_true(json_is_null(json_object_get(page, "next")));
+    json_decref(page);
+    page = do_req(E2E_HTTP1, "GET", "/rooms?city=Limitville", NULL, NULL, 200); /* default 20 */
+    assert_int_equal(json_array_size(json_object_get(page, "items")), 3);
+    json_decref(page);
+    /* the default is 20 */
+    for (int i = 0; i < 21; i++)
+        free(create_room(E2E_HTTP1, T_ALICE, ROOM_BODY("Lim", "Twentyone", 100, 1)));
+    page = do_req(E2E_HTTP1, "GET", "/rooms?city=Twentyone", NULL, NULL, 200);
+    assert_int_equal(json_array_size(json_object_get(page, "items")), 20);
+    assert_true(json_is_string(json_object_get(page, "next")));
+    json_decref(page);
+}
+
+/* ---- every bad query parameter: 400 problem+json naming it -------------------- */
+
+static const struct {
+    const char *path, *name;
+} bad_queries[] = {
+    {"/rooms?limit=0", "limit"},
+    {"/rooms?limit=1000", "limit"},
+    {"/rooms?limit=101", "limit"},
+    {"/rooms?limit=ten", "limit"},
+    {"/rooms?limit=-1", "limit"},
+    {"/rooms?limit=1.5", "limit"},
+    {"/rooms?limit=", "limit"},
+    {"/rooms?limit=5&limit=6", "limit"},
+    {"/rooms?cursor=bm90LWEtY3Vyc29y", "cursor"},
+    {"/rooms?cursor=%21%21%21", "cursor"},
+    {"/rooms?cursor=", "cursor"},
+    {"/rooms?guests=0", "guests"},
+    {"/rooms?guests=x", "guests"},
+    {"/rooms?guests=51", "guests"},
+    {"/rooms?minPrice=-5", "minPrice"},
+    {"/rooms?maxPrice=cheap", "maxPrice"},
+    {"/rooms?minPrice=900&maxPrice=100", "minPrice"},
+    {"/rooms?checkIn=2031-02-30&checkOut=2031-03-02", "checkIn"},
+    {"/rooms?checkIn=2031-03-02&checkOut=31-03-05", "checkOut"},
+    {"/rooms?checkIn=tomorrow&checkOut=2031-03-05", "checkIn"},
+    {"/rooms?checkIn=2031-03-05&checkOut=2031-03-01", "checkOut"},
+    {"/rooms?checkIn=2031-03-05&checkOut=2031-03-05", "checkOut"},
+    {"/rooms?checkIn=2031-03-05", "checkOut"},
+    {"/rooms?checkOut=2031-03-05", "checkIn"},
+    {"/rooms?checkIn=2031-01-01&checkOut=2031-12-31", "checkOut"},
+    {"/rooms?sort=price", "sort"},
+    {"/rooms?cityy=Bern", "cityy"},
+    {"/rooms?city=%zz", "city"},
+    {"/rooms?city=Be%2", "city"},
+    {"/rooms?city=%00", "city"},
+    {"/rooms?city=a%0Ab", "city"},
+    {"/rooms?ci%tzy=Bern", "ci%tzy"},
+    {"/rooms/%s/reviews?limit=0", "limit"},
+    {"/rooms/%s/reviews?limit=1000", "limit"},
+    {"/rooms/%s/reviews?cursor=garbage", "cursor"},
+    {"/rooms/%s/reviews?city=Bern", "city"},
+    {"/rooms/%s/reviews?limit=%zz", "limit"},
+};
+
+static void bad_query_parameters(void **state)
+{
+    (void)state;
+    char *id = create_room(E2E_HTTP1, T_ALICE, ROOM_BODY("Q", "Querytown", 100, 1));
+    int failures = 0;
+    for (int proto = E2E_HTTP1; proto <= E2E_HTTP2; proto++)
+        for (size_t i = 0; i < sizeof(bad_queries) / sizeof(bad_queries[0]); i++) {
+            char path[512];
+            subst(path, sizeof(path), bad_queries[i].path, id, "");
+            e2e_resp_t r;
+            int rc = e2e_call(H, (e2e_proto_t)proto, "GET", path, NULL, NULL, &r);
+            const char *detail = json_string_value(json_object_get(r.json, "detail"));
+            if (rc != 0 || !e2e_is_problem(&r, 400) || !detail || !strstr(detail, bad_queries[i].name)) {
+                print_error("GET %s over HTTP/%s: %ld %.300s (want 400 naming '%s')\n", path,
+                            proto == E2E_HTTP2 ? "2" : "1.1", r.status, r.body ? r.body : "", bad_queries[i].name);
+                failures++;
+            }
+            e2e_resp_free(&r);
+        }
+    /* a cursor of one list is not a cursor of another */
+    free(create_room(E2E_HTTP1, T_ALICE, ROOM_BODY("Q", "Querytown", 101, 1)));
+    free(create_room(E2E_HTTP1, T_ALICE, ROOM_BODY("Q", "Querytown", 102, 1)));
+    json_t *page = do_req(E2E_HTTP1, "GET", "/rooms?city=Querytown&limit=1", NULL, NULL, 200);
+    char *enc = qenc(sget(page, "next"));
+    char path[1024];
+    snprintf(path, sizeof(path), "/rooms?city=Querytown&minPrice=1&limit=1&cursor=%s", enc);
+    json_t *p = do_req(E2E_HTTP1, "GET", path, NULL, NULL, 400);
+    assert_non_null(strstr(sget(p, "detail"), "cursor"));
+    json_decref(p);
+    free(enc);
+    json_decref(page);
+    free(id);
+    assert_int_equal(failures, 0);
+}
+
+/* ---- filters ------------------------------------------------------------------------ */
+
+static int count_in(const json_t *page, const char *id)
+{
+    return list_has(page, id);
+}
+
+static void filters(void **state)
+{
+    (void)state;
+    char *cheap = create_room(E2E_HTTP1, T_ALICE, ROOM_BODY("Cheap", "Filterburg", 3000, 2));
+    char *mid = create_room(E2E_HTTP1, T_ALICE, ROOM_BODY("Mid", "Filterburg", 9000, 4));
+    char *dear = create_room(E2E_HTTP1, T_BOB, ROOM_BODY("Dear", "Filterburg", 30000, 8));
+    json_t *pg = do_req(E2E_HTTP1, "GET", "/rooms?city=Filterburg&minPrice=5000&maxPrice=10000", NULL, NULL, 200);
+    assert_true(!count_in(pg, cheap) && count_in(pg, mid) && !count_in(pg, dear));
+    json_decref(pg);
+    pg = do_req(E2E_HTTP2, "GET", "/rooms?city=Filterburg&guests=4", NULL, NULL, 200);
+    assert_true(!count_in(pg, cheap) && count_in(pg, mid) && count_in(pg, dear));
+    json_decref(pg);
+    pg = do_req(E2E_HTTP1, "GET", "/rooms?city=Filterburg&guests=3&maxPrice=10000", NULL, NULL, 200);
+    assert_true(!count_in(pg, cheap) && count_in(pg, mid) && !count_in(pg, dear));
+    json_decref(pg);
+    pg = do_req(E2E_HTTP1, "GET", "/rooms?city=Filterburg&minPrice=9000", NULL, NULL, 200);
+    assert_int_equal(json_array_size(json_object_get(pg, "items")), 2);
+    /* ordered by price under a price filter */
+    assert_string_equal(sget(json_array_get(json_object_get(pg, "items"), 0), "id"), mid);
+    json_decref(pg);
+    /* a PATCHed price moves the room between price filters */
+    char path[128];
+    snprintf(path, sizeof(path), "/rooms/%s", cheap);
+    json_decref(do_req(E2E_HTTP1, "PATCH", path, T_ALICE, "{\"pricePerNight\":9500}", 200));
+    pg = do_req(E2E_HTTP1, "GET", "/rooms?city=Filterburg&minPrice=5000&maxPrice=10000", NULL, NULL, 200);
+    assert_true(count_in(pg, cheap) && count_in(pg, mid));
+    json_decref(pg);
+    /* deleted rooms are gone from every list */
+    json_decref(do_req(E2E_HTTP1, "DELETE", path, T_ALICE, NULL, 204));
+    pg = do_req(E2E_HTTP1, "GET", "/rooms?city=Filterburg&minPrice=5000&maxPrice=10000", NULL, NULL, 200);
+    assert_false(count_in(pg, cheap));
+    json_decref(pg);
+    /* a city with spaces and non-ASCII, percent-encoded */
+    char *zu =
+        create_room(E2E_HTTP1, T_ALICE,
+                    "{\"name\":\"Z\",\"description\":\"d\",\"city\":\"Z\xc3\xbcrich Altstadt\",\"pricePerNight\":"
+                    "100,\"capacity\":1}");
+    pg = do_req(E2E_HTTP1, "GET", "/rooms?city=Z%C3%BCrich+Altstadt", NULL, NULL, 200);
+    assert_true(count_in(pg, zu));
+    json_decref(pg);
+    pg = do_req(E2E_HTTP2, "GET", "/rooms?city=Z%C3%BCrich%20Altstadt", NULL, NULL, 200);
+    assert_true(count_in(pg, zu));
+    json_decref(pg);
+    free(zu);
+    free(cheap);
+    free(mid);
+    free(dear);
+}
+
+/* ---- availability search over real bookings --------------------------------------- */
+
+static void day_str(int days_from_now, char out[11])
+{
+    time_t t = time(NULL) + (time_t)days_from_now * 86400;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, 11, "%Y-%m-%d", &tm);
+}
+
+typedef struct {
+    const char *room;
+    int from, to;
+    int want;
+} avail_t;
+
+/* 1 when room a->room is in the availability search for [from, to) (days from
+ * now) exactly a->want times (walking every page). */
+static int avail_is(void *p)
+{
+    avail_t *a = p;
+    char in[11], out[11], base[256];
+    day_str(a->from, in);
+    day_str(a->to, out);
+    snprintf(base, sizeof(base), "/rooms?city=Searchton&checkIn=%s&checkOut=%s&guests=2&limit=5", in, out);
+    json_t *seen = json_object();
+    walk_pages(E2E_HTTP1, base, seen, 5);
+    int n = (int)json_integer_value(json_object_get(seen, a->room));
+    json_decref(seen);
+    return n == a->want;
+}
+
+static void expect_avail(const char *room, int from, int to, int want)
+{
+    avail_t a = {room, from, to, want};
+    if (e2e_wait_until(15000, 100, avail_is, &a) != 0)
+        fail_msg("room %s: in the search for days %d..%d %s, want %s", room, from, to, want ? "no" : "yes",
+                 want ? "yes" : "no");
+}
+
+static void search_follows_bookings(void **state)
+{
+    (void)state;
+    char *booked = create_room(E2E_HTTP1, T_ALICE, ROOM_BODY("Booked", "Searchton", 10000, 2));
+    char *other = create_room(E2E_HTTP1, T_ALICE, ROOM_BODY("Other", "Searchton", 10000, 2));
+    char *small = create_room(E2E_HTTP1, T_ALICE, ROOM_BODY("Small", "Searchton", 10000, 1));
+    expect_avail(booked, 40, 43, 1);
+    expect_avail(small, 40, 43, 0); /* too small for two guests */
+
+    /* book days 40..43 (three nights) */
+    char in[11], out[11], body[512];
+    day_str(40, in);
+    day_str(43, out);
+    snprintf(body, sizeof(body),
+             "{\"roomId\":\"%s\",\"checkIn\":\"%s\",\"checkOut\":\"%s\",\"guests\":2,\"card\":{\"number\":"
+             "\"4111111111111111\"}}",
+             booked, in, out);
+    e2e_resp_t r;
+    /* the reservation service learns of the room from its RoomRegistered event */
+    for (int i = 0;; i++) {
+        assert_int_equal(e2e_call(H, E2E_HTTP1, "POST", "/reservations", T_GINA, body, &r), 0);
+        if ((r.status != 404 && r.status != 422) || i == 100)
+            break;
+        e2e_resp_free(&r);
+        usleep(100 * 1000);
+    }
+    if (r.status != 201 && r.status != 202)
+        fail_msg("POST /reservations: %ld %s", r.status, r.body);
+    char *resv = strdup(json_string_value(json_object_get(r.json, "id")));
+    e2e_resp_free(&r);
+
+    /* gone for every overlapping stay, still there for adjacent ones */
+    expect_avail(booked, 40, 43, 0);
+    expect_avail(booked, 42, 45, 0);
+    expect_avail(booked, 38, 41, 0);
+    expect_avail(booked, 30, 60, 0);
+    expect_avail(booked, 37, 40, 1);
+    expect_avail(booked, 43, 46, 1);
+    expect_avail(other, 40, 43, 1);
+
+    /* cancelled: back for those dates */
+    char path[128];
+    snprintf(path, sizeof(path), "/reservations/%s", resv);
+    assert_int_equal(e2e_call(H, E2E_HTTP1, "DELETE", path, T_GINA, NULL, &r), 0);
+    if (r.status != 202 && r.status != 204 && r.status != 200)
+        fail_msg("DELETE %s: %ld %s", path, r.status, r.body);
+    e2e_resp_free(&r);
+    expect_avail(booked, 40, 43, 1);
+    expect_avail(booked, 30, 60, 1);
+
+    /* a declined card frees the nights it held (ReservationRejected) */
+    snprintf(body, sizeof(body),
+             "{\"roomId\":\"%s\",\"checkIn\":\"%s\",\"checkOut\":\"%s\",\"guests\":2,\"card\":{\"number\":"
+             "\"4000000000000002\"}}",
+             booked, in, out);
+    assert_int_equal(e2e_call(H, E2E_HTTP1, "POST", "/reservations", T_GUS, body, &r), 0);
+    assert_int_equal(r.status, 402);
+    e2e_resp_free(&r);
+    expect_avail(booked, 40, 43, 1);
+    free(resv);
+    free(booked);
+    free(other);
+    free(small);
+}
+
+/* ---- reviews paging ---------------------------------------------------------------- */
+
+static void review_pages(void **state)
+{
+    (void)state;
+    char *id = create_room(E2E_HTTP1, T_BOB, ROOM_BODY("Popular", "Pagetown", 100, 2));
+    char rpath[300], base[320];
+    snprintf(rpath, sizeof(rpath), "/rooms/%s/reviews", id);
+    json_t *ids = json_array();
+    for (int i = 0; i < 12; i++) {
+        char sub[32];
+        snprintf(sub, sizeof(sub), "pager%d", i);
+        char *tok = e2e_token(H, sub, "guest", 0);
+        json_t *rv =
+            do_req(i % 2 ? E2E_HTTP1 : E2E_HTTP2, "POST", rpath, tok, "{\"rating\":4,\"content\":\"ok\"}", 201);
+        json_array_append_new(ids, json_string(sget(rv, "id")));
+        json_decref(rv);
+        free(tok);
+    }
+    json_t *seen = json_object();
+    snprintf(base, sizeof(base), "%s?limit=5", rpath);
+    assert_int_equal(walk_pages(E2E_HTTP1, base, seen, 5), 3);
+    assert_int_equal(json_object_size(seen), 12);
+    json_decref(seen);
+    /* newest first: the first page starts with the last review */
+    json_t *page = do_req(E2E_HTTP2, "GET", base, NULL, NULL, 200);
+    json_t *items = json_object_get(page, "items");
+    assert_int_equal(json_array_size(items), 5);
+    assert_string_equal(sget(json_array_get(items, 0), "id"), json_string_value(json_array_get(ids, 11)));
+    for (size_t i = 1; i < json_array_size(items); i++)
+        assert_true(
+            strcmp(sget(json_array_get(items, i - 1), "createdAt"), sget(json_array_get(items, i), "createdAt")) >= 0);
+    json_decref(page);
+    /* the room's counters, not lists */
+    char path[128];
+    snprintf(path, sizeof(path), "/rooms/%s", id);
+    expect_counts(E2E_HTTP1, path, 12, 4.0);
+    json_decref(ids);
+    free(id);
+}
+
 /* ---- clean exit, durable state --------------------------------------------- */
 
 static void host_exits_cleanly_and_state_survives(void **state)
@@ -770,6 +1259,12 @@ int main(void)
         cmocka_unit_test(reviews_concurrent),
         cmocka_unit_test(bad_input_changes_nothing),
         cmocka_unit_test(booking_counter_from_events),
+        cmocka_unit_test(pages_walk_while_adding),
+        cmocka_unit_test(limit_bounds),
+        cmocka_unit_test(bad_query_parameters),
+        cmocka_unit_test(filters),
+        cmocka_unit_test(search_follows_bookings),
+        cmocka_unit_test(review_pages),
         cmocka_unit_test(host_exits_cleanly_and_state_survives),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

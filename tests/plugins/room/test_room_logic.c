@@ -13,7 +13,7 @@
 static json_t *parse(const char *text)
 {
     json_error_t e;
-    json_t *j = json_loads(text, 0, &e);
+    json_t *j = json_loads(text, JSON_ALLOW_NUL, &e);
     if (!j)
         fail_msg("bad test JSON: %s", e.text);
     return j;
@@ -285,20 +285,24 @@ static void document_and_view(void **state)
 static void reviews_follow(void **state)
 {
     (void)state;
-    json_t *doc = new_room(), *removed = NULL, *d;
-    assert_int_equal(room_add_review(doc, room_new_review("v1", "r1", "bob", 5, "top", 0)), 0);
-    assert_int_equal(room_add_review(doc, room_new_review("v2", "r1", "eve", 4, "ok", 0)), 0);
-    assert_int_equal(room_add_review(doc, room_new_review("v3", "r1", "bob", 4, "ok", 0)), 0);
+    json_t *doc = new_room(), *d;
+    room_count_review(doc, +1, 5);
+    room_count_review(doc, +1, 4);
+    room_count_review(doc, +1, 4);
     json_t *v = room_view(doc, 4);
     assert_int_equal(json_integer_value(json_object_get(v, "reviewCnt")), 3);
     assert_true(json_number_value(json_object_get(v, "rating")) == 4.3);
     json_decref(v);
-    assert_non_null(room_find_review(doc, "v2"));
-    assert_null(room_find_review(doc, "nope"));
 
-    assert_int_equal(room_remove_review(doc, "v1", &removed), 0);
-    assert_string_equal(json_string_value(json_object_get(removed, "authorId")), "bob");
-    d = room_review_event_data(removed, doc, 5);
+    json_t *review = room_new_review("v1", "r1", "bob", 5, "top", 0);
+    json_t *stored = room_review_doc(review, 1234);
+    assert_int_equal(json_integer_value(json_object_get(stored, "createdMs")), 1234);
+    json_t *view = room_review_view(stored);
+    assert_true(json_equal(view, review)); /* the stored extras stay inside */
+    json_decref(view);
+    json_decref(stored);
+    room_count_review(doc, -1, 5);
+    d = room_review_event_data(review, doc, 5);
     assert_string_equal(json_string_value(json_object_get(d, "id")), "v1");
     assert_string_equal(json_string_value(json_object_get(d, "roomId")), "r1");
     assert_int_equal(json_integer_value(json_object_get(d, "rating")), 5);
@@ -307,13 +311,10 @@ static void reviews_follow(void **state)
     assert_true(json_number_value(json_object_get(room, "rating")) == 4.0);
     assert_int_equal(json_integer_value(json_object_get(room, "version")), 5);
     json_decref(d);
-    json_decref(removed);
-    assert_int_equal(room_remove_review(doc, "v1", &removed), -1);
-    assert_null(removed);
-    assert_int_equal(room_remove_review(doc, "v2", &removed), 0);
-    json_decref(removed);
-    assert_int_equal(room_remove_review(doc, "v3", &removed), 0);
-    json_decref(removed);
+    json_decref(review);
+    room_count_review(doc, -1, 4);
+    room_count_review(doc, -1, 4);
+    room_count_review(doc, -1, 4); /* never below zero */
     v = room_view(doc, 8);
     assert_int_equal(json_integer_value(json_object_get(v, "reviewCnt")), 0);
     assert_true(json_number_value(json_object_get(v, "rating")) == 0.0);
@@ -325,28 +326,58 @@ static void reservation_events(void **state)
 {
     (void)state;
     room_resv_event_t ev;
-    char why[160];
-    json_t *e = parse("{\"id\":\"e1\",\"type\":\"ReservationConfirmed\",\"data\":{\"id\":\"res1\",\"roomId\":\"r1\"}}");
+    char why[200];
+    int64_t d1, d3;
+    assert_int_equal(room_parse_date("2030-01-01", &d1), 0);
+    assert_int_equal(room_parse_date("2030-01-03", &d3), 0);
+    json_t *e = parse("{\"id\":\"e1\",\"type\":\"ReservationConfirmed\",\"data\":{\"id\":\"res1\",\"roomId\":\"r1\","
+                      "\"checkIn\":\"2030-01-01\",\"checkOut\":\"2030-01-03\"}}");
     assert_int_equal(room_parse_resv_event(e, &ev, why, sizeof(why)), 0);
     assert_int_equal(ev.kind, ROOM_RESV_CONFIRMED);
     assert_string_equal(ev.event_id, "e1");
     assert_string_equal(ev.reservation_id, "res1");
     assert_string_equal(ev.room_id, "r1");
+    assert_true(ev.check_in == d1 && ev.check_out == d3);
     json_decref(e);
 
-    e = parse("{\"id\":\"e2\",\"type\":\"ReservationPlaced\",\"data\":{}}");
+    const char *kinds[][2] = {{"ReservationPlaced", "1"},
+                              {"ReservationRejected", "3"},
+                              {"ReservationCancelled", "4"},
+                              {"ReservationCancelRequested", "0"},
+                              {"PaymentApproved", "0"}};
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        char txt[400];
+        snprintf(txt, sizeof(txt),
+                 "{\"id\":\"e\",\"type\":\"%s\",\"data\":{\"id\":\"r\",\"roomId\":\"x\",\"checkIn\":\"2030-01-01\","
+                 "\"checkOut\":\"2030-01-03\"}}",
+                 kinds[i][0]);
+        e = parse(txt);
+        assert_int_equal(room_parse_resv_event(e, &ev, why, sizeof(why)), 0);
+        assert_int_equal((int)ev.kind, atoi(kinds[i][1]));
+        json_decref(e);
+    }
+    e = parse("{\"id\":\"e2\",\"type\":\"ReservationCancelRequested\",\"data\":{}}");
     assert_int_equal(room_parse_resv_event(e, &ev, why, sizeof(why)), 0);
     assert_int_equal(ev.kind, ROOM_RESV_IGNORE);
     json_decref(e);
 
+#define DATES ",\"checkIn\":\"2030-01-01\",\"checkOut\":\"2030-01-03\""
     const char *bad[] = {
         "[]",
-        "{\"type\":\"ReservationConfirmed\",\"data\":{\"id\":\"r\",\"roomId\":\"x\"}}",
+        "{\"type\":\"ReservationConfirmed\",\"data\":{\"id\":\"r\",\"roomId\":\"x\"" DATES "}}",
         "{\"id\":\"e\",\"data\":{}}",
         "{\"id\":\"e\",\"type\":\"ReservationConfirmed\"}",
-        "{\"id\":\"e\",\"type\":\"ReservationCancelled\",\"data\":{\"id\":\"r\"}}",
-        "{\"id\":\"e\",\"type\":\"ReservationCancelled\",\"data\":{\"roomId\":\"x\"}}",
-        "{\"id\":\"e\",\"type\":\"ReservationConfirmed\",\"data\":{\"id\":7,\"roomId\":\"x\"}}",
+        "{\"id\":\"e\",\"type\":\"ReservationCancelled\",\"data\":{\"id\":\"r\"" DATES "}}",
+        "{\"id\":\"e\",\"type\":\"ReservationCancelled\",\"data\":{\"roomId\":\"x\"" DATES "}}",
+        "{\"id\":\"e\",\"type\":\"ReservationConfirmed\",\"data\":{\"id\":7,\"roomId\":\"x\"" DATES "}}",
+        "{\"id\":\"e\",\"type\":\"ReservationPlaced\",\"data\":{\"id\":\"r\",\"roomId\":\"x|y\"" DATES "}}",
+        "{\"id\":\"e\",\"type\":\"ReservationPlaced\",\"data\":{\"id\":\"r\",\"roomId\":\"x\"}}",
+        "{\"id\":\"e\",\"type\":\"ReservationPlaced\",\"data\":{\"id\":\"r\",\"roomId\":\"x\",\"checkIn\":\"2030-01-"
+        "03\","
+        "\"checkOut\":\"2030-01-03\"}}",
+        "{\"id\":\"e\",\"type\":\"ReservationPlaced\",\"data\":{\"id\":\"r\",\"roomId\":\"x\",\"checkIn\":\"2030-01-"
+        "01\","
+        "\"checkOut\":\"2040-01-03\"}}",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         e = parse(bad[i]);
@@ -357,19 +388,144 @@ static void reservation_events(void **state)
     }
 }
 
-static void booking_counter(void **state)
+static void dates(void **state)
 {
     (void)state;
-    json_t *doc = new_room();
-    assert_int_equal(room_apply_booking(doc, ROOM_RESV_CANCELLED, "a"), 0); /* never confirmed */
-    assert_int_equal(room_apply_booking(doc, ROOM_RESV_CONFIRMED, "a"), 1);
-    assert_int_equal(room_apply_booking(doc, ROOM_RESV_CONFIRMED, "a"), 0); /* duplicate */
-    assert_int_equal(room_apply_booking(doc, ROOM_RESV_CONFIRMED, "b"), 1);
-    assert_int_equal(json_integer_value(json_object_get(doc, "bookingCnt")), 2);
-    assert_int_equal(room_apply_booking(doc, ROOM_RESV_CANCELLED, "a"), 1);
-    assert_int_equal(room_apply_booking(doc, ROOM_RESV_CANCELLED, "a"), 0);
-    assert_int_equal(json_integer_value(json_object_get(doc, "bookingCnt")), 1);
-    json_decref(doc);
+    int64_t d;
+    char out[11];
+    assert_int_equal(room_parse_date("1970-01-01", &d), 0);
+    assert_int_equal(d, 0);
+    assert_int_equal(room_parse_date("2000-03-01", &d), 0);
+    assert_int_equal(d, 11017);
+    room_format_date(d, out);
+    assert_string_equal(out, "2000-03-01");
+    assert_int_equal(room_parse_date("2028-02-29", &d), 0); /* leap */
+    room_format_date(d + 1, out);
+    assert_string_equal(out, "2028-03-01");
+    const char *bad[] = {"2027-02-29", "2030-13-01", "2030-00-10", "2030-04-31",  "2030-1-01",     "2030/01/01",
+                         "20300101",   "",           "1969-12-31", "2030-01-01x", "２０３０-01-01"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(room_parse_date(bad[i], &d), -1);
+    assert_int_equal(room_parse_date(NULL, &d), -1);
+    int64_t first, next;
+    assert_int_equal(room_parse_date("2030-12-17", &d), 0);
+    room_month_bounds(d, &first, &next);
+    room_format_date(first, out);
+    assert_string_equal(out, "2030-12-01");
+    room_format_date(next, out);
+    assert_string_equal(out, "2031-01-01");
+}
+
+static void nights_model(void **state)
+{
+    (void)state;
+    int64_t jan30, feb2, feb1, jan1;
+    room_parse_date("2030-01-30", &jan30);
+    room_parse_date("2030-02-02", &feb2);
+    room_parse_date("2030-02-01", &feb1);
+    room_parse_date("2030-01-01", &jan1);
+    char id[64];
+    assert_int_equal(room_nights_id("room1", jan30, id, sizeof(id)), 0);
+    assert_string_equal(id, "room1|2030-01");
+    assert_int_equal(room_nights_id("room1", jan30, id, 8), -1);
+    json_t *jan = room_nights_new("room1", jan30), *feb = room_nights_new("room1", feb1);
+    assert_string_equal(json_string_value(json_object_get(jan, "month")), "2030-01");
+    /* r1 holds Jan 30, 31 (this month) and Feb 1 (the next) */
+    assert_int_equal(room_nights_apply(jan, jan30, feb2, "r1", 1), 1);
+    assert_int_equal(room_nights_apply(jan, jan30, feb2, "r1", 1), 0); /* idempotent */
+    assert_int_equal(json_object_size(json_object_get(jan, "nights")), 2);
+    assert_int_equal(room_nights_apply(feb, jan30, feb2, "r1", 1), 1);
+    assert_int_equal(json_object_size(json_object_get(feb, "nights")), 1);
+    assert_false(room_nights_free(jan, jan30, feb2));
+    assert_true(room_nights_free(jan, jan1, jan30)); /* checkout on the 30th: adjacent */
+    assert_false(room_nights_free(feb, feb1, feb1 + 1));
+    assert_true(room_nights_free(feb, feb2, feb2 + 5));
+    assert_true(room_nights_free(NULL, feb2, feb2 + 5));
+    /* r2 holds Feb 1 too (events crossing); freeing r1 keeps r2's hold */
+    assert_int_equal(room_nights_apply(feb, feb1, feb2, "r2", 1), 1);
+    assert_int_equal(room_nights_apply(feb, jan30, feb2, "r1", 0), 1);
+    assert_false(room_nights_free(feb, feb1, feb2));
+    assert_int_equal(room_nights_apply(feb, jan30, feb2, "r1", 0), 0);
+    assert_int_equal(room_nights_apply(feb, feb1, feb2, "r2", 0), 1);
+    assert_true(room_nights_free(feb, feb1, feb2));
+    assert_int_equal(json_object_size(json_object_get(feb, "nights")), 0); /* nothing left behind */
+    /* freeing what another reservation holds changes nothing */
+    assert_int_equal(room_nights_apply(jan, jan30, feb2, "r9", 0), 0);
+    assert_false(room_nights_free(jan, jan30, jan30 + 1));
+    json_decref(jan);
+    json_decref(feb);
+}
+
+static void control_characters(void **state)
+{
+    (void)state;
+    check_body(room_check_create,
+               "{\"name\":\"a\\u0007b\",\"description\":\"d\",\"city\":\"B\",\"pricePerNight\":5,\"capacity\":1}", 400,
+               "name");
+    check_body(room_check_create,
+               "{\"name\":\"ab\",\"description\":\"d\",\"city\":\"B\\nern\",\"pricePerNight\":5,\"capacity\":1}", 400,
+               "city");
+    check_body(room_check_create,
+               "{\"name\":\"a\\u0000b\",\"description\":\"d\",\"city\":\"B\",\"pricePerNight\":5,\"capacity\":1}", 400,
+               "name");
+    check_body(room_check_create,
+               "{\"name\":\"a\\u0085b\",\"description\":\"d\",\"city\":\"B\",\"pricePerNight\":5,\"capacity\":1}", 400,
+               "name");
+    check_body(room_check_create,
+               "{\"name\":\"a\\u007fb\",\"description\":\"d\",\"city\":\"B\",\"pricePerNight\":5,\"capacity\":1}", 400,
+               "name");
+    /* a description may have lines, not other control characters */
+    check_body(room_check_create,
+               "{\"name\":\"ab\",\"description\":\"l1\\nl2\\tx\",\"city\":\"B\",\"pricePerNight\":5,\"capacity\":1}", 0,
+               "");
+    check_body(room_check_create,
+               "{\"name\":\"ab\",\"description\":\"l1\\u001bx\",\"city\":\"B\",\"pricePerNight\":5,\"capacity\":1}",
+               400, "description");
+    check_body(room_check_patch, "{\"name\":\"a\\rb\"}", 400, "name");
+    check_body(room_check_review, "{\"rating\":5,\"content\":\"a\\u0000\"}", 400, "content");
+    /* ordinary non-ASCII is fine */
+    check_body(room_check_create,
+               "{\"name\":\"Zürich ß\",\"description\":\"d\",\"city\":\"Zürich\",\"pricePerNight\":5,\"capacity\":1}",
+               0, "");
+}
+
+static void list_query(void **state)
+{
+    (void)state;
+    room_list_query_t q;
+    room_err_t err;
+    assert_int_equal(room_parse_list_query(NULL, ROOM_QUERY_ROOMS, 90, &q, &err), 0);
+    assert_int_equal(q.limit, 20);
+    assert_true(q.guests == -1 && q.check_in == -1 && !q.city && !q.cursor);
+    room_list_query_free(&q);
+    assert_int_equal(room_parse_list_query("city=Z%C3%BCrich&guests=2&minPrice=0&maxPrice=900&checkIn=2030-01-01&"
+                                           "checkOut=2030-03-31&limit=100&cursor=abc&",
+                                           ROOM_QUERY_ROOMS, 90, &q, &err),
+                     0);
+    assert_string_equal(q.city, "Zürich");
+    assert_string_equal(q.cursor, "abc");
+    assert_true(q.guests == 2 && q.min_price == 0 && q.max_price == 900 && q.limit == 100);
+    assert_int_equal(q.check_out - q.check_in, 89);
+    room_list_query_free(&q);
+    /* 90 nights is the default cap, configurable */
+    assert_int_equal(room_parse_list_query("checkIn=2030-01-01&checkOut=2030-04-01", ROOM_QUERY_ROOMS, 90, &q, &err),
+                     0);
+    room_list_query_free(&q);
+    assert_int_equal(room_parse_list_query("checkIn=2030-01-01&checkOut=2030-04-02", ROOM_QUERY_ROOMS, 90, &q, &err),
+                     400);
+    assert_string_equal(err.field, "checkOut");
+    assert_int_equal(room_parse_list_query("checkIn=2030-01-01&checkOut=2030-04-02", ROOM_QUERY_ROOMS, 91, &q, &err),
+                     0);
+    room_list_query_free(&q);
+    /* reviews take limit and cursor only */
+    assert_int_equal(room_parse_list_query("limit=5&cursor=x", ROOM_QUERY_REVIEWS, 90, &q, &err), 0);
+    room_list_query_free(&q);
+    assert_int_equal(room_parse_list_query("limit=5&city=x", ROOM_QUERY_REVIEWS, 90, &q, &err), 400);
+    assert_string_equal(err.field, "city");
+    assert_int_equal(room_parse_list_query("lim%zzit=5", ROOM_QUERY_REVIEWS, 90, &q, &err), 400);
+    assert_string_equal(err.field, "lim%zzit");
+    assert_int_equal(room_parse_list_query("limit=5&cursor=a%20b", ROOM_QUERY_REVIEWS, 90, &q, &err), 400);
+    assert_string_equal(err.field, "cursor");
 }
 
 int main(void)
@@ -382,7 +538,9 @@ int main(void)
         cmocka_unit_test(review_rules),        cmocka_unit_test(rating_math),
         cmocka_unit_test(utf8_length),         cmocka_unit_test(iso8601),
         cmocka_unit_test(document_and_view),   cmocka_unit_test(reviews_follow),
-        cmocka_unit_test(reservation_events),  cmocka_unit_test(booking_counter),
+        cmocka_unit_test(reservation_events),  cmocka_unit_test(dates),
+        cmocka_unit_test(nights_model),        cmocka_unit_test(control_characters),
+        cmocka_unit_test(list_query),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
