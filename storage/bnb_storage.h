@@ -37,20 +37,20 @@ extern "C" {
 
 /* Options for opening a store. Strings are borrowed for the call. */
 typedef struct bnb_storage_config {
-    const char *backend;  /* "sqlite" (default), "mysql", "mongo" */
-    const char *name;     /* plugin name: table/collection prefix or db name */
-    const char *path;     /* sqlite: database file path */
-    const char *url;      /* mysql: mysql://user:pass@host:port/db
-                           * mongo: mongodb://host:port/db */
-    int pool_size;        /* max connections, 0 = backend default */
+    const char *backend; /* "sqlite" (default), "mysql", "mongo" */
+    const char *name;    /* plugin name: table/collection prefix or db name */
+    const char *path;    /* sqlite: database file path */
+    const char *url;     /* mysql: mysql://user:pass@host:port/db
+                          * mongo: mongodb://host:port/db */
+    int pool_size;       /* max connections, 0 = backend default */
 } bnb_storage_config_t;
 
 /* One outbox entry ready to publish. */
 typedef struct bnb_outbox_entry {
     char *event_id; /* envelope id */
     char *topic;
-    char *key;      /* partition key (subject) */
-    char *payload;  /* the JSON envelope */
+    char *key;     /* partition key (subject) */
+    char *payload; /* the JSON envelope */
 } bnb_outbox_entry_t;
 
 /* One event to queue in a commit (envelope already built by the host). */

@@ -34,6 +34,7 @@
  */
 #include "bnb_build_config.h"
 #include "bnb_storage.h"
+#include "v2.h"
 
 #include <errmsg.h>
 #include <mysql.h>
@@ -55,14 +56,23 @@
 #define MY_RETRIES       6
 #define MY_IDLE_PING_SEC 30
 #define MY_PREFIX_MAX    48
+#define MY_STMT_MAX      256 /* cached prepared statements per connection */
 
 /* Internal results besides BNB_E*. */
 enum { MY_RETRY = -1000, MY_DUP = -1001 };
+
+/* One server-side prepared statement, cached by its SQL text. */
+typedef struct my_stc {
+    char *sql;
+    MYSQL_STMT *st;
+} my_stc_t;
 
 typedef struct my_conn {
     MYSQL *m;
     struct my_conn *next;
     time_t last_used;
+    my_stc_t *stc; /* open addressing, capacity nstccap (power of 2) */
+    size_t nstc, nstccap;
 } my_conn_t;
 
 typedef struct my_url {
@@ -78,6 +88,8 @@ typedef struct my_store {
     int open_count, max;
     my_url_t url;
     char prefix[MY_PREFIX_MAX + 1];
+    bnb__colls_t colls; /* declared collections */
+    pthread_mutex_t define_mu;
 } my_store_t;
 
 /* ---- small string builder ------------------------------------------------ */
@@ -447,6 +459,28 @@ static MYSQL *my_connect(const my_url_t *u, const char *db, char *err, size_t er
     return m;
 }
 
+static void stc_clear(my_conn_t *c)
+{
+    for (size_t i = 0; i < c->nstccap; i++) {
+        if (c->stc[i].sql) {
+            mysql_stmt_close(c->stc[i].st);
+            free(c->stc[i].sql);
+        }
+    }
+    free(c->stc);
+    c->stc = NULL;
+    c->nstc = c->nstccap = 0;
+}
+
+/* Close the connection and its statements (the struct stays). */
+static void conn_close(my_conn_t *c)
+{
+    stc_clear(c);
+    if (c->m)
+        mysql_close(c->m);
+    c->m = NULL;
+}
+
 static int acquire(my_store_t *s, my_conn_t **out)
 {
     *out = NULL;
@@ -467,8 +501,7 @@ static int acquire(my_store_t *s, my_conn_t **out)
             *out = c;
             return 0;
         }
-        mysql_close(c->m);
-        c->m = NULL;
+        conn_close(c);
     } else {
         c = calloc(1, sizeof *c);
         if (!c)
@@ -496,7 +529,7 @@ static void release(my_store_t *s, my_conn_t *c, bool broken)
     if (!c)
         return;
     if (broken) {
-        mysql_close(c->m);
+        conn_close(c);
         free(c);
         pthread_mutex_lock(&s->mu);
         s->open_count--;
@@ -517,6 +550,280 @@ static int public_rc(int rc)
 {
     if (rc == MY_RETRY || rc == MY_DUP)
         return BNB_EIO;
+    return rc;
+}
+
+/* ---- prepared statements ------------------------------------------------- */
+
+/* A statement parameter. */
+typedef struct my_val {
+    enum { V_NULL, V_STR, V_I64 } kind;
+    const char *s;
+    long long n;
+} my_val_t;
+
+static my_val_t v_str(const char *s)
+{
+    return s ? (my_val_t){.kind = V_STR, .s = s} : (my_val_t){.kind = V_NULL};
+}
+
+static my_val_t v_i64(int64_t n)
+{
+    return (my_val_t){.kind = V_I64, .n = (long long)n};
+}
+
+static my_val_t v_fval(const bnb__fval_t *f)
+{
+    if (f->null)
+        return (my_val_t){.kind = V_NULL};
+    return f->s ? v_str(f->s) : v_i64(f->n);
+}
+
+/* Map the last error of a statement like my_err_code; a duplicate key on the
+ * PRIMARY key is MY_DUP, on another (unique) key BNB_ETAKEN. */
+static int st_err(MYSQL_STMT *st, bool *broken, bool log)
+{
+    unsigned e = mysql_stmt_errno(st);
+    if (e == ER_DUP_ENTRY) {
+        const char *msg = mysql_stmt_error(st);
+        return msg && strstr(msg, "for key 'PRIMARY'") ? MY_DUP : BNB_ETAKEN;
+    }
+    if (e == ER_LOCK_DEADLOCK || e == ER_LOCK_WAIT_TIMEOUT)
+        return MY_RETRY;
+    if (log)
+        my_log("statement", mysql_stmt_error(st), e);
+    if (e == ER_DATA_TOO_LONG || e == ER_TRUNCATED_WRONG_VALUE_FOR_FIELD)
+        return BNB_EINVAL;
+    if ((e >= CR_MIN_ERROR && e <= CR_MAX_ERROR) || e == 1927 || e == 1053 || e == 4031) {
+        if (broken)
+            *broken = true;
+        if (e == CR_OUT_OF_MEMORY)
+            return BNB_ENOMEM;
+    }
+    return BNB_EIO;
+}
+
+/* The connection's statement for `sql`: prepared on the server once, then
+ * taken from the cache by its text. */
+static int st_get(my_conn_t *c, const char *sql, MYSQL_STMT **out, bool *broken)
+{
+    uint32_t h = bnb__fnv1a(2166136261u, sql, strlen(sql));
+    if (c->nstccap) {
+        for (size_t i = h & (c->nstccap - 1); c->stc[i].sql; i = (i + 1) & (c->nstccap - 1)) {
+            if (strcmp(c->stc[i].sql, sql) == 0) {
+                *out = c->stc[i].st;
+                return 0;
+            }
+        }
+    }
+    if (c->nstc >= MY_STMT_MAX)
+        stc_clear(c); /* more shapes than any plugin has: start over */
+    if ((c->nstc + 1) * 2 > c->nstccap) {
+        size_t ncap = c->nstccap ? c->nstccap * 2 : 32;
+        my_stc_t *nt = calloc(ncap, sizeof *nt);
+        if (!nt)
+            return BNB_ENOMEM;
+        for (size_t i = 0; i < c->nstccap; i++) {
+            if (!c->stc[i].sql)
+                continue;
+            size_t k = bnb__fnv1a(2166136261u, c->stc[i].sql, strlen(c->stc[i].sql)) & (ncap - 1);
+            while (nt[k].sql)
+                k = (k + 1) & (ncap - 1);
+            nt[k] = c->stc[i];
+        }
+        free(c->stc);
+        c->stc = nt;
+        c->nstccap = ncap;
+    }
+    MYSQL_STMT *st = mysql_stmt_init(c->m);
+    if (!st)
+        return BNB_ENOMEM;
+    if (mysql_stmt_prepare(st, sql, (unsigned long)strlen(sql)) != 0) {
+        int rc = st_err(st, broken, true);
+        mysql_stmt_close(st);
+        return rc == MY_DUP || rc == BNB_ETAKEN ? BNB_EIO : rc;
+    }
+    char *copy = strdup(sql);
+    if (!copy) {
+        mysql_stmt_close(st);
+        return BNB_ENOMEM;
+    }
+    size_t k = h & (c->nstccap - 1);
+    while (c->stc[k].sql)
+        k = (k + 1) & (c->nstccap - 1);
+    c->stc[k].sql = copy;
+    c->stc[k].st = st;
+    c->nstc++;
+    *out = st;
+    return 0;
+}
+
+#define MY_MAX_PARAMS 48
+
+/* Bind the parameters and execute. 0, MY_DUP, MY_RETRY, BNB_ETAKEN or a BNB
+ * error (logged). `log_dup`: a duplicate is an expected outcome, not logged. */
+static int st_exec(MYSQL_STMT *st, const my_val_t *v, unsigned n, bool *broken)
+{
+    MYSQL_BIND b[MY_MAX_PARAMS];
+    if (n > MY_MAX_PARAMS || n != mysql_stmt_param_count(st)) {
+        my_log("statement", "wrong number of parameters", n);
+        return BNB_EIO;
+    }
+    memset(b, 0, sizeof(b[0]) * (n ? n : 1));
+    for (unsigned i = 0; i < n; i++) {
+        switch (v[i].kind) {
+        case V_NULL:
+            b[i].buffer_type = MYSQL_TYPE_NULL;
+            break;
+        case V_STR:
+            b[i].buffer_type = MYSQL_TYPE_STRING;
+            b[i].buffer = (void *)v[i].s;
+            b[i].buffer_length = (unsigned long)strlen(v[i].s);
+            break;
+        case V_I64:
+            b[i].buffer_type = MYSQL_TYPE_LONGLONG;
+            b[i].buffer = (void *)&v[i].n;
+            break;
+        }
+    }
+    if ((n && mysql_stmt_bind_param(st, b) != 0) || mysql_stmt_execute(st) != 0) {
+        unsigned e = mysql_stmt_errno(st);
+        return st_err(st, broken, e != ER_DUP_ENTRY && e != ER_LOCK_DEADLOCK && e != ER_LOCK_WAIT_TIMEOUT);
+    }
+    return 0;
+}
+
+/* One row of a result: every column as text (NULL when SQL NULL). */
+typedef int (*row_fn)(void *ud, char **col, unsigned long *len, unsigned ncol);
+
+/* Fetch the rows of an executed statement, every column as text. */
+static int st_rows(MYSQL_STMT *st, row_fn fn, void *ud, bool *broken)
+{
+    MYSQL_RES *meta = NULL;
+    MYSQL_BIND *b = NULL;
+    char **col = NULL;
+    unsigned long *len = NULL;
+    my_bool *isnull = NULL;
+    unsigned ncol = 0;
+    int rc = 0;
+
+    my_bool upd = 1; /* so that the metadata has each column's longest value */
+    mysql_stmt_attr_set(st, STMT_ATTR_UPDATE_MAX_LENGTH, &upd);
+    if (mysql_stmt_store_result(st) != 0)
+        return st_err(st, broken, true);
+    if (!(meta = mysql_stmt_result_metadata(st))) {
+        rc = st_err(st, broken, true);
+        goto out;
+    }
+    ncol = mysql_num_fields(meta);
+    MYSQL_FIELD *fields = mysql_fetch_fields(meta);
+    b = calloc(ncol, sizeof *b);
+    col = calloc(ncol, sizeof *col);
+    len = calloc(ncol, sizeof *len);
+    isnull = calloc(ncol, sizeof *isnull);
+    if (!b || !col || !len || !isnull) {
+        rc = BNB_ENOMEM;
+        goto out;
+    }
+    for (unsigned i = 0; i < ncol; i++) {
+        unsigned long cap = fields[i].max_length + 1;
+        if (cap < 32)
+            cap = 32;
+        if (!(col[i] = malloc(cap))) {
+            rc = BNB_ENOMEM;
+            goto out;
+        }
+        b[i].buffer_type = MYSQL_TYPE_STRING;
+        b[i].buffer = col[i];
+        b[i].buffer_length = cap - 1;
+        b[i].length = &len[i];
+        b[i].is_null = &isnull[i];
+    }
+    if (mysql_stmt_bind_result(st, b) != 0) {
+        rc = st_err(st, broken, true);
+        goto out;
+    }
+    for (;;) {
+        int f = mysql_stmt_fetch(st);
+        if (f == MYSQL_NO_DATA)
+            break;
+        if (f == 1) {
+            rc = st_err(st, broken, true);
+            break;
+        }
+        if (f == MYSQL_DATA_TRUNCATED) { /* cannot happen: buffers are max_length */
+            my_log("fetch", "a column was truncated", 0);
+            rc = BNB_EIO;
+            break;
+        }
+        char *vals[64];
+        for (unsigned i = 0; i < ncol && i < 64; i++) {
+            vals[i] = isnull[i] ? NULL : col[i];
+            if (!isnull[i])
+                col[i][len[i] < b[i].buffer_length ? len[i] : b[i].buffer_length] = '\0';
+        }
+        if ((rc = fn(ud, vals, len, ncol)) != 0)
+            break;
+    }
+out:
+    mysql_stmt_free_result(st);
+    if (meta)
+        mysql_free_result(meta);
+    for (unsigned i = 0; col && i < ncol; i++)
+        free(col[i]);
+    free(col);
+    free(len);
+    free(isnull);
+    free(b);
+    return rc;
+}
+
+/* Prepare (cached), execute, and fetch rows if fn is not NULL. */
+static int st_run(my_conn_t *c, const char *sql, const my_val_t *v, unsigned n, row_fn fn, void *ud, bool *broken)
+{
+    MYSQL_STMT *st;
+    int rc = st_get(c, sql, &st, broken);
+    if (rc == 0)
+        rc = st_exec(st, v, n, broken);
+    if (rc == 0 && fn)
+        rc = st_rows(st, fn, ud, broken);
+    else if (rc == 0)
+        mysql_stmt_free_result(st);
+    return rc;
+}
+
+/* ---- declared collections: names ------------------------------------------ */
+
+/* `<prefix>_c_<coll>` (quoted); MySQL names are at most 64 characters. */
+static int tname(const my_store_t *s, const char *coll, char *buf, size_t n)
+{
+    if (strlen(s->prefix) + 3 + strlen(coll) > 64)
+        return BNB_EINVAL;
+    snprintf(buf, n, "`%s_c_%s`", s->prefix, coll);
+    return 0;
+}
+
+static int load_colls(my_store_t *s, MYSQL *m)
+{
+    sb_t q = {0};
+    MYSQL_RES *res = NULL;
+    bool broken = false;
+    sb_sql(&q, m, s->prefix, "SELECT name, def FROM %Tcolls`");
+    int rc = query_rows(m, &q, &res, &broken);
+    free(q.p);
+    if (rc)
+        return public_rc(rc);
+    MYSQL_ROW row;
+    while (!rc && (row = mysql_fetch_row(res))) {
+        bnb__coll_t *dc = row[0] && row[1] ? bnb__coll_load(row[0], row[1]) : NULL;
+        if (!dc) {
+            my_log("open", "a recorded collection definition is unreadable", 0);
+            rc = BNB_EIO;
+        } else {
+            rc = bnb__colls_put(&s->colls, dc);
+        }
+    }
+    mysql_free_result(res);
     return rc;
 }
 
@@ -547,6 +854,13 @@ static int create_schema(MYSQL *m, const char *prefix, char *err, size_t errlen)
         " seq BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,"
         " consumer VARCHAR(255) NOT NULL, reason TEXT NOT NULL, event LONGTEXT NOT NULL,"
         " created TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP"
+        ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+        "CREATE TABLE IF NOT EXISTS %Tclaims` ("
+        " k VARBINARY(255) NOT NULL PRIMARY KEY, coll VARCHAR(64) NOT NULL, id VARBINARY(255) NOT NULL,"
+        " KEY by_owner (coll, id)"
+        ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+        "CREATE TABLE IF NOT EXISTS %Tcolls` ("
+        " name VARCHAR(64) NOT NULL PRIMARY KEY, def TEXT NOT NULL"
         ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
     };
     for (size_t i = 0; i < sizeof ddl / sizeof *ddl; i++) {
@@ -599,6 +913,8 @@ static int my_open(const bnb_storage_config_t *cfg, bnb_store_t **out, char *err
     s->max = cfg->pool_size > 0 ? cfg->pool_size : MY_DEFAULT_POOL;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
+    pthread_mutex_init(&s->define_mu, NULL);
+    bnb__colls_init(&s->colls);
     s->base.ops = &bnb_storage_mysql;
 
     /* Bootstrap: create the database, then the tables. */
@@ -621,6 +937,10 @@ static int my_open(const bnb_storage_config_t *cfg, bnb_store_t **out, char *err
         rc = BNB_EIO;
         goto fail;
     }
+    if ((rc = load_colls(s, m)) != 0) {
+        snprintf(errbuf, errlen, "%s: cannot read the collection definitions of %s", shown, s->prefix);
+        goto fail;
+    }
     /* Keep the bootstrap connection as the pool's first one. */
     my_conn_t *c = calloc(1, sizeof *c);
     if (!c) {
@@ -639,6 +959,8 @@ fail:
         mysql_close(m);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->define_mu);
+    bnb__colls_destroy(&s->colls);
     url_free(&s->url);
     free(s);
     return rc;
@@ -652,12 +974,14 @@ static void my_close(bnb_store_t *st)
     my_conn_t *c = s->free_list;
     while (c) {
         my_conn_t *n = c->next;
-        mysql_close(c->m);
+        conn_close(c);
         free(c);
         c = n;
     }
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->define_mu);
+    bnb__colls_destroy(&s->colls);
     url_free(&s->url);
     free(s);
 }
@@ -689,6 +1013,25 @@ static int64_t to_i64(const char *s)
     return s ? strtoll(s, NULL, 10) : 0;
 }
 
+/* Rows as [{"id","version","body"}] (columns id, version, body). */
+static int collect_item(void *ud, char **col, unsigned long *len, unsigned ncol)
+{
+    (void)len;
+    json_t *arr = ud;
+    json_error_t jerr;
+    if (ncol < 3 || !col[0] || !col[2])
+        return BNB_EIO;
+    json_t *b = json_loads(col[2], 0, &jerr);
+    if (!b) {
+        my_log("read", "stored body is not JSON", 0);
+        return BNB_EIO;
+    }
+    json_t *item = json_pack("{s:s, s:I, s:o}", "id", col[0], "version", (json_int_t)to_i64(col[1]), "body", b);
+    if (!item || json_array_append_new(arr, item))
+        return BNB_ENOMEM;
+    return 0;
+}
+
 static int my_get(bnb_store_t *st, const char *coll, const char *id, json_t **body, int64_t *version)
 {
     my_store_t *s = (my_store_t *)st;
@@ -696,36 +1039,39 @@ static int my_get(bnb_store_t *st, const char *coll, const char *id, json_t **bo
         *body = NULL;
     if (!coll || !id)
         return BNB_EINVAL;
+    const bnb__coll_t *dc = bnb__colls_get(&s->colls, coll);
+    char t[80];
+    if (dc && tname(s, dc->name, t, sizeof t) != 0)
+        return BNB_EINVAL;
     my_conn_t *c;
     int rc = acquire(s, &c);
     if (rc)
         return rc;
     bool broken = false;
-    MYSQL_RES *res = NULL;
-    sb_t q = {0};
-    sb_sql(&q, c->m, s->prefix, "SELECT body, version FROM %Tdocs` WHERE coll=%s AND id=%s AND deleted=0", coll, id);
-    rc = query_rows(c->m, &q, &res, &broken);
-    if (rc)
-        goto out;
-    MYSQL_ROW row = mysql_fetch_row(res);
-    if (!row) {
+    json_t *arr = json_array();
+    char sql[200];
+    if (!arr) {
+        rc = BNB_ENOMEM;
+    } else if (dc) {
+        snprintf(sql, sizeof sql, "SELECT id, version, body FROM %s WHERE id = ?", t);
+        my_val_t v[] = {v_str(id)};
+        rc = st_run(c, sql, v, 1, collect_item, arr, &broken);
+    } else {
+        snprintf(sql, sizeof sql, "SELECT id, version, body FROM `%s_docs` WHERE coll = ? AND id = ? AND deleted = 0",
+                 s->prefix);
+        my_val_t v[] = {v_str(coll), v_str(id)};
+        rc = st_run(c, sql, v, 2, collect_item, arr, &broken);
+    }
+    if (rc == 0 && json_array_size(arr) == 0)
         rc = BNB_ENOENT;
-        goto out;
+    if (rc == 0) {
+        json_t *it = json_array_get(arr, 0);
+        if (body)
+            *body = json_incref(json_object_get(it, "body"));
+        if (version)
+            *version = (int64_t)json_integer_value(json_object_get(it, "version"));
     }
-    if (body) {
-        json_error_t jerr;
-        *body = row[0] ? json_loads(row[0], 0, &jerr) : NULL;
-        if (!*body) {
-            rc = BNB_EIO;
-            goto out;
-        }
-    }
-    if (version)
-        *version = to_i64(row[1]);
-out:
-    if (res)
-        mysql_free_result(res);
-    free(q.p);
+    json_decref(arr);
     release(s, c, broken);
     return public_rc(rc);
 }
@@ -736,192 +1082,755 @@ static int my_list(bnb_store_t *st, const char *coll, int which, const char *val
     *out = NULL;
     if (!coll || which < 0 || which > 2 || (which && !value))
         return BNB_EINVAL;
+    const bnb__coll_t *dc = bnb__colls_get(&s->colls, coll);
+    char t[80], sql[256];
+    if (dc && tname(s, dc->name, t, sizeof t) != 0)
+        return BNB_EINVAL;
     my_conn_t *c;
     int rc = acquire(s, &c);
     if (rc)
         return rc;
     bool broken = false;
-    MYSQL_RES *res = NULL;
-    json_t *arr = NULL;
-    sb_t q = {0};
-    sb_sql(&q, c->m, s->prefix, "SELECT id, version, body FROM %Tdocs` WHERE coll=%s AND deleted=0", coll);
-    if (which == 1)
-        sb_sql(&q, c->m, s->prefix, " AND key1=%s", value);
-    else if (which == 2)
-        sb_sql(&q, c->m, s->prefix, " AND key2=%s", value);
-    sb_sql(&q, c->m, s->prefix, " ORDER BY id");
-    rc = query_rows(c->m, &q, &res, &broken);
-    if (rc)
-        goto out;
-    arr = json_array();
-    if (!arr) {
-        rc = BNB_ENOMEM;
-        goto out;
+    json_t *arr = json_array();
+    my_val_t v[2];
+    unsigned n = 0;
+    const char *key = which == 1 ? " AND key1 = ?" : which == 2 ? " AND key2 = ?" : "";
+    if (dc) {
+        snprintf(sql, sizeof sql, "SELECT id, version, body FROM %s WHERE 1 = 1%s ORDER BY id", t, key);
+    } else {
+        snprintf(sql, sizeof sql,
+                 "SELECT id, version, body FROM `%s_docs` WHERE coll = ? AND deleted = 0%s ORDER BY id", s->prefix,
+                 key);
+        v[n++] = v_str(coll);
     }
-    MYSQL_ROW row;
-    while ((row = mysql_fetch_row(res))) {
-        json_error_t jerr;
-        json_t *b = row[2] ? json_loads(row[2], 0, &jerr) : NULL;
-        if (!b) {
-            rc = BNB_EIO;
+    if (which)
+        v[n++] = v_str(value);
+    rc = arr ? st_run(c, sql, v, n, collect_item, arr, &broken) : BNB_ENOMEM;
+    release(s, c, broken);
+    if (rc) {
+        json_decref(arr);
+        return public_rc(rc);
+    }
+    *out = arr;
+    return 0;
+}
+
+/* ---- define ---------------------------------------------------------------- */
+
+/* The SQL expression of declared field i read from the JSON body. */
+static void sb_extract(sb_t *b, const bnb__coll_t *dc, size_t i)
+{
+    char e[256];
+    const char *f = dc->fields[i].name;
+    if (dc->fields[i].type == BNB_FIELD_STR)
+        snprintf(e, sizeof e,
+                 "IF(JSON_TYPE(JSON_EXTRACT(body, '$.%s')) = 'STRING' AND LENGTH(JSON_VALUE(body, '$.%s')) <= %d,"
+                 " JSON_VALUE(body, '$.%s'), NULL)",
+                 f, f, BNB__STR_MAX, f);
+    else
+        snprintf(e, sizeof e,
+                 "IF(JSON_TYPE(JSON_EXTRACT(body, '$.%s')) = 'INTEGER', CAST(JSON_EXTRACT(body, '$.%s') AS SIGNED),"
+                 " NULL)",
+                 f, f);
+    sb_add(b, e, strlen(e));
+}
+
+static void sb_addf(sb_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void sb_addf(sb_t *b, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof tmp) {
+        b->oom = true;
+        return;
+    }
+    sb_add(b, tmp, (size_t)n);
+}
+
+static int ddl(MYSQL *m, sb_t *q, bool *broken)
+{
+    int rc = run_sb(m, q, broken);
+    q->len = 0;
+    if (q->p)
+        q->p[0] = '\0';
+    return rc;
+}
+
+/* Column name -> SQL type of the existing table, for ADD COLUMN decisions. */
+typedef struct colinfo {
+    char names[BNB__FIELDS_MAX + 8][BNB__FIELD_NAME_MAX + 4];
+    char types[BNB__FIELDS_MAX + 8][32];
+    int n;
+} colinfo_t;
+
+static int apply_coll(my_store_t *s, MYSQL *m, const bnb__coll_t *dc, bool *broken)
+{
+    char t[80];
+    sb_t q = {0};
+    MYSQL_RES *res = NULL;
+    int rc;
+    if ((rc = tname(s, dc->name, t, sizeof t)) != 0) {
+        my_log("define", "collection name too long for a table name (store name + collection > 61)", 0);
+        return rc;
+    }
+    /* does the table exist? */
+    sb_sql(&q, m, s->prefix,
+           "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"
+           " AND TABLE_NAME = ");
+    {
+        char raw[80];
+        snprintf(raw, sizeof raw, "%s_c_%s", s->prefix, dc->name);
+        sb_sql(&q, m, s->prefix, "%s", raw);
+    }
+    if ((rc = query_rows(m, &q, &res, broken)) != 0)
+        goto out;
+    MYSQL_ROW row = mysql_fetch_row(res);
+    bool exists = row && to_i64(row[0]) > 0;
+    mysql_free_result(res);
+    res = NULL;
+    q.len = 0;
+
+    if (!exists) {
+        sb_addf(&q,
+                "CREATE TABLE IF NOT EXISTS %s (id VARBINARY(255) NOT NULL PRIMARY KEY, version BIGINT NOT NULL,"
+                " body LONGTEXT NOT NULL, key1 VARCHAR(255) NULL, key2 VARCHAR(255) NULL",
+                t);
+        for (size_t i = 0; i < dc->nfields; i++)
+            sb_addf(&q, ", `f_%s` %s NULL", dc->fields[i].name,
+                    dc->fields[i].type == BNB_FIELD_STR ? "VARBINARY(255)" : "BIGINT");
+        sb_addf(&q, ", KEY by_key1 (key1), KEY by_key2 (key2)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 "
+                    "COLLATE=utf8mb4_bin");
+        if ((rc = ddl(m, &q, broken)) != 0)
+            goto out;
+        /* its live documents so far were in docs: move them (IGNORE: another
+         * process may be doing the same) */
+        sb_addf(&q, "INSERT IGNORE INTO %s (id, version, body, key1, key2", t);
+        for (size_t i = 0; i < dc->nfields; i++)
+            sb_addf(&q, ", `f_%s`", dc->fields[i].name);
+        sb_addf(&q, ") SELECT id, version, body, key1, key2");
+        for (size_t i = 0; i < dc->nfields; i++) {
+            sb_add(&q, ", ", 2);
+            sb_extract(&q, dc, i);
+        }
+        sb_sql(&q, m, s->prefix, " FROM %Tdocs` WHERE coll = %s AND deleted = 0", dc->name);
+        if ((rc = ddl(m, &q, broken)) != 0)
+            goto out;
+        sb_sql(&q, m, s->prefix, "DELETE FROM %Tdocs` WHERE coll = %s", dc->name);
+        if ((rc = ddl(m, &q, broken)) != 0)
+            goto out;
+    } else {
+        colinfo_t ci = {0};
+        sb_addf(&q, "SHOW COLUMNS FROM %s", t);
+        if ((rc = query_rows(m, &q, &res, broken)) != 0)
+            goto out;
+        q.len = 0;
+        while ((row = mysql_fetch_row(res)) && ci.n < (int)(sizeof ci.names / sizeof ci.names[0])) {
+            if (!row[0] || strncmp(row[0], "f_", 2) != 0)
+                continue;
+            snprintf(ci.names[ci.n], sizeof ci.names[0], "%s", row[0] + 2);
+            snprintf(ci.types[ci.n], sizeof ci.types[0], "%s", row[1] ? row[1] : "");
+            ci.n++;
+        }
+        mysql_free_result(res);
+        res = NULL;
+        for (size_t i = 0; i < dc->nfields; i++) {
+            const char *want = dc->fields[i].type == BNB_FIELD_STR ? "varbinary" : "bigint";
+            int at = -1;
+            for (int k = 0; k < ci.n && at < 0; k++)
+                if (strcmp(ci.names[k], dc->fields[i].name) == 0)
+                    at = k;
+            if (at >= 0) {
+                if (strncasecmp(ci.types[at], want, strlen(want)) != 0) {
+                    char msg[200];
+                    snprintf(msg, sizeof msg, "collection %s: field %s is %s in the database, not %s", dc->name,
+                             dc->fields[i].name, ci.types[at], want);
+                    my_log("define", msg, 0);
+                    rc = BNB_EINVAL;
+                    goto out;
+                }
+                continue;
+            }
+            sb_addf(&q, "ALTER TABLE %s ADD COLUMN IF NOT EXISTS `f_%s` %s NULL", t, dc->fields[i].name,
+                    dc->fields[i].type == BNB_FIELD_STR ? "VARBINARY(255)" : "BIGINT");
+            if ((rc = ddl(m, &q, broken)) != 0)
+                goto out;
+            sb_addf(&q, "UPDATE %s SET `f_%s` = ", t, dc->fields[i].name);
+            sb_extract(&q, dc, i);
+            if ((rc = ddl(m, &q, broken)) != 0)
+                goto out;
+        }
+    }
+    for (size_t i = 0; i < dc->nindexes; i++) {
+        const bnb__index_t *x = &dc->indexes[i];
+        sb_addf(&q, "CREATE %sINDEX IF NOT EXISTS `%s` ON %s (", x->unique ? "UNIQUE " : "", x->name, t);
+        for (int k = 0; k < x->nf; k++)
+            sb_addf(&q, "%s`f_%s`", k ? ", " : "", dc->fields[x->f[k]].name);
+        sb_addf(&q, "%s)", x->unique ? "" : ", id");
+        if ((rc = ddl(m, &q, broken)) != 0) {
+            if (rc == MY_DUP)
+                my_log("define", "the stored documents break a unique index", 0);
+            rc = rc == MY_DUP ? BNB_EINVAL : rc;
             goto out;
         }
-        json_t *item = json_pack("{s:s, s:I, s:o}", "id", row[0], "version", (json_int_t)to_i64(row[1]), "body", b);
-        if (!item || json_array_append_new(arr, item)) {
+    }
+    {
+        char *def = bnb__coll_dump(dc);
+        if (!def) {
             rc = BNB_ENOMEM;
             goto out;
         }
+        sb_sql(&q, m, s->prefix, "REPLACE INTO %Tcolls` (name, def) VALUES (%s, %s)", dc->name, def);
+        free(def);
+        rc = ddl(m, &q, broken);
     }
-    *out = arr;
-    arr = NULL;
 out:
-    json_decref(arr);
     if (res)
         mysql_free_result(res);
     free(q.p);
+    return rc;
+}
+
+static int my_define(bnb_store_t *st, const bnb_coll_def_t *defs, size_t n)
+{
+    my_store_t *s = (my_store_t *)st;
+    bnb__coll_t **merged = NULL;
+    char err[256];
+    int rc;
+    if (!s)
+        return BNB_EINVAL;
+    if ((rc = bnb__colls_validate(defs, n, err, sizeof err)) != 0) {
+        my_log("define", err, 0);
+        return rc;
+    }
+    if (n == 0)
+        return 0;
+    if (!(merged = calloc(n, sizeof *merged)))
+        return BNB_ENOMEM;
+    pthread_mutex_lock(&s->define_mu);
+    for (size_t i = 0; i < n && !rc; i++) {
+        const bnb__coll_t *old = bnb__colls_get(&s->colls, defs[i].name);
+        if (old) {
+            if ((rc = bnb__coll_merge(old, &defs[i], &merged[i], err, sizeof err)) == BNB_EINVAL)
+                my_log("define", err, 0);
+        } else if (!(merged[i] = bnb__coll_copy(&defs[i]))) {
+            rc = BNB_ENOMEM;
+        }
+    }
+    my_conn_t *c = NULL;
+    bool broken = false;
+    if (!rc && (rc = acquire(s, &c)) == 0) {
+        /* DDL commits by itself: each collection is applied on its own */
+        for (size_t i = 0; i < n && !rc; i++)
+            rc = apply_coll(s, c->m, merged[i], &broken);
+        stc_clear(c); /* statements on changed tables are prepared again */
+        release(s, c, broken);
+    }
+    for (size_t i = 0; i < n && !rc; i++) {
+        rc = bnb__colls_put(&s->colls, merged[i]);
+        merged[i] = NULL;
+    }
+    pthread_mutex_unlock(&s->define_mu);
+    for (size_t i = 0; i < n; i++)
+        bnb__coll_free(merged[i]);
+    free(merged);
+    return public_rc(rc);
+}
+
+/* ---- queries --------------------------------------------------------------- */
+
+/* The SQL of a checked query and its parameters (in v, at most MY_MAX_PARAMS).
+ * The keyset condition is written as (o > ? OR (o = ? AND id > ?)), which
+ * MariaDB's range optimizer turns into index ranges (a row comparison it
+ * would only filter). */
+static int query_sql(const my_store_t *s, const bnb__plan_t *p, sb_t *b, my_val_t *v, unsigned *nv)
+{
+    const bnb__coll_t *dc = p->coll;
+    const bnb_query_t *q = p->q;
+    static const char *const ops[] = {"", "=", "<", "<=", ">", ">="};
+    const char *dir = q->descending ? "DESC" : "ASC", *cmp = q->descending ? "<" : ">";
+    char t[80];
+    unsigned n = 0;
+    if (tname(s, dc->name, t, sizeof t) != 0)
+        return BNB_EINVAL;
+    sb_addf(b, "SELECT id, version, body FROM %s", t);
+    /* MariaDB may prefer a scan and a sort when the table is small or the
+     * condition matches much of it; the index that serves the page is known */
+    int ix = bnb__plan_index(p);
+    if (ix >= 0)
+        sb_addf(b, " FORCE INDEX (`%s`)", dc->indexes[ix].name);
+    const char *glue = " WHERE ";
+    for (size_t i = 0; i < q->nconds; i++) {
+        if (bnb__plan_implied(p, i))
+            continue;
+        sb_addf(b, "%s`f_%s` %s ?", glue, dc->fields[p->cf[i]].name, ops[q->conds[i].op]);
+        v[n++] = q->conds[i].str ? v_str(q->conds[i].str) : v_i64(q->conds[i].num);
+        glue = " AND ";
+    }
+    if (p->order >= 0) {
+        const char *o = dc->fields[p->order].name;
+        sb_addf(b, "%s`f_%s` IS NOT NULL", glue, o);
+        if (p->has_cursor) {
+            sb_addf(b, " AND (`f_%s` %s ? OR (`f_%s` = ? AND id %s ?))", o, cmp, o, cmp);
+            v[n++] = v_fval(&p->cur_ord);
+            v[n++] = v_fval(&p->cur_ord);
+            v[n++] = v_str(p->cur_id);
+        }
+        sb_addf(b, " ORDER BY `f_%s` %s, id %s", o, dir, dir);
+    } else {
+        if (p->has_cursor) {
+            sb_addf(b, "%sid %s ?", glue, cmp);
+            v[n++] = v_str(p->cur_id);
+        }
+        sb_addf(b, " ORDER BY id %s", dir);
+    }
+    sb_addf(b, " LIMIT ?");
+    v[n++] = v_i64((int64_t)q->limit + 1);
+    *nv = n;
+    return b->oom ? BNB_ENOMEM : 0;
+}
+
+static int my_query(bnb_store_t *st, const bnb_query_t *q, json_t **items, char **next)
+{
+    my_store_t *s = (my_store_t *)st;
+    bnb__plan_t p;
+    sb_t sql = {0};
+    my_val_t v[MY_MAX_PARAMS];
+    unsigned nv = 0;
+    json_t *arr = NULL;
+    int rc;
+    if (items)
+        *items = NULL;
+    if (next)
+        *next = NULL;
+    if (!s || !q || !items || !next)
+        return BNB_EINVAL;
+    if ((rc = bnb__plan_make(bnb__colls_get(&s->colls, q->coll), q, &p)) != 0)
+        return rc;
+    if ((rc = query_sql(s, &p, &sql, v, &nv)) != 0 || !(arr = json_array())) {
+        rc = rc ? rc : BNB_ENOMEM;
+        goto out;
+    }
+    my_conn_t *c;
+    if ((rc = acquire(s, &c)) != 0)
+        goto out;
+    bool broken = false;
+    rc = st_run(c, sql.p, v, nv, collect_item, arr, &broken);
     release(s, c, broken);
+    if (rc == 0 && json_array_size(arr) > q->limit) {
+        json_array_remove(arr, q->limit);
+        json_t *last = json_array_get(arr, q->limit - 1);
+        bnb__fval_t ord = {.null = true};
+        if (p.order >= 0)
+            bnb__coll_value(p.coll, (size_t)p.order, json_object_get(last, "body"), &ord);
+        if (!(*next = bnb__cursor_make(&p, &ord, json_string_value(json_object_get(last, "id")))))
+            rc = BNB_ENOMEM;
+    }
+out:
+    free(sql.p);
+    bnb__plan_free(&p);
+    if (rc) {
+        json_decref(arr);
+        return public_rc(rc);
+    }
+    *items = arr;
+    return 0;
+}
+
+/* For tests: MariaDB's EXPLAIN of query q, one line per table:
+ * "type=<access> key=<index> extra=<Extra>". *plan is malloc'ed. */
+int bnb__mysql_explain(bnb_store_t *st, const bnb_query_t *q, char **plan);
+
+static int explain_row(void *ud, char **col, unsigned long *len, unsigned ncol)
+{
+    (void)len;
+    sb_t *out = ud;
+    /* id, select_type, table, type, possible_keys, key, key_len, ref, rows, Extra */
+    if (ncol >= 10)
+        sb_addf(out, "type=%s key=%s extra=%s\n", col[3] ? col[3] : "NULL", col[5] ? col[5] : "NULL",
+                col[9] ? col[9] : "");
+    return 0;
+}
+
+int bnb__mysql_explain(bnb_store_t *st, const bnb_query_t *q, char **plan)
+{
+    my_store_t *s = (my_store_t *)st;
+    bnb__plan_t p;
+    sb_t sql = {0}, out = {0};
+    my_val_t v[MY_MAX_PARAMS];
+    unsigned nv = 0;
+    *plan = NULL;
+    int rc = bnb__plan_make(bnb__colls_get(&s->colls, q->coll), q, &p);
+    if (rc)
+        return rc;
+    sb_add(&sql, "EXPLAIN ", 8);
+    if ((rc = query_sql(s, &p, &sql, v, &nv)) == 0) {
+        my_conn_t *c;
+        if ((rc = acquire(s, &c)) == 0) {
+            bool broken = false;
+            MYSQL_STMT *stm = mysql_stmt_init(c->m);
+            if (!stm)
+                rc = BNB_ENOMEM;
+            else if (mysql_stmt_prepare(stm, sql.p, (unsigned long)sql.len) != 0)
+                rc = st_err(stm, &broken, true);
+            else if ((rc = st_exec(stm, v, nv, &broken)) == 0)
+                rc = st_rows(stm, explain_row, &out, &broken);
+            if (stm)
+                mysql_stmt_close(stm);
+            release(s, c, broken);
+        }
+    }
+    if (rc == 0 && !out.oom && out.p) {
+        *plan = out.p;
+        out.p = NULL;
+    } else if (rc == 0) {
+        rc = BNB_ENOMEM;
+    }
+    free(out.p);
+    free(sql.p);
+    bnb__plan_free(&p);
     return public_rc(rc);
 }
 
 /* ---- commit -------------------------------------------------------------- */
 
-/* One attempt of the commit transaction. Returns 0, BNB_E*, or MY_RETRY. */
-static int commit_once(my_store_t *s, MYSQL *m, const bnb_write_t *w, const char *body_txt,
-                       const bnb_outbox_new_t *events, size_t nevents, const char *applied, int64_t *newv, bool *broken)
+/* One commit, from commit (keys given) or commit2 (claims). */
+typedef struct my_w {
+    const bnb_commit_t *c;
+    const char *key1, *key2;
+    bool set_keys;
+    const char *body_txt;
+    const bnb__coll_t *dc;
+    const char **claims; /* normalised */
+    size_t nclaims;
+} my_w_t;
+
+static int first_row(void *ud, char **col, unsigned long *len, unsigned ncol)
 {
+    (void)len;
+    char **out = ud; /* [0] version, [1] deleted */
+    if (out[0])
+        return 0;
+    for (unsigned i = 0; i < ncol && i < 2; i++)
+        if (!(out[i] = strdup(col[i] ? col[i] : "0")))
+            return BNB_ENOMEM;
+    return 0;
+}
+
+typedef struct strv {
+    char **v;
+    size_t n, cap;
+} strv_t;
+
+static int collect_str(void *ud, char **col, unsigned long *len, unsigned ncol)
+{
+    (void)len;
+    strv_t *sv = ud;
+    if (ncol < 1 || !col[0])
+        return 0;
+    if (sv->n == sv->cap) {
+        size_t cap = sv->cap ? sv->cap * 2 : 16;
+        char **nv = realloc(sv->v, cap * sizeof *nv);
+        if (!nv)
+            return BNB_ENOMEM;
+        sv->v = nv;
+        sv->cap = cap;
+    }
+    if (!(sv->v[sv->n] = strdup(col[0])))
+        return BNB_ENOMEM;
+    sv->n++;
+    return 0;
+}
+
+static void strv_free(strv_t *sv)
+{
+    for (size_t i = 0; i < sv->n; i++)
+        free(sv->v[i]);
+    free(sv->v);
+}
+
+static int cmp_cstr(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Claims of the committing document inside its transaction. */
+static int claims_apply(my_store_t *s, my_conn_t *c, const my_w_t *w, bool *broken)
+{
+    const bnb_commit_t *cm = w->c;
+    char sql[200];
+    int rc;
+    if (cm->op == BNB_WRITE_DELETE) {
+        snprintf(sql, sizeof sql, "DELETE FROM `%s_claims` WHERE coll = ? AND id = ?", s->prefix);
+        my_val_t v[] = {v_str(cm->coll), v_str(cm->id)};
+        return st_run(c, sql, v, 2, NULL, NULL, broken);
+    }
+    if (!cm->set_claims)
+        return 0;
+    strv_t cur = {0};
+    snprintf(sql, sizeof sql, "SELECT k FROM `%s_claims` WHERE coll = ? AND id = ? FOR UPDATE", s->prefix);
+    {
+        my_val_t v[] = {v_str(cm->coll), v_str(cm->id)};
+        if ((rc = st_run(c, sql, v, 2, collect_str, &cur, broken)) != 0)
+            goto out;
+    }
+    if (cur.n > 1)
+        qsort(cur.v, cur.n, sizeof *cur.v, cmp_cstr);
+    /* take the new ones (in key order, so two commits lock them alike) */
+    snprintf(sql, sizeof sql, "INSERT INTO `%s_claims` (k, coll, id) VALUES (?, ?, ?)", s->prefix);
+    for (size_t i = 0; i < w->nclaims && !rc; i++) {
+        if (bnb__claims_has((const char *const *)cur.v, cur.n, w->claims[i]))
+            continue;
+        my_val_t v[] = {v_str(w->claims[i]), v_str(cm->coll), v_str(cm->id)};
+        rc = st_run(c, sql, v, 3, NULL, NULL, broken);
+        if (rc == MY_DUP)
+            rc = BNB_ETAKEN; /* held by another document */
+    }
+    snprintf(sql, sizeof sql, "DELETE FROM `%s_claims` WHERE k = ?", s->prefix);
+    for (size_t i = 0; i < cur.n && !rc; i++) {
+        if (bnb__claims_has(w->claims, w->nclaims, cur.v[i]))
+            continue;
+        my_val_t v[] = {v_str(cur.v[i])};
+        rc = st_run(c, sql, v, 1, NULL, NULL, broken);
+    }
+out:
+    strv_free(&cur);
+    return rc;
+}
+
+/* One attempt of the commit transaction. Returns 0, BNB_E*, or MY_RETRY. */
+static int commit_once(my_store_t *s, my_conn_t *c, const my_w_t *w, const bnb_outbox_new_t *events, size_t nevents,
+                       int64_t *newv, bool *broken)
+{
+    const bnb_commit_t *cm = w->c;
+    const bnb__coll_t *dc = w->dc;
+    char t[80], sql[256];
+    char *row[2] = {NULL, NULL};
     sb_t q = {0};
-    MYSQL_RES *res = NULL;
-    int rc = run_str(m, "START TRANSACTION", broken);
+    int rc = run_str(c->m, "START TRANSACTION", broken);
     if (rc)
         return rc;
+    if (dc)
+        tname(s, dc->name, t, sizeof t);
 
     /* Lock the document row (if any). */
-    sb_sql(&q, m, s->prefix, "SELECT version, deleted FROM %Tdocs` WHERE coll=%s AND id=%s FOR UPDATE", w->coll, w->id);
-    if ((rc = query_rows(m, &q, &res, broken)) != 0)
+    if (dc) {
+        snprintf(sql, sizeof sql, "SELECT version, 0 FROM %s WHERE id = ? FOR UPDATE", t);
+        my_val_t v[] = {v_str(cm->id)};
+        rc = st_run(c, sql, v, 1, first_row, row, broken);
+    } else {
+        snprintf(sql, sizeof sql, "SELECT version, deleted FROM `%s_docs` WHERE coll = ? AND id = ? FOR UPDATE",
+                 s->prefix);
+        my_val_t v[] = {v_str(cm->coll), v_str(cm->id)};
+        rc = st_run(c, sql, v, 2, first_row, row, broken);
+    }
+    if (rc)
         goto fail;
-    MYSQL_ROW row = mysql_fetch_row(res);
-    bool present = row != NULL;
-    int64_t cur = row ? to_i64(row[0]) : 0;
-    bool live = row && to_i64(row[1]) == 0;
-    mysql_free_result(res);
-    res = NULL;
+    bool present = row[0] != NULL;
+    int64_t cur = present ? to_i64(row[0]) : 0;
+    bool live = present && to_i64(row[1]) == 0;
 
     /* Applied mark first: a redelivered event is EALREADY whatever the version. */
-    if (applied) {
-        q.len = 0;
-        sb_sql(&q, m, s->prefix, "INSERT INTO %Tapplied` (coll, id, event_id) VALUES (%s, %s, %s)", w->coll, w->id,
-               applied);
-        if ((rc = run_sb(m, &q, broken)) != 0) {
+    if (cm->applied_event_id) {
+        snprintf(sql, sizeof sql, "INSERT INTO `%s_applied` (coll, id, event_id) VALUES (?, ?, ?)", s->prefix);
+        my_val_t v[] = {v_str(cm->coll), v_str(cm->id), v_str(cm->applied_event_id)};
+        if ((rc = st_run(c, sql, v, 3, NULL, NULL, broken)) != 0) {
             if (rc == MY_DUP)
                 rc = BNB_EALREADY;
             goto fail;
         }
     }
 
-    if (w->expect_version == 0) {
+    if (cm->expect_version == 0) {
         if (live) {
             rc = BNB_EEXIST;
             goto fail;
         }
-        if (w->op != BNB_WRITE_PUT) {
+        if (cm->op != BNB_WRITE_PUT) {
             rc = BNB_ENOENT;
             goto fail;
         }
     } else {
-        if (!live && (w->expect_version > 0 || w->op != BNB_WRITE_PUT)) {
+        if (!live && (cm->expect_version > 0 || cm->op != BNB_WRITE_PUT)) {
             rc = BNB_ENOENT;
             goto fail;
         }
-        if (w->expect_version > 0 && cur != w->expect_version) {
+        if (cm->expect_version > 0 && cur != cm->expect_version) {
             rc = BNB_EEXIST;
             goto fail;
         }
     }
+    /* docs keeps tombstones (versions go on across a delete); a declared
+     * table removes the row (a re-created document starts at 1 again) */
     int64_t v = cur + 1;
 
-    q.len = 0;
-    switch (w->op) {
-    case BNB_WRITE_PUT:
-        if (present)
-            sb_sql(&q, m, s->prefix,
-                   "UPDATE %Tdocs` SET version=%l, deleted=0, body=%s, key1=%s, key2=%s WHERE coll=%s AND id=%s", v,
-                   body_txt, w->key1, w->key2, w->coll, w->id);
-        else
-            sb_sql(&q, m, s->prefix,
-                   "INSERT INTO %Tdocs` (coll, id, version, deleted, body, key1, key2) VALUES (%s, %s, %l, 0, %s, %s, "
-                   "%s)",
-                   w->coll, w->id, v, body_txt, w->key1, w->key2);
-        break;
-    case BNB_WRITE_DELETE:
-        sb_sql(&q, m, s->prefix,
-               "UPDATE %Tdocs` SET version=%l, deleted=1, body=NULL, key1=NULL, key2=NULL WHERE coll=%s AND id=%s", v,
-               w->coll, w->id);
-        break;
-    case BNB_WRITE_TOUCH:
-        sb_sql(&q, m, s->prefix, "UPDATE %Tdocs` SET version=%l WHERE coll=%s AND id=%s", v, w->coll, w->id);
-        break;
+    my_val_t val[MY_MAX_PARAMS];
+    unsigned n = 0;
+    if (dc) {
+        switch (cm->op) {
+        case BNB_WRITE_PUT:
+            if (present) {
+                sb_addf(&q, "UPDATE %s SET version = ?, body = ?", t);
+                val[n++] = v_i64(v);
+                val[n++] = v_str(w->body_txt);
+                if (w->set_keys) {
+                    sb_addf(&q, ", key1 = ?, key2 = ?");
+                    val[n++] = v_str(w->key1);
+                    val[n++] = v_str(w->key2);
+                }
+                for (size_t i = 0; i < dc->nfields; i++) {
+                    bnb__fval_t f;
+                    bnb__coll_value(dc, i, cm->body, &f);
+                    sb_addf(&q, ", `f_%s` = ?", dc->fields[i].name);
+                    val[n++] = v_fval(&f);
+                }
+                sb_addf(&q, " WHERE id = ?");
+                val[n++] = v_str(cm->id);
+            } else {
+                sb_addf(&q, "INSERT INTO %s (id, version, body, key1, key2", t);
+                val[n++] = v_str(cm->id);
+                val[n++] = v_i64(v);
+                val[n++] = v_str(w->body_txt);
+                val[n++] = v_str(w->set_keys ? w->key1 : NULL);
+                val[n++] = v_str(w->set_keys ? w->key2 : NULL);
+                for (size_t i = 0; i < dc->nfields; i++) {
+                    bnb__fval_t f;
+                    bnb__coll_value(dc, i, cm->body, &f);
+                    sb_addf(&q, ", `f_%s`", dc->fields[i].name);
+                    val[n++] = v_fval(&f);
+                }
+                sb_addf(&q, ") VALUES (?, ?, ?, ?, ?");
+                for (size_t i = 0; i < dc->nfields; i++)
+                    sb_addf(&q, ", ?");
+                sb_addf(&q, ")");
+            }
+            break;
+        case BNB_WRITE_DELETE:
+            sb_addf(&q, "DELETE FROM %s WHERE id = ?", t);
+            val[n++] = v_str(cm->id);
+            break;
+        default:
+            sb_addf(&q, "UPDATE %s SET version = ? WHERE id = ?", t);
+            val[n++] = v_i64(v);
+            val[n++] = v_str(cm->id);
+            break;
+        }
+    } else {
+        switch (cm->op) {
+        case BNB_WRITE_PUT:
+            if (present) {
+                sb_addf(&q, "UPDATE `%s_docs` SET version = ?, deleted = 0, body = ?%s WHERE coll = ? AND id = ?",
+                        s->prefix, w->set_keys ? ", key1 = ?, key2 = ?" : "");
+                val[n++] = v_i64(v);
+                val[n++] = v_str(w->body_txt);
+                if (w->set_keys) {
+                    val[n++] = v_str(w->key1);
+                    val[n++] = v_str(w->key2);
+                }
+            } else {
+                sb_addf(
+                    &q,
+                    "INSERT INTO `%s_docs` (version, body, key1, key2, deleted, coll, id) VALUES (?, ?, ?, ?, 0, ?, "
+                    "?)",
+                    s->prefix);
+                val[n++] = v_i64(v);
+                val[n++] = v_str(w->body_txt);
+                val[n++] = v_str(w->set_keys ? w->key1 : NULL);
+                val[n++] = v_str(w->set_keys ? w->key2 : NULL);
+            }
+            break;
+        case BNB_WRITE_DELETE:
+            sb_addf(&q,
+                    "UPDATE `%s_docs` SET version = ?, deleted = 1, body = NULL, key1 = NULL, key2 = NULL"
+                    " WHERE coll = ? AND id = ?",
+                    s->prefix);
+            val[n++] = v_i64(v);
+            break;
+        default:
+            sb_addf(&q, "UPDATE `%s_docs` SET version = ? WHERE coll = ? AND id = ?", s->prefix);
+            val[n++] = v_i64(v);
+            break;
+        }
+        val[n++] = v_str(cm->coll);
+        val[n++] = v_str(cm->id);
     }
-    if ((rc = run_sb(m, &q, broken)) != 0) {
+    if (q.oom) {
+        rc = BNB_ENOMEM;
+        goto fail;
+    }
+    if ((rc = st_run(c, q.p, val, n, NULL, NULL, broken)) != 0) {
         if (rc == MY_DUP) /* lost a create race: start over, we will see the row */
             rc = MY_RETRY;
         goto fail;
     }
 
+    if ((rc = claims_apply(s, c, w, broken)) != 0)
+        goto fail;
+
+    snprintf(sql, sizeof sql,
+             "INSERT INTO `%s_outbox` (event_id, topic, `key`, payload, coll, doc_id) VALUES (?, ?, ?, ?, ?, ?)",
+             s->prefix);
     for (size_t i = 0; i < nevents; i++) {
-        q.len = 0;
-        sb_sql(&q, m, s->prefix,
-               "INSERT INTO %Toutbox` (event_id, topic, `key`, payload, coll, doc_id) VALUES (%s, %s, %s, %s, %s, %s)",
-               events[i].event_id, events[i].topic, events[i].key, events[i].payload, w->coll, w->id);
-        if ((rc = run_sb(m, &q, broken)) != 0) {
-            if (rc == MY_DUP) /* same event id queued twice */
+        my_val_t ev[] = {v_str(events[i].event_id), v_str(events[i].topic), v_str(events[i].key),
+                         v_str(events[i].payload),  v_str(cm->coll),        v_str(cm->id)};
+        if ((rc = st_run(c, sql, ev, 6, NULL, NULL, broken)) != 0) {
+            if (rc == MY_DUP || rc == BNB_ETAKEN) /* same event id queued twice */
                 rc = BNB_EINVAL;
             goto fail;
         }
     }
     free(q.p);
     q.p = NULL;
-    if ((rc = run_str(m, "COMMIT", broken)) != 0)
+    if ((rc = run_str(c->m, "COMMIT", broken)) != 0)
         goto fail;
-    *newv = v;
+    *newv = dc && cm->op == BNB_WRITE_DELETE ? 0 : v;
+    free(row[0]);
+    free(row[1]);
     return 0;
 fail:
     free(q.p);
-    if (res)
-        mysql_free_result(res);
-    if (!*broken && mysql_query(m, "ROLLBACK") != 0)
+    free(row[0]);
+    free(row[1]);
+    if (!*broken && mysql_query(c->m, "ROLLBACK") != 0)
         *broken = true;
     return rc;
 }
 
-static int my_commit(bnb_store_t *st, const bnb_write_t *w, const bnb_outbox_new_t *events, size_t nevents,
-                     const char *applied_event_id, int64_t *new_version)
+static int commit_any(my_store_t *s, my_w_t *w, const bnb_outbox_new_t *events, size_t nevents, int64_t *new_version)
 {
-    my_store_t *s = (my_store_t *)st;
-    if (!w || !w->coll || !w->id || (nevents && !events) || w->expect_version < -1)
-        return BNB_EINVAL;
-    if (w->op != BNB_WRITE_PUT && w->op != BNB_WRITE_DELETE && w->op != BNB_WRITE_TOUCH)
-        return BNB_EINVAL;
-    for (size_t i = 0; i < nevents; i++)
-        if (!events[i].event_id || !events[i].topic || !events[i].payload)
+    const bnb_commit_t *cm = w->c;
+    int rc = bnb__commit_check(cm, events, nevents);
+    if (rc)
+        return rc;
+    w->dc = bnb__colls_get(&s->colls, cm->coll);
+    if (w->dc) {
+        char t[80];
+        if (strlen(cm->id) > BNB__ID_MAX || tname(s, w->dc->name, t, sizeof t) != 0 ||
+            (cm->op == BNB_WRITE_PUT && bnb__coll_check_body(w->dc, cm->body) != 0))
             return BNB_EINVAL;
-    char *body_txt = NULL;
-    if (w->op == BNB_WRITE_PUT) {
-        if (!json_is_object(w->body))
-            return BNB_EINVAL;
-        body_txt = json_dumps(w->body, JSON_COMPACT);
-        if (!body_txt)
-            return BNB_ENOMEM;
     }
+    if (cm->set_claims && cm->op != BNB_WRITE_DELETE &&
+        (rc = bnb__claims_norm(cm->claims, cm->nclaims, &w->claims, &w->nclaims)) != 0)
+        return rc;
+    char *body_txt = NULL;
+    if (cm->op == BNB_WRITE_PUT && !(body_txt = json_dumps(cm->body, JSON_COMPACT))) {
+        free(w->claims);
+        return BNB_ENOMEM;
+    }
+    w->body_txt = body_txt;
     my_conn_t *c;
-    int rc = acquire(s, &c);
-    if (rc) {
+    if ((rc = acquire(s, &c)) != 0) {
         free(body_txt);
+        free(w->claims);
         return rc;
     }
     bool broken = false;
     int64_t v = 0;
     for (int attempt = 0; attempt < MY_RETRIES; attempt++) {
-        rc = commit_once(s, c->m, w, body_txt, events, nevents, applied_event_id, &v, &broken);
+        rc = commit_once(s, c, w, events, nevents, &v, &broken);
         if (rc != MY_RETRY || broken)
             break;
         /* back off a little, with jitter, before the next attempt */
@@ -931,9 +1840,33 @@ static int my_commit(bnb_store_t *st, const bnb_write_t *w, const bnb_outbox_new
         my_log("commit", "deadlock / lock wait timeout / insert race persisted after retries", (unsigned)MY_RETRIES);
     release(s, c, broken);
     free(body_txt);
+    free(w->claims);
     if (rc == 0 && new_version)
         *new_version = v;
     return public_rc(rc);
+}
+
+/* ABI 1.0 commit: commit2 without claims that also sets key1/key2. */
+static int my_commit(bnb_store_t *st, const bnb_write_t *wr, const bnb_outbox_new_t *events, size_t nevents,
+                     const char *applied_event_id, int64_t *new_version)
+{
+    if (!wr)
+        return BNB_EINVAL;
+    bnb_commit_t cm = {.op = wr->op,
+                       .coll = wr->coll,
+                       .id = wr->id,
+                       .expect_version = wr->expect_version,
+                       .body = wr->body,
+                       .applied_event_id = applied_event_id};
+    my_w_t w = {.c = &cm, .key1 = wr->key1, .key2 = wr->key2, .set_keys = true};
+    return commit_any((my_store_t *)st, &w, events, nevents, new_version);
+}
+
+static int my_commit2(bnb_store_t *st, const bnb_commit_t *cm, const bnb_outbox_new_t *events, size_t nevents,
+                      int64_t *new_version)
+{
+    my_w_t w = {.c = cm};
+    return commit_any((my_store_t *)st, &w, events, nevents, new_version);
 }
 
 /* ---- outbox -------------------------------------------------------------- */
@@ -1087,4 +2020,7 @@ const bnb_storage_ops_t bnb_storage_mysql = {
     .outbox_ack = my_outbox_ack,
     .park = my_park,
     .dead_count = my_dead_count,
+    .define = my_define,
+    .query = my_query,
+    .commit2 = my_commit2,
 };

@@ -1425,7 +1425,8 @@ static int sq_commit_any(sq_store_t *s, sq_w_t *w, const bnb_outbox_new_t *event
     if (!s || (rc = bnb__commit_check(cm, events, nevents)) != 0)
         return BNB_EINVAL;
     w->dc = bnb__colls_get(&s->colls, cm->coll);
-    if (w->dc && strlen(cm->id) > BNB__ID_MAX)
+    if (w->dc &&
+        (strlen(cm->id) > BNB__ID_MAX || (cm->op == BNB_WRITE_PUT && bnb__coll_check_body(w->dc, cm->body) != 0)))
         return BNB_EINVAL;
     if (cm->set_claims && cm->op != BNB_WRITE_DELETE &&
         (rc = bnb__claims_norm(cm->claims, cm->nclaims, &w->claims, &w->nclaims)) != 0)

@@ -265,6 +265,16 @@ nomem:
     return BNB_ENOMEM;
 }
 
+int bnb__coll_check_body(const bnb__coll_t *c, const json_t *body)
+{
+    for (size_t i = 0; body && i < c->nfields; i++) {
+        const json_t *v = json_object_get(body, c->fields[i].name);
+        if (c->fields[i].type == BNB_FIELD_STR && json_is_string(v) && json_string_length(v) > BNB__STR_MAX)
+            return BNB_EINVAL;
+    }
+    return 0;
+}
+
 void bnb__coll_value(const bnb__coll_t *c, size_t i, const json_t *body, bnb__fval_t *out)
 {
     const json_t *v = body ? json_object_get(body, c->fields[i].name) : NULL;
@@ -581,6 +591,31 @@ int bnb__plan_make(const bnb__coll_t *coll, const bnb_query_t *q, bnb__plan_t *p
         }
     }
     return 0;
+}
+
+int bnb__plan_index(const bnb__plan_t *p)
+{
+    bool eq[BNB__FIELDS_MAX] = {0};
+    int neq = 0;
+    for (size_t i = 0; i < p->q->nconds; i++)
+        if (p->q->conds[i].op == BNB_Q_EQ && !eq[p->cf[i]]) {
+            eq[p->cf[i]] = true;
+            neq++;
+        }
+    int best = -1;
+    for (size_t k = 0; k < p->coll->nindexes; k++) {
+        const bnb__index_t *x = &p->coll->indexes[k];
+        int j = 0;
+        while (j < x->nf && eq[x->f[j]])
+            j++;
+        if (j != neq)
+            continue;
+        if (p->order >= 0 ? (j < x->nf && x->f[j] == p->order) : j == x->nf) {
+            if (best < 0 || x->nf < p->coll->indexes[best].nf)
+                best = (int)k;
+        }
+    }
+    return best;
 }
 
 bool bnb__plan_implied(const bnb__plan_t *p, size_t i)

@@ -29,6 +29,7 @@
 #define BNB__CLAIM_MAX       255 /* bytes of one claim key */
 #define BNB__CLAIMS_MAX      512 /* claims of one document */
 #define BNB__ID_MAX          255 /* bytes of a document id in a declared collection */
+#define BNB__STR_MAX         255 /* bytes of a declared string field's value (it is indexed) */
 
 typedef struct bnb__field {
     char *name;
@@ -73,6 +74,9 @@ int bnb__coll_field(const bnb__coll_t *c, const char *name); /* position or -1 *
  * plugin declares them again. */
 char *bnb__coll_dump(const bnb__coll_t *c);
 bnb__coll_t *bnb__coll_load(const char *name, const char *json_text);
+/* BNB_EINVAL when a declared string field of `body` is longer than
+ * BNB__STR_MAX bytes (every backend refuses it: it could not be indexed). */
+int bnb__coll_check_body(const bnb__coll_t *c, const json_t *body);
 /* Declared field i of `body` (an object, or NULL for none). */
 void bnb__coll_value(const bnb__coll_t *c, size_t i, const json_t *body, bnb__fval_t *out);
 
@@ -115,6 +119,10 @@ void bnb__plan_free(bnb__plan_t *p);
  * the index range starts at the cursor and a later page costs what the first
  * one does (a database uses one lower bound of a range, not the tighter of two). */
 bool bnb__plan_implied(const bnb__plan_t *p, size_t i);
+/* The declared index that serves the query best: its leading fields are
+ * the equality fields, then the order field (ordered by id: nothing after
+ * them, the id follows in every index). -1 when none fits. */
+int bnb__plan_index(const bnb__plan_t *p);
 /* The cursor after a row whose order value is `ord` (ignored when by id) and
  * whose id is `id`. malloc'ed, NULL on ENOMEM. */
 char *bnb__cursor_make(const bnb__plan_t *p, const bnb__fval_t *ord, const char *id);

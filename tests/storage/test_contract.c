@@ -1850,6 +1850,89 @@ static void test_outbox_cost_flat(void **state)
     drain_all();
 }
 
+/* Query plans: every shape with a declared index is served from it (first
+ * page and after a cursor), through the backend's own EXPLAIN. */
+int bnb__sqlite_explain(bnb_store_t *st, const bnb_query_t *q, char **plan) __attribute__((weak));
+int bnb__mysql_explain(bnb_store_t *st, const bnb_query_t *q, char **plan) __attribute__((weak));
+
+static void check_plan(const bnb_query_t *q, const char *what)
+{
+    char *plan = NULL;
+    if (strcmp(fx.backend, "mysql") == 0) {
+        assert_rc(bnb__mysql_explain(fx.st, q, &plan), 0);
+        fprintf(stderr, "contract: plan of %s: %s", what, plan);
+        /* an index range / ref / ordered index walk on a declared index; never the table, never a sort */
+        if (strstr(plan, "key=ix_") == NULL && strstr(plan, "key=ux_") == NULL)
+            fail_msg("%s does not use a declared index: %s", what, plan);
+        if (strstr(plan, "type=ALL") != NULL || strstr(plan, "filesort") != NULL || strstr(plan, "temporary") != NULL)
+            fail_msg("%s scans or sorts: %s", what, plan);
+    } else if (strcmp(fx.backend, "sqlite") == 0) {
+        assert_rc(bnb__sqlite_explain(fx.st, q, &plan), 0);
+        if (strstr(plan, "USING INDEX c_qplan_") == NULL || strstr(plan, "SCAN ") != NULL ||
+            strstr(plan, "TEMP B-TREE") != NULL)
+            fail_msg("%s is not served from a declared index:\n%s", what, plan);
+    }
+    free(plan);
+}
+
+static void test_v2_query_plans(void **state)
+{
+    need_v2();
+    (void)state;
+    if (strcmp(fx.backend, "mongo") == 0)
+        skip(); /* see test_mongo: FerretDB pushes down only {_id: value} */
+    static const bnb_field_def_t f[] = {
+        {"city", BNB_FIELD_STR}, {"price", BNB_FIELD_INT}, {"host", BNB_FIELD_STR}, {"at", BNB_FIELD_INT}};
+    static const bnb_index_def_t x[] = {{{"city", "price", NULL}, 0}, {{"host", NULL}, 0}, {{"at", NULL}, 0}};
+    const bnb_coll_def_t d = {"qplan", f, 4, x, 3};
+    assert_rc(fx.st->ops->define(fx.st, &d, 1), 0);
+    for (int i = 0; i < 2000; i++) {
+        char id[16];
+        json_t *b = json_pack("{s:s, s:i, s:s, s:i}", "city", cities[i % 3], "price", i % 97, "host", hosts[i % 4],
+                              "at", 1000 + i);
+        snprintf(id, sizeof(id), "p%04d", i);
+        assert_rc(put2(BNB_WRITE_PUT, "qplan", id, 0, b, NULL, 0, 0, NULL, NULL, NULL), 0);
+        json_decref(b);
+    }
+    bnb_cond_t city = {.field = "city", .op = BNB_Q_EQ, .str = "paris"};
+    bnb_cond_t range[] = {{.field = "city", .op = BNB_Q_EQ, .str = "paris"},
+                          {.field = "price", .op = BNB_Q_GE, .num = 10},
+                          {.field = "price", .op = BNB_Q_LT, .num = 50}};
+    bnb_cond_t host = {.field = "host", .op = BNB_Q_EQ, .str = "h-b"};
+    bnb_cond_t since = {.field = "at", .op = BNB_Q_GT, .num = 1100};
+    const struct {
+        const char *what;
+        bnb_query_t q;
+    } shapes[] = {
+        {"city = ? ORDER BY price", {.coll = "qplan", .conds = &city, .nconds = 1, .order_by = "price", .limit = 10}},
+        {"city = ? ORDER BY price DESC",
+         {.coll = "qplan", .conds = &city, .nconds = 1, .order_by = "price", .descending = 1, .limit = 10}},
+        {"city = ? AND ? <= price < ? ORDER BY price",
+         {.coll = "qplan", .conds = range, .nconds = 3, .order_by = "price", .limit = 10}},
+        {"city = ? AND ? <= price < ? ORDER BY price DESC",
+         {.coll = "qplan", .conds = range, .nconds = 3, .order_by = "price", .descending = 1, .limit = 10}},
+        {"host = ? ORDER BY id", {.coll = "qplan", .conds = &host, .nconds = 1, .limit = 10}},
+        {"host = ? ORDER BY id DESC", {.coll = "qplan", .conds = &host, .nconds = 1, .descending = 1, .limit = 10}},
+        {"ORDER BY at", {.coll = "qplan", .order_by = "at", .limit = 10}},
+        {"ORDER BY at DESC", {.coll = "qplan", .order_by = "at", .descending = 1, .limit = 10}},
+        {"at > ? ORDER BY at", {.coll = "qplan", .conds = &since, .nconds = 1, .order_by = "at", .limit = 10}},
+    };
+    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+        bnb_query_t q = shapes[i].q;
+        json_t *items = NULL;
+        char *next = NULL, what[128];
+        check_plan(&q, shapes[i].what);
+        assert_rc(fx.st->ops->query(fx.st, &q, &items, &next), 0);
+        assert_int_equal(json_array_size(items), 10);
+        assert_non_null(next);
+        q.cursor = next;
+        snprintf(what, sizeof(what), "%s, after a cursor", shapes[i].what);
+        check_plan(&q, what);
+        json_decref(items);
+        free(next);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1879,6 +1962,7 @@ int main(void)
         cmocka_unit_test(test_v2_claims_threads),
         cmocka_unit_test(test_v2_two_processes),
         cmocka_unit_test(test_v2_reopen),
+        cmocka_unit_test(test_v2_query_plans),
         cmocka_unit_test(test_outbox_cost_flat),
     };
     return cmocka_run_group_tests_name("storage contract", tests, suite_setup, suite_teardown);
