@@ -50,6 +50,12 @@ typedef struct e2e_host_opts {
     int ready_timeout_ms;
     /* 1: do not wait for readiness (e2e_host_wait_ready can be called later). */
     int no_wait;
+    /* Distributed topology only: processes per service, 1 (0 = 1) or 2. With 2,
+     * a second stack "room2", "reservation2", "payment2", "dashboard2" and
+     * "edge2" runs beside the first: each second process shares its service's
+     * database and Kafka consumer group, reservation2 calls payment2 and room2,
+     * edge2 routes to the second stack (reach it with e2e_host_part(h, "edge2")). */
+    int replicas;
 } e2e_host_opts_t;
 
 /* Make a fresh temp data dir, pick a free loopback port, spawn
