@@ -1069,8 +1069,10 @@ static const bnb_util_sub_t resv_subs[] = {
 static int resv_init(bnb_ctx_t *ctx, const bnb_host_api_t *host)
 {
     H = host;
-    if (!BNB_HAS(host, store_define) || !BNB_HAS(host, store_query) || !BNB_HAS(host, store_commit2))
-        return BNB_EINVAL; /* needs storage v2 */
+    if (!BNB_HAS(host, store_define) || !BNB_HAS(host, store_query) || !BNB_HAS(host, store_commit2)) {
+        H->log(ctx, "error", "reservation needs a host with storage v2 (plugin ABI 1.1)");
+        return BNB_EINVAL;
+    }
     long mn = cfg_long(ctx, "max_nights", RESV_MAX_NIGHTS), gcap = cfg_long(ctx, "max_active_per_guest", 10);
     if (mn < 1 || mn > RESV_MAX_NIGHTS || gcap < 0 || gcap > 1000 || cfg_long(ctx, "max_days_ahead", 730) < 0) {
         H->log(ctx, "error", "reservation: max_nights must be 1..%d, max_active_per_guest 0..1000, max_days_ahead >= 0",
@@ -1078,7 +1080,14 @@ static int resv_init(bnb_ctx_t *ctx, const bnb_host_api_t *host)
         return BNB_EINVAL;
     }
     int rc = host->store_define(ctx, resv_colls, sizeof resv_colls / sizeof resv_colls[0]);
-    return rc ? rc : bnb_util_register(ctx, host, resv_routes, resv_subs);
+    if (rc != 0) {
+        H->log(ctx, "error",
+               "reservation needs storage v2 from its store (claims keep two processes from booking one night): "
+               "store_define failed (%d)",
+               rc);
+        return rc;
+    }
+    return bnb_util_register(ctx, host, resv_routes, resv_subs);
 }
 
 static void resv_fini(bnb_ctx_t *ctx)
