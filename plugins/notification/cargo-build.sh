@@ -2,6 +2,7 @@
 # Runs cargo for plugins/notification from meson (plugins/notification/meson.build).
 #   cargo-build.sh build SRC_DIR TARGET_DIR OUTPUT   build the cdylib, copy it to OUTPUT
 #   cargo-build.sh test  SRC_DIR TARGET_DIR          cargo test (the logic's unit tests)
+#   cargo-build.sh fmt   SRC_DIR TARGET_DIR          cargo fmt --check (77: no rustfmt here)
 # cargo is taken from PATH, else from $HOME/.cargo/bin (rustup); scripts/install-deps
 # installs Debian's cargo when neither has one. Always --offline --locked: the crate
 # has no dependencies and Cargo.lock is checked in.
@@ -29,8 +30,12 @@ build)
 test)
     exec "$CARGO" test --release --offline --locked --manifest-path "$src/Cargo.toml" --target-dir "$tgt"
     ;;
+fmt)
+    "$CARGO" fmt --version >/dev/null 2>&1 || { echo "cargo-build.sh: no rustfmt (skipped)" >&2; exit 77; }
+    exec "$CARGO" fmt --check --manifest-path "$src/Cargo.toml"
+    ;;
 *)
-    echo "usage: cargo-build.sh build|test SRC_DIR TARGET_DIR [OUTPUT]" >&2
+    echo "usage: cargo-build.sh build|test|fmt SRC_DIR TARGET_DIR [OUTPUT]" >&2
     exit 2
     ;;
 esac

@@ -27,10 +27,11 @@
 
 extern char **environ;
 
-/* room, reservation, payment, dashboard, edge */
-#define E2E_NPARTS 5
-static const char *const part_names[E2E_NPARTS] = {"room", "reservation", "payment", "dashboard", "edge"};
-/* with opts->replicas 2, a second stack of the same five ("room2", ... "edge2") */
+/* room, reservation, payment, dashboard, notification, edge */
+#define E2E_NPARTS 6
+static const char *const part_names[E2E_NPARTS] = {"room",      "reservation",  "payment",
+                                                   "dashboard", "notification", "edge"};
+/* with opts->replicas 2, a second stack of the same six ("room2", ... "edge2") */
 #define E2E_MAXPARTS (2 * E2E_NPARTS)
 
 struct e2e_host {
@@ -528,10 +529,10 @@ static int proc_restart(e2e_host_t *h)
 }
 
 /* ---- distributed topology ---------------------------------------------------
- * BNB_E2E_TOPOLOGY=distributed: one process per plugin (room and reservation
+ * BNB_E2E_TOPOLOGY=distributed: one process per plugin (room, reservation and notification
  * on MySQL, payment and dashboard on MongoDB, events on Kafka under a fresh
  * namespace) plus the edge (no plugin, gateway routes to the services). The
- * e2e_host_t then owns no process; parts[] are the five processes. */
+ * e2e_host_t then owns no process; parts[] are the six processes. */
 
 static int write_file(const char *path, const char *content)
 {
@@ -891,11 +892,13 @@ static int dist_start(e2e_host_t **out, const e2e_host_opts_t *opts)
             snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_KAFKA_BROKERS=");
             snprintf(kv[n++], sizeof(kv[0]),
                      "BEARBNB_GATEWAY_ROUTES=/rooms=http://127.0.0.1:%d,/reviews=http://127.0.0.1:%d,"
-                     "/reservations=http://127.0.0.1:%d,/payments=%s://127.0.0.1:%d,/dashboard=http://127.0.0.1:%d",
-                     ports[st0], ports[st0], ports[st0 + 1], h2c ? "h2c" : "http", ports[st0 + 2], ports[st0 + 3]);
+                     "/reservations=http://127.0.0.1:%d,/payments=%s://127.0.0.1:%d,/dashboard=http://127.0.0.1:%d,"
+                     "/notifications=http://127.0.0.1:%d",
+                     ports[st0], ports[st0], ports[st0 + 1], h2c ? "h2c" : "http", ports[st0 + 2], ports[st0 + 3],
+                     ports[st0 + 4]);
         } else {
             /* a second process of a service shares the first one's database */
-            int mysql = b <= 1;
+            int mysql = b <= 1 || b == 4; /* room, reservation, notification */
             if (i < E2E_NPARTS)
                 snprintf(h->dbs[i], sizeof(h->dbs[i]), "bnb_%s_%s", ns, name);
             snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_PLUGINS=%s", part_names[b]);

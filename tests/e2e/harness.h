@@ -104,8 +104,8 @@ char *e2e_token_claims(const e2e_host_t *h, const char *claims_json);
 /* ---- distributed topology --------------------------------------------------
  * With BNB_E2E_TOPOLOGY=distributed (and BNB_TEST_KAFKA, BNB_TEST_MYSQL_URL,
  * BNB_TEST_MONGO_URL from `scripts/infra env`), e2e_host_start runs the
- * cluster layout instead of one process: one `bearbnb` per plugin (room and
- * reservation on MySQL, payment and dashboard on MongoDB, each with its own
+ * cluster layout instead of one process: one `bearbnb` per plugin (room,
+ * reservation and notification on MySQL, payment and dashboard on MongoDB, each with its own
  * fresh database; every channel on Kafka under a fresh kafka.namespace;
  * gateway.enforce on) plus the edge (no plugin, gateway routes to the
  * services), all sharing one signing key (<dir>/jwt.key) and one gateway
@@ -131,7 +131,7 @@ char *e2e_token_claims(const e2e_host_t *h, const char *claims_json);
 /* 1 when h runs the distributed topology. */
 int e2e_host_distributed(const e2e_host_t *h);
 /* One process of a distributed topology: "room", "reservation", "payment",
- * "dashboard" or "edge" (borrowed, owned by h); NULL in all-in-one mode or for
+ * "dashboard", "notification" or "edge" (borrowed, owned by h); NULL in all-in-one mode or for
  * another name. Every e2e_host_* function works on it for per-process
  * crashes: e2e_host_kill(part), e2e_host_restart(part) (same port, data dir,
  * database and namespace), e2e_host_pid(part), e2e_host_port(part),

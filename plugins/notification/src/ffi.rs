@@ -182,9 +182,8 @@ pub struct bnb_host_api_t {
     pub abi_version: u32,
     pub size: usize,
     // since 1: registration
-    pub route: Option<
-        unsafe extern "C" fn(*mut bnb_ctx_t, *const c_char, *const c_char, bnb_role_t, bnb_route_fn) -> c_int,
-    >,
+    pub route:
+        Option<unsafe extern "C" fn(*mut bnb_ctx_t, *const c_char, *const c_char, bnb_role_t, bnb_route_fn) -> c_int>,
     pub subscribe: Option<unsafe extern "C" fn(*mut bnb_ctx_t, *const c_char, bnb_event_fn) -> c_int>,
     pub set_userdata: Option<unsafe extern "C" fn(*mut bnb_ctx_t, *mut c_void)>,
     pub userdata: Option<unsafe extern "C" fn(*mut bnb_ctx_t) -> *mut c_void>,
@@ -606,11 +605,8 @@ impl Host {
     ) -> c_int {
         let name = cstr(coll);
         let fnames: Vec<CString> = fields.iter().map(|f| cstr(f.0)).collect();
-        let fdefs: Vec<bnb_field_def_t> = fields
-            .iter()
-            .zip(fnames.iter())
-            .map(|(f, n)| bnb_field_def_t { name: n.as_ptr(), type_: f.1 })
-            .collect();
+        let fdefs: Vec<bnb_field_def_t> =
+            fields.iter().zip(fnames.iter()).map(|(f, n)| bnb_field_def_t { name: n.as_ptr(), type_: f.1 }).collect();
         let inames: Vec<Vec<CString>> = indexes.iter().map(|i| i.0.iter().map(|s| cstr(s)).collect()).collect();
         let mut idefs: Vec<bnb_index_def_t> = Vec::new();
         for (i, names) in indexes.iter().zip(inames.iter()) {
@@ -640,7 +636,8 @@ impl Host {
         let mut body: *mut json_t = ptr::null_mut();
         let mut version: i64 = 0;
         // SAFETY: out-pointers to locals; *body is ours (caller frees with json_decref)
-        let rc = unsafe { (self.api.store_get.unwrap())(self.store(ctx), c.as_ptr(), i.as_ptr(), &mut body, &mut version) };
+        let rc =
+            unsafe { (self.api.store_get.unwrap())(self.store(ctx), c.as_ptr(), i.as_ptr(), &mut body, &mut version) };
         let body = Json::from_raw(body);
         if rc != 0 {
             return Err(rc);

@@ -14,14 +14,15 @@
 //!
 //! Every extern "C" entry runs under ffi::guard: a panic answers 500 (route),
 //! asks for redelivery (event: BNB_EIO) or refuses the plugin (init).
-//! All unsafe code is in the ffi module.
+//! All unsafe code is in the ffi module: the crate denies `unsafe_code`
+//! everywhere else (the compiler checks it), tests apart.
+#![deny(unsafe_code)]
 
+#[allow(unsafe_code)]
 pub mod ffi;
 pub mod logic;
 
-use ffi::{
-    bnb_cfg_item_t, bnb_ctx_t, bnb_host_api_t, bnb_plugin_t, bnb_req_t, json_t, Ctx, Host, Json, Req,
-};
+use ffi::{bnb_cfg_item_t, bnb_ctx_t, bnb_host_api_t, bnb_plugin_t, bnb_req_t, json_t, Ctx, Host, Json, Req};
 use logic::{EventFacts, Role};
 use std::os::raw::{c_char, c_int};
 use std::ptr;
@@ -31,7 +32,9 @@ const COLL: &str = "notifications";
 static CONFIG: [bnb_cfg_item_t; 1] =
     [bnb_cfg_item_t { name: ptr::null(), type_: 0, default_value: ptr::null(), help: ptr::null() }];
 
-/// The one exported symbol the host looks for.
+/// The one exported symbol the host looks for (`#[no_mangle]` counts as
+/// unsafe code to the lint: the only exception outside ffi).
+#[allow(unsafe_code)]
 #[no_mangle]
 pub static bnb_plugin: bnb_plugin_t = bnb_plugin_t {
     abi_version: ffi::BNB_ABI_VERSION,
@@ -44,7 +47,7 @@ pub static bnb_plugin: bnb_plugin_t = bnb_plugin_t {
     fini: None,
 };
 
-unsafe extern "C" fn notif_init(ctx: *mut bnb_ctx_t, api: *const bnb_host_api_t) -> c_int {
+extern "C" fn notif_init(ctx: *mut bnb_ctx_t, api: *const bnb_host_api_t) -> c_int {
     ffi::guard(ffi::BNB_EINVAL, || init(Ctx::from_raw(ctx), api))
 }
 
@@ -80,11 +83,11 @@ fn init(ctx: Ctx, api: *const bnb_host_api_t) -> c_int {
 
 // ---- events -----------------------------------------------------------------
 
-unsafe extern "C" fn on_reservation(ctx: *mut bnb_ctx_t, ev: *const json_t) -> c_int {
+extern "C" fn on_reservation(ctx: *mut bnb_ctx_t, ev: *const json_t) -> c_int {
     ffi::guard(ffi::BNB_EIO, || on_event(Ctx::from_raw(ctx), "bearbnb.reservation", ev))
 }
 
-unsafe extern "C" fn on_payment(ctx: *mut bnb_ctx_t, ev: *const json_t) -> c_int {
+extern "C" fn on_payment(ctx: *mut bnb_ctx_t, ev: *const json_t) -> c_int {
     ffi::guard(ffi::BNB_EIO, || on_event(Ctx::from_raw(ctx), "bearbnb.payment", ev))
 }
 
@@ -192,11 +195,11 @@ fn route_guard(req: *mut bnb_req_t, f: fn(Host, Ctx, &Req), ctx: *mut bnb_ctx_t)
     }
 }
 
-unsafe extern "C" fn on_list(ctx: *mut bnb_ctx_t, req: *mut bnb_req_t) {
+extern "C" fn on_list(ctx: *mut bnb_ctx_t, req: *mut bnb_req_t) {
     route_guard(req, list, ctx)
 }
 
-unsafe extern "C" fn on_read(ctx: *mut bnb_ctx_t, req: *mut bnb_req_t) {
+extern "C" fn on_read(ctx: *mut bnb_ctx_t, req: *mut bnb_req_t) {
     route_guard(req, mark_read, ctx)
 }
 
@@ -227,14 +230,13 @@ fn list(h: Host, ctx: Ctx, req: &Req) {
         Ok(p) => p,
         Err(e) => return req.problem(400, "Bad Request", &e.detail),
     };
-    let (rows, next) =
-        match h.store_query_eq(ctx, COLL, "userId", &user, "createdAt", true, limit, cursor.as_deref()) {
-            Ok(r) => r,
-            Err(ffi::BNB_EINVAL) if cursor.is_some() => {
-                return req.problem(400, "Bad Request", "query parameter 'cursor' is not a cursor of this list")
-            }
-            Err(rc) => return store_error(req, rc),
-        };
+    let (rows, next) = match h.store_query_eq(ctx, COLL, "userId", &user, "createdAt", true, limit, cursor.as_deref()) {
+        Ok(r) => r,
+        Err(ffi::BNB_EINVAL) if cursor.is_some() => {
+            return req.problem(400, "Bad Request", "query parameter 'cursor' is not a cursor of this list")
+        }
+        Err(rc) => return store_error(req, rc),
+    };
     let mut items = match Json::array() {
         Some(a) => a,
         None => return store_error(req, ffi::BNB_ENOMEM),
@@ -304,6 +306,7 @@ fn mark_read(h: Host, ctx: Ctx, req: &Req) {
 }
 
 #[cfg(test)]
+#[allow(unsafe_code)]
 mod tests {
     use super::*;
 
@@ -311,6 +314,85 @@ mod tests {
     fn guard_turns_a_panic_into_the_fallback() {
         assert_eq!(ffi::guard(ffi::BNB_EIO, || -> c_int { panic!("boom") }), ffi::BNB_EIO);
         assert_eq!(ffi::guard(ffi::BNB_EIO, || 0), 0);
+    }
+
+    // ---- a fake host: only what route_guard needs, answers recorded ----
+    use std::sync::atomic::{AtomicI32, Ordering};
+    use std::sync::Mutex;
+    static STATUS: AtomicI32 = AtomicI32::new(0);
+    static ANSWERS: AtomicI32 = AtomicI32::new(0);
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    unsafe extern "C" fn f_route(
+        _: *mut bnb_ctx_t,
+        _: *const c_char,
+        _: *const c_char,
+        _: c_int,
+        _: ffi::bnb_route_fn,
+    ) -> c_int {
+        0
+    }
+    unsafe extern "C" fn f_sub(_: *mut bnb_ctx_t, _: *const c_char, _: ffi::bnb_event_fn) -> c_int {
+        0
+    }
+    unsafe extern "C" fn f_str(_: *mut bnb_req_t, _: *const c_char) -> *const c_char {
+        ptr::null()
+    }
+    unsafe extern "C" fn f_user(_: *mut bnb_req_t) -> *const c_char {
+        b"gus\0".as_ptr() as *const c_char
+    }
+    unsafe extern "C" fn f_respond(_: *mut bnb_req_t, status: c_int, body: *mut json_t) {
+        STATUS.store(status, Ordering::SeqCst);
+        ANSWERS.fetch_add(1, Ordering::SeqCst);
+        drop(ffi::borrow(body).deep_copy()); // touch it; the test leaks the stolen body
+    }
+    unsafe extern "C" fn f_now() -> i64 {
+        1
+    }
+    fn fake_host() -> Host {
+        // SAFETY: all-zero is a valid table (every Option None, sizes 0)
+        let mut t: Box<bnb_host_api_t> = Box::new(unsafe { std::mem::zeroed() });
+        t.abi_version = ffi::BNB_ABI_VERSION;
+        t.size = std::mem::size_of::<bnb_host_api_t>();
+        t.route = Some(f_route);
+        t.subscribe = Some(f_sub);
+        t.req_param = Some(f_str);
+        t.req_query = Some(f_str);
+        t.req_user = Some(f_user);
+        t.respond_json = Some(f_respond);
+        t.now_ms = Some(f_now);
+        // present but never called by these tests
+        t.store = Some(unsafe {
+            std::mem::transmute::<usize, unsafe extern "C" fn(*mut bnb_ctx_t) -> *mut ffi::bnb_store_t>(1)
+        });
+        t.store_get = Some(unsafe { std::mem::transmute(1usize) });
+        t.log = Some(unsafe { std::mem::transmute(1usize) });
+        t.store_define = Some(unsafe { std::mem::transmute(1usize) });
+        t.store_query = Some(unsafe { std::mem::transmute(1usize) });
+        t.store_commit2 = Some(unsafe { std::mem::transmute(1usize) });
+        assert!(Host::install(Box::leak(t)));
+        Host::get().unwrap()
+    }
+
+    fn panics(_: Host, _: Ctx, _: &Req) {
+        panic!("a bug in a route handler");
+    }
+    fn answers_then_panics(_: Host, _: Ctx, r: &Req) {
+        r.problem(418, "Teapot", "answered");
+        panic!("after the answer");
+    }
+    fn forgets(_: Host, _: Ctx, _: &Req) {}
+
+    #[test]
+    fn a_panicking_route_answers_500_once() {
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        fake_host();
+        let req = 8usize as *mut bnb_req_t; // never dereferenced by the fake
+        for (f, want) in [(panics as fn(Host, Ctx, &Req), 500), (answers_then_panics, 418), (forgets, 500)] {
+            ANSWERS.store(0, Ordering::SeqCst);
+            route_guard(req, f, ptr::null_mut());
+            assert_eq!(STATUS.load(Ordering::SeqCst), want);
+            assert_eq!(ANSWERS.load(Ordering::SeqCst), 1);
+        }
     }
 
     #[test]
@@ -324,8 +406,7 @@ mod tests {
 
     #[test]
     fn init_refuses_a_missing_table() {
-        // SAFETY: init only reads the table, and refuses NULL
-        assert_eq!(unsafe { notif_init(ptr::null_mut(), ptr::null()) }, ffi::BNB_EINVAL);
+        assert_eq!(notif_init(ptr::null_mut(), ptr::null()), ffi::BNB_EINVAL);
     }
 
     #[test]

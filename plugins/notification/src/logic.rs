@@ -201,7 +201,10 @@ mod tests {
     #[test]
     fn payments_tell_the_payer() {
         let n = notes_for(&facts("bearbnb.payment", "PaymentDeclined")).unwrap();
-        assert_eq!(n, vec![Note { role: Role::Guest, user: "gus".into(), kind: "PAYMENT_DECLINED", title: n[0].title }]);
+        assert_eq!(
+            n,
+            vec![Note { role: Role::Guest, user: "gus".into(), kind: "PAYMENT_DECLINED", title: n[0].title }]
+        );
         let n = notes_for(&facts("bearbnb.payment", "PaymentCancelled")).unwrap();
         assert_eq!(n[0].kind, "REFUND_MADE");
         let mut voided = facts("bearbnb.payment", "PaymentCancelled");

@@ -313,7 +313,7 @@ static void test_notifications(void **state)
     e2e_resp_free(&r);
     assert_int_equal(status_of(&w, "POST", path, w.hal), 404);
     assert_int_equal(status_of(&w, "POST", "/notifications/no-such-id/read", w.gus), 404);
-    assert_int_equal(status_of(&w, "POST", "/notifications/bad%20id/read", w.gus), 404);
+    assert_int_equal(status_of(&w, "POST", "/notifications/bad.id/read", w.gus), 404);
     assert_int_equal(e2e_call(w.h, E2E_HTTP1, "POST", path, w.gus, NULL, &r), 0);
     assert_int_equal(r.status, 200);
     assert_true(json_is_true(json_object_get(r.json, "read")));
