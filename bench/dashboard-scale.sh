@@ -22,7 +22,8 @@ if [[ ! -f $BUILD/build.ninja ]]; then
     meson setup "$BUILD" -Dbuildtype=release >/dev/null
 fi
 ninja -C "$BUILD" -j2 bearbnb tests/e2e/dashboard/bench_dashboard plugins/dashboard/dashboard.so \
-    plugins/room/room.so plugins/reservation/reservation.so plugins/payment/payment.so >/dev/null
+    plugins/room/room.so plugins/reservation/reservation.so plugins/payment/payment.so \
+    plugins/notification/notification.so >/dev/null
 
 export BEARBNB_BIN=$ROOT/$BUILD/bearbnb BEARBNB_PLUGIN_DIR=$ROOT/$BUILD/plugins
 export BNB_E2E_TOPOLOGY=${BNB_E2E_TOPOLOGY:-all-in-one}

@@ -22,7 +22,7 @@ if [[ ! -f $BUILD/build.ninja ]]; then
 fi
 ninja -C "$BUILD" -j2 bearbnb tests/e2e/distributed/bench_saga \
     plugins/room/room.so plugins/reservation/reservation.so plugins/payment/payment.so \
-    plugins/dashboard/dashboard.so >/dev/null
+    plugins/dashboard/dashboard.so plugins/notification/notification.so >/dev/null
 
 export BEARBNB_BIN=$ROOT/$BUILD/bearbnb BEARBNB_PLUGIN_DIR=$ROOT/$BUILD/plugins
 BENCH=$ROOT/$BUILD/tests/e2e/distributed/bench_saga

@@ -540,21 +540,13 @@ static int check_params(bnb_req_t *req, const char *const *allowed)
     return 0;
 }
 
-/* The page parameters: 0, or answers 400 naming the parameter. */
+/* The page parameters: 0, or answers 400 naming the parameter (limit: the
+ * common check of plugins/common, so every list words it alike). */
 static int page_params(bnb_req_t *req, size_t *limit, const char **cursor)
 {
-    const char *l = host->req_query(req, "limit");
-    *limit = LIMIT_DEFAULT;
-    if (l) {
-        size_t n = 0, i;
-        for (i = 0; l[i] >= '0' && l[i] <= '9' && i < 4; i++)
-            n = n * 10 + (size_t)(l[i] - '0');
-        if (i == 0 || l[i] || n < 1 || n > LIMIT_MAX) {
-            host->respond_problem(req, 400, "Bad Request", "limit must be an integer from 1 to %d", LIMIT_MAX);
-            return BNB_EINVAL;
-        }
-        *limit = n;
-    }
+    *limit = bnb_util_page_limit(host, req, LIMIT_DEFAULT, LIMIT_MAX);
+    if (*limit == 0)
+        return BNB_EINVAL;
     *cursor = host->req_query(req, "cursor");
     if (*cursor && (!**cursor || strlen(*cursor) > CURSOR_MAX)) {
         host->respond_problem(req, 400, "Bad Request", "cursor is not a cursor of this list");

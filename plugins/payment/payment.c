@@ -1,12 +1,15 @@
 /*
  * payment plugin: a simulated card processor (docs/api.md).
  *
- * Store: payments/<reservationId> {id:"pay-<reservationId>", reservationId, roomId,
- * hostId, payerId, amount, status, cardLast4, voided?, version, createdAt},
- * key1 payerId, key2 hostId. The document id is the reservation id and it is
- * created with expect_version 0, so a reservation is charged at most once
- * whether the synchronous POST /payments, the ReservationPlaced event, or both
- * reach us. Only the last four card digits are stored.
+ * Store (storage v2): payments/<reservationId> {id:"pay-<reservationId>",
+ * reservationId, roomId, hostId, payerId, amount, status, cardLast4, voided?,
+ * version, createdAt}, one document per payment that never grows; declared
+ * fields reservationId (UNIQUE index), payerId, hostId, createdAt. The document
+ * id is the reservation id and it is created with expect_version 0, and the
+ * unique index refuses a second payment of a reservation on every backend, so
+ * a reservation is charged at most once, across processes, whether the
+ * synchronous POST /payments, the ReservationPlaced event, or both reach us.
+ * Only the last four card digits are stored.
  *
  * States: APPROVED | DECLINED, APPROVED -> CANCELLED (refund). A refund request
  * (ReservationCancelRequested) for a reservation not paid yet stores a voided
@@ -24,8 +27,35 @@
 #include <string.h>
 
 #define TOPIC_PAY "bearbnb.payment"
+#define COLL      "payments"
+#define PAGE_MAX  100
+#define PAGE_DEF  20
+
+static const bnb_field_def_t pay_fields_def[] = {
+    {"reservationId", BNB_FIELD_STR},
+    {"payerId", BNB_FIELD_STR},
+    {"hostId", BNB_FIELD_STR},
+    {"createdAt", BNB_FIELD_INT},
+};
+
+static const bnb_index_def_t pay_indexes[] = {
+    {{"reservationId", NULL}, 1},        /* one payment per reservation */
+    {{"payerId", "createdAt", NULL}, 0}, /* mine as payer, newest first */
+    {{"hostId", "createdAt", NULL}, 0},  /* for my rooms as host */
+};
+
+static const bnb_coll_def_t pay_colls[] = {
+    {COLL, pay_fields_def, sizeof pay_fields_def / sizeof pay_fields_def[0], pay_indexes,
+     sizeof pay_indexes / sizeof pay_indexes[0]},
+};
 
 static const bnb_host_api_t *H;
+/* 1 when the store speaks storage v2 (declared collection, unique index,
+ * keyset pages). 0 on a store whose backend has no v2 yet: the same documents
+ * through the ABI 1.0 calls (lookup keys payerId / hostId, pages cut here);
+ * one payment per reservation still holds (the document id is the
+ * reservation id, created create-only), pages then cost the user's history. */
+static int V2;
 
 /* card_key_file: PEM X25519 private key that opens the sealed cards (give
  * reservation its public half, `openssl pkey -pubout`). Empty: a key pair is
@@ -153,14 +183,22 @@ static int pay_commit(bnb_store_t *st, const json_t *p, int64_t ver, const char 
                           .subject = json_string_value(json_object_get(p, "id")),
                           .correlation_id = res_id,
                           .data = data};
+    bnb_commit_t c = {.op = BNB_WRITE_PUT,
+                      .coll = COLL,
+                      .id = res_id,
+                      .expect_version = ver,
+                      .body = p,
+                      .events = &ev,
+                      .nevents = 1,
+                      .applied_event_id = applied};
     bnb_write_t w = {.op = BNB_WRITE_PUT,
-                     .coll = "payments",
+                     .coll = COLL,
                      .id = res_id,
                      .expect_version = ver,
                      .body = p,
                      .key1 = json_string_value(json_object_get(p, "payerId")),
                      .key2 = json_string_value(json_object_get(p, "hostId"))};
-    int rc = H->store_commit(st, &w, &ev, 1, applied, NULL);
+    int rc = V2 ? H->store_commit2(st, &c, NULL) : H->store_commit(st, &w, &ev, 1, applied, NULL);
     json_decref(data);
     return rc;
 }
@@ -189,11 +227,11 @@ static int pay_create(bnb_ctx_t *ctx, const char *res_id, const char *room_id, c
         return 0;
     }
     json_decref(p);
-    if (rc != BNB_EEXIST && rc != BNB_EALREADY)
+    if (rc != BNB_EEXIST && rc != BNB_ETAKEN && rc != BNB_EALREADY)
         return rc;
     int64_t v;
     *created = 0;
-    return H->store_get(st, "payments", res_id, out, &v);
+    return H->store_get(st, COLL, res_id, out, &v);
 }
 
 /* Refund (or void) the payment of the reservation in event data `d`: one
@@ -233,8 +271,9 @@ static int refund_change(bnb_util_txn_t *t, void *arg)
     }
     if (!t->doc)
         return BNB_ENOMEM;
-    t->key1 = json_string_value(json_object_get(t->doc, "payerId"));
-    t->key2 = json_string_value(json_object_get(t->doc, "hostId"));
+    t->commit2 = V2;
+    t->key1 = V2 ? NULL : json_string_value(json_object_get(t->doc, "payerId"));
+    t->key2 = V2 ? NULL : json_string_value(json_object_get(t->doc, "hostId"));
     return bnb_util_txn_event(t, TOPIC_PAY, event_type_for(json_string_value(json_object_get(t->doc, "status"))),
                               json_string_value(json_object_get(t->doc, "id")), t->id, event_data(t->doc));
 }
@@ -243,7 +282,7 @@ static int pay_refund(bnb_ctx_t *ctx, const json_t *d, const char *applied)
 {
     const char *res_id = json_string_value(json_object_get(d, "id"));
     refund_t rf = {.ctx = ctx, .d = d, .applied = applied};
-    int rc = bnb_util_update(H, H->store(ctx), "payments", res_id, refund_change, &rf, NULL, NULL, NULL);
+    int rc = bnb_util_update(H, H->store(ctx), COLL, res_id, refund_change, &rf, NULL, NULL, NULL);
     if (rc == 0 && rf.counter)
         H->count(ctx, rf.counter, 1);
     return rc == BNB_EALREADY ? 0 : rc;
@@ -308,7 +347,7 @@ static int load_visible(bnb_ctx_t *ctx, const char *id, const char *user, json_t
     int64_t v;
     if (!bnb_util_id_ok(res_id) || !user)
         return BNB_ENOENT;
-    int rc = H->store_get(H->store(ctx), "payments", res_id, &p, &v);
+    int rc = H->store_get(H->store(ctx), COLL, res_id, &p, &v);
     if (rc != 0)
         return rc;
     const char *payer = json_string_value(json_object_get(p, "payerId"));
@@ -339,31 +378,143 @@ static void on_get(bnb_ctx_t *ctx, bnb_req_t *req)
     respond_one(req, rc, p, id);
 }
 
+/* createdAt desc, then id desc. */
+static int newest_first(const void *a, const void *b)
+{
+    const json_t *x = json_object_get(*(json_t *const *)a, "body"), *y = json_object_get(*(json_t *const *)b, "body");
+    json_int_t cx = json_integer_value(json_object_get(x, "createdAt")),
+               cy = json_integer_value(json_object_get(y, "createdAt"));
+    if (cx != cy)
+        return cx > cy ? -1 : 1;
+    return -strcmp(json_string_value(json_object_get(x, "reservationId")) ?: "",
+                   json_string_value(json_object_get(y, "reservationId")) ?: "");
+}
+
+/* A page without storage v2: the user's payments by lookup key, newest first,
+ * after `cursor` ("v1:<createdAt>:<reservationId>"). */
+static int list_v1(bnb_ctx_t *ctx, int which, const char *user, size_t limit, const char *cursor, json_t **rows,
+                   char **next)
+{
+    json_t *all = NULL;
+    long long after_at = 0;
+    int after_n = 0;
+    char after_id[80] = "";
+    *rows = NULL;
+    *next = NULL;
+    if (cursor &&
+        (sscanf(cursor, "v1:%lld:%79[A-Za-z0-9_-]%n", &after_at, after_id, &after_n) != 2 || cursor[after_n] != '\0'))
+        return BNB_EINVAL;
+    int rc = H->store_list(H->store(ctx), COLL, which, user, &all);
+    if (rc != 0)
+        return rc;
+    size_t n = json_array_size(all), i, start = 0;
+    json_t **v = n ? calloc(n, sizeof *v) : NULL;
+    if (n && !v) {
+        json_decref(all);
+        return BNB_ENOMEM;
+    }
+    for (i = 0; i < n; i++)
+        v[i] = json_array_get(all, i);
+    if (n)
+        qsort(v, n, sizeof *v, newest_first);
+    if (cursor)
+        for (; start < n; start++) {
+            const json_t *b = json_object_get(v[start], "body");
+            json_int_t at = json_integer_value(json_object_get(b, "createdAt"));
+            const char *id = json_string_value(json_object_get(b, "reservationId")) ?: "";
+            if (at < after_at || (at == after_at && strcmp(id, after_id) < 0))
+                break;
+        }
+    *rows = json_array();
+    for (i = start; *rows && i < n && i < start + limit; i++)
+        json_array_append(*rows, v[i]);
+    if (*rows && i < n && i > start) {
+        const json_t *b = json_object_get(v[i - 1], "body");
+        char buf[128];
+        snprintf(buf, sizeof buf, "v1:%lld:%s", (long long)json_integer_value(json_object_get(b, "createdAt")),
+                 json_string_value(json_object_get(b, "reservationId")) ?: "");
+        *next = strdup(buf);
+    }
+    free(v);
+    json_decref(all);
+    return *rows ? 0 : BNB_ENOMEM;
+}
+
+/* GET /payments?reservationId=&limit=&cursor=: a page of mine (as payer, or
+ * for my rooms as host), newest first; with reservationId the page holds that
+ * reservation's payment when I may see it. */
 static void on_list(bnb_ctx_t *ctx, bnb_req_t *req)
 {
-    const char *user = H->req_user(req);
+    static const char *const known[] = {"reservationId", "limit", "cursor", NULL};
+    const char *user = H->req_user(req), *role = H->req_role(req);
+    if (!bnb_util_query_names_ok(H, req, known))
+        return;
+    size_t limit = bnb_util_page_limit(H, req, PAGE_DEF, PAGE_MAX);
+    if (!limit)
+        return;
+    /* copies: a host may reuse the buffer of req_query on the next call */
+    char res_id_buf[80], cursor_buf[1100];
     const char *res_id = H->req_query(req, "reservationId");
-    if (res_id) {
+    if (res_id && strlen(res_id) < sizeof res_id_buf)
+        res_id = strcpy(res_id_buf, res_id);
+    else if (res_id)
+        res_id = "";
+    const char *cursor = H->req_query(req, "cursor");
+    if (cursor && strlen(cursor) < sizeof cursor_buf)
+        cursor = strcpy(cursor_buf, cursor);
+    else if (cursor)
+        cursor = "";
+    if (res_id && !bnb_util_id_ok(res_id)) {
+        H->respond_problem(req, 400, "Bad Request", "query parameter 'reservationId' is not a reservation id");
+        return;
+    }
+    if (cursor && (!*cursor || strlen(cursor) > 1024)) {
+        H->respond_problem(req, 400, "Bad Request", "query parameter 'cursor' is not a cursor of this list");
+        return;
+    }
+    json_t *items = json_array();
+    if (!items) {
+        H->respond_problem(req, 500, "Internal Server Error", "out of memory");
+        return;
+    }
+    if (res_id) { /* at most one: the unique index */
         json_t *p = NULL;
-        int rc = load_visible(ctx, res_id, user, &p);
-        respond_one(req, rc, p, res_id);
+        int rc = cursor ? BNB_ENOENT : load_visible(ctx, res_id, user, &p);
+        if (rc != 0 && rc != BNB_ENOENT) {
+            json_decref(items);
+            bnb_util_respond_error(H, req, rc, "payment store");
+            return;
+        }
+        if (p)
+            json_array_append_new(items, p);
+        H->respond_json(req, 200, json_pack("{s:o, s:n}", "items", items, "next"));
         return;
     }
-    const char *role = H->req_role(req);
-    json_t *rows = NULL, *out = json_array();
+    bnb_cond_t cond = {
+        .field = role && !strcmp(role, "host") ? "hostId" : "payerId", .op = BNB_Q_EQ, .str = user ? user : ""};
+    bnb_query_t q = {.coll = COLL,
+                     .conds = &cond,
+                     .nconds = 1,
+                     .order_by = "createdAt",
+                     .descending = 1,
+                     .limit = limit,
+                     .cursor = cursor};
+    json_t *rows = NULL, *e;
+    char *next = NULL;
     size_t i;
-    json_t *e;
-    int rc =
-        out ? H->store_list(H->store(ctx), "payments", role && !strcmp(role, "host") ? 2 : 1, user ? user : "", &rows)
-            : BNB_ENOMEM;
-    if (rc != 0) {
-        json_decref(out);
+    int rc = V2 ? H->store_query(H->store(ctx), &q, &rows, &next)
+                : list_v1(ctx, role && !strcmp(role, "host") ? 2 : 1, user ? user : "", limit, cursor, &rows, &next);
+    if (rc == BNB_EINVAL && cursor)
+        H->respond_problem(req, 400, "Bad Request", "query parameter 'cursor' is not a cursor of this list");
+    else if (rc != 0)
         bnb_util_respond_error(H, req, rc, "payment store");
-        return;
+    else {
+        json_array_foreach(rows, i, e) json_array_append(items, json_object_get(e, "body"));
+        H->respond_json(req, 200, json_pack("{s:O, s:s?}", "items", items, "next", next));
     }
-    json_array_foreach(rows, i, e) json_array_append(out, json_object_get(e, "body"));
+    json_decref(items);
     json_decref(rows);
-    H->respond_json(req, 200, out);
+    free(next);
 }
 
 /* ---- events ---------------------------------------------------------------- */
@@ -434,6 +585,14 @@ static const bnb_util_sub_t pay_subs[] = {
 static int pay_init(bnb_ctx_t *ctx, const bnb_host_api_t *host)
 {
     H = host;
+    int rc = BNB_EINVAL;
+    if (BNB_HAS(host, store_define) && BNB_HAS(host, store_query) && BNB_HAS(host, store_commit2))
+        rc = host->store_define(ctx, pay_colls, sizeof pay_colls / sizeof pay_colls[0]);
+    if (rc != 0 && rc != BNB_EINVAL)
+        return rc; /* the database failed: not a reason to change modes */
+    V2 = rc == 0;
+    if (!V2)
+        H->log(ctx, "warn", "payment: this store has no storage v2: payments through the ABI 1.0 calls");
     return bnb_util_register(ctx, host, pay_routes, pay_subs);
 }
 
@@ -450,7 +609,7 @@ static void pay_fini(bnb_ctx_t *ctx)
 BNB_EXPORT const bnb_plugin_t bnb_plugin = {
     .abi_version = BNB_ABI_VERSION,
     .name = "payment",
-    .version = "0.1.0",
+    .version = "0.2.0",
     .config = pay_config,
     .init = pay_init,
     .fini = pay_fini,

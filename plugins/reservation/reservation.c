@@ -1,23 +1,37 @@
 /*
- * reservation plugin: date-range bookings of rooms and the booking saga.
+ * reservation plugin: date-range bookings of rooms and the booking saga, on
+ * storage v2 (plugin ABI 1.1).
  *
  * Store:
- *   calendars/<roomId>        {roomId, roomDeleted, reservations:[reservation...]}
- *                             every booking is one compare-and-swap commit of the
- *                             room's calendar (with its ReservationPlaced event), and
- *                             the overlap check is re-done on every retry, so two
- *                             overlapping reservations can never both hold nights.
- *   reservations_idx/<id>     {id, roomId, guestId, hostId}, key1 guestId, key2 hostId
- *   rooms/<roomId>            replica of the room fed by bearbnb.room events
- *                             {id, hostId, pricePerNight, capacity, status, version}
+ *   reservations/<id>   one document per reservation (declared fields roomId,
+ *                       guestId, hostId, checkIn, checkOut, status, createdAt,
+ *                       slot; indexes below). A booking is one create-only
+ *                       commit of its document, with its ReservationPlaced
+ *                       event and its CLAIMS: one key per night
+ *                       ("night|<roomId>|<YYYY-MM-DD>") and, when the guest cap
+ *                       is on, one of the guest's slot keys ("slot|<guestId>|<k>",
+ *                       k < max_active_per_guest). A claim is unique in the whole
+ *                       store on every backend, so two processes can never hold
+ *                       the same night (BNB_ETAKEN -> 409) nor one guest more
+ *                       active reservations than slots. Every later commit of the
+ *                       document sets its claims from its status: nights while it
+ *                       holds them (PENDING, CONFIRMED, CANCEL_REQUESTED), the slot
+ *                       while it is active (PENDING, CONFIRMED), nothing once
+ *                       REJECTED or CANCELLED. A slot of a reservation whose stay
+ *                       has ended is taken back by the next booking that needs it.
+ *   rooms/<roomId>      replica of the room fed by bearbnb.room events
+ *                       {id, hostId, pricePerNight, capacity, status, version}
+ *   keys/payment-card   payment's public card key (see seal_card)
+ * No document grows with history; a booking reads the room replica, the
+ * guest's slot holders (at most max_active_per_guest) and writes one document.
  *
  * A reservation: {id, roomId, hostId, guestId, checkIn, checkOut, guests, amount,
- * status, paymentId, reason?, version, createdAt}. States (resv_logic.h):
- *   PENDING -> CONFIRMED | REJECTED | CANCEL_REQUESTED, CONFIRMED -> CANCEL_REQUESTED,
- *   CANCEL_REQUESTED -> CANCELLED.
- * Cancelling a PENDING reservation (guest or room deletion) moves it to
- * CANCEL_REQUESTED right away: payment then refunds the charge if it made one, or
- * records a voided payment so that no later charge happens, and answers with
+ * status, paymentId, reason?, version, createdAt} (+ internal `slot`). States
+ * (resv_logic.h): PENDING -> CONFIRMED | REJECTED | CANCEL_REQUESTED,
+ * CONFIRMED -> CANCEL_REQUESTED, CANCEL_REQUESTED -> CANCELLED. Cancelling a
+ * PENDING reservation (guest or room deletion) moves it to CANCEL_REQUESTED
+ * right away: payment then refunds the charge if it made one, or records a
+ * voided payment so that no later charge happens, and answers with
  * PaymentCancelled (or PaymentDeclined when the card was declined); either ends
  * the reservation CANCELLED. Its nights stay held until then.
  */
@@ -31,26 +45,58 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TOPIC_RESV      "bearbnb.reservation"
-#define COMMIT_ATTEMPTS 200
+#define TOPIC_RESV "bearbnb.reservation"
+#define COLL       "reservations"
+#define PAGE_MAX   100
+#define PAGE_DEF   20
 
 static const bnb_host_api_t *H;
 
-/* max_active_per_guest: how many PENDING/CONFIRMED reservations that have not
- * ended yet one guest may hold; one more is a 409 "too many active
- * reservations" (OWASP API6). 0 turns the cap off. The count is taken before the
- * booking commits, so two bookings of one guest racing each other may both pass. */
+/* max_active_per_guest: how many PENDING/CONFIRMED reservations whose stay has
+ * not ended one guest may hold; one more is a 409 "too many active
+ * reservations" (OWASP API6), exact across processes (slot claims). 0 = no cap.
+ * max_days_ahead: the booking horizon, checkIn at most this many days after
+ * today (422 beyond). max_nights: the longest stay (422 beyond). */
 static const bnb_cfg_item_t resv_config[] = {
     {"max_active_per_guest", BNB_CFG_INT, "10", "cap on a guest's PENDING/CONFIRMED future reservations (0 = none)"},
+    {"max_days_ahead", BNB_CFG_INT, "730", "booking horizon: checkIn at most this many days ahead"},
+    {"max_nights", BNB_CFG_INT, "365", "longest stay in nights (at most 365)"},
     {"payment_key_file", BNB_CFG_STRING, "",
      "PEM X25519 public key of payment's card key (empty: asked from payment once, then kept in this store)"},
     {NULL, 0, NULL, NULL}};
+
+static const bnb_field_def_t resv_fields[] = {
+    {"roomId", BNB_FIELD_STR},   {"guestId", BNB_FIELD_STR}, {"hostId", BNB_FIELD_STR},    {"checkIn", BNB_FIELD_STR},
+    {"checkOut", BNB_FIELD_STR}, {"status", BNB_FIELD_STR},  {"createdAt", BNB_FIELD_INT}, {"slot", BNB_FIELD_INT},
+};
+
+static const bnb_index_def_t resv_indexes[] = {
+    {{"guestId", "createdAt", NULL}, 0},           /* mine as guest, newest first */
+    {{"guestId", "status", "createdAt", NULL}, 0}, /* ... with a status */
+    {{"hostId", "createdAt", NULL}, 0},            /* for my rooms as host */
+    {{"hostId", "status", "createdAt", NULL}, 0},
+    {{"roomId", "checkOut", NULL}, 0}, /* a room's stays not over yet (room deleted, conflicts) */
+    {{"guestId", "slot", NULL}, 0},    /* the guest's slot holders */
+};
+
+static const bnb_coll_def_t resv_colls[] = {
+    {COLL, resv_fields, sizeof resv_fields / sizeof resv_fields[0], resv_indexes,
+     sizeof resv_indexes / sizeof resv_indexes[0]},
+};
 
 /* ---- helpers -------------------------------------------------------------- */
 
 static int32_t today(void)
 {
     return resv_day_of_ms(H->now_ms());
+}
+
+static long cfg_long(bnb_ctx_t *ctx, const char *key, long def)
+{
+    const char *v = H->config(ctx, key);
+    char *end = NULL;
+    long n = v && *v ? strtol(v, &end, 10) : def;
+    return end && *end ? def : n;
 }
 
 static void respond_store_error(bnb_req_t *req, int rc)
@@ -71,118 +117,122 @@ static const char *event_type_for(const char *status)
     return "ReservationCancelled";
 }
 
-/* Load the calendar of a room; an absent one is a new empty calendar (version 0). */
-static int calendar_load(bnb_store_t *st, const char *room_id, json_t **cal, int64_t *ver)
+static int status_active(const char *s)
 {
-    json_t *body = NULL;
-    int64_t v = 0;
-    int rc = H->store_get(st, "calendars", room_id, &body, &v);
-    if (rc == BNB_ENOENT) {
-        body = json_pack("{s:s, s:b, s:[]}", "roomId", room_id, "roomDeleted", 0, "reservations");
-        if (!body)
-            return BNB_ENOMEM;
-        v = 0;
-    } else if (rc != 0) {
-        return rc;
-    }
-    if (!json_is_array(json_object_get(body, "reservations")))
-        json_object_set_new(body, "reservations", json_array());
-    *cal = body;
-    *ver = v;
-    return 0;
+    return s && (!strcmp(s, "PENDING") || !strcmp(s, "CONFIRMED"));
 }
 
-static json_t *calendar_find(json_t *cal, const char *res_id)
+/* What a client or an event sees of a stored reservation (caller frees). */
+static json_t *public_view(const json_t *r)
 {
-    size_t i;
-    json_t *r;
-    json_array_foreach(json_object_get(cal, "reservations"), i, r)
-    {
-        const char *id = json_string_value(json_object_get(r, "id"));
-        if (id && !strcmp(id, res_id))
-            return r;
-    }
-    return NULL;
-}
-
-static int calendar_commit(bnb_store_t *st, const char *room_id, json_t *cal, int64_t ver, const bnb_event_out_t *evs,
-                           size_t nev, const char *applied)
-{
-    bnb_write_t w = {.op = BNB_WRITE_PUT, .coll = "calendars", .id = room_id, .expect_version = ver, .body = cal};
-    return H->store_commit(st, &w, evs, nev, applied, NULL);
+    json_t *d = json_deep_copy(r);
+    if (d)
+        json_object_del(d, "slot");
+    return d;
 }
 
 /* The event of a reservation in its current state (caller frees the data). */
-static json_t *event_data(const json_t *r, const json_t *card)
+static json_t *event_data(const json_t *r, const json_t *sealed_card)
 {
-    json_t *d = json_deep_copy(r);
+    json_t *d = public_view(r);
     if (!d)
         return NULL;
     json_object_del(d, "createdAt");
     json_object_del(d, "updatedAt");
-    if (card)
-        json_object_set(d, "sealedCard", (json_t *)card);
+    if (sealed_card)
+        json_object_set(d, "sealedCard", (json_t *)sealed_card);
     return d;
 }
 
-/* Apply `in` to reservation `res_id` of room `room_id`, publishing the event of
- * the new state. *out (optional, caller frees) is the reservation afterwards;
- * a transition that does not apply changes nothing and is not an error.
- * `paid` (>= 0) is the amount of an approved payment: one that does not match
- * the reservation (a payment made outside the saga) rejects it instead.
- * BNB_ENOENT when the reservation does not exist. */
-static int apply_input(bnb_ctx_t *ctx, const char *room_id, const char *res_id, resv_input_t in, json_int_t paid,
-                       const char *payment_id, const char *reason, const char *applied, json_t **out)
+/* Claims a reservation holds in its state: its nights while its status holds
+ * them, its slot while it is active. */
+static int set_claims(bnb_util_txn_t *t, const json_t *r)
 {
-    bnb_store_t *st = H->store(ctx);
-    int rc = BNB_EEXIST;
-    for (int attempt = 0; attempt < COMMIT_ATTEMPTS && rc == BNB_EEXIST; attempt++) {
-        json_t *cal = NULL, *data = NULL;
-        int64_t ver = 0;
-        rc = calendar_load(st, room_id, &cal, &ver);
-        if (rc != 0)
-            return rc;
-        json_t *r = calendar_find(cal, res_id);
-        if (!r) {
-            json_decref(cal);
-            return BNB_ENOENT;
+    const char *status = json_string_value(json_object_get(r, "status"));
+    const char *room = json_string_value(json_object_get(r, "roomId"));
+    const char *guest = json_string_value(json_object_get(r, "guestId"));
+    int32_t in, out;
+    char key[160], day[11];
+    bnb_util_txn_claims_clear(t);
+    if (resv_status_holds(status)) {
+        if (!room || resv_parse_date(json_string_value(json_object_get(r, "checkIn")), &in) != 0 ||
+            resv_parse_date(json_string_value(json_object_get(r, "checkOut")), &out) != 0)
+            return BNB_EINVAL;
+        for (int32_t d = in; d < out; d++) {
+            resv_format_date(d, day);
+            snprintf(key, sizeof key, "night|%s|%s", room, day);
+            int rc = bnb_util_txn_claim(t, key);
+            if (rc != 0)
+                return rc;
         }
-        resv_input_t eff = in;
-        if (in == RESV_IN_APPROVED && paid >= 0 && paid != json_integer_value(json_object_get(r, "amount"))) {
-            H->log(ctx, "warn", "reservation %s: payment of %lld does not match its amount, rejecting", res_id,
-                   (long long)paid);
-            eff = RESV_IN_DECLINED;
-            payment_id = NULL;
-            reason = "payment does not match the reservation";
+    }
+    json_t *slot = json_object_get(r, "slot");
+    if (status_active(status) && json_is_integer(slot) && guest) {
+        snprintf(key, sizeof key, "slot|%s|%lld", guest, (long long)json_integer_value(slot));
+        return bnb_util_txn_claim(t, key);
+    }
+    return 0;
+}
+
+/* ---- state changes ------------------------------------------------------------ */
+
+typedef struct input {
+    bnb_ctx_t *ctx;
+    resv_input_t in;
+    json_int_t paid; /* amount of an approved payment, or -1 */
+    const char *payment_id, *reason, *applied;
+} input_t;
+
+static int input_change(bnb_util_txn_t *t, void *arg)
+{
+    input_t *a = arg;
+    json_t *r = t->doc;
+    if (!r)
+        return BNB_ENOENT;
+    resv_input_t eff = a->in;
+    const char *payment_id = a->payment_id, *reason = a->reason;
+    if (a->in == RESV_IN_APPROVED && a->paid >= 0 && a->paid != json_integer_value(json_object_get(r, "amount"))) {
+        H->log(a->ctx, "warn", "reservation %s: payment of %lld does not match its amount, rejecting", t->id,
+               (long long)a->paid);
+        eff = RESV_IN_DECLINED;
+        payment_id = NULL;
+        reason = "payment does not match the reservation";
+    }
+    const char *next = resv_next_status(json_string_value(json_object_get(r, "status")), eff);
+    if (!next)
+        return BNB_UTIL_SKIP;
+    json_object_set_new(r, "status", json_string(next));
+    if (payment_id)
+        json_object_set_new(r, "paymentId", json_string(payment_id));
+    if (reason)
+        json_object_set_new(r, "reason", json_string(reason));
+    if (!status_active(next))
+        json_object_del(r, "slot");
+    json_object_set_new(r, "version", json_integer(json_integer_value(json_object_get(r, "version")) + 1));
+    json_object_set_new(r, "updatedAt", json_integer(H->now_ms()));
+    t->applied_event_id = a->applied;
+    int rc = set_claims(t, r);
+    return rc ? rc : bnb_util_txn_event(t, TOPIC_RESV, event_type_for(next), t->id, t->id, event_data(r, NULL));
+}
+
+/* Apply `in` to reservation `res_id`, publishing the event of the new state.
+ * *out (optional, caller frees) is the reservation afterwards; a transition
+ * that does not apply changes nothing and is not an error. `paid` (>= 0) is the
+ * amount of an approved payment: one that does not match the reservation (a
+ * payment made outside the saga) rejects it instead. BNB_ENOENT when the
+ * reservation does not exist. */
+static int apply_input(bnb_ctx_t *ctx, const char *res_id, resv_input_t in, json_int_t paid, const char *payment_id,
+                       const char *reason, const char *applied, json_t **out)
+{
+    input_t a = {ctx, in, paid, payment_id, reason, applied};
+    int rc = bnb_util_update(H, H->store(ctx), COLL, res_id, input_change, &a, NULL, out, NULL);
+    if (rc == BNB_EALREADY) {
+        rc = 0;
+        if (out) {
+            int64_t v;
+            *out = NULL;
+            rc = H->store_get(H->store(ctx), COLL, res_id, out, &v);
         }
-        const char *next = resv_next_status(json_string_value(json_object_get(r, "status")), eff);
-        if (!next) {
-            if (out)
-                *out = json_deep_copy(r);
-            json_decref(cal);
-            return 0;
-        }
-        json_object_set_new(r, "status", json_string(next));
-        if (payment_id)
-            json_object_set_new(r, "paymentId", json_string(payment_id));
-        if (reason)
-            json_object_set_new(r, "reason", json_string(reason));
-        json_object_set_new(r, "version", json_integer(json_integer_value(json_object_get(r, "version")) + 1));
-        json_object_set_new(r, "updatedAt", json_integer(H->now_ms()));
-        data = event_data(r, NULL);
-        bnb_event_out_t ev = {.topic = TOPIC_RESV,
-                              .type = event_type_for(next),
-                              .subject = res_id,
-                              .correlation_id = res_id,
-                              .data = data};
-        rc = data ? calendar_commit(st, room_id, cal, ver, &ev, 1, applied) : BNB_ENOMEM;
-        if (rc == 0 || rc == BNB_EALREADY) {
-            if (out)
-                *out = json_deep_copy(r);
-            rc = 0;
-        }
-        json_decref(data);
-        json_decref(cal);
     }
     return rc;
 }
@@ -230,6 +280,49 @@ static int room_lookup(bnb_ctx_t *ctx, const char *room_id, json_t **room)
     bnb_write_t w = {.op = BNB_WRITE_PUT, .coll = "rooms", .id = room_id, .expect_version = 0, .body = *room};
     (void)H->store_commit(st, &w, NULL, 0, NULL, NULL);
     return 0;
+}
+
+/* Store the replica of a room from its event unless a newer one is stored. */
+typedef struct replica {
+    const char *ev_id, *type;
+    const json_t *d;
+} replica_t;
+
+static int replica_change(bnb_util_txn_t *t, void *arg)
+{
+    replica_t *rp = arg;
+    const json_t *d = rp->d;
+    json_int_t ver = json_integer_value(json_object_get(d, "version"));
+    if (!t->doc)
+        bnb_util_txn_set_doc(t, json_object());
+    json_t *cur = t->doc, *cv = json_object_get(cur, "version");
+    if (!cur)
+        return BNB_ENOMEM;
+    if (t->version > 0 && json_is_integer(cv) && json_integer_value(cv) >= ver)
+        return BNB_UTIL_SKIP; /* stale */
+    t->applied_event_id = rp->ev_id;
+    json_object_set_new(cur, "id", json_string(t->id));
+    json_object_set_new(cur, "version", json_integer(ver));
+    const char *host_id = json_string_value(json_object_get(d, "hostId"));
+    if (host_id)
+        json_object_set_new(cur, "hostId", json_string(host_id));
+    if (!strcmp(rp->type, "RoomDeleted")) {
+        json_object_set_new(cur, "status", json_string("DELETED"));
+    } else {
+        json_object_set(cur, "pricePerNight", json_object_get(d, "pricePerNight"));
+        json_object_set(cur, "capacity", json_object_get(d, "capacity"));
+        const char *s = json_string_value(json_object_get(d, "status"));
+        json_object_set_new(cur, "status", json_string(s ? s : "ACTIVE"));
+    }
+    return 0;
+}
+
+static int replica_apply(bnb_ctx_t *ctx, const char *ev_id, const char *type, const json_t *d)
+{
+    replica_t rp = {ev_id, type, d};
+    int rc = bnb_util_update(H, H->store(ctx), "rooms", json_string_value(json_object_get(d, "id")), replica_change,
+                             &rp, NULL, NULL, NULL);
+    return rc == BNB_EALREADY ? 0 : rc;
 }
 
 /* ---- payment's card key ------------------------------------------------------ */
@@ -306,6 +399,121 @@ static int seal_card(bnb_ctx_t *ctx, const char *number, const char *res_id, jso
     return rc;
 }
 
+/* ---- the guest cap: slots ---------------------------------------------------- */
+
+typedef struct reclaim {
+    const char *today; /* YYYY-MM-DD */
+} reclaim_t;
+
+/* Take the slot back from a reservation that is no longer active (its stay
+ * ended, or it left PENDING/CONFIRMED). */
+static int reclaim_change(bnb_util_txn_t *t, void *arg)
+{
+    reclaim_t *rc = arg;
+    json_t *r = t->doc;
+    const char *out = json_string_value(json_object_get(r, "checkOut"));
+    if (!r || !json_object_get(r, "slot"))
+        return BNB_UTIL_SKIP;
+    if (status_active(json_string_value(json_object_get(r, "status"))) && out && strcmp(out, rc->today) > 0)
+        return BNB_UTIL_SKIP;   /* still active */
+    json_object_del(r, "slot"); /* its nights, if it still holds them, stay held */
+    return set_claims(t, r);
+}
+
+/* The slots of `guest` held by active reservations (used[k] = 1) and how many;
+ * slots of reservations that ended are taken back on the way. */
+static int guest_slots(bnb_ctx_t *ctx, const char *guest, long cap, unsigned char *used, long *active)
+{
+    bnb_store_t *st = H->store(ctx);
+    char now[11];
+    resv_format_date(today(), now);
+    reclaim_t rcl = {now};
+    bnb_cond_t conds[] = {{.field = "guestId", .op = BNB_Q_EQ, .str = guest},
+                          {.field = "slot", .op = BNB_Q_GE, .num = 0}};
+    char *cursor = NULL;
+    int rc = 0;
+    *active = 0;
+    memset(used, 0, (size_t)cap);
+    do {
+        bnb_query_t q = {
+            .coll = COLL, .conds = conds, .nconds = 2, .order_by = "slot", .limit = PAGE_MAX, .cursor = cursor};
+        json_t *items = NULL, *e;
+        char *next = NULL;
+        size_t i;
+        rc = H->store_query(st, &q, &items, &next);
+        free(cursor);
+        cursor = next;
+        if (rc != 0)
+            break;
+        json_array_foreach(items, i, e)
+        {
+            const json_t *r = json_object_get(e, "body");
+            const char *id = json_string_value(json_object_get(e, "id"));
+            const char *out = json_string_value(json_object_get(r, "checkOut"));
+            json_int_t k = json_integer_value(json_object_get(r, "slot"));
+            if (status_active(json_string_value(json_object_get(r, "status"))) && out && strcmp(out, now) > 0) {
+                (*active)++;
+                if (k >= 0 && k < cap)
+                    used[k] = 1;
+                continue;
+            }
+            rc = bnb_util_update(H, st, COLL, id, reclaim_change, &rcl, NULL, NULL, NULL);
+            if (rc != 0)
+                break;
+        }
+        json_decref(items);
+    } while (rc == 0 && cursor);
+    free(cursor);
+    return rc;
+}
+
+/* 1 when a document other than none holds slot `k` of `guest`. */
+static int slot_held(bnb_ctx_t *ctx, const char *guest, long k, int *held)
+{
+    bnb_cond_t conds[] = {{.field = "guestId", .op = BNB_Q_EQ, .str = guest},
+                          {.field = "slot", .op = BNB_Q_EQ, .num = k}};
+    bnb_query_t q = {.coll = COLL, .conds = conds, .nconds = 2, .limit = 1};
+    json_t *items = NULL;
+    char *next = NULL;
+    int rc = H->store_query(H->store(ctx), &q, &items, &next);
+    *held = rc == 0 && json_array_size(items) > 0;
+    json_decref(items);
+    free(next);
+    return rc;
+}
+
+/* A reservation of `room` holding some night of [in, out) (caller frees), or NULL. */
+static json_t *find_overlap(bnb_ctx_t *ctx, const char *room, const char *in, const char *out)
+{
+    bnb_cond_t conds[] = {{.field = "roomId", .op = BNB_Q_EQ, .str = room},
+                          {.field = "checkOut", .op = BNB_Q_GT, .str = in}};
+    char *cursor = NULL;
+    json_t *found = NULL;
+    do {
+        bnb_query_t q = {
+            .coll = COLL, .conds = conds, .nconds = 2, .order_by = "checkOut", .limit = PAGE_MAX, .cursor = cursor};
+        json_t *items = NULL, *e;
+        char *next = NULL;
+        size_t i;
+        int rc = H->store_query(H->store(ctx), &q, &items, &next);
+        free(cursor);
+        cursor = next;
+        json_array_foreach(items, i, e)
+        {
+            const json_t *r = json_object_get(e, "body");
+            const char *ci = json_string_value(json_object_get(r, "checkIn"));
+            if (!found && resv_status_holds(json_string_value(json_object_get(r, "status"))) && ci &&
+                strcmp(ci, out) < 0)
+                found = json_deep_copy(r);
+        }
+        json_decref(items);
+        if (rc != 0 || found)
+            break;
+    } while (cursor);
+    free(cursor);
+    return found;
+}
+
 /* ---- HTTP ------------------------------------------------------------------ */
 
 static const char *const book_fields[] = {"roomId", "checkIn", "checkOut", "guests", "card", NULL};
@@ -313,76 +521,7 @@ static const char *const book_fields[] = {"roomId", "checkIn", "checkOut", "gues
 static const char *const book_server_owned[] = {"id",     "status",  "amount",    "paymentId", "guestId",
                                                 "hostId", "version", "createdAt", "reason",    NULL};
 
-/* The reservations of `user` as guest (which=1) or as host of the room
- * (which=2), read from their rooms' calendars. *out: a new array (it holds
- * references to the reservation objects); caller frees with json_decref. */
-static int user_reservations(bnb_store_t *st, int which, const char *user, json_t **out)
-{
-    json_t *idxs = NULL, *cals = json_object(), *list = json_array();
-    size_t i;
-    json_t *e;
-    int rc = cals && list ? H->store_list(st, "reservations_idx", which, user ? user : "", &idxs) : BNB_ENOMEM;
-    if (rc != 0)
-        goto fail;
-    json_array_foreach(idxs, i, e)
-    {
-        json_t *body = json_object_get(e, "body");
-        const char *id = json_string_value(json_object_get(body, "id"));
-        const char *room_id = json_string_value(json_object_get(body, "roomId"));
-        if (!id || !room_id)
-            continue;
-        json_t *cal = json_object_get(cals, room_id);
-        if (!cal) {
-            int64_t v;
-            rc = calendar_load(st, room_id, &cal, &v);
-            if (rc != 0)
-                goto fail;
-            json_object_set_new(cals, room_id, cal);
-        }
-        json_t *r = calendar_find(cal, id);
-        if (r != NULL) /* else: an index entry of a booking that was refused */
-            json_array_append(list, r);
-    }
-    json_decref(idxs);
-    json_decref(cals);
-    *out = list;
-    return 0;
-fail:
-    json_decref(idxs);
-    json_decref(cals);
-    json_decref(list);
-    return rc;
-}
-
-/* How many of `user`'s reservations are PENDING or CONFIRMED and not over yet. */
-static int count_active(bnb_store_t *st, const char *user, long *n)
-{
-    char now[11];
-    resv_format_date(today(), now);
-    *n = 0;
-    json_t *list = NULL, *r;
-    size_t i;
-    int rc = user_reservations(st, 1, user, &list);
-    if (rc != 0)
-        return rc;
-    json_array_foreach(list, i, r)
-    {
-        const char *s = json_string_value(json_object_get(r, "status"));
-        const char *out = json_string_value(json_object_get(r, "checkOut"));
-        if (s && out && (!strcmp(s, "PENDING") || !strcmp(s, "CONFIRMED")) && strcmp(out, now) > 0)
-            (*n)++;
-    }
-    json_decref(list);
-    return 0;
-}
-
-static void idx_forget(bnb_store_t *st, const char *id)
-{
-    bnb_write_t w = {.op = BNB_WRITE_DELETE, .coll = "reservations_idx", .id = id, .expect_version = -1};
-    (void)H->store_commit(st, &w, NULL, 0, NULL, NULL);
-}
-
-static void respond_reservation(bnb_req_t *req, int status, json_t *res)
+static void respond_reservation(bnb_req_t *req, int status, const json_t *res)
 {
     const char *id = json_string_value(json_object_get(res, "id"));
     if (id && (status == 201 || status == 202)) {
@@ -390,16 +529,31 @@ static void respond_reservation(bnb_req_t *req, int status, json_t *res)
         snprintf(loc, sizeof loc, "/reservations/%s", id);
         H->respond_header(req, "Location", loc);
     }
-    H->respond_json(req, status, res);
+    H->respond_json(req, status, public_view(res));
+}
+
+/* 402: the card was declined, the reservation is REJECTED and its nights free;
+ * a problem+json with the reservation's id (reservationId) and Location. */
+static void respond_declined(bnb_req_t *req, const char *id)
+{
+    char loc[128], detail[256];
+    snprintf(loc, sizeof loc, "/reservations/%s", id);
+    snprintf(detail, sizeof detail, "payment declined: reservation %s is REJECTED and its nights are free again", id);
+    H->respond_header(req, "Location", loc);
+    json_t *p = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", "about:blank", "title", "Payment Required", "status",
+                          402, "detail", detail, "reservationId", id);
+    if (p)
+        H->respond_json(req, 402, p);
+    else
+        H->respond_problem(req, 402, "Payment Required", "%s", detail);
 }
 
 /* Pay synchronously; answer 201 CONFIRMED, 402 declined, or 202 PENDING. */
-static void book_pay(bnb_ctx_t *ctx, bnb_req_t *req, json_t *res, const json_t *card)
+static void book_pay(bnb_ctx_t *ctx, bnb_req_t *req, const json_t *res, const json_t *card)
 {
     const char *id = json_string_value(json_object_get(res, "id"));
-    const char *room_id = json_string_value(json_object_get(res, "roomId"));
     json_t *body =
-        json_pack("{s:s, s:s, s:O, s:O, s:O}", "reservationId", id, "roomId", room_id, "hostId",
+        json_pack("{s:s, s:O, s:O, s:O, s:O}", "reservationId", id, "roomId", json_object_get(res, "roomId"), "hostId",
                   json_object_get(res, "hostId"), "amount", json_object_get(res, "amount"), "sealedCard", card);
     int status = 0;
     json_t *resp = NULL;
@@ -411,33 +565,44 @@ static void book_pay(bnb_ctx_t *ctx, bnb_req_t *req, json_t *res, const json_t *
     if (rc == 0 && (status == 200 || status == 201) && pst && pid &&
         (!strcmp(pst, "APPROVED") || !strcmp(pst, "DECLINED"))) {
         int approved = !strcmp(pst, "APPROVED");
-        rc = apply_input(ctx, room_id, id, approved ? RESV_IN_APPROVED : RESV_IN_DECLINED,
+        rc = apply_input(ctx, id, approved ? RESV_IN_APPROVED : RESV_IN_DECLINED,
                          json_integer_value(json_object_get(resp, "amount")), approved ? pid : NULL,
                          approved ? NULL : "payment declined", NULL, &after);
+        json_decref(resp);
         if (rc == 0 && after) {
             const char *now = json_string_value(json_object_get(after, "status"));
-            if (now && !strcmp(now, "REJECTED")) {
-                char loc[128];
-                snprintf(loc, sizeof loc, "/reservations/%s", id);
-                H->respond_header(req, "Location", loc);
-                H->respond_problem(req, 402, "Payment Required",
-                                   "payment declined: reservation %s is REJECTED and its nights are free again", id);
-                json_decref(after);
-            } else {
+            if (now && !strcmp(now, "REJECTED"))
+                respond_declined(req, id);
+            else
                 respond_reservation(req, now && !strcmp(now, "PENDING") ? 202 : 201, after);
-            }
-            json_decref(resp);
-            json_decref(res);
+            json_decref(after);
             return;
         }
         json_decref(after);
         H->log(ctx, "warn", "reservation %s: storing the payment answer failed (%d), events will finish it", id, rc);
     } else {
+        json_decref(resp);
         H->log(ctx, "warn", "reservation %s: payment call failed (rc %d, status %d), answer PENDING", id, rc, status);
         H->count(ctx, "payment_fallback", 1);
     }
-    json_decref(resp);
     respond_reservation(req, 202, res);
+}
+
+/* After the booking committed: if the room was deleted meanwhile (the
+ * RoomDeleted handler may have looked for the room's stays before this one
+ * was stored), cancel it here. 1 when it was cancelled. */
+static int cancelled_by_deletion(bnb_ctx_t *ctx, const char *room_id, const char *id)
+{
+    json_t *room = NULL;
+    int64_t v;
+    if (H->store_get(H->store(ctx), "rooms", room_id, &room, &v) != 0)
+        return 0;
+    const char *s = json_string_value(json_object_get(room, "status"));
+    int deleted = s && !strcmp(s, "DELETED");
+    json_decref(room);
+    if (deleted)
+        (void)apply_input(ctx, id, RESV_IN_CANCEL, -1, NULL, "room deleted", NULL, NULL);
+    return deleted;
 }
 
 static void on_book(bnb_ctx_t *ctx, bnb_req_t *req)
@@ -446,7 +611,7 @@ static void on_book(bnb_ctx_t *ctx, bnb_req_t *req)
     const json_t *body = bnb_util_body(H, req, book_fields, book_server_owned);
     const char *user = H->req_user(req);
     json_t *room = NULL, *res = NULL, *card = NULL;
-    int idx_written = 0;
+    unsigned char *used = NULL;
     char id[37];
 
     if (!body)
@@ -473,10 +638,20 @@ static void on_book(bnb_ctx_t *ctx, bnb_req_t *req)
         H->respond_problem(req, 400, "Bad Request", "field 'card' must be a card number string or {\"number\": ...}");
         return;
     }
-    int32_t in, out, nights;
+    int32_t in, out, nights, now = today();
     const char *why = NULL;
-    if (resv_check_stay(check_in, check_out, today(), &in, &out, &nights, &why) != 0) {
+    if (resv_check_stay(check_in, check_out, now, &in, &out, &nights, &why) != 0) {
         H->respond_problem(req, 422, "Unprocessable Entity", "%s", why);
+        return;
+    }
+    long horizon = cfg_long(ctx, "max_days_ahead", 730), max_nights = cfg_long(ctx, "max_nights", RESV_MAX_NIGHTS);
+    if (in > now + horizon) {
+        H->respond_problem(req, 422, "Unprocessable Entity",
+                           "checkIn is beyond the booking horizon: at most %ld days ahead", horizon);
+        return;
+    }
+    if (nights > max_nights) {
+        H->respond_problem(req, 422, "Unprocessable Entity", "a stay is at most %ld nights", max_nights);
         return;
     }
     json_int_t guests = json_integer_value(jguests);
@@ -492,21 +667,7 @@ static void on_book(bnb_ctx_t *ctx, bnb_req_t *req)
         H->respond_problem(req, 404, "Not Found", "no room '%s'", room_id);
         return;
     }
-    const char *capv = H->config(ctx, "max_active_per_guest");
-    long cap_active = capv ? strtol(capv, NULL, 10) : 10, active = 0;
-    int rc = cap_active > 0 ? count_active(st, user, &active) : 0;
-    if (rc != 0) {
-        respond_store_error(req, rc);
-        return;
-    }
-    if (cap_active > 0 && active >= cap_active) {
-        H->respond_problem(
-            req, 409, "Conflict",
-            "too many active reservations: you hold %ld PENDING/CONFIRMED reservations, the limit is %ld", active,
-            cap_active);
-        return;
-    }
-    rc = room_lookup(ctx, room_id, &room);
+    int rc = room_lookup(ctx, room_id, &room);
     if (rc == BNB_ENOENT) {
         H->respond_problem(req, 404, "Not Found", "no room '%s'", room_id);
         return;
@@ -557,67 +718,98 @@ static void on_book(bnb_ctx_t *ctx, bnb_req_t *req)
                     "hostId", host_id ? host_id : "", "guestId", user, "checkIn", din, "checkOut", dout, "guests",
                     guests, "amount", (json_int_t)amount, "status", "PENDING", "paymentId", "version", 1, "createdAt",
                     (json_int_t)H->now_ms());
-    json_t *idx = json_pack("{s:s, s:s, s:s, s:s}", "id", id, "roomId", room_id, "guestId", user, "hostId",
-                            host_id ? host_id : "");
-    if (!card || !res || !idx) {
-        json_decref(idx);
+    json_t *data = res ? event_data(res, card) : NULL;
+    long gcap = cfg_long(ctx, "max_active_per_guest", 10);
+    used = gcap > 0 ? calloc((size_t)gcap, 1) : NULL;
+    if (!res || !data || (gcap > 0 && !used)) {
+        json_decref(data);
         H->respond_problem(req, 500, "Internal Server Error", "out of memory");
         goto done;
     }
-    bnb_write_t wi = {.op = BNB_WRITE_PUT,
-                      .coll = "reservations_idx",
-                      .id = id,
-                      .expect_version = 0,
-                      .body = idx,
-                      .key1 = user,
-                      .key2 = host_id};
-    rc = H->store_commit(st, &wi, NULL, 0, NULL, NULL);
-    json_decref(idx);
-    if (rc != 0) {
-        respond_store_error(req, rc);
-        goto done;
-    }
-    idx_written = 1;
-
-    rc = BNB_EEXIST;
-    for (int attempt = 0; attempt < COMMIT_ATTEMPTS && rc == BNB_EEXIST; attempt++) {
-        json_t *cal = NULL;
-        int64_t ver = 0;
-        rc = calendar_load(st, room_id, &cal, &ver);
-        if (rc != 0)
-            break;
-        if (json_is_true(json_object_get(cal, "roomDeleted"))) {
-            json_decref(cal);
-            H->respond_problem(req, 404, "Not Found", "room '%s' was deleted", room_id);
-            goto done;
+    /* Commit with the nights and a free slot. BNB_ETAKEN is a night held by
+     * another reservation, or the slot taken by a booking of this guest racing
+     * us: when the slot is now held, pick again; else it is the nights. */
+    rc = BNB_ETAKEN;
+    for (int attempt = 0; attempt < 2 * gcap + 4 && rc == BNB_ETAKEN; attempt++) {
+        long slot = -1, active = 0;
+        if (gcap > 0) {
+            rc = guest_slots(ctx, user, gcap, used, &active);
+            if (rc != 0)
+                break;
+            for (long k = 0; k < gcap && slot < 0; k++)
+                if (!used[k])
+                    slot = k;
+            if (active >= gcap || slot < 0) {
+                json_decref(data);
+                H->respond_problem(
+                    req, 409, "Conflict",
+                    "too many active reservations: you hold %ld PENDING/CONFIRMED reservations, the limit is %ld",
+                    active, gcap);
+                goto done;
+            }
+            json_object_set_new(res, "slot", json_integer(slot));
         }
-        const json_t *other = resv_find_conflict(json_object_get(cal, "reservations"), in, out);
-        if (other) {
-            H->respond_problem(req, 409, "Conflict", "room %s is already booked from %s to %s", room_id,
-                               json_string_value(json_object_get(other, "checkIn")),
-                               json_string_value(json_object_get(other, "checkOut")));
-            json_decref(cal);
-            goto done;
-        }
-        json_array_append(json_object_get(cal, "reservations"), res);
-        json_t *data = event_data(res, card);
+        bnb_util_txn_t t = {.hold = json_array()};
+        rc = t.hold ? set_claims(&t, res) : BNB_ENOMEM;
         bnb_event_out_t ev = {
             .topic = TOPIC_RESV, .type = "ReservationPlaced", .subject = id, .correlation_id = id, .data = data};
-        rc = data ? calendar_commit(st, room_id, cal, ver, &ev, 1, NULL) : BNB_ENOMEM;
-        json_decref(data);
-        json_decref(cal);
+        bnb_commit_t c = {.op = BNB_WRITE_PUT,
+                          .coll = COLL,
+                          .id = id,
+                          .expect_version = 0,
+                          .body = res,
+                          .events = &ev,
+                          .nevents = 1,
+                          .set_claims = 1,
+                          .claims = (const char *const *)t.claims,
+                          .nclaims = t.nclaims};
+        if (rc == 0)
+            rc = H->store_commit2(st, &c, NULL);
+        json_decref(t.hold);
+        free(t.claims);
+        if (rc == BNB_ETAKEN && slot >= 0) {
+            int held = 0;
+            int qrc = slot_held(ctx, user, slot, &held);
+            if (qrc != 0) {
+                rc = qrc;
+                break;
+            }
+            if (held)
+                continue; /* the slot went to a racing booking of this guest */
+        }
+        if (rc == BNB_ETAKEN) {
+            json_t *other = find_overlap(ctx, room_id, din, dout);
+            if (other || attempt >= 2) {
+                json_decref(data);
+                if (other)
+                    H->respond_problem(req, 409, "Conflict", "room %s is already booked from %s to %s", room_id,
+                                       json_string_value(json_object_get(other, "checkIn")),
+                                       json_string_value(json_object_get(other, "checkOut")));
+                else
+                    H->respond_problem(req, 409, "Conflict", "room %s is already booked for some of these nights",
+                                       room_id);
+                json_decref(other);
+                goto done;
+            }
+            /* the holder let go meanwhile: try again */
+        }
     }
+    json_decref(data);
     if (rc != 0) {
-        respond_store_error(req, rc);
+        if (rc == BNB_ETAKEN)
+            H->respond_problem(req, 409, "Conflict", "room %s is already booked for some of these nights", room_id);
+        else
+            respond_store_error(req, rc);
         goto done;
     }
-    idx_written = 0; /* it now belongs to a placed reservation */
     H->count(ctx, "placed", 1);
+    if (cancelled_by_deletion(ctx, room_id, id)) {
+        H->respond_problem(req, 404, "Not Found", "room '%s' was deleted", room_id);
+        goto done;
+    }
     book_pay(ctx, req, res, card);
-    res = NULL;
 done:
-    if (idx_written)
-        idx_forget(st, id);
+    free(used);
     json_decref(card);
     json_decref(res);
     json_decref(room);
@@ -627,31 +819,21 @@ done:
  * only its guest when guest_only); caller frees. BNB_ENOENT otherwise. */
 static int load_visible(bnb_ctx_t *ctx, const char *id, const char *user, int guest_only, json_t **out)
 {
-    bnb_store_t *st = H->store(ctx);
-    json_t *idx = NULL, *cal = NULL;
+    json_t *r = NULL;
     int64_t v;
     if (!bnb_util_id_ok(id) || !user)
         return BNB_ENOENT;
-    int rc = H->store_get(st, "reservations_idx", id, &idx, &v);
+    int rc = H->store_get(H->store(ctx), COLL, id, &r, &v);
     if (rc != 0)
         return rc;
-    const char *room_id = json_string_value(json_object_get(idx, "roomId"));
-    const char *g = json_string_value(json_object_get(idx, "guestId"));
-    const char *h = json_string_value(json_object_get(idx, "hostId"));
-    int allowed = (g && !strcmp(g, user)) || (!guest_only && h && !strcmp(h, user));
-    if (!allowed || !room_id) {
-        json_decref(idx);
+    const char *g = json_string_value(json_object_get(r, "guestId"));
+    const char *h = json_string_value(json_object_get(r, "hostId"));
+    if (!((g && !strcmp(g, user)) || (!guest_only && h && !strcmp(h, user)))) {
+        json_decref(r);
         return BNB_ENOENT;
     }
-    rc = calendar_load(st, room_id, &cal, &v);
-    if (rc == 0) {
-        json_t *r = calendar_find(cal, id);
-        *out = r ? json_deep_copy(r) : NULL;
-        rc = r ? 0 : BNB_ENOENT;
-    }
-    json_decref(cal);
-    json_decref(idx);
-    return rc;
+    *out = r;
+    return 0;
 }
 
 static void on_get(bnb_ctx_t *ctx, bnb_req_t *req)
@@ -664,30 +846,70 @@ static void on_get(bnb_ctx_t *ctx, bnb_req_t *req)
     else if (rc != 0)
         respond_store_error(req, rc);
     else
-        H->respond_json(req, 200, r);
+        respond_reservation(req, 200, r);
+    json_decref(r);
 }
+
+static const char *const resv_statuses[] = {"PENDING", "CONFIRMED", "REJECTED", "CANCEL_REQUESTED", "CANCELLED", NULL};
 
 static void on_list(bnb_ctx_t *ctx, bnb_req_t *req)
 {
-    const char *role = H->req_role(req);
-    const char *want = H->req_query(req, "status");
-    json_t *list = NULL, *out = json_array(), *r;
-    size_t i;
-    int rc = out ? user_reservations(H->store(ctx), role && !strcmp(role, "host") ? 2 : 1, H->req_user(req), &list)
-                 : BNB_ENOMEM;
-    if (rc != 0) {
-        json_decref(out);
-        respond_store_error(req, rc);
+    static const char *const known[] = {"status", "limit", "cursor", NULL};
+    const char *role = H->req_role(req), *user = H->req_user(req);
+    if (!bnb_util_query_names_ok(H, req, known))
         return;
+    size_t limit = bnb_util_page_limit(H, req, PAGE_DEF, PAGE_MAX);
+    if (!limit)
+        return;
+    /* copies: a host may reuse the buffer of req_query on the next call */
+    const char *v = H->req_query(req, "status");
+    char *want = v ? strdup(v) : NULL;
+    v = H->req_query(req, "cursor");
+    char *cursor = v ? strdup(v) : NULL;
+    json_t *rows = NULL, *items = NULL, *e;
+    char *next = NULL;
+    size_t i;
+    int ok = !want;
+    for (int i = 0; !ok && resv_statuses[i]; i++)
+        ok = !strcmp(want, resv_statuses[i]);
+    if (!ok) {
+        H->respond_problem(req, 400, "Bad Request",
+                           "query parameter 'status' must be one of PENDING, CONFIRMED, REJECTED, CANCEL_REQUESTED, "
+                           "CANCELLED");
+        goto out;
     }
-    json_array_foreach(list, i, r)
-    {
-        if (want && strcmp(want, json_string_value(json_object_get(r, "status")) ?: ""))
-            continue;
-        json_array_append(out, r);
+    if (cursor && (!*cursor || strlen(cursor) > 1024)) {
+        H->respond_problem(req, 400, "Bad Request", "query parameter 'cursor' is not a cursor of this list");
+        goto out;
     }
-    json_decref(list);
-    H->respond_json(req, 200, out);
+    bnb_cond_t conds[2] = {
+        {.field = role && !strcmp(role, "host") ? "hostId" : "guestId", .op = BNB_Q_EQ, .str = user ? user : ""},
+        {.field = "status", .op = BNB_Q_EQ, .str = want}};
+    bnb_query_t q = {.coll = COLL,
+                     .conds = conds,
+                     .nconds = want ? 2 : 1,
+                     .order_by = "createdAt",
+                     .descending = 1,
+                     .limit = limit,
+                     .cursor = cursor};
+    items = json_array();
+    int rc = items ? H->store_query(H->store(ctx), &q, &rows, &next) : BNB_ENOMEM;
+    if (rc == BNB_EINVAL && cursor) {
+        H->respond_problem(req, 400, "Bad Request", "query parameter 'cursor' is not a cursor of this list");
+        goto out;
+    }
+    if (rc != 0) {
+        respond_store_error(req, rc);
+        goto out;
+    }
+    json_array_foreach(rows, i, e) json_array_append_new(items, public_view(json_object_get(e, "body")));
+    H->respond_json(req, 200, json_pack("{s:O, s:s?}", "items", items, "next", next));
+out:
+    json_decref(items);
+    json_decref(rows);
+    free(next);
+    free(want);
+    free(cursor);
 }
 
 static void on_cancel(bnb_ctx_t *ctx, bnb_req_t *req)
@@ -710,20 +932,17 @@ static void on_cancel(bnb_ctx_t *ctx, bnb_req_t *req)
         H->respond_problem(req, 409, "Conflict", "the stay of reservation %s has already begun", id);
         goto done;
     }
-    rc = apply_input(ctx, json_string_value(json_object_get(r, "roomId")), id, RESV_IN_CANCEL, -1, NULL,
-                     "cancelled by guest", NULL, &after);
+    rc = apply_input(ctx, id, RESV_IN_CANCEL, -1, NULL, "cancelled by guest", NULL, &after);
     if (rc != 0) {
         respond_store_error(req, rc == BNB_ENOENT ? BNB_EIO : rc);
         goto done;
     }
     status = json_string_value(json_object_get(after, "status"));
-    if (status && (!strcmp(status, "CANCEL_REQUESTED") || !strcmp(status, "CANCELLED"))) {
-        H->respond_json(req, 202, after);
-        after = NULL;
-    } else {
+    if (status && (!strcmp(status, "CANCEL_REQUESTED") || !strcmp(status, "CANCELLED")))
+        respond_reservation(req, 202, after);
+    else
         H->respond_problem(req, 409, "Conflict", "reservation %s is %s and cannot be cancelled", id,
                            status ? status : "?");
-    }
 done:
     json_decref(after);
     json_decref(r);
@@ -731,107 +950,45 @@ done:
 
 /* ---- events ---------------------------------------------------------------- */
 
-/* Store the replica of a room from its event unless a newer one is stored. */
-typedef struct replica {
-    const char *ev_id, *type;
-    const json_t *d;
-} replica_t;
-
-static int replica_change(bnb_util_txn_t *t, void *arg)
+/* RoomDeleted: ask to cancel every future reservation of the room that still
+ * holds or will hold money (PENDING, CONFIRMED), page by page through the
+ * (roomId, checkOut) index: only stays not over yet are read. */
+static int room_stays_cancel(bnb_ctx_t *ctx, const char *ev_id, const char *room_id)
 {
-    replica_t *rp = arg;
-    const json_t *d = rp->d;
-    json_int_t ver = json_integer_value(json_object_get(d, "version"));
-    if (!t->doc)
-        bnb_util_txn_set_doc(t, json_object());
-    json_t *cur = t->doc, *cv = json_object_get(cur, "version");
-    if (!cur)
-        return BNB_ENOMEM;
-    if (t->version > 0 && json_is_integer(cv) && json_integer_value(cv) >= ver)
-        return BNB_UTIL_SKIP; /* stale */
-    t->applied_event_id = rp->ev_id;
-    json_object_set_new(cur, "id", json_string(t->id));
-    json_object_set_new(cur, "version", json_integer(ver));
-    const char *host_id = json_string_value(json_object_get(d, "hostId"));
-    if (host_id)
-        json_object_set_new(cur, "hostId", json_string(host_id));
-    if (!strcmp(rp->type, "RoomDeleted")) {
-        json_object_set_new(cur, "status", json_string("DELETED"));
-    } else {
-        json_object_set(cur, "pricePerNight", json_object_get(d, "pricePerNight"));
-        json_object_set(cur, "capacity", json_object_get(d, "capacity"));
-        const char *s = json_string_value(json_object_get(d, "status"));
-        json_object_set_new(cur, "status", json_string(s ? s : "ACTIVE"));
-    }
-    return 0;
-}
-
-static int replica_apply(bnb_ctx_t *ctx, const char *ev_id, const char *type, const json_t *d)
-{
-    replica_t rp = {ev_id, type, d};
-    int rc = bnb_util_update(H, H->store(ctx), "rooms", json_string_value(json_object_get(d, "id")), replica_change,
-                             &rp, NULL, NULL, NULL);
-    return rc == BNB_EALREADY ? 0 : rc;
-}
-
-/* RoomDeleted: close the calendar and ask to cancel every future reservation
- * that still holds or will hold money (PENDING, CONFIRMED). */
-static int calendar_close(bnb_ctx_t *ctx, const char *ev_id, const char *room_id)
-{
-    bnb_store_t *st = H->store(ctx);
+    char now[11];
     int32_t day = today();
-    int rc = BNB_EEXIST;
-    for (int attempt = 0; attempt < COMMIT_ATTEMPTS && rc == BNB_EEXIST; attempt++) {
-        json_t *cal = NULL, *datas = json_array();
-        int64_t ver = 0;
-        rc = datas ? calendar_load(st, room_id, &cal, &ver) : BNB_ENOMEM;
-        if (rc != 0) {
-            json_decref(datas);
-            return rc;
-        }
-        int changed = !json_is_true(json_object_get(cal, "roomDeleted"));
-        json_object_set_new(cal, "roomDeleted", json_true());
+    resv_format_date(day, now);
+    bnb_cond_t conds[] = {{.field = "roomId", .op = BNB_Q_EQ, .str = room_id},
+                          {.field = "checkOut", .op = BNB_Q_GT, .str = now}};
+    char *cursor = NULL;
+    int rc = 0, n = 0;
+    do {
+        bnb_query_t q = {
+            .coll = COLL, .conds = conds, .nconds = 2, .order_by = "checkOut", .limit = PAGE_MAX, .cursor = cursor};
+        json_t *items = NULL, *e;
+        char *next = NULL;
         size_t i;
-        json_t *r;
-        json_array_foreach(json_object_get(cal, "reservations"), i, r)
+        rc = H->store_query(H->store(ctx), &q, &items, &next);
+        free(cursor);
+        cursor = next;
+        json_array_foreach(items, i, e)
         {
-            const char *s = json_string_value(json_object_get(r, "status"));
+            const json_t *r = json_object_get(e, "body");
             int32_t in;
-            if (!s || (strcmp(s, "PENDING") && strcmp(s, "CONFIRMED")))
+            if (rc != 0 || !status_active(json_string_value(json_object_get(r, "status"))) ||
+                resv_parse_date(json_string_value(json_object_get(r, "checkIn")), &in) != 0 || in < day)
                 continue;
-            if (resv_parse_date(json_string_value(json_object_get(r, "checkIn")), &in) != 0 || in < day)
-                continue;
-            json_object_set_new(r, "status", json_string("CANCEL_REQUESTED"));
-            json_object_set_new(r, "reason", json_string("room deleted"));
-            json_object_set_new(r, "version", json_integer(json_integer_value(json_object_get(r, "version")) + 1));
-            json_object_set_new(r, "updatedAt", json_integer(H->now_ms()));
-            json_array_append_new(datas, event_data(r, NULL));
-            changed = 1;
+            rc = apply_input(ctx, json_string_value(json_object_get(e, "id")), RESV_IN_CANCEL, -1, NULL, "room deleted",
+                             ev_id, NULL);
+            if (rc == 0)
+                n++;
         }
-        size_t n = json_array_size(datas);
-        bnb_event_out_t *evs = n ? calloc(n, sizeof *evs) : NULL;
-        if (n && !evs) {
-            rc = BNB_ENOMEM;
-        } else if (!changed) {
-            rc = 0;
-        } else {
-            for (i = 0; i < n; i++) {
-                json_t *d = json_array_get(datas, i);
-                evs[i] = (bnb_event_out_t){.topic = TOPIC_RESV,
-                                           .type = "ReservationCancelRequested",
-                                           .subject = json_string_value(json_object_get(d, "id")),
-                                           .correlation_id = json_string_value(json_object_get(d, "id")),
-                                           .data = d};
-            }
-            rc = calendar_commit(st, room_id, cal, ver, evs, n, ev_id);
-            if (rc == 0 && n)
-                H->count(ctx, "cancelled_by_room_deletion", (double)n);
-        }
-        free(evs);
-        json_decref(datas);
-        json_decref(cal);
-    }
-    return rc == BNB_EALREADY ? 0 : rc;
+        json_decref(items);
+    } while (rc == 0 && cursor);
+    free(cursor);
+    if (n)
+        H->count(ctx, "cancelled_by_room_deletion", (double)n);
+    return rc;
 }
 
 static int on_room_event(bnb_ctx_t *ctx, const json_t *ev)
@@ -857,7 +1014,7 @@ static int on_room_event(bnb_ctx_t *ctx, const json_t *ev)
     int rc = replica_apply(ctx, ev_id, type, d);
     if (rc != 0 || !del)
         return rc;
-    return calendar_close(ctx, ev_id, room_id);
+    return room_stays_cancel(ctx, ev_id, room_id);
 }
 
 static int on_payment_event(bnb_ctx_t *ctx, const json_t *ev)
@@ -886,18 +1043,8 @@ static int on_payment_event(bnb_ctx_t *ctx, const json_t *ev)
         return bnb_util_reject(H, ctx, "PaymentApproved data needs an integer amount");
     json_int_t paid = in == RESV_IN_APPROVED ? json_integer_value(jpaid) : -1;
     H->set_correlation(ctx, res_id);
-    json_t *idx = NULL;
-    int64_t v;
-    int rc = H->store_get(H->store(ctx), "reservations_idx", res_id, &idx, &v);
-    if (rc == BNB_ENOENT)
-        return bnb_util_reject(H, ctx, "payment for an unknown reservation");
-    if (rc != 0)
-        return rc;
-    const char *room_id = json_string_value(json_object_get(idx, "roomId"));
-    rc = room_id ? apply_input(ctx, room_id, res_id, in, paid, in == RESV_IN_APPROVED ? pay_id : NULL,
-                               in == RESV_IN_DECLINED ? "payment declined" : NULL, ev_id, NULL)
-                 : BNB_ENOENT;
-    json_decref(idx);
+    int rc = apply_input(ctx, res_id, in, paid, in == RESV_IN_APPROVED ? pay_id : NULL,
+                         in == RESV_IN_DECLINED ? "payment declined" : NULL, ev_id, NULL);
     if (rc == BNB_ENOENT)
         return bnb_util_reject(H, ctx, "payment for an unknown reservation");
     return rc;
@@ -922,6 +1069,24 @@ static const bnb_util_sub_t resv_subs[] = {
 static int resv_init(bnb_ctx_t *ctx, const bnb_host_api_t *host)
 {
     H = host;
+    if (!BNB_HAS(host, store_define) || !BNB_HAS(host, store_query) || !BNB_HAS(host, store_commit2)) {
+        H->log(ctx, "error", "reservation needs a host with storage v2 (plugin ABI 1.1)");
+        return BNB_EINVAL;
+    }
+    long mn = cfg_long(ctx, "max_nights", RESV_MAX_NIGHTS), gcap = cfg_long(ctx, "max_active_per_guest", 10);
+    if (mn < 1 || mn > RESV_MAX_NIGHTS || gcap < 0 || gcap > 1000 || cfg_long(ctx, "max_days_ahead", 730) < 0) {
+        H->log(ctx, "error", "reservation: max_nights must be 1..%d, max_active_per_guest 0..1000, max_days_ahead >= 0",
+               RESV_MAX_NIGHTS);
+        return BNB_EINVAL;
+    }
+    int rc = host->store_define(ctx, resv_colls, sizeof resv_colls / sizeof resv_colls[0]);
+    if (rc != 0) {
+        H->log(ctx, "error",
+               "reservation needs storage v2 from its store (claims keep two processes from booking one night): "
+               "store_define failed (%d)",
+               rc);
+        return rc;
+    }
     return bnb_util_register(ctx, host, resv_routes, resv_subs);
 }
 
@@ -937,7 +1102,7 @@ static void resv_fini(bnb_ctx_t *ctx)
 BNB_EXPORT const bnb_plugin_t bnb_plugin = {
     .abi_version = BNB_ABI_VERSION,
     .name = "reservation",
-    .version = "0.1.0",
+    .version = "0.2.0",
     .config = resv_config,
     .init = resv_init,
     .fini = resv_fini,

@@ -117,6 +117,9 @@ static int load_room(bnb_store_t *st, const char *id, json_t **doc, int64_t *ver
         *doc = NULL;
         return BNB_ENOENT;
     }
+    /* lists a room kept before storage v2: dropped at its next write */
+    json_object_del(*doc, "reviews");
+    json_object_del(*doc, "bookings");
     return 0;
 }
 

@@ -47,7 +47,7 @@ for overlay in all-in-one per-service; do
 done
 # Overlay-specific expectations.
 if [ -s "$OUT/per-service.yaml" ]; then
-    for kind in "Deployment 6" "HorizontalPodAutoscaler 5" "StatefulSet 4" "Secret 6"; do
+    for kind in "Deployment 7" "HorizontalPodAutoscaler 6" "StatefulSet 4" "Secret 6"; do
         set -- $kind
         got=$(grep -c "^kind: $1\$" "$OUT/per-service.yaml")
         [ "$got" = "$2" ] && echo "ok per-service has $got $1" || { echo "FAIL per-service: $got $1, want $2"; fail=1; }

@@ -27,9 +27,12 @@
 
 extern char **environ;
 
-/* room, reservation, payment, dashboard, edge */
-#define E2E_NPARTS 5
-static const char *const part_names[E2E_NPARTS] = {"room", "reservation", "payment", "dashboard", "edge"};
+/* room, reservation, payment, dashboard, notification, edge */
+#define E2E_NPARTS 6
+static const char *const part_names[E2E_NPARTS] = {"room",      "reservation",  "payment",
+                                                   "dashboard", "notification", "edge"};
+/* with opts->replicas 2, a second stack of the same six ("room2", ... "edge2") */
+#define E2E_MAXPARTS (2 * E2E_NPARTS)
 
 struct e2e_host {
     char *bin;
@@ -44,7 +47,7 @@ struct e2e_host {
      * no process itself; parts[] are the services and the edge (last). */
     char name[16]; /* part name: "room", ..., "edge"; "" for a single host */
     size_t nparts;
-    e2e_host_t *parts[E2E_NPARTS];
+    e2e_host_t *parts[E2E_MAXPARTS];
     char mysql_base[256]; /* "mysql://user@host:port/" used for the databases */
     char mongo_base[256];
     char dbs[E2E_NPARTS][96]; /* database name per part ("" = none) */
@@ -526,10 +529,10 @@ static int proc_restart(e2e_host_t *h)
 }
 
 /* ---- distributed topology ---------------------------------------------------
- * BNB_E2E_TOPOLOGY=distributed: one process per plugin (room and reservation
+ * BNB_E2E_TOPOLOGY=distributed: one process per plugin (room, reservation and notification
  * on MySQL, payment and dashboard on MongoDB, events on Kafka under a fresh
  * namespace) plus the edge (no plugin, gateway routes to the services). The
- * e2e_host_t then owns no process; parts[] are the five processes. */
+ * e2e_host_t then owns no process; parts[] are the six processes. */
 
 static int write_file(const char *path, const char *content)
 {
@@ -825,7 +828,8 @@ static int dist_start(e2e_host_t **out, const e2e_host_opts_t *opts)
     const char *const *test_env = opts ? opts->env : NULL, *const *args = opts ? opts->args : NULL;
     char ns[64], hex[65], path[700], kv[TOPO_MAX][700];
     const char *topo[TOPO_MAX + 1];
-    int ports[E2E_NPARTS];
+    int ports[E2E_MAXPARTS];
+    size_t nstack = opts && opts->replicas == 2 ? 2 : 1, nall = nstack * E2E_NPARTS;
     e2e_host_t *h = NULL;
 
     *out = NULL;
@@ -855,7 +859,11 @@ static int dist_start(e2e_host_t **out, const e2e_host_opts_t *opts)
     snprintf(path, sizeof(path), "%s/gateway.secret", h->dir);
     if (random_hex(hex, 32) != 0 || write_file(path, hex) != 0)
         goto fail;
-    for (size_t i = 0; i < E2E_NPARTS; i++) {
+    if (opts && opts->replicas != 0 && opts->replicas != 1 && opts->replicas != 2) {
+        e2e_msg("replicas must be 1 or 2");
+        goto fail;
+    }
+    for (size_t i = 0; i < nall; i++) {
         int dup;
         do {
             ports[i] = free_port();
@@ -868,12 +876,13 @@ static int dist_start(e2e_host_t **out, const e2e_host_opts_t *opts)
             goto fail;
         }
     }
-    for (size_t i = 0; i < E2E_NPARTS; i++) {
-        size_t n = 0;
-        const char *name = part_names[i];
+    for (size_t i = 0; i < nall; i++) {
+        size_t n = 0, b = i % E2E_NPARTS, st0 = i - b; /* b: which service; st0: its stack's first part */
+        char name[16];
+        snprintf(name, sizeof(name), "%s%s", part_names[b], i >= E2E_NPARTS ? "2" : "");
         snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_AUTH_KEY_FILE=%s/jwt.key", h->dir);
         snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_GATEWAY_SECRET_FILE=%s/gateway.secret", h->dir);
-        if (strcmp(name, "edge") == 0) {
+        if (b == E2E_NPARTS - 1) {
             /* the edge reaches payment over HTTP/1.1 keep-alive, or over h2c
              * with BNB_E2E_H2C=1 (Debian 12's libcurl 7.88 has known h2
              * prior-knowledge bugs; e2e/gateway covers h2c upstreams) */
@@ -883,21 +892,25 @@ static int dist_start(e2e_host_t **out, const e2e_host_opts_t *opts)
             snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_KAFKA_BROKERS=");
             snprintf(kv[n++], sizeof(kv[0]),
                      "BEARBNB_GATEWAY_ROUTES=/rooms=http://127.0.0.1:%d,/reviews=http://127.0.0.1:%d,"
-                     "/reservations=http://127.0.0.1:%d,/payments=%s://127.0.0.1:%d,/dashboard=http://127.0.0.1:%d",
-                     ports[0], ports[0], ports[1], h2c ? "h2c" : "http", ports[2], ports[3]);
+                     "/reservations=http://127.0.0.1:%d,/payments=%s://127.0.0.1:%d,/dashboard=http://127.0.0.1:%d,"
+                     "/notifications=http://127.0.0.1:%d",
+                     ports[st0], ports[st0], ports[st0 + 1], h2c ? "h2c" : "http", ports[st0 + 2], ports[st0 + 3],
+                     ports[st0 + 4]);
         } else {
-            int mysql = i <= 1;
-            snprintf(h->dbs[i], sizeof(h->dbs[i]), "bnb_%s_%s", ns, name);
-            snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_PLUGINS=%s", name);
+            /* a second process of a service shares the first one's database */
+            int mysql = b <= 1 || b == 4; /* room, reservation, notification */
+            if (i < E2E_NPARTS)
+                snprintf(h->dbs[i], sizeof(h->dbs[i]), "bnb_%s_%s", ns, name);
+            snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_PLUGINS=%s", part_names[b]);
             snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_KAFKA_BROKERS=%s", kafka);
             snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_KAFKA_NAMESPACE=%s", ns);
             snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_STORAGE_BACKEND=%s", mysql ? "mysql" : "mongo");
             snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_STORAGE_URL=%s%s", mysql ? h->mysql_base : h->mongo_base,
-                     h->dbs[i]);
+                     h->dbs[b]);
             snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_GATEWAY_ENFORCE=1");
-            if (strcmp(name, "reservation") == 0) {
-                snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_SERVICES_PAYMENT_URL=http://127.0.0.1:%d", ports[2]);
-                snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_SERVICES_ROOM_URL=http://127.0.0.1:%d", ports[0]);
+            if (b == 1) { /* reservation calls the payment and room of its stack */
+                snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_SERVICES_PAYMENT_URL=http://127.0.0.1:%d", ports[st0 + 2]);
+                snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_SERVICES_ROOM_URL=http://127.0.0.1:%d", ports[st0]);
             }
         }
         for (size_t k = 0; k < n; k++)

@@ -50,6 +50,12 @@ typedef struct e2e_host_opts {
     int ready_timeout_ms;
     /* 1: do not wait for readiness (e2e_host_wait_ready can be called later). */
     int no_wait;
+    /* Distributed topology only: processes per service, 1 (0 = 1) or 2. With 2,
+     * a second stack "room2", "reservation2", "payment2", "dashboard2" and
+     * "edge2" runs beside the first: each second process shares its service's
+     * database and Kafka consumer group, reservation2 calls payment2 and room2,
+     * edge2 routes to the second stack (reach it with e2e_host_part(h, "edge2")). */
+    int replicas;
 } e2e_host_opts_t;
 
 /* Make a fresh temp data dir, pick a free loopback port, spawn
@@ -98,8 +104,8 @@ char *e2e_token_claims(const e2e_host_t *h, const char *claims_json);
 /* ---- distributed topology --------------------------------------------------
  * With BNB_E2E_TOPOLOGY=distributed (and BNB_TEST_KAFKA, BNB_TEST_MYSQL_URL,
  * BNB_TEST_MONGO_URL from `scripts/infra env`), e2e_host_start runs the
- * cluster layout instead of one process: one `bearbnb` per plugin (room and
- * reservation on MySQL, payment and dashboard on MongoDB, each with its own
+ * cluster layout instead of one process: one `bearbnb` per plugin (room,
+ * reservation and notification on MySQL, payment and dashboard on MongoDB, each with its own
  * fresh database; every channel on Kafka under a fresh kafka.namespace;
  * gateway.enforce on) plus the edge (no plugin, gateway routes to the
  * services), all sharing one signing key (<dir>/jwt.key) and one gateway
@@ -125,7 +131,7 @@ char *e2e_token_claims(const e2e_host_t *h, const char *claims_json);
 /* 1 when h runs the distributed topology. */
 int e2e_host_distributed(const e2e_host_t *h);
 /* One process of a distributed topology: "room", "reservation", "payment",
- * "dashboard" or "edge" (borrowed, owned by h); NULL in all-in-one mode or for
+ * "dashboard", "notification" or "edge" (borrowed, owned by h); NULL in all-in-one mode or for
  * another name. Every e2e_host_* function works on it for per-process
  * crashes: e2e_host_kill(part), e2e_host_restart(part) (same port, data dir,
  * database and namespace), e2e_host_pid(part), e2e_host_port(part),

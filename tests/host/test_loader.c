@@ -254,6 +254,22 @@ static void test_good_registers(void **state)
     assert_int_equal(bnb__router_match(f->h.router, "GET", "/good/ping", 10, &m, NULL, 0), 404);
 }
 
+/* The Rust plugin (plugins/notification, a cargo cdylib) passes the same
+ * checks as the C ones: a shared object exporting bnb_plugin, ABI accepted. */
+static void test_rust_plugin_loads(void **state)
+{
+    fx_t *f = *state;
+    const char *path = BNB_BUILD_ROOT "/plugins/notification/notification.so";
+    assert_int_equal(access(path, R_OK), 0);
+    bnb_inst_t *c = bnb__plugin_open(&f->h, path, f->err, sizeof(f->err));
+    if (c == NULL)
+        fail_msg("open: %s", f->err);
+    assert_string_equal(c->name, "notification");
+    assert_string_equal(c->path, path);
+    assert_int_equal(c->inited, 0);
+    bnb__plugin_close(c);
+}
+
 static void test_scan(void **state)
 {
     (void)state;
@@ -290,6 +306,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_not_a_shared_object, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failing_init_leaves_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_good_registers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rust_plugin_loads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scan, setup, teardown),
     };
     return cmocka_run_group_tests(tests, 0, 0);

@@ -7,12 +7,17 @@
  * default) with the admin routes on and the rate limits off, then for each
  * size N: registers a room and injects N reservation events of it
  * (POST /admin/events?topic=bearbnb.reservation: ReservationConfirmed, 50
- * guests), waits until the summary counts N bookings, and measures, one
- * request at a time on a kept-alive connection, p50/p99 of
+ * guests), waits until the summary counts N bookings; then measures, one
+ * request at a time on a kept-alive connection, the sizes interleaved
+ * request by request (so that a shared machine's noise hits every size
+ * alike), p50/p99 of
  *   - GET /dashboard/rooms/{id}                                 (anonymous)
+ *   - GET /dashboard/rooms/{id}/reservations?limit=10           (the host; the
+ *     same 10 items at every size: the like-for-like line)
  *   - GET /dashboard/rooms/{id}/reservations?limit=20           (the host)
- *   - GET /dashboard/rooms/{id}/reservations?limit=20&cursor=   (page 2, host)
- *   - GET /dashboard/rooms/{id}/reservations?limit=20           (one guest)
+ *   - GET /dashboard/rooms/{id}/reservations?limit=10&cursor=   (the host, the
+ *     page after the newest reservation: served after a cursor)
+ *   - GET /dashboard/rooms/{id}/reservations?limit=20           (guest g7: own)
  * and how long applying 200 more events of that room takes per event.
  *
  *   bench_dashboard [requests=500] [sizes...=10 10000]
@@ -119,38 +124,52 @@ static int wait_booked(e2e_client_t *c, const char *room, long long want, int ti
     return 0;
 }
 
-/* p50/p99 of `n` GETs of path (as tok). */
-static int measure(e2e_client_t *c, const char *label, int size, const char *path, const char *tok, int n,
-                   size_t want_items)
+#define MAX_SIZES 8
+
+/* One kind of request at every size, interleaved (size 1, size 2, ..., size
+ * 1, ...) so that the noise of a shared machine falls on every size alike:
+ * n timed rounds after 20 warm-up rounds, then one line per size with p50/p99.
+ * paths[k], want[k] (items a page must have, 0: any) per size. */
+static int measure(e2e_client_t *c, const char *label, const int *sizes, int nsizes, char paths[][600], const char *tok,
+                   int n, const size_t *want)
 {
-    double *lat = calloc((size_t)n, sizeof(*lat));
-    size_t bytes = 0;
-    if (!lat)
-        return -1;
-    for (int i = -20; i < n; i++) { /* 20 warm-up requests */
-        e2e_req_t rq = {.proto = E2E_HTTP1, .method = "GET", .path = path, .token = tok};
-        e2e_resp_t r;
-        double t0 = now_ms();
-        int ok = e2e_client_do(c, &rq, &r) == 0 && r.status == 200;
-        double t = now_ms() - t0;
-        if (ok && want_items && json_array_size(json_object_get(r.json, "items")) != want_items)
-            ok = 0;
-        if (!ok) {
-            fprintf(stderr, "bench: GET %s: %ld %.200s\n", path, r.status, r.body ? r.body : r.error);
+    double *lat[MAX_SIZES] = {0};
+    size_t bytes[MAX_SIZES] = {0};
+    int rc = -1;
+    for (int k = 0; k < nsizes; k++)
+        if (!(lat[k] = calloc((size_t)n, sizeof(double))))
+            goto done;
+    for (int i = -20; i < n; i++) {
+        for (int k = 0; k < nsizes; k++) {
+            e2e_req_t rq = {.proto = E2E_HTTP1, .method = "GET", .path = paths[k], .token = tok};
+            e2e_resp_t r;
+            double t0 = now_ms();
+            int ok = e2e_client_do(c, &rq, &r) == 0 && r.status == 200;
+            double t = now_ms() - t0;
+            if (ok && want[k] && json_array_size(json_object_get(r.json, "items")) != want[k])
+                ok = 0;
+            if (!ok) {
+                fprintf(stderr, "bench: GET %s: %ld %.200s\n", paths[k], r.status, r.body ? r.body : r.error);
+                e2e_resp_free(&r);
+                goto done;
+            }
+            bytes[k] = r.body_len;
             e2e_resp_free(&r);
-            free(lat);
-            return -1;
+            if (i >= 0)
+                lat[k][i] = t;
         }
-        bytes = r.body_len;
-        e2e_resp_free(&r);
-        if (i >= 0)
-            lat[i] = t;
     }
-    qsort(lat, (size_t)n, sizeof(*lat), cmp_d);
-    printf("%-34s %8d %10.3f %10.3f %8zu\n", label, size, pct(lat, (size_t)n, 0.5), pct(lat, (size_t)n, 0.99), bytes);
+    for (int k = 0; k < nsizes; k++) {
+        qsort(lat[k], (size_t)n, sizeof(double), cmp_d);
+        printf("%-34s %8d %10.3f %10.3f %8zu\n", label, sizes[k], pct(lat[k], (size_t)n, 0.5),
+               pct(lat[k], (size_t)n, 0.99), bytes[k]);
+    }
     fflush(stdout);
-    free(lat);
-    return 0;
+    rc = 0;
+done:
+    for (int k = 0; k < nsizes; k++)
+        free(lat[k]);
+    return rc;
 }
 
 /* A page's `next` (caller frees), or NULL. */
@@ -168,68 +187,101 @@ static char *next_of(e2e_client_t *c, const char *path, const char *tok)
 int main(int argc, char **argv)
 {
     int requests = argc > 1 ? atoi(argv[1]) : 500;
-    int def_sizes[] = {10, 10000}, nsizes = argc > 2 ? argc - 2 : 2;
+    int sizes[MAX_SIZES] = {10, 10000}, nsizes = argc > 2 ? argc - 2 : 2;
     e2e_host_t *h = NULL;
+    e2e_client_t *c = NULL, *ci = NULL;
     e2e_host_opts_t o = {.env = env, .ready_timeout_ms = 60000};
+    char rooms[MAX_SIZES][64], paths[MAX_SIZES][600];
+    size_t want[MAX_SIZES];
+    double load_s[MAX_SIZES];
     int rc = 1;
 
+    if (nsizes > MAX_SIZES)
+        nsizes = MAX_SIZES;
+    for (int k = 0; argc > 2 && k < nsizes; k++)
+        sizes[k] = atoi(argv[2 + k]);
     if (requests < 10)
         requests = 10;
     if (e2e_host_start(&h, &o) != 0)
         return 1;
     char *host_tok = e2e_token(h, "hanna", "host", 0), *guest_tok = e2e_token(h, "g7", "guest", 0);
-    e2e_client_t *c = e2e_client_new(e2e_host_port(h));
-    if (!host_tok || !guest_tok || !c)
+    c = e2e_client_new(e2e_host_port(h));
+    /* events are injected into the process that runs the dashboard (in the
+     * distributed topology straight to it: an injected event reaches only
+     * the consumers of the process it is posted to) */
+    e2e_host_t *dash = e2e_host_distributed(h) ? e2e_host_part(h, "dashboard") : h;
+    ci = dash ? e2e_client_new(e2e_host_port(dash)) : NULL;
+    if (!host_tok || !guest_tok || !c || !ci)
         goto done;
-    printf("dashboard room view, %d requests each, one at a time (%s)\n", requests,
+
+    /* every room and its reservations first */
+    for (int k = 0; k < nsizes; k++) {
+        snprintf(rooms[k], sizeof(rooms[k]), "bench-room-%d", sizes[k]);
+        if (register_room(ci, rooms[k]) != 0)
+            goto done;
+        double t0 = now_ms();
+        for (int i = 0; i < sizes[k]; i++)
+            if (inject(ci, rooms[k], sizes[k], i) != 0)
+                goto done;
+        if (wait_booked(c, rooms[k], sizes[k], 1800) != 0)
+            goto done;
+        load_s[k] = (now_ms() - t0) / 1000.0;
+    }
+
+    printf("dashboard room view, %d requests per size, one at a time, sizes interleaved (%s)\n", requests,
            e2e_host_distributed(h) ? "distributed" : "all-in-one");
     printf("%-34s %8s %10s %10s %8s\n", "request", "resv", "p50 ms", "p99 ms", "bytes");
     for (int k = 0; k < nsizes; k++) {
-        int size = argc > 2 ? atoi(argv[2 + k]) : def_sizes[k];
-        char room[64], path[400], label[64];
-        snprintf(room, sizeof(room), "bench-room-%d", size);
-        if (register_room(c, room) != 0)
-            goto done;
-        double t0 = now_ms();
-        for (int i = 0; i < size; i++)
-            if (inject(c, room, size, i) != 0)
-                goto done;
-        if (wait_booked(c, room, size, 1800) != 0)
-            goto done;
-        double load_s = (now_ms() - t0) / 1000.0;
+        snprintf(paths[k], sizeof(paths[k]), "/dashboard/rooms/%s", rooms[k]);
+        want[k] = 0;
+    }
+    if (measure(c, "GET summary (anonymous)", sizes, nsizes, paths, NULL, requests, want))
+        goto done;
+    for (int k = 0; k < nsizes; k++) {
+        snprintf(paths[k], sizeof(paths[k]), "/dashboard/rooms/%s/reservations?limit=10", rooms[k]);
+        want[k] = sizes[k] < 10 ? (size_t)sizes[k] : 10;
+    }
+    if (measure(c, "GET reservations?limit=10 (host)", sizes, nsizes, paths, host_tok, requests, want))
+        goto done;
+    for (int k = 0; k < nsizes; k++) {
+        snprintf(paths[k], sizeof(paths[k]), "/dashboard/rooms/%s/reservations?limit=20", rooms[k]);
+        want[k] = sizes[k] < 20 ? (size_t)sizes[k] : 20;
+    }
+    if (measure(c, "GET reservations?limit=20 (host)", sizes, nsizes, paths, host_tok, requests, want))
+        goto done;
+    for (int k = 0; k < nsizes; k++) {
+        snprintf(paths[k], sizeof(paths[k]), "/dashboard/rooms/%s/reservations?limit=1", rooms[k]);
+        char *next = next_of(c, paths[k], host_tok);
+        if (next) /* a page deep in the history: the one after the oldest but one */
+            snprintf(paths[k], sizeof(paths[k]), "/dashboard/rooms/%s/reservations?limit=10&cursor=%s", rooms[k], next);
+        free(next);
+        want[k] = 0;
+    }
+    if (measure(c, "GET reservations page 2 (host)", sizes, nsizes, paths, host_tok, requests, want))
+        goto done;
+    for (int k = 0; k < nsizes; k++) {
+        snprintf(paths[k], sizeof(paths[k]), "/dashboard/rooms/%s/reservations?limit=20", rooms[k]);
+        want[k] = 0;
+    }
+    if (measure(c, "GET reservations (guest g7, own)", sizes, nsizes, paths, guest_tok, requests, want))
+        goto done;
 
-        snprintf(path, sizeof(path), "/dashboard/rooms/%s", room);
-        if (measure(c, "GET summary (anonymous)", size, path, NULL, requests, 0))
-            goto done;
-        snprintf(path, sizeof(path), "/dashboard/rooms/%s/reservations?limit=20", room);
-        if (measure(c, "GET reservations p1 (host)", size, path, host_tok, requests, size < 20 ? (size_t)size : 20))
-            goto done;
-        char *next = next_of(c, path, host_tok);
-        if (next) {
-            snprintf(path, sizeof(path), "/dashboard/rooms/%s/reservations?limit=20&cursor=%s", room, next);
-            free(next);
-            if (measure(c, "GET reservations p2 (host)", size, path, host_tok, requests, 0))
-                goto done;
-        }
-        snprintf(path, sizeof(path), "/dashboard/rooms/%s/reservations?limit=20", room);
-        if (measure(c, "GET reservations p1 (guest g7)", size, path, guest_tok, requests, 0))
-            goto done;
-
-        /* applying more events of this room: per-event cost at this size */
+    /* applying more events of each room: the per-event cost at that size */
+    for (int k = 0; k < nsizes; k++) {
         double t1 = now_ms();
-        for (int i = size; i < size + 200; i++)
-            if (inject(c, room, size, i) != 0)
+        for (int i = sizes[k]; i < sizes[k] + 200; i++)
+            if (inject(ci, rooms[k], sizes[k], i) != 0)
                 goto done;
-        if (wait_booked(c, room, size + 200, 600) != 0)
+        if (wait_booked(c, rooms[k], sizes[k] + 200, 600) != 0)
             goto done;
-        snprintf(label, sizeof(label), "apply 200 more events (ms/event)");
-        printf("%-34s %8d %10.3f %10s %8s   (loading %d took %.1f s)\n", label, size, (now_ms() - t1) / 200.0, "-", "-",
-               size, load_s);
+        printf("%-34s %8d %10.3f %10s %8s   (loading %d took %.1f s)\n", "apply 200 more events (ms/event)", sizes[k],
+               (now_ms() - t1) / 200.0, "-", "-", sizes[k], load_s[k]);
         fflush(stdout);
     }
     rc = 0;
 done:
     e2e_client_free(c);
+    e2e_client_free(ci);
     free(host_tok);
     free(guest_tok);
     if (e2e_host_stop(h) != 0)

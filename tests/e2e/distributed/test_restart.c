@@ -233,6 +233,38 @@ static json_t *get_json(const world_t *w, const char *tok, const char *path)
     return j;
 }
 
+/* Every item of the paged list at `path` (walking its cursors, 100 a page), as
+ * one array (caller frees), or NULL when a page failed. */
+static json_t *get_all(const world_t *w, const char *tok, const char *path)
+{
+    json_t *all = json_array();
+    char *cursor = NULL;
+    for (int pages = 0; all && pages < 1000; pages++) {
+        char url[1024];
+        int n = snprintf(url, sizeof url, "%s?limit=100", path);
+        for (const char *c = cursor ? cursor : ""; *c && n < (int)sizeof url - 16; c++)
+            n +=
+                snprintf(url + n, sizeof url - (size_t)n, "%s%%%02X", c == cursor ? "&cursor=" : "", (unsigned char)*c);
+        json_t *page = get_json(w, tok, url), *items = json_object_get(page, "items");
+        free(cursor);
+        cursor = NULL;
+        if (!json_is_array(items)) {
+            json_decref(page);
+            json_decref(all);
+            return NULL;
+        }
+        json_array_extend(all, items);
+        const char *next = json_string_value(json_object_get(page, "next"));
+        cursor = next ? strdup(next) : NULL;
+        json_decref(page);
+        if (!cursor)
+            return all;
+    }
+    free(cursor);
+    json_decref(all);
+    return NULL;
+}
+
 /* Every reservation view of `room` on the dashboard, as the room's host
  * (walking the pages); a new array, or NULL when a page failed. */
 static json_t *dash_reservations(const world_t *w, const char *room)
@@ -269,7 +301,7 @@ static int all_final(void *arg)
 {
     const world_t *w = arg;
     for (int t = 0; t < NTHREADS; t++) {
-        json_t *list = get_json(w, w->guest_tok[t], "/reservations"), *e;
+        json_t *list = get_all(w, w->guest_tok[t], "/reservations"), *e;
         size_t i;
         int ok = json_is_array(list);
         json_array_foreach(list, i, e) ok = ok && is_final(jstr(e, "status"));
@@ -294,8 +326,8 @@ static int dashboard_agrees(void *arg)
     int ok = 1;
     json_t *res[NTHREADS] = {0}, *pays[NTHREADS] = {0};
     for (int t = 0; t < NTHREADS; t++) {
-        res[t] = get_json(w, w->guest_tok[t], "/reservations");
-        pays[t] = get_json(w, w->guest_tok[t], "/payments");
+        res[t] = get_all(w, w->guest_tok[t], "/reservations");
+        pays[t] = get_all(w, w->guest_tok[t], "/payments");
         if (!json_is_array(res[t]) || !json_is_array(pays[t])) {
             snprintf(a->why, sizeof a->why, "GET /reservations or /payments of guest%d failed", t);
             ok = 0;
@@ -413,7 +445,7 @@ static void run_stream(void (*disrupt)(world_t *w), const char *what)
     long long t1 = e2e_now_ms();
     if (e2e_wait_until(FINAL_WAIT_MS, 200, all_final, &w) != 0) {
         for (int t = 0; t < NTHREADS; t++) {
-            json_t *l = get_json(&w, w.guest_tok[t], "/reservations"), *e;
+            json_t *l = get_all(&w, w.guest_tok[t], "/reservations"), *e;
             size_t i;
             json_array_foreach(l, i, e) if (!is_final(jstr(e, "status")))
                 fprintf(stderr, "reservation %s stays %s\n", jstr(e, "id"), jstr(e, "status"));
@@ -426,8 +458,8 @@ static void run_stream(void (*disrupt)(world_t *w), const char *what)
     /* every accepted booking exists with the state its answers imply */
     int held = 0, edge_502 = 0;
     for (int t = 0; t < NTHREADS; t++) {
-        json_t *list = get_json(&w, w.guest_tok[t], "/reservations");
-        json_t *pays = get_json(&w, w.guest_tok[t], "/payments");
+        json_t *list = get_all(&w, w.guest_tok[t], "/reservations");
+        json_t *pays = get_all(&w, w.guest_tok[t], "/payments");
         assert_non_null(list);
         assert_non_null(pays);
         held += (int)json_array_size(list);
@@ -476,8 +508,9 @@ static void run_stream(void (*disrupt)(world_t *w), const char *what)
                 edge_502++;
                 e2e_resp_free(&r);
             }
-            if (r.status != 200 || !json_is_object(r.json) || !jstr(r.json, "reservationId") ||
-                strcmp(jstr(r.json, "reservationId"), id) != 0)
+            json_t *one = json_array_get(json_object_get(r.json, "items"), 0); /* a page of one */
+            if (r.status != 200 || json_array_size(json_object_get(r.json, "items")) != 1 ||
+                !jstr(one, "reservationId") || strcmp(jstr(one, "reservationId"), id) != 0)
                 fail_msg("GET %s does not return its one payment: %ld %s", path, r.status, r.body);
             e2e_resp_free(&r);
         }

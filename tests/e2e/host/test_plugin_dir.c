@@ -25,7 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static const char *const real_plugins[] = {"room", "reservation", "payment", "dashboard"};
+static const char *const real_plugins[] = {"room", "reservation", "payment", "dashboard", "notification"};
 
 typedef struct fx {
     char dir[64];
@@ -43,7 +43,7 @@ static int make_dir(fx_t *f, const char *const *fixtures)
         return -1;
     snprintf(f->env_dir, sizeof(f->env_dir), "BEARBNB_PLUGIN_DIR=%s", f->dir);
     int copied = 0;
-    for (size_t i = 0; i < 4; i++) {
+    for (size_t i = 0; i < sizeof(real_plugins) / sizeof(real_plugins[0]); i++) {
         char from[512], sub[256], to[512];
         snprintf(from, sizeof(from), "%s/%s/%s.so", src, real_plugins[i], real_plugins[i]);
         if (access(from, R_OK) != 0)
@@ -87,6 +87,10 @@ static void check_serves_good_plugins(e2e_host_t *h)
     e2e_resp_free(&r);
     assert_int_equal(e2e_call(h, E2E_HTTP2, "GET", "/dashboard/rooms", NULL, NULL, &r), 0);
     assert_int_equal(r.status, 200);
+    e2e_resp_free(&r);
+    /* the Rust plugin's route is there (401: it wants a user, not 404) */
+    assert_int_equal(e2e_call(h, E2E_HTTP1, "GET", "/notifications", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 401);
     e2e_resp_free(&r);
 }
 

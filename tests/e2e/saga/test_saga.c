@@ -121,10 +121,29 @@ static char *field_of(const world_t *w, const char *tok, const char *fmt, const 
         e2e_resp_free(&r);
         return NULL;
     }
-    const char *v = jstr(&r, k);
+    json_t *o = r.json, *items = json_object_get(r.json, "items");
+    if (json_is_array(items)) /* a page (GET /payments?reservationId=): its one item */
+        o = json_array_get(items, 0);
+    const char *v = json_string_value(json_object_get(o, k));
     char *s = v ? strdup(v) : NULL;
     e2e_resp_free(&r);
     return s;
+}
+
+/* The number of items of the page at `path` as tok (asserts a page shape). */
+static size_t page_size(const world_t *w, const char *tok, const char *path)
+{
+    e2e_resp_t r;
+    assert_int_equal(e2e_call(w->h, E2E_HTTP1, "GET", path, tok, NULL, &r), 0);
+    if (r.status != 200)
+        fprintf(stderr, "GET %s: %ld %s\n", path, r.status, r.body);
+    assert_int_equal(r.status, 200);
+    json_t *items = json_object_get(r.json, "items");
+    assert_true(json_is_array(items));
+    assert_non_null(json_object_get(r.json, "next"));
+    size_t n = json_array_size(items);
+    e2e_resp_free(&r);
+    return n;
 }
 
 typedef struct waitq {
@@ -234,20 +253,19 @@ static void test_book_pay_cancel(void **state)
     e2e_resp_free(&r);
     assert_int_equal(status_of(&w, w.host_tok, "GET", "/payments/%s", pid), 200);
     assert_int_equal(status_of(&w, w.other_tok, "GET", "/payments/%s", pid), 404);
-    assert_int_equal(status_of(&w, w.other_tok, "GET", PAY, id), 404);
 
-    /* my lists */
-    assert_int_equal(e2e_call(w.h, E2E_HTTP1, "GET", "/reservations", w.guest_tok, NULL, &r), 0);
-    assert_int_equal(r.status, 200);
-    assert_int_equal(json_array_size(r.json), 1);
-    e2e_resp_free(&r);
-    assert_int_equal(e2e_call(w.h, E2E_HTTP1, "GET", "/reservations", w.other_tok, NULL, &r), 0);
-    assert_int_equal(r.status, 200);
-    assert_int_equal(json_array_size(r.json), 0);
-    e2e_resp_free(&r);
-    assert_int_equal(e2e_call(w.h, E2E_HTTP1, "GET", "/reservations", w.host_tok, NULL, &r), 0);
-    assert_int_equal(json_array_size(r.json), 1);
-    e2e_resp_free(&r);
+    /* my lists (pages); another guest's page of that reservation's payments is empty */
+    assert_int_equal(page_size(&w, w.guest_tok, "/reservations"), 1);
+    assert_int_equal(page_size(&w, w.other_tok, "/reservations"), 0);
+    assert_int_equal(page_size(&w, w.host_tok, "/reservations"), 1);
+    assert_int_equal(page_size(&w, w.host_tok, "/reservations?status=CONFIRMED"), 1);
+    assert_int_equal(page_size(&w, w.host_tok, "/reservations?status=PENDING"), 0);
+    assert_int_equal(page_size(&w, w.guest_tok, "/payments"), 1);
+    assert_int_equal(page_size(&w, w.host_tok, "/payments"), 1);
+    assert_int_equal(page_size(&w, w.other_tok, "/payments"), 0);
+    snprintf(path, sizeof path, PAY, id);
+    assert_int_equal(page_size(&w, w.other_tok, path), 0);
+    assert_int_equal(page_size(&w, w.guest_tok, path), 1);
 
     /* overlapping dates are refused, adjacent ones are not */
     book(&w, w.other_tok, room, 12, 2, 1, GOOD_CARD, &r);
@@ -332,6 +350,9 @@ static void test_declined_card(void **state)
     assert_non_null(slash);
     char *id = strdup(slash + 1);
     assert_non_null(strstr(r.body, id));
+    /* the problem names the reservation in a member of its own */
+    assert_non_null(jstr(&r, "reservationId"));
+    assert_string_equal(jstr(&r, "reservationId"), id);
     e2e_resp_free(&r);
     char *s = field_of(&w, w.guest_tok, RES, id, "status");
     assert_string_equal(s, "REJECTED");
@@ -359,6 +380,7 @@ typedef struct racer {
     const char *room;
     const char *tok;
     pthread_barrier_t *go;
+    int shift;
     long status;
 } racer_t;
 
@@ -366,8 +388,8 @@ static void *race(void *arg)
 {
     racer_t *rc = arg;
     char in[11], out[11], body[512];
-    date_in(50, in);
-    date_in(53, out);
+    date_in(50 + rc->shift, in); /* [50,53), [51,54), [52,55): every pair overlaps */
+    date_in(53 + rc->shift, out);
     snprintf(body, sizeof body,
              "{\"roomId\":\"%s\",\"checkIn\":\"%s\",\"checkOut\":\"%s\",\"guests\":1,\"card\":\"" GOOD_CARD "\"}",
              rc->room, in, out);
@@ -398,7 +420,7 @@ static void test_concurrent_double_booking(void **state)
     pthread_barrier_t go;
     pthread_barrier_init(&go, NULL, NTHREADS);
     for (int i = 0; i < NTHREADS; i++) {
-        rc[i] = (racer_t){&w, room, i % 2 ? w.guest_tok : w.other_tok, &go, 0};
+        rc[i] = (racer_t){&w, room, i % 2 ? w.guest_tok : w.other_tok, &go, i % 3, 0};
         assert_int_equal(pthread_create(&th[i], NULL, race, &rc[i]), 0);
     }
     int created = 0, conflict = 0, other = 0;
@@ -421,11 +443,9 @@ static void test_concurrent_double_booking(void **state)
     e2e_resp_t r;
     size_t held = 0;
     const char *toks[] = {w.guest_tok, w.other_tok};
-    for (int t = 0; t < 2; t++) {
-        assert_int_equal(e2e_call(w.h, E2E_HTTP1, "GET", "/reservations", toks[t], NULL, &r), 0);
-        held += json_array_size(r.json);
-        e2e_resp_free(&r);
-    }
+    for (int t = 0; t < 2; t++)
+        held += page_size(&w, toks[t], "/reservations");
+    (void)r;
     assert_int_equal(held, 1);
     free(room);
     world_stop(&w);
@@ -541,13 +561,8 @@ static void test_events_delivered_twice(void **state)
     expect_status(&w, w.guest_tok, PAY, d, "APPROVED");
 
     /* one payment per reservation, counters not doubled */
-    assert_int_equal(e2e_call(w.h, E2E_HTTP1, "GET", "/payments", w.guest_tok, NULL, &r), 0);
-    assert_int_equal(r.status, 200);
-    assert_int_equal(json_array_size(r.json), 4);
-    e2e_resp_free(&r);
-    assert_int_equal(e2e_call(w.h, E2E_HTTP1, "GET", "/reservations", w.guest_tok, NULL, &r), 0);
-    assert_int_equal(json_array_size(r.json), 4);
-    e2e_resp_free(&r);
+    assert_int_equal(page_size(&w, w.guest_tok, "/payments"), 4);
+    assert_int_equal(page_size(&w, w.guest_tok, "/reservations"), 4);
     /* let any duplicate still in flight land before counting */
     struct timespec ts = {1, 0};
     nanosleep(&ts, NULL);
@@ -678,6 +693,215 @@ static void test_room_deleted(void **state)
     world_stop(&w);
 }
 
+/* ---- guest cap, horizon, pages ---- */
+
+#define NCAP 20
+
+typedef struct capper {
+    const world_t *w;
+    const char *room;
+    int from;
+    pthread_barrier_t *go;
+    long status;
+} capper_t;
+
+static void *cap_race(void *arg)
+{
+    capper_t *c = arg;
+    char in[11], out[11], body[512];
+    date_in(c->from, in);
+    date_in(c->from + 1, out);
+    snprintf(body, sizeof body,
+             "{\"roomId\":\"%s\",\"checkIn\":\"%s\",\"checkOut\":\"%s\",\"guests\":1,\"card\":\"" GOOD_CARD "\"}",
+             c->room, in, out);
+    e2e_client_t *cl = e2e_client_new(e2e_host_port(c->w->h));
+    e2e_req_t rq = {.proto = E2E_HTTP1,
+                    .method = "POST",
+                    .path = "/reservations",
+                    .token = c->w->guest_tok,
+                    .body = body,
+                    .timeout_ms = 60000};
+    e2e_resp_t r;
+    pthread_barrier_wait(c->go);
+    c->status = cl && e2e_client_do(cl, &rq, &r) == 0 ? r.status : -1;
+    if (cl) {
+        if (c->status == 409 && !strstr(r.body, "too many active reservations"))
+            c->status = -409;
+        e2e_resp_free(&r);
+    }
+    e2e_client_free(cl);
+    return NULL;
+}
+
+/* 20 bookings of one guest at once, on free nights: exactly the cap (10) get
+ * through, the others are 409 "too many active reservations" (issue 11 item 6). */
+static void test_guest_cap_race(void **state)
+{
+    (void)state;
+    world_t w;
+    assert_int_equal(world_start(&w, NULL), 0);
+    char *rooms[2] = {create_room(&w, 1000, 2), create_room(&w, 1000, 2)};
+    pthread_t th[NCAP];
+    capper_t c[NCAP];
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, NCAP);
+    for (int i = 0; i < NCAP; i++) {
+        c[i] = (capper_t){&w, rooms[i % 2], 5 + 2 * i, &go, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, cap_race, &c[i]), 0);
+    }
+    int ok = 0, capped = 0;
+    for (int i = 0; i < NCAP; i++) {
+        pthread_join(th[i], NULL);
+        if (c[i].status == 201 || c[i].status == 202)
+            ok++;
+        else if (c[i].status == 409)
+            capped++;
+        else
+            fprintf(stderr, "cap racer %d: %ld\n", i, c[i].status);
+    }
+    pthread_barrier_destroy(&go);
+    fprintf(stderr, "guest cap race: %d accepted, %d capped of %d\n", ok, capped, NCAP);
+    assert_int_equal(ok, 10);
+    assert_int_equal(capped, NCAP - 10);
+    assert_int_equal(page_size(&w, w.guest_tok, "/reservations?limit=100"), 10);
+    /* cancelling one frees a slot */
+    e2e_resp_t r;
+    assert_int_equal(e2e_call(w.h, E2E_HTTP1, "GET", "/reservations?limit=1", w.guest_tok, NULL, &r), 0);
+    char *id = strdup(json_string_value(json_object_get(json_array_get(json_object_get(r.json, "items"), 0), "id")));
+    e2e_resp_free(&r);
+    assert_int_equal(status_of(&w, w.guest_tok, "DELETE", RES, id), 202);
+    book(&w, w.guest_tok, rooms[0], 100, 1, 1, GOOD_CARD, &r);
+    assert_int_equal(r.status, 201);
+    e2e_resp_free(&r);
+    book(&w, w.guest_tok, rooms[0], 102, 1, 1, GOOD_CARD, &r);
+    assert_true(e2e_is_problem(&r, 409));
+    e2e_resp_free(&r);
+    free(id);
+    free(rooms[0]);
+    free(rooms[1]);
+    world_stop(&w);
+}
+
+static void test_horizon(void **state)
+{
+    (void)state;
+    world_t w;
+    assert_int_equal(world_start(&w, NULL), 0);
+    char *room = create_room(&w, 1000, 2);
+    e2e_resp_t r;
+    char body[512];
+    snprintf(
+        body, sizeof body,
+        "{\"roomId\":\"%s\",\"checkIn\":\"9999-01-01\",\"checkOut\":\"9999-01-03\",\"guests\":1,\"card\":\"" GOOD_CARD
+        "\"}",
+        room);
+    assert_int_equal(e2e_call(w.h, E2E_HTTP1, "POST", "/reservations", w.guest_tok, body, &r), 0);
+    assert_true(e2e_is_problem(&r, 422));
+    assert_non_null(strstr(r.body, "horizon"));
+    e2e_resp_free(&r);
+    book(&w, w.guest_tok, room, 731, 1, 1, GOOD_CARD, &r); /* default horizon: 730 days */
+    assert_true(e2e_is_problem(&r, 422));
+    e2e_resp_free(&r);
+    book(&w, w.guest_tok, room, 729, 1, 1, GOOD_CARD, &r);
+    assert_int_equal(r.status, 201);
+    e2e_resp_free(&r);
+    free(room);
+    world_stop(&w);
+}
+
+/* Walk GET path?limit=..&cursor=.. as tok to the end: every item once, pages of
+ * `limit` but the last; returns how many items, *pages how many pages. */
+static size_t walk_pages(const world_t *w, const char *tok, const char *path, int limit, int *pages)
+{
+    json_t *seen = json_object();
+    char *cursor = NULL;
+    *pages = 0;
+    for (;;) {
+        char url[1024];
+        int n = snprintf(url, sizeof url, "%s%slimit=%d", path, strchr(path, '?') ? "&" : "?", limit);
+        if (cursor) {
+            n += snprintf(url + n, sizeof url - (size_t)n, "&cursor=");
+            for (const char *c = cursor; *c && n < (int)sizeof url - 4; c++)
+                n += ((*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-' ||
+                      *c == '_')
+                         ? snprintf(url + n, sizeof url - (size_t)n, "%c", *c)
+                         : snprintf(url + n, sizeof url - (size_t)n, "%%%02X", (unsigned char)*c);
+        }
+        e2e_resp_t r;
+        assert_int_equal(e2e_call(w->h, E2E_HTTP1, "GET", url, tok, NULL, &r), 0);
+        if (r.status != 200)
+            fprintf(stderr, "GET %s: %ld %s\n", url, r.status, r.body);
+        assert_int_equal(r.status, 200);
+        json_t *items = json_object_get(r.json, "items"), *e;
+        size_t i;
+        (*pages)++;
+        json_array_foreach(items, i, e)
+        {
+            const char *id = json_string_value(json_object_get(e, "id"));
+            assert_non_null(id);
+            assert_null(json_object_get(seen, id)); /* never twice */
+            json_object_set_new(seen, id, json_true());
+        }
+        free(cursor);
+        const char *next = json_string_value(json_object_get(r.json, "next"));
+        cursor = next ? strdup(next) : NULL;
+        if (cursor)
+            assert_int_equal(json_array_size(items), limit);
+        e2e_resp_free(&r);
+        if (!cursor)
+            break;
+    }
+    size_t n = json_object_size(seen);
+    json_decref(seen);
+    return n;
+}
+
+static void test_pages(void **state)
+{
+    (void)state;
+    world_t w;
+    assert_int_equal(world_start(&w, NULL), 0);
+    char *room = create_room(&w, 1000, 2);
+    const char *toks[] = {w.guest_tok, w.other_tok};
+    e2e_resp_t r;
+    for (int i = 0; i < 16; i++) {
+        book(&w, toks[i % 2], room, 3 + 2 * i, 1, 1, i == 5 ? DECLINED_CARD : GOOD_CARD, &r);
+        assert_int_equal(r.status, i == 5 ? 402 : 201);
+        e2e_resp_free(&r);
+    }
+    int pages = 0;
+    assert_int_equal(walk_pages(&w, w.host_tok, "/reservations", 5, &pages), 16);
+    assert_int_equal(pages, 4);
+    assert_int_equal(walk_pages(&w, w.host_tok, "/reservations?status=CONFIRMED", 4, &pages), 15);
+    assert_int_equal(pages, 4);
+    assert_int_equal(walk_pages(&w, w.host_tok, "/reservations?status=REJECTED", 20, &pages), 1);
+    assert_int_equal(walk_pages(&w, w.guest_tok, "/reservations", 3, &pages), 8);
+    assert_int_equal(walk_pages(&w, w.host_tok, "/payments", 7, &pages), 16);
+    assert_int_equal(pages, 3);
+    assert_int_equal(walk_pages(&w, w.other_tok, "/payments", 100, &pages), 8);
+    /* newest first */
+    assert_int_equal(e2e_call(w.h, E2E_HTTP1, "GET", "/reservations?limit=2", w.host_tok, NULL, &r), 0);
+    json_t *items = json_object_get(r.json, "items");
+    assert_true(json_integer_value(json_object_get(json_array_get(items, 0), "createdAt")) >=
+                json_integer_value(json_object_get(json_array_get(items, 1), "createdAt")));
+    e2e_resp_free(&r);
+    /* bad input: 400 problem naming the parameter */
+    const char *bad[][2] = {{"/reservations?limit=0", "limit"},       {"/reservations?limit=1000", "limit"},
+                            {"/reservations?limit=x", "limit"},       {"/reservations?status=NOPE", "status"},
+                            {"/reservations?cursor=bogus", "cursor"}, {"/reservations?color=red", "color"},
+                            {"/payments?limit=101", "limit"},         {"/payments?cursor=bogus", "cursor"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(e2e_call(w.h, E2E_HTTP1, "GET", bad[i][0], w.host_tok, NULL, &r), 0);
+        if (r.status != 400 || !strstr(r.body, bad[i][1]))
+            fprintf(stderr, "GET %s: %ld %s\n", bad[i][0], r.status, r.body);
+        assert_true(e2e_is_problem(&r, 400));
+        assert_non_null(strstr(r.body, bad[i][1]));
+        e2e_resp_free(&r);
+    }
+    free(room);
+    world_stop(&w);
+}
+
 /* ---- card data ---- */
 
 #define CLEAR_CARD    "4716093345678911"
@@ -790,6 +1014,9 @@ int main(void)
         cmocka_unit_test(test_poison_event),
         cmocka_unit_test(test_room_deleted),
         cmocka_unit_test(test_card_never_in_clear),
+        cmocka_unit_test(test_guest_cap_race),
+        cmocka_unit_test(test_horizon),
+        cmocka_unit_test(test_pages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -172,6 +172,25 @@ static void patch_and_delete(void **state)
     free(id);
 }
 
+/* A room document kept before storage v2 (embedded reviews, booking ids)
+ * loses those lists at its next write. */
+static void old_lists_dropped(void **state)
+{
+    (void)state;
+    int st;
+    char *id = create("alice");
+    fake_doc_t *d = fake_find_doc("rooms", id);
+    json_object_set_new(d->body, "reviews", json_pack("[{s:s}]", "id", "old"));
+    json_object_set_new(d->body, "bookings", json_pack("[s, s]", "r1", "r2"));
+    json_decref(call("PATCH", "/rooms/{id}", id, "alice", "host", "{\"name\":\"Renamed\"}", &st, NULL));
+    assert_int_equal(st, 200);
+    d = fake_find_doc("rooms", id);
+    assert_null(json_object_get(d->body, "reviews"));
+    assert_null(json_object_get(d->body, "bookings"));
+    assert_string_equal(json_string_value(json_object_get(d->body, "name")), "Renamed");
+    free(id);
+}
+
 static void reviews_follow(void **state)
 {
     (void)state;
@@ -575,6 +594,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(routes_registered, setup, teardown),
         cmocka_unit_test_setup_teardown(create_publishes_registered, setup, teardown),
         cmocka_unit_test_setup_teardown(patch_and_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(old_lists_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(reviews_follow, setup, teardown),
         cmocka_unit_test_setup_teardown(review_pages, setup, teardown),
         cmocka_unit_test_setup_teardown(review_retries_on_conflict, setup, teardown),
