@@ -1497,30 +1497,35 @@ static int intent_insert(mg_c_t *m, const char *tok, int64_t ver, int64_t at)
     return rc;
 }
 
-/* The slot of version `ver` is held: drop the holder when it is a dead
- * commit's (older than the grace period, its document still at ver - 1).
- * 1 when it was dropped (try again), 0 when it is live. */
-static int intent_clear_stale(mg_c_t *m, int64_t ver)
+/* The slot of version `ver` is held. 1 when that version exists (the
+ * document reached it: a conflict, final); 0 when the holder is a commit in
+ * flight (wait for it: it writes or gives up) or was dropped because it
+ * belonged to a commit that died (older than the grace period, its document
+ * still below ver), or is gone: try again either way. Waiting, not failing,
+ * keeps the answers those of a serial order: a losing create must not answer
+ * BNB_EEXIST before the winner's document can be read. */
+static int slot_settled(mg_c_t *m, int64_t ver)
 {
     char slot[MG_NAME_MAX + 600];
     snprintf(slot, sizeof slot, "%s#%" PRId64, m->md.ref, ver);
     bson_t *f = BCON_NEW("slot", BCON_UTF8(slot));
     bson_t *h = NULL, *d = NULL;
-    int dropped = 0;
-    /* a scan of <p>_wal, which holds only commits in flight or unpublished */
+    int settled = 0;
+    /* a scan of <p>_wal, which holds only commits in flight or unsettled */
     int rc = find_one(m->s, m->wal, f, NULL, &h);
-    if (rc == BNB_ENOENT) {
-        dropped = 1; /* gone meanwhile */
-    } else if (rc == 0 && get_i64(h, "at") < now_ms() - m->s->grace_ms && read_state(m, &d) != BNB_EIO &&
-               get_i64(d, "version") == ver - 1) {
-        const char *tok = get_str(h, "_id");
-        if (tok && delete_id(m->s, m->wal, tok) == 0)
-            dropped = 1;
+    if (rc == 0 && read_state(m, &d) != BNB_EIO) {
+        if (d && get_i64(d, "version") >= ver) {
+            settled = 1;
+        } else if (get_i64(h, "at") < now_ms() - m->s->grace_ms) {
+            const char *tok = get_str(h, "_id");
+            if (tok)
+                delete_id(m->s, m->wal, tok);
+        }
     }
     bson_destroy(d);
     bson_destroy(h);
     bson_destroy(f);
-    return dropped;
+    return settled;
 }
 
 /* Is the claim doc `cd` (held by another document, or an unlisted one of
@@ -1691,7 +1696,7 @@ static int write_doc(mg_c_t *m, bool exists, const bson_t *old, int64_t ver, con
 /* The applied mark of this commit is already there (its insert failed as a
  * duplicate): the event was applied (BNB_EALREADY), unless the mark belongs
  * to a commit still in flight, or to one that died and the relay has not
- * cleaned up yet (BNB_EIO: deliver it again later). Rare: a redelivery. */
+ * cleaned up yet (MG_AGAIN: wait and look again). Rare: a redelivery. */
 static int applied_dup(mg_c_t *m, const char *aid)
 {
     bson_t *mark = NULL, *w = NULL;
@@ -1704,8 +1709,8 @@ static int applied_dup(mg_c_t *m, const char *aid)
     rc = t ? find_id(m->s, m->wal, t, NULL, &w) : BNB_ENOENT;
     if (rc == BNB_ENOENT)
         rc = BNB_EALREADY; /* its commit is done: intents go once settled */
-    else if (rc == 0)
-        rc = get_str(w, "state") && !strcmp(get_str(w, "state"), "c") ? BNB_EALREADY : BNB_EIO;
+    else if (rc == 0)      /* settled: applied; else in flight (wait for it) or dead (cleaned up soon) */
+        rc = get_str(w, "state") && !strcmp(get_str(w, "state"), "c") ? BNB_EALREADY : MG_AGAIN;
     bson_destroy(mark);
     bson_destroy(w);
     return rc;
@@ -1748,7 +1753,7 @@ static int commit_once(mg_c_t *m, int64_t *nv)
         cur = c->expect_version;
         rc = intent_insert(m, tok, cur + 1, started);
         if (rc == BNB_EEXIST) {
-            rc = intent_clear_stale(m, cur + 1) ? MG_AGAIN : applied_first(m, NULL, aid, BNB_EEXIST);
+            rc = slot_settled(m, cur + 1) ? applied_first(m, NULL, aid, BNB_EEXIST) : MG_AGAIN;
             goto out;
         }
         if (rc)
@@ -1799,10 +1804,10 @@ static int commit_once(mg_c_t *m, int64_t *nv)
         }
         rc = intent_insert(m, tok, cur + 1, started);
         if (rc == BNB_EEXIST) {
-            /* another commit of that version is in flight (a create racing
-             * ours is about to make it exist) or died (cleared after the grace) */
-            rc = intent_clear_stale(m, cur + 1) || c->expect_version < 0 ? MG_AGAIN
-                                                                         : applied_first(m, doc, aid, BNB_EEXIST);
+            /* another commit of that version: in flight (wait), done (read
+             * again: a create then answers BNB_EEXIST), or dead (cleared) */
+            slot_settled(m, cur + 1);
+            rc = MG_AGAIN;
             goto out;
         }
         if (rc)
