@@ -1909,10 +1909,8 @@ static void test_outbox_cost_flat(void **state)
     double ms = ts[ROUNDS / 2] * 1e3, ml = tl[ROUNDS / 2] * 1e3;
     fprintf(stderr,
             "contract: outbox fetch (20 pending, max 100), median of %d in turns: %.3f ms with 100 stored documents, "
-            "%.3f ms with %d (stored them in %.1f s, %.1f ms each)
-            ",
-            ROUNDS,
-            ms, ml, many, fill_s, fill_s * 1e3 / many);
+            "%.3f ms with %d (stored them in %.1f s, %.1f ms each)\n",
+            ROUNDS, ms, ml, many, fill_s, fill_s * 1e3 / many);
     fx.st = small;
     drain_all();
     fx.st = saved;
