@@ -38,7 +38,9 @@
 #define NROOMS        (NTHREADS * ROOMS_PER)
 #define MAX_PER       70     /* bookings per thread at most */
 #define STREAM_MAX_MS 150000 /* the stream never runs longer */
-#define FINAL_WAIT_MS 90000  /* for every saga to end, and the dashboard to follow */
+#define FINAL_WAIT_MS                                                                                                  \
+    240000 /* for every saga to end after a fault; was 90 s: after a Kafka restart the sagas now need 87-90+ s on this \
+              machine (slow recovery is issue 17) */
 
 static const char *const env[] = {"BEARBNB_ADMIN=1",
                                   "BEARBNB_LIMITS_USER_RATE=0",
