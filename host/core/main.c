@@ -533,10 +533,12 @@ int main(int argc, char **argv)
     h->max_body = (size_t)bnb__config_int(h->cfg, "http.max_body");
     h->relay_interval_ms = bnb__config_int(h->cfg, "events.relay_interval_ms");
     h->relay_batch = (size_t)bnb__config_int(h->cfg, "events.batch");
-    if (h->relay_interval_ms < 10 || h->relay_batch < 1 || h->max_body < 1024 || h->call_timeout_ms < 1) {
+    long kst = bnb__config_int(h->cfg, "kafka.session_timeout_ms");
+    if (h->relay_interval_ms < 10 || h->relay_batch < 1 || h->max_body < 1024 || h->call_timeout_ms < 1 || kst < 1000 ||
+        kst > 3600000) {
         snprintf(err, sizeof(err),
                  "out of range: events.relay_interval_ms >= 10, events.batch >= 1, "
-                 "http.max_body >= 1024, call.timeout_ms >= 1");
+                 "http.max_body >= 1024, call.timeout_ms >= 1, kafka.session_timeout_ms 1000..3600000");
         goto fail;
     }
 
