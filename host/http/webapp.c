@@ -12,9 +12,11 @@
  *     (index.html always revalidates);
  *   - a precompressed `<file>.gz` beside the file is sent (Content-Encoding:
  *     gzip, Vary: Accept-Encoding) to a client that accepts gzip;
- *   - an app path (no extension in its last segment, first segment not an API
- *     route's) answers index.html, so the app's own routes survive a reload;
- *     a missing asset (with an extension) is a 404 problem;
+ *   - a browser's navigation (Accept: text/html) to an app path (no
+ *     extension in its last segment, first segment not an API route's)
+ *     answers index.html, so the app's own routes survive a reload; a
+ *     missing asset (with an extension), or an unknown path asked for by an
+ *     API client, is a 404 problem;
  *   - the body goes out through h2o's file generator: read in bounded chunks
  *     as the socket drains, never a whole big file at once. */
 #include "webapp.h"
@@ -217,6 +219,20 @@ static int accepts_gzip(h2o_req_t *req)
     return 0;
 }
 
+/* A browser navigating (Accept names text/html); an API client (curl, a
+ * test, fetch() of JSON) keeps its 404 problem for an unknown path. */
+static int wants_html(h2o_req_t *req)
+{
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_ACCEPT, -1);
+    if (i == -1)
+        return 0;
+    h2o_iovec_t v = req->headers.entries[i].value;
+    for (size_t k = 0; k + 9 <= v.len; k++)
+        if (strncasecmp(v.base + k, "text/html", 9) == 0)
+            return 1;
+    return 0;
+}
+
 /* If-None-Match lists `etag` (weak comparison, or "*"). */
 static int etag_matches(h2o_req_t *req, const char *etag)
 {
@@ -262,33 +278,16 @@ static void log_metrics(bnb_host_t *h, h2o_req_t *req, int status, int64_t t0)
     bnb__metrics_http(h->metrics, "/ (web app)", m, status, (double)((int64_t)uv_hrtime() - t0) / 1e9);
 }
 
-static void not_found(bnb_host_t *h, h2o_req_t *req, int64_t t0)
-{
-    size_t len = 0;
-    char *s = bnb__problem_text(404, NULL, "no such file in the web app", &len);
-    char rid[37];
-    bnb__uuid(rid);
-    hdr_str(req, "x-request-id", rid);
-    hdr(req, H2O_TOKEN_CONTENT_TYPE, "application/problem+json");
-    req->res.status = 404;
-    req->res.reason = "Not Found";
-    req->res.content_length = s ? len : 2;
-    h2o_send_inline(req, s ? s : "{}", s ? len : 2);
-    free(s);
-    log_metrics(h, req, 404, t0);
-}
-
-/* Send `file` (inside the root, a regular file) as `name`'s type. */
-static void send_file(bnb_host_t *h, h2o_req_t *req, const char *file, const char *name, int64_t t0)
+/* Send `file` (inside the root, a regular file) as `name`'s type: 1 when
+ * answered, 0 when it cannot be opened (nothing sent, the caller's 404). */
+static int send_file(bnb_host_t *h, h2o_req_t *req, const char *file, const char *name, int64_t t0)
 {
     struct stat st;
     char gz[PATH_MAX + 8];
     const char *send = file;
     int gzipped = 0;
-    if (stat(file, &st) != 0) {
-        not_found(h, req, t0);
-        return;
-    }
+    if (stat(file, &st) != 0)
+        return 0;
     snprintf(gz, sizeof(gz), "%s.gz", file);
     struct stat gst;
     int has_gz = stat(gz, &gst) == 0 && S_ISREG(gst.st_mode);
@@ -302,8 +301,7 @@ static void send_file(bnb_host_t *h, h2o_req_t *req, const char *file, const cha
         }
     }
     char etag[96];
-    snprintf(etag, sizeof(etag), "\"%llx-%llx-%llx%s\"", (unsigned long long)st.st_ino,
-             (unsigned long long)st.st_size,
+    snprintf(etag, sizeof(etag), "\"%llx-%llx-%llx%s\"", (unsigned long long)st.st_ino, (unsigned long long)st.st_size,
              (unsigned long long)st.st_mtim.tv_sec * 1000000000ull + (unsigned long long)st.st_mtim.tv_nsec,
              gzipped ? "-gz" : "");
     const char *base = strrchr(name, '/') ? strrchr(name, '/') + 1 : name;
@@ -319,7 +317,7 @@ static void send_file(bnb_host_t *h, h2o_req_t *req, const char *file, const cha
         req->res.reason = "Not Modified";
         h2o_send_inline(req, "", 0);
         log_metrics(h, req, 304, t0);
-        return;
+        return 1;
     }
     if (gzipped)
         hdr(req, H2O_TOKEN_CONTENT_ENCODING, "gzip");
@@ -331,13 +329,14 @@ static void send_file(bnb_host_t *h, h2o_req_t *req, const char *file, const cha
         req->res.content_length = (size_t)st.st_size;
         h2o_send_inline(req, "", 0);
         log_metrics(h, req, 200, t0);
-        return;
+        return 1;
     }
     if (h2o_file_send(req, 200, "OK", send, h2o_iovec_init(type, strlen(type)), H2O_FILE_FLAG_NO_ETAG) != 0) {
-        not_found(h, req, t0);
-        return;
+        memset(&req->res.headers, 0, sizeof(req->res.headers)); /* nothing went out */
+        return 0;
     }
     log_metrics(h, req, 200, t0);
+    return 1;
 }
 
 int bnb__web_serve(bnb_host_t *h, h2o_req_t *req, const char *path, size_t plen)
@@ -351,10 +350,8 @@ int bnb__web_serve(bnb_host_t *h, h2o_req_t *req, const char *path, size_t plen)
     if (plen > 1 && reserved_first_segment(h, path, plen))
         return 0;
     int64_t t0 = (int64_t)uv_hrtime();
-    if (!path_ok(path, plen)) {
-        not_found(h, req, t0);
-        return 1;
-    }
+    if (!path_ok(path, plen))
+        return 0;
     char want[PATH_MAX + 1100], real[PATH_MAX], copy[1100];
     /* h2o's path is not NUL-terminated */
     snprintf(copy, sizeof(copy), "%.*s", (int)plen, path);
@@ -366,29 +363,18 @@ int bnb__web_serve(bnb_host_t *h, h2o_req_t *req, const char *path, size_t plen)
         name = "index.html";
     struct stat st;
     if (realpath(want, real) != NULL) {
+        /* out of the root (a symbolic link), or not a file: the usual 404 */
         if (strncmp(real, g_root, g_rootlen) != 0 || real[g_rootlen] != '/' || stat(real, &st) != 0 ||
-            !S_ISREG(st.st_mode)) {
-            /* out of the root (a symbolic link), or not a file */
-            not_found(h, req, t0);
-            return 1;
-        }
-        send_file(h, req, real, name, t0);
-        return 1;
+            !S_ISREG(st.st_mode))
+            return 0;
+        return send_file(h, req, real, name, t0);
     }
-    /* no such file: an app path (no extension) gets the app */
-    const char *last = path;
-    for (size_t i = 0; i < plen; i++)
-        if (path[i] == '/')
-            last = path + i + 1;
-    if (memchr(last, '.', (size_t)(path + plen - last)) != NULL) {
-        not_found(h, req, t0);
-        return 1;
-    }
+    /* no such file: a browser's navigation to an app path gets the app */
+    const char *last = strrchr(path, '/') + 1;
+    if (strchr(last, '.') != NULL || !wants_html(req))
+        return 0;
     snprintf(want, sizeof(want), "%s/index.html", g_root);
-    if (realpath(want, real) == NULL || strncmp(real, g_root, g_rootlen) != 0 || real[g_rootlen] != '/') {
-        not_found(h, req, t0);
-        return 1;
-    }
-    send_file(h, req, real, "index.html", t0);
-    return 1;
+    if (realpath(want, real) == NULL || strncmp(real, g_root, g_rootlen) != 0 || real[g_rootlen] != '/')
+        return 0;
+    return send_file(h, req, real, "index.html", t0);
 }

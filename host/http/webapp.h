@@ -15,8 +15,8 @@ void bnb__web_init(struct bnb_host *h);
 /* The resolved root, or NULL when the web app is not served. */
 const char *bnb__web_root(void);
 /* GET/HEAD of a path no route matched: 1 when answered here (a file, a 304,
- * index.html for an app path, or a 404 problem for a missing asset), 0 when
- * the path is not the web app's (the caller answers 404). Runs on the loop:
+ * index.html for a browser's navigation to an app path), 0 when the path is
+ * not the web app's or refused (the caller answers its 404 problem). Runs on the loop:
  * only stat/open/realpath of local files; the body is sent by h2o's file
  * generator in bounded chunks as the socket drains. */
 int bnb__web_serve(struct bnb_host *h, h2o_req_t *req, const char *path, size_t plen);

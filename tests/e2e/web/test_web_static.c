@@ -215,15 +215,24 @@ static void test_app_fallback_and_404(void **state)
 {
     (void)state;
     raw_resp_t r;
-    /* an app path: the app itself, revalidated */
-    assert_int_equal(raw_get(port(), "GET", "/trips/42", NULL, &r), 0);
+    /* a browser's navigation to an app path: the app itself, revalidated */
+    static const char nav[] = "Accept: text/html,application/xhtml+xml,*/*;q=0.8\r\n";
+    assert_int_equal(raw_get(port(), "GET", "/trips/42", nav, &r), 0);
     assert_int_equal(r.status, 200);
     expect_header(&r, "content-type", "text/html; charset=utf-8");
     expect_header(&r, "cache-control", "no-cache");
     assert_string_equal(r.body, INDEX);
     raw_resp_free(&r);
+    /* an API client asking for an unknown path: still a 404 problem */
+    assert_int_equal(raw_get(port(), "GET", "/trips/42", "Accept: application/json\r\n", &r), 0);
+    assert_int_equal(r.status, 404);
+    expect_header(&r, "content-type", "application/problem+json");
+    raw_resp_free(&r);
+    assert_int_equal(raw_get(port(), "GET", "/trips/42", NULL, &r), 0);
+    assert_int_equal(r.status, 404);
+    raw_resp_free(&r);
     /* a missing asset: 404 problem, never the app */
-    assert_int_equal(raw_get(port(), "GET", "/assets/missing.0123abcd.js", NULL, &r), 0);
+    assert_int_equal(raw_get(port(), "GET", "/assets/missing.0123abcd.js", nav, &r), 0);
     assert_int_equal(r.status, 404);
     expect_header(&r, "content-type", "application/problem+json");
     assert_null(strstr(r.body, "INDEX-MARKER"));
@@ -233,7 +242,7 @@ static void test_app_fallback_and_404(void **state)
     assert_int_equal(r.status, 200);
     expect_header(&r, "content-type", "application/json");
     raw_resp_free(&r);
-    assert_int_equal(raw_get(port(), "GET", "/rooms/abc/nothing/here", NULL, &r), 0);
+    assert_int_equal(raw_get(port(), "GET", "/rooms/abc/nothing/here", nav, &r), 0);
     assert_int_equal(r.status, 404);
     expect_header(&r, "content-type", "application/problem+json");
     assert_null(strstr(r.body, "INDEX-MARKER"));
@@ -272,9 +281,9 @@ static void test_traversal(void **state)
         "/%2e%2e%2foutside%2fsecret.txt",
         "/assets/../../outside/secret.txt",
         "/.%2e/outside/secret.txt",
-        "/leak.txt",             /* a symbolic link out of the root */
-        "/out/secret.txt",       /* through a linked directory */
-        "/.hidden",              /* dot files */
+        "/leak.txt",       /* a symbolic link out of the root */
+        "/out/secret.txt", /* through a linked directory */
+        "/.hidden",        /* dot files */
         "/%2ehidden",
         "/assets/%2e%2e/.hidden",
         "/index.html%00.js",
@@ -283,7 +292,7 @@ static void test_traversal(void **state)
     };
     for (size_t i = 0; i < sizeof(attempts) / sizeof(attempts[0]); i++) {
         raw_resp_t r;
-        assert_int_equal(raw_get(port(), "GET", attempts[i], NULL, &r), 0);
+        assert_int_equal(raw_get(port(), "GET", attempts[i], "Accept: text/html\r\n", &r), 0);
         if (strstr(r.body, "TOPSECRET") != NULL || strstr(r.body, "HIDDEN-DOTFILE") != NULL ||
             strstr(r.body, "root:") != NULL)
             fail_msg("%s leaked a file: %d\n%s", attempts[i], r.status, r.body);
