@@ -1,7 +1,7 @@
-// Interim stand-in, used only while the host does not serve web/ itself
-// (run.mjs checks GET / first): serves web/, answers GET /auth/config and
-// POST /dev/token (with `bearbnb token`) and proxies everything else,
-// streams included, to the host.
+// Interim stand-in, used only while the host has no development sign-in
+// (run.mjs asks GET /auth/config first): serves web/, answers GET
+// /auth/config and POST /dev/token (with `bearbnb token`) and proxies
+// everything else, streams included, to the host.
 import http from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { join, normalize, extname } from 'node:path';

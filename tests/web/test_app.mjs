@@ -61,11 +61,11 @@ const GOOD = '4111111111111111', DECLINED = '4000000000000002';
 let host, front, browser;
 async function main() {
   host = await startHost();
-  const probe = await fetch(host.url + '/');
-  const served = probe.ok && (probe.headers.get('content-type') || '').startsWith('text/html');
+  const probe = await fetch(host.url + '/auth/config');
+  const served = probe.ok && (probe.headers.get('content-type') || '').includes('json');
   if (!served) front = await startFront(host, join(here, '..', '..', 'web'));
   const base = served ? host.url : front.url;
-  say(`host ${host.url}; app from ${served ? 'the host' : 'the interim front (host does not serve web/ yet)'} ${base}`);
+  say(`host ${host.url}; app from ${served ? 'the host' : 'the interim front (the host has no /auth/config, /dev/token yet)'} ${base}`);
 
   browser = await pw.chromium.launch({ executablePath: chromiumPath, headless: true, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
   const desktop = { viewport: { width: 1200, height: 860 } };
