@@ -55,12 +55,18 @@ async function axe(page, name) {
 }
 
 const day = (n) => new Date(Date.now() + n * 86400000).toISOString().slice(0, 10);
-const IN = day(30), OUT = day(33), IN2 = day(40), OUT2 = day(42);
+const IN = day(30), OUT = day(33), IN2 = day(40), OUT2 = day(42), IN3 = day(50), OUT3 = day(51);
 const GOOD = '4111111111111111', DECLINED = '4000000000000002';
 
 let host, front, browser;
 async function main() {
-  host = await startHost();
+  // admin: pause the payment plugin for the PENDING step; a short call
+  // timeout so the booking answers 202 after 1 s
+  host = await startHost({ BEARBNB_ADMIN: '1', BEARBNB_CALL_TIMEOUT_MS: '1000' });
+  const admin = async (path) => {
+    const r = await fetch(host.url + path, { method: 'POST' });
+    check(r.status === 200, `POST ${path}`);
+  };
   const probe = await fetch(host.url + '/auth/config');
   const served = probe.ok && (probe.headers.get('content-type') || '').includes('json');
   if (!served) front = await startFront(host, join(here, '..', '..', 'web'));
@@ -182,11 +188,25 @@ async function main() {
   await result.getByText('Booking confirmed').waitFor();
   check(true, `after the decline the same dates ${IN2}..${OUT2} book with another card`);
 
+  // 6b. payment slow (paused): PENDING, then CONFIRMED by itself when the saga ends
+  await admin('/admin/plugins/payment/pause');
+  await gp.getByLabel('Check-in', { exact: true }).fill(IN3);
+  await gp.getByLabel('Check-out', { exact: true }).fill(OUT3);
+  await gp.getByLabel('Card number', { exact: true }).fill(GOOD);
+  await gp.getByRole('button', { name: 'Book and pay' }).click();
+  await result.getByText('Booking pending').waitFor({ timeout: 20000 });
+  check(await result.locator('.badge').textContent() === 'Pending', 'with payment paused the guest sees PENDING');
+  await shot(gp, 'guest-booking-pending');
+  await admin('/admin/plugins/payment/resume');
+  await result.getByText('Booking confirmed').waitFor({ timeout: 30000 });
+  check(true, 'the PENDING booking turns CONFIRMED by itself once payment answers');
+  await shot(gp, 'guest-pending-confirmed');
+
   // 7. my trips: cancel the first booking, see CANCELLED and the refund
   await gp.goto(base + '/#/trips');
   const rows = gp.locator('tbody tr');
-  await rows.nth(2).waitFor();
-  check(await rows.count() === 3, 'My trips lists the two bookings and the declined one');
+  await rows.nth(3).waitFor();
+  check(await rows.count() === 4, 'My trips lists the three bookings and the declined one');
   await gp.getByText('Declined').first().waitFor();
   const first = gp.locator('tbody tr', { hasText: `${IN} → ${OUT}` });
   await first.getByText('Paid').waitFor();
@@ -227,8 +247,8 @@ async function main() {
 
   // 10. the host: reservations of my rooms; Korean; delete with its warning
   await hp.getByRole('link', { name: 'Reservations' }).click();
-  await hp.locator('tbody tr').nth(2).waitFor();
-  check(await hp.locator('tbody tr', { hasText: 'bob' }).count() === 3, 'the host sees the three reservations of the room');
+  await hp.locator('tbody tr').nth(3).waitFor();
+  check(await hp.locator('tbody tr', { hasText: 'bob' }).count() === 4, 'the host sees the four reservations of the room');
   await axe(hp, 'host reservations');
   await shot(hp, 'host-reservations');
   await hp.getByRole('button', { name: 'Switch language to Korean' }).click();

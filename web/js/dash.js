@@ -93,15 +93,22 @@ export function dashView(ctx) {
       }
     }, 150);
   }
-  function onEvent(ev) {
-    let d = null;
-    try { d = JSON.parse(ev.data); } catch { return; }
-    const room = d && (d.room || d);
-    const id = room && (room.roomId || (d.type && d.type.startsWith('Room') ? d.subject : null) || room.id || d.subject);
-    if (room && room.id && room.name && !d.type) put(room, true);
-    else if (id) refresh(id);
+  // `room`: the room's public summary (its read model); `reservation`: a
+  // reservation view (only to the room's host and its guest) naming its
+  // room; `reset`: the stream lost its place, so reload; unnamed events
+  // name a room somehow (roomId, subject or id).
+  function parse(ev) { try { return JSON.parse(ev.data); } catch { return null; } }
+  function onRoom(ev) {
+    const r = parse(ev);
+    if (!r || !r.id) return;
+    if (r.status === 'DELETED') { if (rows.has(r.id)) { rows.get(r.id).remove(); rows.delete(r.id); } return; }
+    if (r.name) { put(r, true); announce(t('updated', { name: r.name })); } else refresh(r.id);
   }
-
+  function onOther(ev) {
+    const d = parse(ev);
+    const id = d && (d.roomId || d.subject || d.id);
+    if (id) refresh(id);
+  }
   let es = null, poll = null, failures = 0;
   function startPoll() {
     live.dataset.state = 'polling';
@@ -111,14 +118,16 @@ export function dashView(ctx) {
   if ('EventSource' in window) {
     es = new EventSource('/dashboard/stream');
     es.onopen = () => { failures = 0; live.dataset.state = 'live'; live.textContent = t('live_on'); };
-    es.onmessage = onEvent;
-    for (const type of ['room', 'reservation', 'payment', 'review', 'update'])
-      es.addEventListener(type, onEvent);
+    es.onmessage = onOther;
+    es.addEventListener('room', onRoom);
+    es.addEventListener('reservation', onOther);
+    es.addEventListener('reset', () => { load(null).catch(() => {}); });
     es.onerror = () => {
       live.dataset.state = 'connecting';
       live.textContent = t('live_off');
-      if (++failures >= 3 && es.readyState === EventSource.CLOSED) { es.close(); es = null; startPoll(); }
-      else if (es.readyState === EventSource.CLOSED) { es.close(); es = null; startPoll(); }
+      // CLOSED: the host refused the stream (no such route, 429, 503);
+      // otherwise EventSource reconnects by itself with Last-Event-ID.
+      if (es.readyState === EventSource.CLOSED || ++failures > 5) { es.close(); es = null; startPoll(); }
     };
   } else startPoll();
   ctx.onCleanup(() => { if (es) es.close(); if (poll) clearInterval(poll); if (timer) clearTimeout(timer); });
