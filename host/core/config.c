@@ -166,6 +166,8 @@ static const struct {
     {"kafka.instance_id", BNB_CFG_STRING, NULL,
      "static consumer-group membership: group.instance.id is <this>-<group>, stable per process (pod); unset: the "
      "pod name (HOSTNAME) in Kubernetes, else dynamic membership. Never the same in two live processes"},
+    {"kafka.debug", BNB_CFG_STRING, NULL,
+     "librdkafka debug contexts (e.g. cgrp,broker,msg), logged at log_level debug; unset: none"},
     {"kafka.session_timeout_ms", BNB_CFG_INT, "6000",
      "consumer session: a consumer that died and does not come back gives its partitions up after it"},
     {"kafka.assignment", BNB_CFG_STRING, "cooperative-sticky",

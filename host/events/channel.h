@@ -49,6 +49,7 @@ typedef struct bnb_kafka_config {
     const char *instance_id;
     int session_timeout_ms; /* consumer session; 0 = 6000 */
     const char *assignment; /* partition.assignment.strategy; NULL = "cooperative-sticky" */
+    const char *debug;      /* librdkafka debug contexts ("cgrp,broker"), logged at level debug; NULL: none */
 } bnb_kafka_config_t;
 
 #ifdef BNB_HAVE_KAFKA

@@ -351,7 +351,8 @@ static int kafka_connect(bnb_host_t *h, bnb_channel_t **out, char *err, size_t e
                              .partitions = (int)bnb__config_int(h->cfg, "kafka.partitions"),
                              .instance_id = inst,
                              .session_timeout_ms = (int)bnb__config_int(h->cfg, "kafka.session_timeout_ms"),
-                             .assignment = bnb__config_str(h->cfg, "kafka.assignment")};
+                             .assignment = bnb__config_str(h->cfg, "kafka.assignment"),
+                             .debug = bnb__config_str(h->cfg, "kafka.debug")};
     bnb_channel_t *ch = NULL;
     if (bnb__kafka_open(&kc, &ch, err, errlen) != 0)
         return -1;

@@ -46,6 +46,7 @@ struct kafka_channel {
     char *client_id;
     char *instance_id; /* NULL: dynamic membership */
     char *assignment;
+    char *debug; /* NULL: none */
     int session_timeout_ms;
     rd_kafka_t *producer;
     pthread_t poller;
@@ -169,7 +170,8 @@ static rd_kafka_conf_t *base_conf(kafka_channel_t *ch, const char *client_id, ch
     if (conf_set(conf, "bootstrap.servers", ch->brokers, errbuf, errlen) ||
         conf_set(conf, "client.id", client_id, errbuf, errlen) ||
         conf_set(conf, "socket.keepalive.enable", "true", errbuf, errlen) ||
-        conf_set(conf, "reconnect.backoff.max.ms", "2000", errbuf, errlen)) {
+        conf_set(conf, "reconnect.backoff.max.ms", "2000", errbuf, errlen) ||
+        (ch->debug && conf_set(conf, "debug", ch->debug, errbuf, errlen))) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
@@ -524,6 +526,7 @@ static void kafka_close(bnb_channel_t *base, int timeout_ms)
     free(ch->client_id);
     free(ch->instance_id);
     free(ch->assignment);
+    free(ch->debug);
     free(ch);
 }
 
@@ -627,6 +630,7 @@ int bnb__kafka_open(const bnb_kafka_config_t *cfg, bnb_channel_t **out, char *er
     ch->assignment = strdup(cfg->assignment && *cfg->assignment ? cfg->assignment : "cooperative-sticky");
     ch->instance_id = cfg->instance_id && *cfg->instance_id ? strdup(cfg->instance_id) : NULL;
     ch->session_timeout_ms = cfg->session_timeout_ms > 0 ? cfg->session_timeout_ms : 6000;
+    ch->debug = cfg->debug && *cfg->debug ? strdup(cfg->debug) : NULL;
     if (!ch->brokers || !ch->client_id || !ch->assignment ||
         (cfg->instance_id && *cfg->instance_id && !ch->instance_id)) {
         rc = BNB_ENOMEM;
