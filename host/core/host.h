@@ -94,6 +94,7 @@ typedef struct bnb_host {
     atomic_int stores_ready;  /* every plugin's store answered its last ping */
     int ready_logged;         /* readiness last announced in the log: -1 none, 0, 1 */
     int channel_up_seen;      /* channel_ready as the loop last saw it (wakes the relay when it comes back) */
+    int channel_fails;        /* failed channel checks in a row (ready_work; one at a time) */
     uv_timer_t ready_timer;
     int ready_job;
     char kafka_prefix[96]; /* "<kafka.namespace>." or "" */

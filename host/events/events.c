@@ -146,11 +146,15 @@ static int deliver_local(bnb_host_t *h, const char *topic, const char *payload, 
 
 /* ---- relay ---------------------------------------------------------------- */
 
-/* Publish on the channel under kafka.namespace. */
+/* Publish on the channel under kafka.namespace. While the broker is known to
+ * be away, wait 1 s for the acknowledgements instead of 10 s: the attempt
+ * (it may be the broker coming back) does not hold a worker for long, and
+ * the relay retries with a backoff. */
 static int publish_prefixed(bnb_host_t *h, bnb_outbox_entry_t *e, size_t n)
 {
+    int timeout = !h->kafka_wanted || atomic_load(&h->channel_ready) ? 10000 : 1000;
     if (h->kafka_prefix[0] == '\0')
-        return h->channel->ops->publish(h->channel, e, n, 10000);
+        return h->channel->ops->publish(h->channel, e, n, timeout);
     char **orig = malloc(n * sizeof(char *));
     if (orig == NULL)
         return BNB_ENOMEM;
@@ -168,7 +172,7 @@ static int publish_prefixed(bnb_host_t *h, bnb_outbox_entry_t *e, size_t n)
         snprintf(e[i].topic, l, "%s%s", h->kafka_prefix, orig[i]);
     }
     if (rc == 0)
-        rc = h->channel->ops->publish(h->channel, e, n, 10000);
+        rc = h->channel->ops->publish(h->channel, e, n, timeout);
     for (size_t k = 0; k < i; k++) {
         free(e[k].topic);
         e[k].topic = orig[k];
@@ -183,8 +187,8 @@ static int publish_prefixed(bnb_host_t *h, bnb_outbox_entry_t *e, size_t n)
 static int relay_once(bnb_host_t *h, bnb_inst_t *ctx)
 {
     bnb_store_t *st = ctx->store;
-    if (h->kafka_wanted && (atomic_load(&h->channel) == NULL || !atomic_load(&h->channel_ready)))
-        return 0; /* not connected, or the broker is away: keep it in the outbox (woken when it is back) */
+    if (h->kafka_wanted && atomic_load(&h->channel) == NULL)
+        return 0; /* not connected yet: keep it in the outbox (woken when it is) */
     for (int round = 0; round < 20; round++) {
         bnb_outbox_entry_t *e = NULL;
         size_t n = 0;
@@ -416,8 +420,13 @@ static void ready_work(uv_work_t *w)
     bnb_host_t *h = w->data;
     bnb_channel_t *ch = atomic_load(&h->channel);
     if (h->kafka_wanted) {
-        int up = ch != NULL && ch->ops->ready(ch);
-        int was = atomic_exchange(&h->channel_ready, up);
+        /* down only after 3 failed checks in a row (one metadata request
+         * can time out on a busy machine), up after one answer */
+        int ok = ch != NULL && ch->ops->ready(ch);
+        h->channel_fails = ok ? 0 : h->channel_fails + 1;
+        int was = atomic_load(&h->channel_ready);
+        int up = ok || (was && h->channel_fails < 3);
+        atomic_store(&h->channel_ready, up);
         if (up != was) {
             /* not a readiness matter: commits keep their events in the
              * outbox meanwhile, and the relay catches up when it is back */
