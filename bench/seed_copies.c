@@ -1,7 +1,7 @@
 /* bench/idle.sh's seeder for MongoDB (FerretDB): N copies of the first
  * document of the collection whose name ends with SUFFIX, inserted 1,000 at
  * a time (insert_many: minutes instead of the hours that N commits through
- * the API would take). Every top-level string (and _id) gets "-s<i>"
+ * the API would take). Every string (_id and nested ones too) gets "-s<i>"
  * appended, so unique indexes stay satisfied. Not part of the build: the
  * script compiles it (pkg-config libmongoc-1.0).
  *   seed_copies MONGO_URL DB SUFFIX N
@@ -24,6 +24,25 @@ static int copy_doc(const bson_t *src, bson_t *dst, long i)
             const char *v = bson_iter_utf8(&it, &len);
             snprintf(buf, sizeof buf, "%.*s-s%ld", (int)(len < 900 ? len : 900), v, i);
             BSON_APPEND_UTF8(dst, k, buf);
+        } else if (BSON_ITER_HOLDS_DOCUMENT(&it) || BSON_ITER_HOLDS_ARRAY(&it)) {
+            /* unique indexes may be on nested fields ("f.reservationId") */
+            uint32_t len = 0;
+            const uint8_t *data = NULL;
+            bson_t sub, out;
+            int arr = BSON_ITER_HOLDS_ARRAY(&it);
+            if (arr)
+                bson_iter_array(&it, &len, &data);
+            else
+                bson_iter_document(&it, &len, &data);
+            if (!bson_init_static(&sub, data, len))
+                return -1;
+            if (arr ? !bson_append_array_begin(dst, k, -1, &out) : !bson_append_document_begin(dst, k, -1, &out))
+                return -1;
+            int rc = copy_doc(&sub, &out, i);
+            if (arr ? !bson_append_array_end(dst, &out) : !bson_append_document_end(dst, &out))
+                return -1;
+            if (rc != 0)
+                return rc;
         } else if (!bson_append_iter(dst, k, -1, &it)) {
             return -1;
         }
@@ -41,6 +60,7 @@ int main(int argc, char **argv)
     int rc = 1;
     bson_error_t err;
     mongoc_init();
+    mongoc_log_set_handler(NULL, NULL); /* FerretDB has no endSessions: a warning at exit */
     mongoc_client_t *cl = mongoc_client_new(argv[1]);
     mongoc_database_t *db = cl ? mongoc_client_get_database(cl, argv[2]) : NULL;
     if (db && strcmp(argv[3], "--drop") == 0) {

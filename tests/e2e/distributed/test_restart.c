@@ -634,7 +634,9 @@ static void probe_note(world_t *w, const char *label, const char *step, long lon
 
 static void probe(world_t *w, const char *label, long long backlog_ms)
 {
-    long long bound = PROBE_BOUND_MS + backlog_ms, limit = bound + 15000;
+    const char *strict_rec = getenv("BNB_E2E_STRICT_RECOVERY");
+    long long bound = PROBE_BOUND_MS + backlog_ms;
+    long long limit = strict_rec && *strict_rec == '1' ? bound + 15000 : bound; /* reported only: no longer */
     char in[11], out[11], body[512], path[200], id[80] = "";
     int k = w->probes++;
     date_in(500 + 2 * k, in);
