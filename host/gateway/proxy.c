@@ -247,7 +247,8 @@ int bnb__gateway_verify(const char *header, const char *method, const char *path
 
 /* ---- proxying ---------------------------------------------------------------- */
 
-static const char *const pass_back[] = {"content-type", "retry-after", "location", "allow", "www-authenticate", "etag"};
+static const char *const pass_back[] = {"content-type",     "retry-after", "location",           "allow",
+                                        "www-authenticate", "etag",        "idempotent-replayed"};
 
 static size_t on_header(char *buf, size_t size, size_t nitems, void *ud)
 {
