@@ -896,9 +896,10 @@ static int identify_signed(rq_t *q)
     header_copy(req, H2O_STRLIT("x-bnb-user"), user, sizeof(user));
     header_copy(req, H2O_STRLIT("x-bnb-role"), role, sizeof(role));
     header_copy(req, H2O_STRLIT("x-request-id"), q->rid_hdr, sizeof(q->rid_hdr));
-    int hasq = req->query_at != SIZE_MAX;
-    snprintf(pq, sizeof(pq), "%.*s%s%.*s", (int)q->plen, q->path, hasq ? "?" : "",
-             hasq ? (int)(req->path.len - req->query_at - 1) : 0, hasq ? req->path.base + req->query_at + 1 : "");
+    /* the path and query as they came, still encoded: what the signer sent */
+    if (req->path.len >= sizeof(pq))
+        return rq_refuse(q, 403, "requests must come through the gateway");
+    snprintf(pq, sizeof(pq), "%.*s", (int)req->path.len, req->path.base);
     q->signer = bnb__gateway_verify(sig, q->method, pq, q->rid_hdr, user, role, req->entity.base,
                                     req->entity.base ? req->entity.len : 0, bnb__now_ms() / 1000);
     if (q->signer < 0)
@@ -1075,6 +1076,18 @@ static int fill_upstream(rq_t *q, bnb_req_t *r)
     r->upstream_index = q->upi;
     r->upstream_h2c = q->h2c;
     if (r->upstream == NULL)
+        return -1;
+    /* the path and query as received, still encoded (the service decodes
+     * them as this host would), and signed as forwarded */
+    size_t plen = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
+    free(r->path);
+    free(r->query);
+    r->query = NULL;
+    r->path = bnb__uri_forwardable(req->path.base, plen);
+    if (r->path == NULL)
+        return -1;
+    if (req->query_at != SIZE_MAX &&
+        (r->query = bnb__uri_forwardable(req->path.base + plen + 1, req->path.len - plen - 1)) == NULL)
         return -1;
     if (req->entity.base == NULL || req->entity.len == 0)
         return 0;
