@@ -6,6 +6,7 @@
 #include "jwks.h"
 #include "ratelimit.h"
 #include "reqcheck.h"
+#include "webapp.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -877,6 +878,11 @@ static int stage_route(rq_t *q)
             *s = '\0'; /* label by the first segment: "edge /rooms" */
         return 0;
     }
+    /* no API route: the web app's files (GET/HEAD), when this is one */
+    if (st == 404 && bnb__web_serve(q->h, q->req, q->path, q->plen)) {
+        bnb__route_match_clear(&q->m);
+        return -1;
+    }
     snprintf(q->label, sizeof(q->label), "unmatched");
     if (st == 405) {
         add_header(q->req, "allow", allow);
@@ -1172,10 +1178,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     http_conn_t *c = conn_of(req);
     if (c != NULL && c->shut)
         return 0;
+    /* an h2c Upgrade: h2o made its HTTP/2 connection after the first request */
     if (c != NULL && c->h2 == NULL && req->version >= 0x200)
-        h2_adopt(
-            c,
-            (h2o_http2_conn_t *)req->conn); /* an h2c Upgrade: h2o made its HTTP/2 connection after the first request */
+        h2_adopt(c, (h2o_http2_conn_t *)req->conn);
     rq_t q = {.h = bnb__host, .self = self, .req = req, .t0 = (int64_t)uv_hrtime(), .signer = -1, .upi = -1};
     q.path = req->path_normalized.base;
     q.plen = req->path_normalized.len;
@@ -1554,6 +1559,7 @@ int bnb__http_start(bnb_host_t *h, char *err, size_t errlen)
     uv_check_start(&g_h2_check, on_h2_check);
     uv_unref((uv_handle_t *)&g_h2_check);
     g_h2_check_on = 1;
+    bnb__web_init(h);
     bnb__jwks_never_wait_here(); /* this is the loop's thread */
     g_accept.ctx = &g_ctx;
     g_accept.hosts = g_config.hosts;
