@@ -166,10 +166,10 @@ async function main() {
   await axe(gp, 'search');
   await fits(gp, 'the search page');
   await shot(gp, 'guest-search');
-  await gp.getByLabel('City', { exact: true }).fill('Nowhere');
+  await gp.getByLabel('Highest price per night', { exact: true }).fill('100');
   await gp.getByRole('button', { name: 'Search' }).click();
-  await gp.getByText('No room matches').waitFor();
-  check(true, 'another city finds nothing');
+  await gp.locator('#main').getByText('No room matches').waitFor();
+  check(true, 'a highest price under the room\'s (100 < 120) finds nothing');
   await gp.goBack();
   await hit.waitFor();
 
@@ -286,8 +286,18 @@ async function main() {
   check(await hp.evaluate(() => document.documentElement.lang) === 'ko', 'the app switches to Korean (html lang=ko)');
   await axe(hp, 'host reservations (Korean)');
   await shot(hp, 'host-reservations-korean');
+  await hp.getByRole('link', { name: '내 숙소' }).click();
+  await hp.locator('#new-room').getByLabel('이름', { exact: true }).fill('Half-typed');
   await hp.getByRole('button', { name: '언어를 영어로 바꾸기' }).click();
-  await hp.getByRole('link', { name: 'My rooms' }).click();
+  check(await hp.locator('#new-room').getByLabel('Name', { exact: true }).inputValue() === 'Half-typed',
+    'switching the language keeps what was typed');
+  const card = hp.locator(`#my-rooms li[data-id="${roomId}"]`);
+  await card.getByRole('button', { name: 'Edit: Fjord cabin' }).click();
+  await card.getByLabel('Price per night', { exact: true }).fill('130');
+  await card.getByRole('button', { name: 'Save' }).click();
+  await card.getByText('130 per night').waitFor();
+  check(true, 'the host edits the price (120 -> 130)');
+  await shot(hp, 'host-room-edited');
   await hp.getByRole('button', { name: 'Delete: Fjord cabin' }).click();
   const hd = hp.locator('dialog');
   await hd.getByText('cancels every future booking').waitFor();
