@@ -6,53 +6,16 @@
 // moves the rating; a second guest cannot see the first one's trips; the
 // host deletes the room after a warning. axe-core checks every page (no
 // serious or critical violation); a screenshot of each step is saved under
-// $BNB_WEB_ARTIFACTS (meson: build-test/meson-logs/web/).
+// $BNB_WEB_ARTIFACTS/app/ (meson: build-test/meson-logs/web/app/).
 // Exit 0 passed, 1 failed, 77 skipped (no Chromium / npm packages).
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createRequire } from 'node:module';
+import { browserKit } from './lib.mjs';
 import { startHost } from './host.mjs';
 import { startFront } from './front.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const require = createRequire(import.meta.url);
-const chromiumPath = process.env.BNB_CHROMIUM || '/usr/bin/chromium';
-let pw;
-try { pw = require('playwright-core'); } catch {
-  console.log('SKIP: playwright-core is not installed (scripts/web-deps runs npm ci in tests/web)');
-  process.exit(77);
-}
-if (!existsSync(chromiumPath)) {
-  console.log(`SKIP: no Chromium at ${chromiumPath} (scripts/web-deps installs Debian's chromium)`);
-  process.exit(77);
-}
-const axePath = require.resolve('axe-core/axe.min.js');
-const out = process.env.BNB_WEB_ARTIFACTS || join(here, 'artifacts');
-rmSync(out, { recursive: true, force: true });
-mkdirSync(out, { recursive: true });
-
-const t0 = Date.now();
-let step = 0, failed = 0;
-const say = (m) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${m}`);
-function check(cond, what) {
-  if (!cond) { failed++; say('FAIL ' + what); throw new Error(what); }
-  say('ok ' + what);
-}
-async function shot(page, name) {
-  step++;
-  const file = join(out, `${String(step).padStart(2, '0')}-${name}.png`);
-  await page.screenshot({ path: file, fullPage: true });
-}
-// axe-core on the page as it is: serious and critical violations fail.
-async function axe(page, name) {
-  const a0 = Date.now();
-  if (!(await page.evaluate(() => !!window.axe))) await page.addScriptTag({ path: axePath });
-  const res = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
-  const bad = res.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-  for (const v of bad) say(`axe ${name}: ${v.impact} ${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join(', ')})`);
-  check(bad.length === 0, `${name}: no serious or critical accessibility violation (axe-core, ${res.violations.length} minor, ${Date.now() - a0} ms)`);
-}
+const { out, say, check, shot, axe, launch } = browserKit('app');
 
 const day = (n) => new Date(Date.now() + n * 86400000).toISOString().slice(0, 10);
 const IN = day(30), OUT = day(33), IN2 = day(40), OUT2 = day(42), IN3 = day(50), OUT3 = day(51);
@@ -73,7 +36,7 @@ async function main() {
   const base = served ? host.url : front.url;
   say(`host ${host.url}; app from ${served ? 'the host' : 'the interim front (the host has no /auth/config, /dev/token yet)'} ${base}`);
 
-  browser = await pw.chromium.launch({ executablePath: chromiumPath, headless: true, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
+  browser = await launch();
   const desktop = { viewport: { width: 1200, height: 860 } };
   const phone = { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true };
   const errors = [];
