@@ -70,8 +70,17 @@ async function main() {
   // 1. the host signs in (development sign-in, says so) and lists a room
   say('browser up');
   const hp = await newPage(desktop);
+  const loaded = [];
+  const onResp = (resp) => {
+    const type = resp.headers()['content-type'] || '';
+    if (/html|javascript|css/.test(type)) loaded.push(resp.body().then((b) => b.length).catch(() => 0));
+  };
+  hp.on('response', onResp);
   await hp.goto(base + '/#/signin');
   await hp.getByText('Development sign-in').waitFor();
+  hp.off('response', onResp);
+  const weight = (await Promise.all(loaded)).reduce((a, b) => a + b, 0);
+  check(weight < 100 * 1024, `first load: ${loaded.length} files, ${(weight / 1024).toFixed(1)} KB uncompressed (budget 100 KB; web/README.md)`);
   await axe(hp, 'sign-in');
   await shot(hp, 'dev-sign-in');
   await signIn(hp, 'alice', 'host');
@@ -129,6 +138,28 @@ async function main() {
   await axe(gp, 'search');
   await fits(gp, 'the search page');
   await shot(gp, 'guest-search');
+  // paging: 12 rooms in Tromsø (listed through the API), 10 a page
+  const alice = host.token('alice', 'host');
+  for (let i = 1; i <= 12; i++) {
+    const r = await fetch(host.url + '/rooms', {
+      method: 'POST',
+      headers: { Authorization: 'Bearer ' + alice, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ name: `Tromsø flat ${i}`, description: '', city: 'Tromsø', pricePerNight: 80 + i, capacity: 2 }),
+    });
+    if (r.status !== 201) check(false, `POST /rooms ${r.status}`);
+  }
+  await gp.getByLabel('City', { exact: true }).fill('Tromsø');
+  await gp.getByRole('button', { name: 'Search' }).click();
+  const cards = gp.locator('ul.cards li');
+  await gp.getByRole('button', { name: 'Show more' }).waitFor();
+  check(await cards.count() === 10, 'the search shows 10 rooms a page');
+  await gp.getByRole('button', { name: 'Show more' }).click();
+  await cards.nth(11).waitFor();
+  check(await cards.count() === 12 && await gp.getByRole('button', { name: 'Show more' }).isHidden() &&
+        await gp.evaluate(() => document.activeElement.textContent.startsWith('Tromsø flat')),
+  'Show more (the next cursor) adds the last 2, moves focus to the first new one and hides itself');
+  await gp.goBack();
+  await hit.waitFor();
   await gp.getByLabel('Highest price per night', { exact: true }).fill('100');
   await gp.getByRole('button', { name: 'Search' }).click();
   await gp.locator('#main').getByText('No room matches').waitFor();
