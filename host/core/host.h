@@ -115,6 +115,7 @@ typedef struct bnb_host {
     atomic_int ready;
     atomic_int draining;
     atomic_int inflight;   /* worker jobs running for requests */
+    atomic_uint jobs_done; /* request jobs finished so far (main.c: heap trim after a burst) */
 
     pthread_mutex_t dl_mu;
     json_t *dead_letters; /* recent parked events, newest last */

@@ -427,6 +427,7 @@ static void job_after(uv_work_t *w, int status)
             bnb__breaker_record(b, j->r.status < 500, bnb__mono_ms());
     }
     bnb__metrics_http(h->metrics, j->route, j->r.method ? j->r.method : "?", j->r.status, secs);
+    atomic_fetch_add(&h->jobs_done, 1);
     http_conn_t *c = j->state == JOB_POOL ? j->conn : NULL;
     job_discard(j);
     atomic_fetch_sub(&h->inflight, 1);
