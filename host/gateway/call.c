@@ -146,6 +146,7 @@ static int call_remote(bnb_host_t *h, const char *base, const char *method, cons
     }
     bnb_buf_t b = {NULL, 0, 4 * 1024 * 1024};
     curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L); /* sent as signed */
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, h->call_timeout_ms);

@@ -6,6 +6,10 @@
 #define BNB_E2E_HOSTUTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "harness.h"
 
 typedef enum {
     HU_H1 = 1,     /* HTTP/1.1 */
@@ -57,5 +61,59 @@ int hu_copy(const char *from, const char *to);
 char *hu_slurp(const char *path);
 /* Remove a directory tree (rm -rf). */
 void hu_rmtree(const char *dir);
+
+/* ---- a running all-in-one host and a host's token (the usual fixture) ---- */
+
+typedef struct hu_fx {
+    e2e_host_t *h;
+    char *host_tok; /* bearer token of "alice", role host */
+} hu_fx_t;
+
+/* Start an all-in-one host with `env` (NULL or "K=V" list); NULL on failure. */
+hu_fx_t *hu_fx_start(const char *const *env);
+/* Stop it: 0 when it exited cleanly (23 = an ASan/LSan report). */
+int hu_fx_stop(hu_fx_t *f);
+
+/* ---- raw sockets ------------------------------------------------------------ */
+
+/* TCP connection to 127.0.0.1:port (TCP_NODELAY), or -1. */
+int hu_connect(int port);
+/* Send all of buf; 0 or -1. */
+int hu_send(int fd, const void *buf, size_t len);
+/* Read until the peer closes (*closed = 1) or nothing comes for idle_ms.
+ * NUL-terminates; returns the bytes read. */
+size_t hu_read(int fd, char *buf, size_t cap, int idle_ms, int *closed);
+/* How often needle occurs in hay. */
+int hu_count(const char *hay, const char *needle);
+/* Whether needle (n bytes) occurs in the n_hay bytes of hay. */
+int hu_contains(const char *hay, size_t n_hay, const char *needle, size_t n);
+/* Resident memory of a process (kB), -1 when unknown. */
+long hu_rss_kb(pid_t pid);
+
+/* ---- HTTP/2 spoken by hand: frames, HPACK without Huffman ----------------------
+ * For what no client library sends (resets right after HEADERS, HPACK
+ * bombs). Buffers grow as needed (abort on out of memory); free(b.p). */
+
+typedef struct hu_h2buf {
+    unsigned char *p;
+    size_t len, cap;
+} hu_h2buf_t;
+
+void hu_h2_put(hu_h2buf_t *b, const void *d, size_t n);
+void hu_h2_byte(hu_h2buf_t *b, unsigned v);
+/* HPACK string literal, no Huffman */
+void hu_h2_str(hu_h2buf_t *b, const char *s, size_t n);
+/* HPACK literal header field without indexing, new name */
+void hu_h2_lit(hu_h2buf_t *b, const char *name, const char *value);
+/* one frame: 9-byte header and payload */
+void hu_h2_frame(hu_h2buf_t *out, unsigned type, unsigned flags, uint32_t sid, const void *payload, size_t n);
+/* a header block as HEADERS + CONTINUATION frames of at most 16 KiB */
+void hu_h2_headers(hu_h2buf_t *out, uint32_t sid, const hu_h2buf_t *block, int end_stream);
+/* RST_STREAM(CANCEL) */
+void hu_h2_rst(hu_h2buf_t *out, uint32_t sid);
+/* the client preface and an empty SETTINGS frame */
+void hu_h2_preface(hu_h2buf_t *out);
+/* :method, :scheme http, :path, :authority, and authorization / JSON content-type when asked */
+void hu_h2_req_block(hu_h2buf_t *b, const char *method, const char *path, const char *token, int json);
 
 #endif

@@ -20,33 +20,17 @@
 #include <string.h>
 #include <unistd.h>
 
-typedef struct fx {
-    e2e_host_t *h;
-    char *host_tok;
-} fx_t;
+typedef hu_fx_t fx_t;
 
 static int setup(void **state)
 {
-    fx_t *f = calloc(1, sizeof(*f));
-    if (f == NULL || e2e_host_start(&f->h, NULL) != 0)
-        return -1;
-    f->host_tok = e2e_token(f->h, "alice", "host", 0);
-    if (f->host_tok == NULL)
-        return -1;
-    *state = f;
-    return 0;
+    *state = hu_fx_start(NULL);
+    return *state ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
-    fx_t *f = *state;
-    int st = e2e_host_stop(f->h);
-    e2e_host_free(f->h);
-    free(f->host_tok);
-    free(f);
-    if (st != 0)
-        fprintf(stderr, "host exit status %d (23 = ASan/LSan report)\n", st);
-    return st == 0 ? 0 : -1;
+    return hu_fx_stop(*state) == 0 ? 0 : -1;
 }
 
 static void assert_contains(const char *hay, const char *needle)
