@@ -414,59 +414,6 @@ int hu_fx_stop(hu_fx_t *f)
 
 /* ---- raw sockets -------------------------------------------------------------------- */
 
-int hu_connect(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
-        close(fd);
-        return -1;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    return fd;
-}
-
-int hu_send(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-size_t hu_read(int fd, char *buf, size_t cap, int idle_ms, int *closed)
-{
-    size_t got = 0;
-    *closed = 0;
-    while (got + 1 < cap) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        int pr = poll(&p, 1, idle_ms);
-        if (pr <= 0)
-            break;
-        ssize_t n = recv(fd, buf + got, cap - 1 - got, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            *closed = 1;
-            break;
-        }
-        got += (size_t)n;
-    }
-    buf[got] = '\0';
-    return got;
-}
-
 int hu_count(const char *hay, const char *needle)
 {
     int n = 0;
@@ -594,4 +541,53 @@ void hu_h2_req_block(hu_h2buf_t *b, const char *method, const char *path, const 
     }
     if (json)
         hu_h2_lit(b, "content-type", "application/json");
+}
+
+/* ---- nghttp ------------------------------------------------------------------------ */
+
+char *hu_nghttp_post(const char *url, const char *token, const char *file, const char *flag)
+{
+    static const char nghttp[] = "/usr/bin/nghttp";
+    if (access(nghttp, X_OK) != 0) {
+        fprintf(stderr, "%s is missing\n", nghttp);
+        return NULL;
+    }
+    char auth[2200];
+    snprintf(auth, sizeof(auth), "authorization: Bearer %s", token);
+    const char *argv[12] = {nghttp, "-v", "-H", auth, "-H", "content-type: application/json", "-d", file};
+    size_t n = 8;
+    if (flag != NULL)
+        argv[n++] = flag;
+    argv[n++] = url;
+    argv[n] = NULL;
+    hu_run_t r;
+    if (hu_run(argv, NULL, 60000, &r) != 0)
+        return NULL;
+    if (r.status != 0) {
+        fprintf(stderr, "nghttp exited %d: %.1000s\n", r.status, r.err);
+        hu_run_free(&r);
+        return NULL;
+    }
+    free(r.err);
+    return r.out;
+}
+
+int hu_nghttp_got_413(const char *out)
+{
+    const char *st = strstr(out, ":status: 413"), *rst = st ? strstr(st, "error_code=NO_ERROR") : NULL;
+    return st != NULL && rst != NULL && strstr(out, "content-type: application/problem+json") != NULL &&
+           strstr(out, "\"status\":413") != NULL && strstr(out, "REFUSED_STREAM") == NULL;
+}
+
+void hu_nghttp_summary(const char *out, char *sum, size_t cap)
+{
+    size_t o = 0;
+    sum[0] = '\0';
+    for (const char *line = out; *line && o + 200 < cap;) {
+        const char *end = strchr(line, '\n');
+        size_t l = end ? (size_t)(end - line) : strlen(line);
+        if (memmem(line, l, "recv", 4) || memmem(line, l, "error_code", 10) || memmem(line, l, "status", 6))
+            o += (size_t)snprintf(sum + o, cap - o, "%.*s\n", (int)(l < 190 ? l : 190), line);
+        line += l + (end ? 1 : 0);
+    }
 }

@@ -62,6 +62,19 @@ char *hu_slurp(const char *path);
 /* Remove a directory tree (rm -rf). */
 void hu_rmtree(const char *dir);
 
+/* ---- nghttp (nghttp2's HTTP/2 client, Debian package nghttp2-client) ---- */
+
+/* POST `file` (application/json, bearer `token`) to `url` with `nghttp -v`
+ * and `flag` (NULL, "--no-content-length", "-u" for an h2c Upgrade...); its
+ * whole output (frames and body; caller frees), NULL when it cannot run or
+ * fails. https URLs: nghttp does not check the certificate. */
+char *hu_nghttp_post(const char *url, const char *token, const char *file, const char *flag);
+/* 1 when that output holds a 413 problem+json answer followed by
+ * RST_STREAM(NO_ERROR), and no REFUSED_STREAM. */
+int hu_nghttp_got_413(const char *out);
+/* The received frames and error codes of that output, for a failure message. */
+void hu_nghttp_summary(const char *out, char *sum, size_t cap);
+
 /* ---- a running all-in-one host and a host's token (the usual fixture) ---- */
 
 typedef struct hu_fx {
@@ -76,13 +89,7 @@ int hu_fx_stop(hu_fx_t *f);
 
 /* ---- raw sockets ------------------------------------------------------------ */
 
-/* TCP connection to 127.0.0.1:port (TCP_NODELAY), or -1. */
-int hu_connect(int port);
-/* Send all of buf; 0 or -1. */
-int hu_send(int fd, const void *buf, size_t len);
-/* Read until the peer closes (*closed = 1) or nothing comes for idle_ms.
- * NUL-terminates; returns the bytes read. */
-size_t hu_read(int fd, char *buf, size_t cap, int idle_ms, int *closed);
+/* (connecting, sending, reading: e2e_raw_* in the harness) */
 /* How often needle occurs in hay. */
 int hu_count(const char *hay, const char *needle);
 /* Whether needle (n bytes) occurs in the n_hay bytes of hay. */

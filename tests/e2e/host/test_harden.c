@@ -121,14 +121,14 @@ static void check_exposition(const char *text)
 
 static void raw_request_line(int port, const char *method)
 {
-    int fd = hu_connect(port);
+    int fd = e2e_raw_connect(port);
     assert_true(fd >= 0);
     char req[256];
     snprintf(req, sizeof(req), "%s /rooms HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", method);
-    assert_int_equal(hu_send(fd, req, strlen(req)), 0);
+    assert_int_equal(e2e_raw_send(fd, req, strlen(req)), 0);
     char buf[4096];
     int closed;
-    hu_read(fd, buf, sizeof(buf), 2000, &closed);
+    e2e_raw_read(fd, buf, sizeof(buf), 2000, &closed);
     close(fd);
 }
 
@@ -254,10 +254,10 @@ static void test_query_bad_percent(void **state)
  * silence. The answers are counted by their status lines. */
 static void h1_exchange(int port, const char *req, char *buf, size_t cap, int *closed)
 {
-    int fd = hu_connect(port);
+    int fd = e2e_raw_connect(port);
     assert_true(fd >= 0);
-    assert_int_equal(hu_send(fd, req, strlen(req)), 0);
-    hu_read(fd, buf, cap, 1500, closed);
+    assert_int_equal(e2e_raw_send(fd, req, strlen(req)), 0);
+    e2e_raw_read(fd, buf, cap, 1500, closed);
     close(fd);
 }
 
@@ -329,45 +329,14 @@ static void test_body_limit_problem(void **state)
  * (curl/curl#22984), so nghttp (nghttp2's client) speaks here. Before: h2o
  * reset the stream with REFUSED_STREAM and no answer came. */
 
-static char *nghttp_post(fx_t *f, const char *file, int with_length)
+static char *nghttp_post(fx_t *f, const char *file, const char *flag)
 {
-    static const char nghttp[] = "/usr/bin/nghttp";
-    if (access(nghttp, X_OK) != 0)
-        fail_msg("%s is missing (Debian package nghttp2-client, scripts/install-deps)", nghttp);
-    char url[128], auth[2200];
+    char url[128];
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/rooms", e2e_host_port(f->h));
-    snprintf(auth, sizeof(auth), "authorization: Bearer %s", f->host_tok);
-    const char *argv[] = {nghttp,
-                          "-v",
-                          "-H",
-                          auth,
-                          "-H",
-                          "content-type: application/json",
-                          "-d",
-                          file,
-                          with_length ? url : "--no-content-length",
-                          with_length ? NULL : url,
-                          NULL};
-    hu_run_t r;
-    assert_int_equal(hu_run(argv, NULL, 60000, &r), 0);
-    if (r.status != 0)
-        fail_msg("nghttp exited %d:\n%.2000s\n%.1000s", r.status, r.out, r.err);
-    free(r.err);
-    return r.out;
-}
-
-/* what nghttp received and the error codes it saw, for a failure message */
-static void nghttp_summary(const char *out, char *sum, size_t cap)
-{
-    size_t o = 0;
-    sum[0] = '\0';
-    for (const char *line = out; *line && o + 200 < cap;) {
-        const char *end = strchr(line, '\n');
-        size_t l = end ? (size_t)(end - line) : strlen(line);
-        if (memmem(line, l, "recv", 4) || memmem(line, l, "error_code", 10) || memmem(line, l, "status", 6))
-            o += (size_t)snprintf(sum + o, cap - o, "%.*s\n", (int)(l < 190 ? l : 190), line);
-        line += l + (end ? 1 : 0);
-    }
+    char *out = hu_nghttp_post(url, f->host_tok, file, flag);
+    if (out == NULL)
+        fail_msg("nghttp did not run (Debian package nghttp2-client, scripts/install-deps)");
+    return out;
 }
 
 static void test_h2_body_past_drain(void **state)
@@ -386,17 +355,21 @@ static void test_h2_body_past_drain(void **state)
         for (size_t done = 0; done < sizes[si]; done += sizeof(chunk))
             assert_int_equal(fwrite(chunk, 1, sizeof(chunk), fp), sizeof(chunk));
         assert_int_equal(fclose(fp), 0);
-        for (int with_length = 1; with_length >= 0; with_length--) {
-            if (si == 1 && with_length == 1)
+        /* with Content-Length, without, and on an h2c Upgrade connection */
+        for (int way = 0; way < 3; way++) {
+            if (si == 1 && way == 2)
+                continue;
+            if (si == 1 && way == 0)
                 rss_before = hu_rss_kb(pid);
-            char *out = nghttp_post(f, path, with_length);
-            if (strstr(out, ":status: 413") == NULL || strstr(out, "content-type: application/problem+json") == NULL ||
-                strstr(out, "\"status\":413") == NULL || strstr(out, "REFUSED_STREAM") != NULL ||
-                strstr(out, "error_code=NO_ERROR") == NULL) {
+            char *out = nghttp_post(f, path, way == 0 ? NULL : way == 1 ? "--no-content-length" : "-u");
+            if (!hu_nghttp_got_413(out)) {
                 static char sum[8192];
-                nghttp_summary(out, sum, sizeof(sum));
-                fail_msg("%zu MB over h2 (%s Content-Length): want 413 problem+json then RST_STREAM(NO_ERROR):\n%s",
-                         sizes[si] >> 20, with_length ? "with" : "without", sum);
+                hu_nghttp_summary(out, sum, sizeof(sum));
+                fail_msg("%zu MB over h2 (%s): want 413 problem+json then RST_STREAM(NO_ERROR):\n%s", sizes[si] >> 20,
+                         way == 0   ? "Content-Length"
+                         : way == 1 ? "no Content-Length"
+                                    : "h2c Upgrade",
+                         sum);
             }
             free(out);
         }
@@ -412,7 +385,7 @@ static void test_h2_body_past_drain(void **state)
     assert_int_equal(r.status, 200);
     const char *m = strstr(r.body, "\nbearbnb_http2_bodies_refused ");
     assert_non_null(m);
-    assert_true(atof(m + 30) >= 4);
+    assert_true(atof(m + 30) >= 5);
     e2e_resp_free(&r);
 }
 
@@ -454,7 +427,7 @@ static void test_hpack_bomb(void **state)
     pid_t pid = e2e_host_pid(f->h);
     long rss0 = hu_rss_kb(pid);
     for (int round = 0; round < 4; round++) {
-        int fd = hu_connect(port);
+        int fd = e2e_raw_connect(port);
         assert_true(fd >= 0);
         hu_h2buf_t out = {0}, block = {0};
         hu_h2_preface(&out);
@@ -472,10 +445,10 @@ static void test_hpack_bomb(void **state)
         for (int i = 0; i < 16000; i++)
             hu_h2_byte(&block, 0x80 | 62);
         hu_h2_headers(&out, 1, &block, 1);
-        assert_int_equal(hu_send(fd, out.p, out.len), 0);
+        assert_int_equal(e2e_raw_send(fd, out.p, out.len), 0);
         static char buf[65536];
         int closed;
-        size_t n = hu_read(fd, buf, sizeof(buf), 1500, &closed);
+        size_t n = e2e_raw_read(fd, buf, sizeof(buf), 1500, &closed);
         /* the answer is a 431 problem (its body is plain JSON in a DATA frame) */
         int found = 0;
         for (size_t i = 0; i + 12 < n && !found; i++)
@@ -529,7 +502,7 @@ static void test_reset_posts_create_no_rooms(void **state)
     fx_t *f = *state;
     int port = e2e_host_port(f->h);
     const int n = 150;
-    int fd = hu_connect(port);
+    int fd = e2e_raw_connect(port);
     assert_true(fd >= 0);
     hu_h2buf_t out = {0};
     hu_h2_preface(&out);
@@ -544,10 +517,10 @@ static void test_reset_posts_create_no_rooms(void **state)
         hu_h2_rst(&out, sid);
         free(block.p);
     }
-    assert_int_equal(hu_send(fd, out.p, out.len), 0);
+    assert_int_equal(e2e_raw_send(fd, out.p, out.len), 0);
     static char buf[1 << 16];
     int closed;
-    hu_read(fd, buf, sizeof(buf), 1500, &closed);
+    e2e_raw_read(fd, buf, sizeof(buf), 1500, &closed);
     close(fd);
     free(out.p);
     usleep(500 * 1000);
@@ -571,7 +544,7 @@ static void *flood_main(void *arg)
     hu_h2buf_t block = {0};
     hu_h2_req_block(&block, "GET", "/rooms?limit=100", NULL, 0);
     while (!fl->stop) {
-        int fd = hu_connect(fl->port);
+        int fd = e2e_raw_connect(fl->port);
         if (fd < 0)
             break;
         fl->connections++;
@@ -579,7 +552,7 @@ static void *flood_main(void *arg)
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
         hu_h2buf_t out = {0};
         hu_h2_preface(&out);
-        int ok = hu_send(fd, out.p, out.len) == 0;
+        int ok = e2e_raw_send(fd, out.p, out.len) == 0;
         uint32_t sid = 1;
         while (ok && !fl->stop && sid < 2000000000u) {
             out.len = 0;
@@ -587,7 +560,7 @@ static void *flood_main(void *arg)
                 hu_h2_headers(&out, sid, &block, 1);
                 hu_h2_rst(&out, sid);
             }
-            ok = hu_send(fd, out.p, out.len) == 0;
+            ok = e2e_raw_send(fd, out.p, out.len) == 0;
             if (ok)
                 fl->sent += 100;
             /* drain what the server sends so that it never blocks on us */
