@@ -89,13 +89,7 @@ int hu_fx_stop(hu_fx_t *f);
 
 /* ---- raw sockets ------------------------------------------------------------ */
 
-/* TCP connection to 127.0.0.1:port (TCP_NODELAY), or -1. */
-int hu_connect(int port);
-/* Send all of buf; 0 or -1. */
-int hu_send(int fd, const void *buf, size_t len);
-/* Read until the peer closes (*closed = 1) or nothing comes for idle_ms.
- * NUL-terminates; returns the bytes read. */
-size_t hu_read(int fd, char *buf, size_t cap, int idle_ms, int *closed);
+/* (connecting, sending, reading: e2e_raw_* in the harness) */
 /* How often needle occurs in hay. */
 int hu_count(const char *hay, const char *needle);
 /* Whether needle (n bytes) occurs in the n_hay bytes of hay. */

@@ -121,14 +121,14 @@ static void check_exposition(const char *text)
 
 static void raw_request_line(int port, const char *method)
 {
-    int fd = hu_connect(port);
+    int fd = e2e_raw_connect(port);
     assert_true(fd >= 0);
     char req[256];
     snprintf(req, sizeof(req), "%s /rooms HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", method);
-    assert_int_equal(hu_send(fd, req, strlen(req)), 0);
+    assert_int_equal(e2e_raw_send(fd, req, strlen(req)), 0);
     char buf[4096];
     int closed;
-    hu_read(fd, buf, sizeof(buf), 2000, &closed);
+    e2e_raw_read(fd, buf, sizeof(buf), 2000, &closed);
     close(fd);
 }
 
@@ -254,10 +254,10 @@ static void test_query_bad_percent(void **state)
  * silence. The answers are counted by their status lines. */
 static void h1_exchange(int port, const char *req, char *buf, size_t cap, int *closed)
 {
-    int fd = hu_connect(port);
+    int fd = e2e_raw_connect(port);
     assert_true(fd >= 0);
-    assert_int_equal(hu_send(fd, req, strlen(req)), 0);
-    hu_read(fd, buf, cap, 1500, closed);
+    assert_int_equal(e2e_raw_send(fd, req, strlen(req)), 0);
+    e2e_raw_read(fd, buf, cap, 1500, closed);
     close(fd);
 }
 
@@ -427,7 +427,7 @@ static void test_hpack_bomb(void **state)
     pid_t pid = e2e_host_pid(f->h);
     long rss0 = hu_rss_kb(pid);
     for (int round = 0; round < 4; round++) {
-        int fd = hu_connect(port);
+        int fd = e2e_raw_connect(port);
         assert_true(fd >= 0);
         hu_h2buf_t out = {0}, block = {0};
         hu_h2_preface(&out);
@@ -445,10 +445,10 @@ static void test_hpack_bomb(void **state)
         for (int i = 0; i < 16000; i++)
             hu_h2_byte(&block, 0x80 | 62);
         hu_h2_headers(&out, 1, &block, 1);
-        assert_int_equal(hu_send(fd, out.p, out.len), 0);
+        assert_int_equal(e2e_raw_send(fd, out.p, out.len), 0);
         static char buf[65536];
         int closed;
-        size_t n = hu_read(fd, buf, sizeof(buf), 1500, &closed);
+        size_t n = e2e_raw_read(fd, buf, sizeof(buf), 1500, &closed);
         /* the answer is a 431 problem (its body is plain JSON in a DATA frame) */
         int found = 0;
         for (size_t i = 0; i + 12 < n && !found; i++)
@@ -502,7 +502,7 @@ static void test_reset_posts_create_no_rooms(void **state)
     fx_t *f = *state;
     int port = e2e_host_port(f->h);
     const int n = 150;
-    int fd = hu_connect(port);
+    int fd = e2e_raw_connect(port);
     assert_true(fd >= 0);
     hu_h2buf_t out = {0};
     hu_h2_preface(&out);
@@ -517,10 +517,10 @@ static void test_reset_posts_create_no_rooms(void **state)
         hu_h2_rst(&out, sid);
         free(block.p);
     }
-    assert_int_equal(hu_send(fd, out.p, out.len), 0);
+    assert_int_equal(e2e_raw_send(fd, out.p, out.len), 0);
     static char buf[1 << 16];
     int closed;
-    hu_read(fd, buf, sizeof(buf), 1500, &closed);
+    e2e_raw_read(fd, buf, sizeof(buf), 1500, &closed);
     close(fd);
     free(out.p);
     usleep(500 * 1000);
@@ -544,7 +544,7 @@ static void *flood_main(void *arg)
     hu_h2buf_t block = {0};
     hu_h2_req_block(&block, "GET", "/rooms?limit=100", NULL, 0);
     while (!fl->stop) {
-        int fd = hu_connect(fl->port);
+        int fd = e2e_raw_connect(fl->port);
         if (fd < 0)
             break;
         fl->connections++;
@@ -552,7 +552,7 @@ static void *flood_main(void *arg)
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
         hu_h2buf_t out = {0};
         hu_h2_preface(&out);
-        int ok = hu_send(fd, out.p, out.len) == 0;
+        int ok = e2e_raw_send(fd, out.p, out.len) == 0;
         uint32_t sid = 1;
         while (ok && !fl->stop && sid < 2000000000u) {
             out.len = 0;
@@ -560,7 +560,7 @@ static void *flood_main(void *arg)
                 hu_h2_headers(&out, sid, &block, 1);
                 hu_h2_rst(&out, sid);
             }
-            ok = hu_send(fd, out.p, out.len) == 0;
+            ok = e2e_raw_send(fd, out.p, out.len) == 0;
             if (ok)
                 fl->sent += 100;
             /* drain what the server sends so that it never blocks on us */
