@@ -15,10 +15,14 @@
  *   stays    one document per reservation: whether it is counted in the
  *            room's bookingCnt (so a second Confirmed / a stray Cancelled
  *            changes nothing).
+ *   migrations/rooms-v2  progress of the one walk that moves the lists a
+ *            room kept before storage v2 (embedded reviews, counted booking
+ *            ids) into reviews and stays (migrate_rooms, at init).
  * Every change of a document is ONE commit carrying its events
  * (transactional outbox) and, for an event, its applied mark (a redelivery
  * answers BNB_EALREADY), with optimistic concurrency and a bounded retry.
  */
+#include "bnb_idem.h"
 #include "bnb_plugin.h"
 #include "room_logic.h"
 
@@ -183,7 +187,7 @@ static void respond_page(bnb_req_t *req, json_t *items, char *next)
 
 /* ---- rooms ---------------------------------------------------------------- */
 
-static void room_create(bnb_ctx_t *ctx, bnb_req_t *req)
+static void room_create_run(bnb_ctx_t *ctx, bnb_req_t *req)
 {
     bnb_store_t *st = host->store(ctx);
     const json_t *body;
@@ -199,7 +203,7 @@ static void room_create(bnb_ctx_t *ctx, bnb_req_t *req)
         respond_invalid(req, &err);
         return;
     }
-    host->uuid(id);
+    bnb_idem_rid(host, id); /* the key's room id when retried with one */
     doc = room_new_doc(body, id, user ? user : "");
     data = doc ? room_view(doc, 1) : NULL;
     if (!doc || !data) {
@@ -488,7 +492,7 @@ static int count_review(bnb_store_t *st, const json_t *review, int sign)
     return rc == BNB_EALREADY ? 0 : rc;
 }
 
-static void review_create(bnb_ctx_t *ctx, bnb_req_t *req)
+static void review_create_run(bnb_ctx_t *ctx, bnb_req_t *req)
 {
     bnb_store_t *st = host->store(ctx);
     const char *room_id = host->req_param(req, "id"), *user = host->req_user(req);
@@ -515,7 +519,7 @@ static void review_create(bnb_ctx_t *ctx, bnb_req_t *req)
         return;
     }
     json_decref(room);
-    host->uuid(rid);
+    bnb_idem_rid(host, rid); /* the key's review id when retried with one */
     if (!(review =
               room_new_review(rid, room_id, user ? user : "", (int)json_integer_value(json_object_get(body, "rating")),
                               json_string_value(json_object_get(body, "content")), host->now_ms())) ||
@@ -749,6 +753,71 @@ static int on_reservation(bnb_ctx_t *ctx, const json_t *event)
     return 0;
 }
 
+/* ---- Idempotency-Key (plugins/common/bnb_idem.h) ------------------------------ */
+
+/* The room `rid` an earlier run of this key created before it could answer: 201. */
+static int room_recover(bnb_ctx_t *ctx, bnb_req_t *req, const char *rid)
+{
+    json_t *doc = NULL;
+    int64_t version = 0;
+    int rc = load_room(host->store(ctx), rid, &doc, &version);
+    if (rc == BNB_ENOENT)
+        return 0;
+    if (rc != 0) {
+        respond_store_error(req, rc);
+        return 1;
+    }
+    if (!str_eq(json_object_get(doc, "hostId"), host->req_user(req))) {
+        json_decref(doc);
+        return 0;
+    }
+    char loc[64];
+    snprintf(loc, sizeof(loc), "/rooms/%s", rid);
+    host->respond_header(req, "Location", loc);
+    host->respond_json(req, 201, room_view(doc, version));
+    json_decref(doc);
+    return 1;
+}
+
+/* The review `rid` an earlier run of this key stored: counted now if it was
+ * not (the applied mark makes that once), then 201. */
+static int review_recover(bnb_ctx_t *ctx, bnb_req_t *req, const char *rid)
+{
+    bnb_store_t *st = host->store(ctx);
+    json_t *doc = NULL;
+    int64_t version = 0;
+    int rc = host->store_get(st, REVIEWS, rid, &doc, &version);
+    if (rc == BNB_ENOENT)
+        return 0;
+    if (rc == 0 && !str_eq(json_object_get(doc, "authorId"), host->req_user(req))) {
+        json_decref(doc);
+        return 0;
+    }
+    if (rc == 0)
+        rc = count_review(st, doc, +1);
+    if (rc != 0) {
+        respond_room_error(req, json_string_value(json_object_get(doc, "roomId")), rc);
+        json_decref(doc);
+        return 1;
+    }
+    char loc[64];
+    snprintf(loc, sizeof(loc), "/reviews/%s", rid);
+    host->respond_header(req, "Location", loc);
+    host->respond_json(req, 201, room_review_view(doc));
+    json_decref(doc);
+    return 1;
+}
+
+static void room_create(bnb_ctx_t *ctx, bnb_req_t *req)
+{
+    bnb_idem_run(ctx, req, "POST /rooms", room_create_run, room_recover);
+}
+
+static void review_create(bnb_ctx_t *ctx, bnb_req_t *req)
+{
+    bnb_idem_run(ctx, req, "POST /rooms/{id}/reviews", review_create_run, review_recover);
+}
+
 /* ---- plugin ----------------------------------------------------------------- */
 
 /* A positive integer config value in [lo, hi], or `def`. */
@@ -768,19 +837,173 @@ static int64_t config_int(bnb_ctx_t *ctx, const char *key, int64_t def, int64_t 
     return n;
 }
 
+/* ---- migration of the rooms from before storage v2 -------------------------- */
+
+#define MIGRATIONS   "migrations"
+#define MIGRATION_ID "rooms-v2"
+#define MIGRATE_PAGE 20
+
+/* One room of the first room service: its embedded reviews become documents
+ * of `reviews` (the room's counters count them already), its `bookings` (the
+ * reservations counted in bookingCnt) documents of `stays`, then the room is
+ * written without the lists (and reviews_idx entries are deleted). Each step
+ * is idempotent (creates answer BNB_EEXIST when done before). */
+static int migrate_room(bnb_ctx_t *ctx, bnb_store_t *st, const char *id, size_t *reviews, size_t *stays)
+{
+    json_t *doc = NULL, *e;
+    int64_t version = 0;
+    size_t i;
+    int rc = host->store_get(st, ROOMS, id, &doc, &version);
+    if (rc)
+        return rc == BNB_ENOENT ? 0 : rc;
+    json_t *rl = json_object_get(doc, "reviews"), *bl = json_object_get(doc, "bookings");
+    if (!rl && !bl) {
+        json_decref(doc);
+        return 0;
+    }
+    json_array_foreach(rl, i, e)
+    {
+        const char *rid = json_string_value(json_object_get(e, "id"));
+        json_t *r = rid ? json_deep_copy(e) : NULL, *rd;
+        if (!r)
+            continue;
+        json_object_set_new(r, "roomId", json_string(id));
+        /* the first service kept no time to order by: listed after newer reviews */
+        rd = room_review_doc(r, 0);
+        json_decref(r);
+        int r2 = rd ? commit(st, BNB_WRITE_PUT, REVIEWS, rid, 0, rd, NULL, 0, NULL) : BNB_ENOMEM;
+        json_decref(rd);
+        if (r2 == BNB_ETAKEN)
+            host->log(ctx, "warn",
+                      "room migration: review %s of room %s: its author reviewed the room again since; kept "
+                      "only the newer one",
+                      rid, id);
+        else if (r2 == 0)
+            (*reviews)++;
+        else if (r2 != BNB_EEXIST) {
+            rc = r2;
+            goto out;
+        }
+        if (r2 != BNB_ETAKEN) {
+            /* counted already: the room records it as review_create does
+             * (a DELETE then uncounts it once, never counts it again) */
+            char mark[128];
+            snprintf(mark, sizeof(mark), "review+:%s", rid);
+            r2 = commit(st, BNB_WRITE_TOUCH, ROOMS, id, -1, NULL, NULL, 0, mark);
+            if (r2 != 0 && r2 != BNB_EALREADY) {
+                rc = r2;
+                goto out;
+            }
+        }
+        commit(st, BNB_WRITE_DELETE, "reviews_idx", rid, -1, NULL, NULL, 0, NULL); /* ENOENT: none */
+    }
+    json_array_foreach(bl, i, e)
+    {
+        const char *rid = json_string_value(e);
+        json_t *stay = rid ? json_pack("{s:s, s:b}", "roomId", id, "counted", 1) : NULL;
+        int r2 = stay ? commit(st, BNB_WRITE_PUT, STAYS, rid, 0, stay, NULL, 0, NULL) : 0;
+        json_decref(stay);
+        if (r2 == 0 && rid)
+            (*stays)++;
+        else if (r2 != 0 && r2 != BNB_EEXIST) {
+            rc = r2;
+            goto out;
+        }
+    }
+    /* the marks above moved its version on: write it without the lists */
+    for (int attempt = 0; attempt < ROOM_RETRIES; attempt++) {
+        json_decref(doc);
+        doc = NULL;
+        if ((rc = host->store_get(st, ROOMS, id, &doc, &version)) != 0)
+            break;
+        json_object_del(doc, "reviews");
+        json_object_del(doc, "bookings");
+        if ((rc = commit(st, BNB_WRITE_PUT, ROOMS, id, version, doc, NULL, 0, NULL)) != BNB_EEXIST)
+            break;
+    }
+out:
+    json_decref(doc);
+    return rc;
+}
+
+/* Every room, MIGRATE_PAGE per page (keyset), once: the walk's cursor is kept
+ * in migrations/rooms-v2 after each page, so an interrupted walk goes on where
+ * it stopped and a finished one costs one read at each start. */
+static void migrate_rooms(bnb_ctx_t *ctx, bnb_store_t *st)
+{
+    json_t *mig = NULL;
+    int64_t mv = 0;
+    size_t rooms = 0, reviews = 0, stays = 0;
+    char *cursor = NULL;
+    int rc = host->store_get(st, MIGRATIONS, MIGRATION_ID, &mig, &mv);
+    if (rc == 0 && json_is_true(json_object_get(mig, "done"))) {
+        json_decref(mig);
+        return;
+    }
+    if (rc == 0 && json_string_value(json_object_get(mig, "cursor")))
+        cursor = strdup(json_string_value(json_object_get(mig, "cursor")));
+    json_decref(mig);
+    if (rc != 0 && rc != BNB_ENOENT)
+        goto fail;
+    for (;;) {
+        bnb_query_t q = {.coll = ROOMS, .limit = MIGRATE_PAGE, .cursor = cursor};
+        json_t *rows = NULL, *row;
+        char *next = NULL;
+        size_t i;
+        if ((rc = host->store_query(st, &q, &rows, &next)) != 0)
+            goto fail;
+        json_array_foreach(rows, i, row)
+        {
+            const json_t *b = json_object_get(row, "body");
+            if (!json_object_get(b, "reviews") && !json_object_get(b, "bookings"))
+                continue;
+            if ((rc = migrate_room(ctx, st, json_string_value(json_object_get(row, "id")), &reviews, &stays)) != 0) {
+                json_decref(rows);
+                free(next);
+                goto fail;
+            }
+            rooms++;
+        }
+        json_decref(rows);
+        json_t *m = next ? json_pack("{s:s}", "cursor", next) : json_pack("{s:b}", "done", 1);
+        rc = m ? commit(st, BNB_WRITE_PUT, MIGRATIONS, MIGRATION_ID, -1, m, NULL, 0, NULL) : BNB_ENOMEM;
+        json_decref(m);
+        free(cursor);
+        cursor = next;
+        if (rc)
+            goto fail;
+        if (!cursor)
+            break;
+    }
+    if (rooms)
+        host->log(ctx, "info",
+                  "room migration: %zu rooms from before storage v2: %zu reviews and %zu counted bookings "
+                  "moved into documents of their own",
+                  rooms, reviews, stays);
+    return;
+fail:
+    free(cursor);
+    host->log(ctx, "warn", "room migration: stopped (%d); it goes on at the next start", rc);
+}
+
 static int room_init(bnb_ctx_t *ctx, const bnb_host_api_t *api)
 {
     int rc = 0;
     if (BNB_ABI_MAJOR_OF(api->abi_version) != BNB_ABI_MAJOR || !BNB_HAS(api, store_define) ||
         !BNB_HAS(api, store_query) || !BNB_HAS(api, store_commit2) || !BNB_HAS(api, req_query_string))
         return BNB_EINVAL;
-    host = api;
+    host = bnb_idem_host(api);
     max_nights = config_int(ctx, "search_max_nights", 90, 1, 731);
     examine_max = (size_t)config_int(ctx, "search_examine", 200, ROOM_LIMIT_MAX, 10000);
     if ((rc = host->store_define(ctx, room_colls, sizeof(room_colls) / sizeof(room_colls[0]))) != 0) {
         host->log(ctx, "error", "declaring the room collections failed (%d)", rc);
         return rc;
     }
+    if ((rc = bnb_idem_init(ctx)) != 0) {
+        host->log(ctx, "error", "declaring the idem collection failed (%d)", rc);
+        return rc;
+    }
+    migrate_rooms(ctx, host->store(ctx));
     rc |= host->route(ctx, "POST", "/rooms", BNB_ROLE_HOST, room_create);
     rc |= host->route(ctx, "GET", "/rooms", BNB_ROLE_ANYONE, room_list);
     rc |= host->route(ctx, "GET", "/rooms/{id}", BNB_ROLE_ANYONE, room_get);
@@ -797,6 +1020,7 @@ static const bnb_cfg_item_t room_config[] = {
     {"search_max_nights", BNB_CFG_INT, "90", "longest stay (nights) the availability search accepts (1..731)"},
     {"search_examine", BNB_CFG_INT, "200",
      "rooms one page of GET /rooms may examine when filtering beyond the indexes (100..10000)"},
+    BNB_IDEM_CONFIG,
     {NULL, 0, NULL, NULL},
 };
 

@@ -8,6 +8,8 @@
 #include <ftw.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
@@ -727,7 +729,9 @@ static void drop_mongo(const char *base, const char *db)
     close(fd);
 }
 
-/* dbs[0..1] on MySQL (room, reservation), the others on MongoDB; "" = none */
+/* dbs[0], [1], [4] on MySQL (room, reservation, notification) unless
+ * BNB_E2E_ALL_MONGO=1 put them on MongoDB too, the others on MongoDB; "" =
+ * none. Every one is dropped from MongoDB, those three from MySQL as well. */
 static void drop_dbs(const char *mysql_base, const char *mongo_base, char (*dbs)[96], size_t n)
 {
     const char *my[E2E_NPARTS];
@@ -735,10 +739,9 @@ static void drop_dbs(const char *mysql_base, const char *mongo_base, char (*dbs)
     for (size_t i = 0; i < n && i < E2E_NPARTS; i++) {
         if (!dbs[i][0])
             continue;
-        if (i <= 1)
+        if (i <= 1 || i == 4)
             my[nmy++] = dbs[i];
-        else
-            drop_mongo(mongo_base, dbs[i]);
+        drop_mongo(mongo_base, dbs[i]);
     }
     if (nmy)
         drop_mysql(mysql_base, my, nmy);
@@ -898,7 +901,9 @@ static int dist_start(e2e_host_t **out, const e2e_host_opts_t *opts)
                      ports[st0 + 4]);
         } else {
             /* a second process of a service shares the first one's database */
-            int mysql = b <= 1 || b == 4; /* room, reservation, notification */
+            /* room, reservation, notification; BNB_E2E_ALL_MONGO=1: every service on MongoDB */
+            const char *all_mongo = getenv("BNB_E2E_ALL_MONGO");
+            int mysql = (b <= 1 || b == 4) && !(all_mongo && strcmp(all_mongo, "1") == 0);
             if (i < E2E_NPARTS)
                 snprintf(h->dbs[i], sizeof(h->dbs[i]), "bnb_%s_%s", ns, name);
             snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_PLUGINS=%s", part_names[b]);
@@ -1243,10 +1248,11 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
         {"retry-after", offsetof(e2e_resp_t, retry_after), sizeof(((e2e_resp_t *)0)->retry_after)},
         {"allow", offsetof(e2e_resp_t, allow), sizeof(((e2e_resp_t *)0)->allow)},
         {"location", offsetof(e2e_resp_t, location), sizeof(((e2e_resp_t *)0)->location)},
+        {"idempotent-replayed", offsetof(e2e_resp_t, replayed), sizeof(((e2e_resp_t *)0)->replayed)},
     };
     /* A new status line (e.g. after 100-continue) starts a fresh header set. */
     if (n >= 5 && strncmp(ptr, "HTTP/", 5) == 0) {
-        r->content_type[0] = r->retry_after[0] = r->allow[0] = r->location[0] = '\0';
+        r->content_type[0] = r->retry_after[0] = r->allow[0] = r->location[0] = r->replayed[0] = '\0';
         return n;
     }
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
@@ -1530,4 +1536,59 @@ int e2e_is_problem(const e2e_resp_t *r, long status)
         return 0;
     }
     return 1;
+}
+
+/* ---- raw sockets ---------------------------------------------------------------- */
+
+int e2e_raw_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        close(fd);
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return fd;
+}
+
+int e2e_raw_send(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+size_t e2e_raw_read(int fd, char *buf, size_t cap, int idle_ms, int *closed)
+{
+    size_t got = 0;
+    *closed = 0;
+    while (got + 1 < cap) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int pr = poll(&p, 1, idle_ms);
+        if (pr <= 0)
+            break;
+        ssize_t n = recv(fd, buf + got, cap - 1 - got, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            *closed = 1;
+            break;
+        }
+        got += (size_t)n;
+    }
+    buf[got] = '\0';
+    return got;
 }
