@@ -156,8 +156,6 @@ static const struct {
     {"auth.issuer", BNB_CFG_STRING, "bearbnb", "required `iss` of tokens (Keycloak: http(s)://<host>/realms/<realm>)"},
     {"auth.audience", BNB_CFG_STRING, "bearbnb", "required member of `aud`"},
     {"auth.leeway_s", BNB_CFG_INT, "30", "clock skew allowed for exp/nbf (negative: none)"},
-    {"auth.web_client_id", BNB_CFG_STRING, "bearbnb-web",
-     "OpenID Connect client of the web app (authorization code + PKCE), told by GET /auth/config with a JWKS"},
     {"storage.backend", BNB_CFG_STRING, "sqlite", "sqlite, mysql or mongo"},
     {"storage.url", BNB_CFG_STRING, NULL,
      "mysql://user:pass@host:port/db or mongodb://host:port/db (sqlite: a file under data)"},

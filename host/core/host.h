@@ -82,7 +82,6 @@ typedef struct bnb_host {
     size_t nplugins;
     bnb_router_t *router;
     bnb_auth_t *auth;
-    int dev_signin; /* the generated development key is in use, no JWKS: POST /dev/token (web app) */
     unsigned long jwks_failures_exported; /* JWKS failures already added to /metrics (loop thread) */
     bnb_metrics_t *metrics;
     bnb_channel_t *_Atomic channel; /* NULL: in-process events (or Kafka not connected yet) */

@@ -546,7 +546,6 @@ int main(int argc, char **argv)
     };
     if (bnb__auth_new(&ac, &h->auth, err, sizeof(err)) != 0)
         goto fail;
-    h->dev_signin = ac.create_dev_key && !(ac.jwks_url && ac.jwks_url[0]) && !(ac.jwks_file && ac.jwks_file[0]);
     if (o.token) {
         char *tok = NULL;
         if (bnb__auth_mint(h->auth, o.sub, o.role, o.ttl, &tok) != 0) {

@@ -20,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -581,8 +580,8 @@ static void problem_now(bnb_host_t *h, h2o_req_t *req, const char *route, int64_
 }
 
 /* The host's own routes (answered before the route table), for /admin/routes. */
-static const char *const host_routes[][2] = {{"GET", "/healthz"},      {"GET", "/readyz"},      {"GET", "/metrics"},
-                                             {"GET", "/openapi.json"}, {"GET", "/auth/config"}, {"POST", "/dev/token"}};
+static const char *const host_routes[][2] = {
+    {"GET", "/healthz"}, {"GET", "/readyz"}, {"GET", "/metrics"}, {"GET", "/openapi.json"}};
 
 static void on_route_json(const char *method, const char *pattern, void *data, void *ud)
 {
@@ -914,96 +913,6 @@ static void header_copy(h2o_req_t *req, const char *name, size_t nlen, char *out
 }
 
 /* /healthz, /readyz, /metrics: 1 when the request was one of them (answered). */
-/* The web app's sign-in (web/README.md): GET /auth/config says how to sign
- * in -- {"mode":"dev"} while the generated development key is in use (no
- * JWKS), {"mode":"oidc","issuer","clientId"} with a JWKS (Keycloak), else
- * {"mode":"none"}; POST /dev/token {"sub","role"} mints a token with the
- * development key, and exists only in dev mode (404 otherwise). */
-#define DEV_TOKEN_TTL_S 43200
-
-static int dev_name_ok(const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n < 1 || n > 64)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') ||
-              s[i] == '.' || s[i] == '_' || s[i] == '-'))
-            return 0;
-    return 1;
-}
-
-static void dev_token(bnb_host_t *h, h2o_req_t *req, int64_t t0)
-{
-    static const char route[] = "/dev/token";
-    ssize_t ct = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
-    if (ct == -1 || req->headers.entries[ct].value.len < 16 ||
-        strncasecmp(req->headers.entries[ct].value.base, "application/json", 16) != 0) {
-        problem_now(h, req, route, t0, 415, "Content-Type must be application/json");
-        return;
-    }
-    if (req->entity.len > 1024) {
-        problem_now(h, req, route, t0, 413, "the body is over 1024 bytes");
-        return;
-    }
-    json_error_t e;
-    json_t *body = req->entity.base ? json_loadb(req->entity.base, req->entity.len, JSON_REJECT_DUPLICATES, &e) : NULL;
-    const char *sub = json_string_value(json_object_get(body, "sub"));
-    const char *role = json_string_value(json_object_get(body, "role"));
-    char *tok = NULL;
-    if (!json_is_object(body))
-        problem_now(h, req, route, t0, 400, "the body must be a JSON object {\"sub\", \"role\"}");
-    else if (!dev_name_ok(sub))
-        problem_now(h, req, route, t0, 400, "field 'sub' must be 1 to 64 of A-Z a-z 0-9 . _ -");
-    else if (!role || (strcmp(role, "host") != 0 && strcmp(role, "guest") != 0))
-        problem_now(h, req, route, t0, 400, "field 'role' must be \"host\" or \"guest\"");
-    else if (bnb__auth_mint(h->auth, sub, role, DEV_TOKEN_TTL_S, &tok) != 0)
-        problem_now(h, req, route, t0, 500, "cannot sign a token with the development key");
-    else {
-        json_t *o =
-            json_pack("{s:s, s:s, s:s, s:i}", "token", tok, "sub", sub, "role", role, "expiresIn", DEV_TOKEN_TTL_S);
-        char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-        if (s)
-            answer_now(h, req, route, t0, 200, "application/json", s, strlen(s));
-        else
-            problem_now(h, req, route, t0, 500, "out of memory");
-        free(s);
-        json_decref(o);
-    }
-    free(tok);
-    json_decref(body);
-}
-
-static int serve_signin(rq_t *q)
-{
-    bnb_host_t *h = q->h;
-    h2o_req_t *req = q->req;
-    if (q->plen == 12 && memcmp(q->path, "/auth/config", 12) == 0 &&
-        (iov_eq(req->method, "GET") || iov_eq(req->method, "HEAD"))) {
-        const char *jwks = bnb__config_str(h->cfg, "auth.jwks_url");
-        const char *jfile = bnb__config_str(h->cfg, "auth.jwks_file");
-        const char *client = bnb__config_str(h->cfg, "auth.web_client_id");
-        json_t *o = h->dev_signin ? json_pack("{s:s}", "mode", "dev")
-                    : ((jwks && jwks[0]) || (jfile && jfile[0])) && client && client[0]
-                        ? json_pack("{s:s, s:s, s:s}", "mode", "oidc", "issuer", bnb__config_str(h->cfg, "auth.issuer"),
-                                    "clientId", client)
-                        : json_pack("{s:s}", "mode", "none");
-        char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-        if (s)
-            answer_now(h, req, "/auth/config", q->t0, 200, "application/json", s, strlen(s));
-        else
-            problem_now(h, req, "/auth/config", q->t0, 500, "out of memory");
-        free(s);
-        json_decref(o);
-        return 1;
-    }
-    if (q->plen == 10 && memcmp(q->path, "/dev/token", 10) == 0 && iov_eq(req->method, "POST") && h->dev_signin) {
-        dev_token(h, req, q->t0);
-        return 1;
-    }
-    return 0;
-}
-
 static int serve_probe(rq_t *q)
 {
     bnb_host_t *h = q->h;
@@ -1421,7 +1330,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     rq_t q = {.h = bnb__host, .self = self, .req = req, .t0 = (int64_t)uv_hrtime(), .signer = -1, .upi = -1};
     q.path = req->path_normalized.base;
     q.plen = req->path_normalized.len;
-    if (refuse_framing(&q) || serve_probe(&q) || serve_signin(&q))
+    if (refuse_framing(&q) || serve_probe(&q))
         return 0;
     if (q.plen >= 6 && memcmp(q.path, "/admin", 6) == 0 && (q.plen == 6 || q.path[6] == '/'))
         return handle_admin(q.h, req, q.path, q.plen, q.t0);
