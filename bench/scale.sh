@@ -10,9 +10,11 @@
 #              at ROOM_SIZES rooms (default "100 10000 100000"); one bearbnb
 #              with the room plugin only; about one room in ten among the first
 #              2,000 in list order is booked for the searched stay
-#              (ReservationPlaced through POST /admin/events); h2load, DURATION
-#              s per case on CLIENTS HTTP/1.1 connections, GET /healthz the same
-#              way right before.
+#              (ReservationPlaced through POST /admin/events); one host per
+#              size, all up at once; h2load on CLIENTS HTTP/1.1 connections,
+#              DURATION s per case and size in REPS turns (the sizes take
+#              turns, so that the neighbours' load falls on each alike),
+#              GET /healthz the same way.
 #   booking    POST /reservations (201 CONFIRMED: reservation + payment, one
 #              process with room,reservation,payment) on rooms with BOOK_SIZES
 #              past reservations (default "10 1000 10000"): BOOKINGS bookings
@@ -43,7 +45,7 @@
 # dropped at exit. FerretDB commits take ~10-60 ms each on this machine: the
 # defaults there take long (seeding 100,000 rooms ~ an hour), so e.g.
 #   BACKEND=mongo ROOM_SIZES="100 10000" BOOK_SIZES="10 1000 10000" DASH_SIZES="10 1000" bench/scale.sh
-# Knobs: DURATION (5), CLIENTS (8), BOOKINGS (200), DASH_REQUESTS (300),
+# Knobs: DURATION (6), REPS (3), CLIENTS (8), BOOKINGS (200), DASH_REQUESTS (300),
 # SEED_THREADS (4), SECTIONS, ROOM_SIZES, BOOK_SIZES, DASH_SIZES, DATA_ROOT.
 # Everything it started is stopped and its temp dirs removed on exit.
 set -euo pipefail
@@ -55,7 +57,8 @@ BOOK_SIZES=${BOOK_SIZES:-"10 1000 10000"}
 DASH_SIZES=${DASH_SIZES:-"10 10000"}
 SECTIONS=${SECTIONS:-"rooms booking dashboard"}
 BUILD=${BNB_BENCH_BUILD:-build-release}
-DURATION=${DURATION:-5}
+DURATION=${DURATION:-6}
+REPS=${REPS:-3}
 CLIENTS=${CLIENTS:-8}
 BOOKINGS=${BOOKINGS:-200}
 DASH_REQUESTS=${DASH_REQUESTS:-300}
@@ -78,7 +81,6 @@ SEED=$ROOT/$BUILD/bench/bnb_seed
 export BEARBNB_PLUGIN_DIR=$ROOT/$BUILD/plugins
 
 TMP=$(mktemp -d "$DATA_ROOT/bnb-bench-scale-XXXXXX")
-PID=
 DBS=()
 drop_dbs() {
     local db
@@ -96,12 +98,13 @@ EOF
         fi
     done
 }
-stop_host() {
-    if [[ -n $PID ]]; then
-        kill -TERM "$PID" 2>/dev/null || true
-        wait "$PID" 2>/dev/null || true
-        PID=
-    fi
+stop_host() { # every host started
+    local p
+    for p in "${PIDS[@]}"; do
+        kill -TERM "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    PIDS=()
 }
 cleanup() {
     stop_host
@@ -138,7 +141,9 @@ store_target() { # STORE -> what bnb_seed opens
     if [[ $BACKEND == sqlite ]]; then echo "$DATA/$1.db"; else echo "$URL"; fi
 }
 
-# start_host SECTION PLUGINS: one bearbnb on a free port, data in $DATA
+# start_host NAME PLUGINS: one more bearbnb on a free port, data in $DATA,
+# storage in database bnb_scale_<pid>_NAME; sets PORT, DATA (and URL)
+PIDS=()
 start_host() {
     DATA=$TMP/data-$1
     mkdir -p "$DATA"
@@ -147,7 +152,7 @@ start_host() {
     env BEARBNB_PLUGINS="$2" BEARBNB_ADMIN=1 BEARBNB_LIMITS_USER_RATE=0 BEARBNB_LIMITS_IP_RATE=0 \
         BEARBNB_LOG_LEVEL=warn "${STORE_ENV[@]}" \
         "$BIN" --listen "127.0.0.1:$PORT" --data "$DATA" >"$TMP/host-$1.log" 2>&1 &
-    PID=$!
+    PIDS+=($!)
     for _ in $(seq 1 600); do
         [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/readyz") == 200 ]] && return 0
         sleep 0.1
@@ -168,22 +173,41 @@ seed() { # STORE ARGS... -> runs bnb_seed, says how long it took
 
 ROWS=$TMP/rows.tsv
 : >"$ROWS"
-row() { # SECTION CASE SIZE P50 P99 HZ50 HZ99 N
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$ROWS"
-    printf "%-9s %-34s %7s %9.2f %9.2f %7.1f %7.1f %7s\n" "$1" "$2" "$3" "$4" "$5" \
-        "$(echo "$4 / $6" | bc -l)" "$(echo "$5 / $7" | bc -l)" "$8"
+row() { # SECTION CASE SIZE P50 P99 HZ50 HZ99 N [ANSWER_BYTES [HOST_CPU_MS_PER_REQUEST]]
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8" "${9:-}" "${10:-}" \
+        >>"$ROWS"
+    printf "%-9s %-34s %7s %9.2f %9.2f %7.1f %7.1f %7s %s\n" "$1" "$2" "$3" "$4" "$5" \
+        "$(echo "$4 / $6" | bc -l)" "$(echo "$5 / $7" | bc -l)" "$8" "${10:+cpu ${10} ms/req}"
 }
 
-# measure PATH -> "p50 p99 n" in ms (h2load per-request log)
-measure() {
-    local log="$TMP/h2load.tsv" out
-    rm -f "$log"
-    out=$(h2load --h1 -D "$DURATION" -c "$CLIENTS" -m 1 --log-file="$log" "http://127.0.0.1:$PORT$1" 2>&1) || true
+# cpu_ticks PID: user+system clock ticks the process has used
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# load PORT PATH LOG [PID]: DURATION/REPS of h2load, its per-request log
+# appended to LOG, and the host's CPU ticks meanwhile added to LOG.cpu
+load() {
+    local out t0=0
+    [[ -n ${4:-} ]] && t0=$(cpu_ticks "$4")
+    rm -f "$TMP/h2load.tsv"
+    out=$(h2load --h1 -D "$((DURATION * 1000 / REPS))ms" -c "$CLIENTS" -m 1 --log-file="$TMP/h2load.tsv" \
+        "http://127.0.0.1:$1$2" 2>&1) || true
     if ! grep -q "status codes: [0-9]* 2xx" <<<"$out" || grep -q "status codes: 0 2xx" <<<"$out"; then
-        echo "scale.sh: h2load $1 failed: $out" >&2
+        echo "scale.sh: h2load $2 failed: $out" >&2
         exit 1
     fi
-    sort -t$'\t' -k3,3n "$log" | awk -F'\t' '
+    cat "$TMP/h2load.tsv" >>"$3"
+    [[ -n ${4:-} ]] && echo $(($(cpu_ticks "$4") - t0)) >>"$3.cpu"
+    return 0
+}
+
+# cpu_per_req LOG -> host CPU ms per request over the runs of LOG
+cpu_per_req() {
+    awk -v hz="$(getconf CLK_TCK)" -v n="$(wc -l <"$1")" '{ t += $1 } END { printf "%.3f\n", t * 1000 / hz / n }' "$1.cpu"
+}
+
+# percentiles LOG -> "p50 p99 n" in ms
+percentiles() {
+    sort -t$'\t' -k3,3n "$1" | awk -F'\t' '
         { d[NR] = $3; if ($2 < 200 || $2 >= 300) bad++ }
         END { if (bad) { print "non-2xx answers: " bad > "/dev/stderr"; exit 1 }
               printf "%.3f %.3f %d\n", d[int((NR - 1) * 0.50) + 1] / 1000, d[int((NR - 1) * 0.99) + 1] / 1000, NR }'
@@ -194,25 +218,42 @@ echo "bench/scale.sh: backend $BACKEND, build $BUILD, $(nproc) cores, load $(cut
 printf "%-9s %-34s %7s %9s %9s %7s %7s %7s\n" section case size "p50 ms" "p99 ms" p50/hz p99/hz n
 
 section_rooms() {
-    start_host rooms room
-    local in out search have=0 need booked t0
+    local in out search size booked ports=() hpids=() k rep c
     in=$(date -u -d '+60 days' +%F)
     out=$(date -u -d '+63 days' +%F)
     search="/rooms?city=Bern&guests=2&checkIn=$in&checkOut=$out&limit=20"
-    echo "# rooms: h2load ${DURATION}s per case, $CLIENTS connections; search = GET $search" >&2
-    for size in $ROOM_SIZES; do
-        need=$((size - have))
-        ((need > 0)) && seed room rooms "$need" bench-host
-        have=$size
+    local -a sizes=($ROOM_SIZES)
+    # one host (room plugin only) per size, all up at once: the sizes are
+    # measured in turns, so that the neighbours' load falls on each alike
+    for size in "${sizes[@]}"; do
+        start_host "rooms$size" room
+        ports+=("$PORT")
+        hpids+=("${PIDS[-1]}")
+        seed room rooms "$size" bench-host
         booked=$(python3 bench/scale.py book-search "$PORT" "$in" "$out")
-        sleep 1 # the relay delivers the injected events
-        read -r hz50 hz99 hzn < <(measure /healthz)
-        read -r l50 l99 ln < <(measure "/rooms?limit=20")
-        read -r s50 s99 sn < <(measure "$search")
-        row rooms "GET /healthz (h2load)" "$size" "$hz50" "$hz99" "$hz50" "$hz99" "$hzn"
-        row rooms "GET /rooms?limit=20" "$size" "$l50" "$l99" "$hz50" "$hz99" "$ln"
-        row rooms "availability search" "$size" "$s50" "$s99" "$hz50" "$hz99" "$sn"
         echo "# $size rooms: $booked booked for the searched stay" >&2
+    done
+    sleep 1 # the relay delivers the injected events
+    echo "# rooms: h2load, $CLIENTS connections, $REPS turns of $((DURATION * 1000 / REPS)) ms per case and size;" \
+        "search = GET $search" >&2
+    local -a cases=(/healthz "/rooms?limit=20" "$search")
+    for c in 0 1 2; do
+        for rep in $(seq 1 "$REPS"); do
+            for k in "${!sizes[@]}"; do
+                load "${ports[$k]}" "${cases[$c]}" "$TMP/h2-$c-$k.tsv" "${hpids[$k]}"
+            done
+        done
+    done
+    for k in "${!sizes[@]}"; do
+        read -r hz50 hz99 hzn < <(percentiles "$TMP/h2-0-$k.tsv")
+        read -r l50 l99 ln < <(percentiles "$TMP/h2-1-$k.tsv")
+        read -r s50 s99 sn < <(percentiles "$TMP/h2-2-$k.tsv")
+        row rooms "GET /healthz (h2load)" "${sizes[$k]}" "$hz50" "$hz99" "$hz50" "$hz99" "$hzn" "" \
+            "$(cpu_per_req "$TMP/h2-0-$k.tsv")"
+        row rooms "GET /rooms?limit=20" "${sizes[$k]}" "$l50" "$l99" "$hz50" "$hz99" "$ln" "" \
+            "$(cpu_per_req "$TMP/h2-1-$k.tsv")"
+        row rooms "availability search" "${sizes[$k]}" "$s50" "$s99" "$hz50" "$hz99" "$sn" "" \
+            "$(cpu_per_req "$TMP/h2-2-$k.tsv")"
     done
     stop_host
 }
@@ -264,7 +305,7 @@ section_dashboard() {
         if [[ $label == "GET /healthz" ]]; then
             hz50[$size]=$p50 hz99[$size]=$p99
         fi
-        row dashboard "${label#GET }" "$size" "$p50" "$p99" "${hz50[$size]}" "${hz99[$size]}" "$DASH_REQUESTS"
+        row dashboard "${label#GET }" "$size" "$p50" "$p99" "${hz50[$size]}" "${hz99[$size]}" "$DASH_REQUESTS" "$bytes"
     done < <(grep '^GET ' <<<"$out")
 }
 
@@ -283,13 +324,18 @@ python3 - "$ROWS" <<'EOF'
 import sys
 rows = {}
 for line in open(sys.argv[1]):
-    sec, case, size, p50, p99, hz50, hz99, n = line.rstrip("\n").split("\t")
-    rows.setdefault((sec, case), []).append((int(size), float(p50), float(p99), float(hz50), float(hz99)))
+    sec, case, size, p50, p99, hz50, hz99, n, nb, cpu = line.rstrip("\n").split("\t")
+    rows.setdefault((sec, case), []).append((int(size), float(p50), float(p99), float(hz50), float(hz99),
+                                             int(nb) if nb else 0, float(cpu) if cpu else 0))
 for (sec, case), v in rows.items():
     v.sort()
-    cells = "  ".join(f"{s}: {a:.2f}/{b:.2f}" for s, a, b, _, _ in v)
+    cells = "  ".join(f"{s}: {a:.2f}/{b:.2f}" for s, a, b, _, _, _, _ in v)
     r50, r99 = v[-1][1] / v[0][1], v[-1][2] / v[0][2]
     hz = "" if "healthz" in case else f"  (per healthz: {v[0][1] / v[0][3]:.1f} -> {v[-1][1] / v[-1][3]:.1f})"
     ok = "ok" if r50 <= 1.5 else "MISS"
+    if v[0][5] and v[-1][5] > 1.5 * v[0][5]:
+        ok = f"n/a (answers of {v[0][5]} vs {v[-1][5]} bytes)"
+    if v[0][6]:
+        hz += f"  (host CPU/request: {v[0][6]:.2f} -> {v[-1][6]:.2f} ms, x{v[-1][6] / v[0][6]:.2f})"
     print(f"{sec:9} {case:34} {cells}  x{r50:.2f} p50, x{r99:.2f} p99 {ok}{hz}")
 EOF

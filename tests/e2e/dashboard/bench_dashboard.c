@@ -18,6 +18,8 @@
  *   - GET /dashboard/rooms/{id}/reservations?limit=10&cursor=   (the host, the
  *     page after the newest reservation: served after a cursor)
  *   - GET /dashboard/rooms/{id}/reservations?limit=20           (guest g7: own)
+ *   - GET /dashboard/rooms/{id}/reservations?limit=1            (guest g7: the
+ *     same one item at every size of 10 or more)
  * and how long applying 200 more events of that room takes per event; first
  * GET /healthz in the same interleaved rounds (the base of bench/scale.sh's
  * ratios).
@@ -273,6 +275,13 @@ int main(int argc, char **argv)
         want[k] = 0;
     }
     if (measure(c, "GET reservations (guest g7, own)", sizes, nsizes, paths, guest_tok, requests, want))
+        goto done;
+    /* like for like: one item at every size (g7 has 1 of the first 50) */
+    for (int k = 0; k < nsizes; k++) {
+        snprintf(paths[k], sizeof(paths[k]), "/dashboard/rooms/%s/reservations?limit=1", rooms[k]);
+        want[k] = 1;
+    }
+    if (measure(c, "GET reservations?limit=1 (guest g7)", sizes, nsizes, paths, guest_tok, requests, want))
         goto done;
 
     /* applying more events of each room: the per-event cost at that size */
