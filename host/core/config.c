@@ -141,6 +141,9 @@ static const struct {
     {"http.tls_cert", BNB_CFG_STRING, NULL, "PEM certificate: serve HTTPS (HTTP/2 by ALPN)"},
     {"http.tls_key", BNB_CFG_STRING, NULL, "PEM private key of http.tls_cert"},
     {"http.threads", BNB_CFG_INT, "16", "worker threads for handlers and storage calls"},
+    {"http.web_root", BNB_CFG_STRING, NULL,
+     "directory of the web app served at / (default: the source tree's web/ from a build tree, else "
+     "<prefix>/share/bearbnb/web; none: off; missing: not served, logged)"},
     {"http.drain_timeout_ms", BNB_CFG_INT, "15000", "on SIGTERM: how long in-flight requests may take"},
     {"http.drain_accept_ms", BNB_CFG_INT, "300", "on SIGTERM: keep accepting this long (clients of a rolling update)"},
     {"auth.key_file", BNB_CFG_STRING, NULL,

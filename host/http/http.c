@@ -6,6 +6,7 @@
 #include "jwks.h"
 #include "ratelimit.h"
 #include "reqcheck.h"
+#include "webapp.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -871,6 +872,11 @@ static int stage_route(rq_t *q)
             *s = '\0'; /* label by the first segment: "edge /rooms" */
         return 0;
     }
+    /* no API route: the web app's files (GET/HEAD), when this is one */
+    if (st == 404 && bnb__web_serve(q->h, q->req, q->path, q->plen)) {
+        bnb__route_match_clear(&q->m);
+        return -1;
+    }
     snprintf(q->label, sizeof(q->label), "unmatched");
     if (st == 405) {
         add_header(q->req, "allow", allow);
@@ -1344,6 +1350,7 @@ int bnb__http_start(bnb_host_t *h, char *err, size_t errlen)
     h2o_create_filter(pc, sizeof(h2o_filter_t))->on_setup_ostream = on_setup_problem_ostream;
     h2o_create_filter(&hc->fallback_path, sizeof(h2o_filter_t))->on_setup_ostream = on_setup_problem_ostream;
     h2o_context_init(&g_ctx, h->loop, &g_config);
+    bnb__web_init(h);
     bnb__jwks_never_wait_here(); /* this is the loop's thread */
     g_accept.ctx = &g_ctx;
     g_accept.hosts = g_config.hosts;

@@ -4,7 +4,8 @@
  *
  * Store (storage v2, ABI 1.1):
  *   rooms    declared: hostId, city, status, pricePerNight, capacity, indexed
- *            for the pages of GET /rooms (status [, city] [, price | capacity]).
+ *            for the pages of GET /rooms (status [, city] [, price | capacity];
+ *            status, hostId for a host's own rooms).
  *            One bounded document per room (room_logic.h).
  *   reviews  declared: roomId, authorId, createdMs; unique (roomId, authorId)
  *            (one review per guest per room), (roomId, createdMs) for the
@@ -48,6 +49,7 @@ static const bnb_field_def_t room_fields[] = {
 
 static const bnb_index_def_t room_indexes[] = {
     {{"status", NULL}, 0},
+    {{"status", "hostId", NULL}, 0}, /* GET /rooms?hostId= (a host's own rooms) */
     {{"status", "city", NULL}, 0},
     {{"status", "pricePerNight", NULL}, 0},
     {{"status", "city", "pricePerNight", NULL}, 0},
@@ -270,6 +272,8 @@ static void room_list(bnb_ctx_t *ctx, bnb_req_t *req)
     if (parse_query(req, ROOM_QUERY_ROOMS, &q) != 0)
         return;
     conds[nconds++] = (bnb_cond_t){.field = "status", .op = BNB_Q_EQ, .str = "ACTIVE"};
+    if (q.host_id)
+        conds[nconds++] = (bnb_cond_t){.field = "hostId", .op = BNB_Q_EQ, .str = q.host_id};
     if (q.city)
         conds[nconds++] = (bnb_cond_t){.field = "city", .op = BNB_Q_EQ, .str = q.city};
     if (q.min_price >= 0 || q.max_price >= 0) {

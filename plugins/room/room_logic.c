@@ -425,17 +425,18 @@ void room_list_query_free(room_list_query_t *q)
 {
     free(q->city);
     free(q->cursor);
-    q->city = q->cursor = NULL;
+    free(q->host_id);
+    q->city = q->cursor = q->host_id = NULL;
 }
 
 int room_parse_list_query(const char *raw, room_query_kind_t kind, int64_t max_nights, room_list_query_t *q,
                           room_err_t *err)
 {
     static const char *const room_names[] = {"city",     "guests", "minPrice", "maxPrice", "checkIn",
-                                             "checkOut", "limit",  "cursor",   NULL};
+                                             "checkOut", "limit",  "cursor",   "hostId",   NULL};
     static const char *const review_names[] = {"limit", "cursor", NULL};
     const char *const *names = kind == ROOM_QUERY_ROOMS ? room_names : review_names;
-    char *vals[8] = {0};
+    char *vals[9] = {0};
     char pname[48];
     int rc = 0;
 
@@ -465,8 +466,9 @@ int room_parse_list_query(const char *raw, room_query_kind_t kind, int64_t max_n
             printable(key, strlen(key), pname, sizeof(pname));
             free(key);
             rc = fail(err, 400, pname, "unknown query parameter '%s' (allowed: %s)", pname,
-                      kind == ROOM_QUERY_ROOMS ? "city, guests, minPrice, maxPrice, checkIn, checkOut, limit, cursor"
-                                               : "limit, cursor");
+                      kind == ROOM_QUERY_ROOMS
+                          ? "city, guests, minPrice, maxPrice, checkIn, checkOut, limit, cursor, hostId"
+                          : "limit, cursor");
             goto out;
         }
         free(key);
@@ -506,6 +508,14 @@ int room_parse_list_query(const char *raw, room_query_kind_t kind, int64_t max_n
                 goto out;
             }
             q->cursor = strdup(v);
+        } else if (strcmp(n, "hostId") == 0) {
+            size_t len = strlen(v);
+            if (len < 1 || len > ROOM_HOST_ID_MAX || !valid_utf8((const unsigned char *)v) || has_control(v, len, 0)) {
+                rc = fail(err, 400, n, "query parameter 'hostId' must be 1 to %d bytes, no control characters",
+                          ROOM_HOST_ID_MAX);
+                goto out;
+            }
+            q->host_id = strdup(v);
         } else if (strcmp(n, "city") == 0) {
             size_t len = strlen(v), cp = room_utf8_len(v);
             if (cp < 1 || cp > ROOM_CITY_MAX || !valid_utf8((const unsigned char *)v) || has_control(v, len, 0) ||
@@ -532,6 +542,10 @@ int room_parse_list_query(const char *raw, room_query_kind_t kind, int64_t max_n
             }
         }
     }
+    if (q->host_id && (q->city || q->guests >= 0 || q->min_price >= 0 || q->max_price >= 0 || q->check_in >= 0)) {
+        rc = fail(err, 400, "hostId", "query parameter 'hostId' is given with only 'limit' and 'cursor'");
+        goto out;
+    }
     if (q->min_price >= 0 && q->max_price >= 0 && q->min_price > q->max_price) {
         rc = fail(err, 400, "minPrice", "query parameter 'minPrice' must not be above 'maxPrice'");
         goto out;
@@ -552,7 +566,7 @@ int room_parse_list_query(const char *raw, room_query_kind_t kind, int64_t max_n
         goto out;
     }
 out:
-    for (int i = 0; i < 8; i++)
+    for (int i = 0; i < 9; i++)
         free(vals[i]);
     if (rc != 0)
         room_list_query_free(q);

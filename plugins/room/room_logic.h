@@ -84,11 +84,13 @@ void room_month_bounds(int64_t day, int64_t *first, int64_t *next);
 #define ROOM_LIMIT_DEFAULT 20
 #define ROOM_LIMIT_MAX     100
 #define ROOM_CURSOR_MAX    1024
+#define ROOM_HOST_ID_MAX   255 /* bytes: a declared, indexed string field */
 
 /* A parsed GET /rooms (or GET /rooms/{id}/reviews) query. Strings point into
  * the storage of the struct (freed by room_list_query_free). */
 typedef struct room_list_query {
     char *city, *cursor;
+    char *host_id;                        /* hostId: the rooms of one host (given with limit and cursor only) */
     int64_t guests, min_price, max_price; /* -1 when not given */
     int64_t check_in, check_out;          /* day numbers, -1 when not given */
     size_t limit;

@@ -517,6 +517,18 @@ static void list_query(void **state)
     assert_int_equal(room_parse_list_query("checkIn=2030-01-01&checkOut=2030-04-02", ROOM_QUERY_ROOMS, 91, &q, &err),
                      0);
     room_list_query_free(&q);
+    /* hostId: a host's own rooms, with limit and cursor only */
+    assert_int_equal(room_parse_list_query("hostId=alice&limit=5&cursor=x", ROOM_QUERY_ROOMS, 90, &q, &err), 0);
+    assert_string_equal(q.host_id, "alice");
+    room_list_query_free(&q);
+    assert_int_equal(room_parse_list_query("hostId=alice&city=Oslo", ROOM_QUERY_ROOMS, 90, &q, &err), 400);
+    assert_string_equal(err.field, "hostId");
+    assert_int_equal(room_parse_list_query("hostId=", ROOM_QUERY_ROOMS, 90, &q, &err), 400);
+    assert_string_equal(err.field, "hostId");
+    assert_int_equal(room_parse_list_query("hostId=a%0Ab", ROOM_QUERY_ROOMS, 90, &q, &err), 400);
+    assert_string_equal(err.field, "hostId");
+    assert_int_equal(room_parse_list_query("hostId=a&hostId=b", ROOM_QUERY_ROOMS, 90, &q, &err), 400);
+    assert_string_equal(err.field, "hostId");
     /* reviews take limit and cursor only */
     assert_int_equal(room_parse_list_query("limit=5&cursor=x", ROOM_QUERY_REVIEWS, 90, &q, &err), 0);
     room_list_query_free(&q);

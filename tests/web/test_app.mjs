@@ -1,0 +1,301 @@
+// The web app (web/) clicked through in Debian's headless Chromium against a
+// real all-in-one bearbnb (issue 14): a host lists a room; a guest finds it
+// by city and dates, books it and sees CONFIRMED; the dashboard updates
+// without a reload; a declined card shows its message and the dates stay
+// bookable; the guest cancels and sees CANCELLED and the refund; a review
+// moves the rating; a second guest cannot see the first one's trips; the
+// host deletes the room after a warning. axe-core checks every page (no
+// serious or critical violation); a screenshot of each step is saved under
+// $BNB_WEB_ARTIFACTS (meson: build-test/meson-logs/web/).
+// Exit 0 passed, 1 failed, 77 skipped (no Chromium / npm packages).
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+import { startHost } from './host.mjs';
+import { startFront } from './front.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const require = createRequire(import.meta.url);
+const chromiumPath = process.env.BNB_CHROMIUM || '/usr/bin/chromium';
+let pw;
+try { pw = require('playwright-core'); } catch {
+  console.log('SKIP: playwright-core is not installed (scripts/web-deps runs npm ci in tests/web)');
+  process.exit(77);
+}
+if (!existsSync(chromiumPath)) {
+  console.log(`SKIP: no Chromium at ${chromiumPath} (scripts/web-deps installs Debian's chromium)`);
+  process.exit(77);
+}
+const axePath = require.resolve('axe-core/axe.min.js');
+const out = process.env.BNB_WEB_ARTIFACTS || join(here, 'artifacts');
+rmSync(out, { recursive: true, force: true });
+mkdirSync(out, { recursive: true });
+
+const t0 = Date.now();
+let step = 0, failed = 0;
+const say = (m) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${m}`);
+function check(cond, what) {
+  if (!cond) { failed++; say('FAIL ' + what); throw new Error(what); }
+  say('ok ' + what);
+}
+async function shot(page, name) {
+  step++;
+  const file = join(out, `${String(step).padStart(2, '0')}-${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+}
+// axe-core on the page as it is: serious and critical violations fail.
+async function axe(page, name) {
+  const a0 = Date.now();
+  if (!(await page.evaluate(() => !!window.axe))) await page.addScriptTag({ path: axePath });
+  const res = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
+  const bad = res.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  for (const v of bad) say(`axe ${name}: ${v.impact} ${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join(', ')})`);
+  check(bad.length === 0, `${name}: no serious or critical accessibility violation (axe-core, ${res.violations.length} minor, ${Date.now() - a0} ms)`);
+}
+
+const day = (n) => new Date(Date.now() + n * 86400000).toISOString().slice(0, 10);
+const IN = day(30), OUT = day(33), IN2 = day(40), OUT2 = day(42), IN3 = day(50), OUT3 = day(51);
+const GOOD = '4111111111111111', DECLINED = '4000000000000002';
+
+let host, front, browser;
+async function main() {
+  // admin: pause the payment plugin for the PENDING step; a short call
+  // timeout so the booking answers 202 after 1 s
+  host = await startHost({ BEARBNB_ADMIN: '1', BEARBNB_CALL_TIMEOUT_MS: '1000' });
+  const admin = async (path) => {
+    const r = await fetch(host.url + path, { method: 'POST' });
+    check(r.status === 200, `POST ${path}`);
+  };
+  const probe = await fetch(host.url + '/auth/config');
+  const served = probe.ok && (probe.headers.get('content-type') || '').includes('json');
+  if (!served) front = await startFront(host, join(here, '..', '..', 'web'));
+  const base = served ? host.url : front.url;
+  say(`host ${host.url}; app from ${served ? 'the host' : 'the interim front (the host has no /auth/config, /dev/token yet)'} ${base}`);
+
+  browser = await pw.chromium.launch({ executablePath: chromiumPath, headless: true, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
+  const desktop = { viewport: { width: 1200, height: 860 } };
+  const phone = { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true };
+  const errors = [];
+  async function newPage(opts) {
+    const ctx = await browser.newContext({ ...opts, locale: 'en-US' });
+    const page = await ctx.newPage();
+    page.setDefaultTimeout(15000);
+    page.on('pageerror', (e) => errors.push(String(e)));
+    return page;
+  }
+  async function signIn(page, name, role) {
+    await page.goto(base + '/#/signin');
+    await page.getByText('Development sign-in').waitFor();
+    await page.getByLabel('Name', { exact: true }).fill(name);
+    await page.getByLabel(role === 'host' ? /Host: / : /Guest: /).check();
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByText(`${name} (${role})`).waitFor();
+  }
+
+  // 1. the host signs in (development sign-in, says so) and lists a room
+  say('browser up');
+  const hp = await newPage(desktop);
+  await hp.goto(base + '/#/signin');
+  await hp.getByText('Development sign-in').waitFor();
+  await axe(hp, 'sign-in');
+  await shot(hp, 'dev-sign-in');
+  await signIn(hp, 'alice', 'host');
+  await hp.getByRole('link', { name: 'My rooms' }).click();
+  const nf = hp.locator('#new-room');
+  await nf.getByLabel('Name', { exact: true }).fill('Fjord cabin');
+  await nf.getByLabel('City', { exact: true }).fill('Bergen');
+  await nf.getByLabel('Price per night', { exact: true }).fill('0');
+  await nf.getByLabel('Capacity (guests)', { exact: true }).fill('2');
+  await nf.getByLabel('Description', { exact: true }).fill('Grass roof, sea view');
+  await nf.getByRole('button', { name: 'List room' }).click();
+  const priceErr = nf.locator('[data-field=pricePerNight] .err');
+  await priceErr.waitFor();
+  check(await nf.getByLabel('Price per night', { exact: true }).getAttribute('aria-invalid') === 'true' &&
+        await nf.getByLabel('Name', { exact: true }).inputValue() === 'Fjord cabin',
+        'a refused price (problem+json) shows next to the price field and keeps what was typed: ' + await priceErr.textContent());
+  await shot(hp, 'host-room-error-next-to-field');
+  await nf.getByLabel('Price per night', { exact: true }).fill('120');
+  await nf.getByRole('button', { name: 'List room' }).click();
+  await hp.getByText('Room “Fjord cabin” is listed.').waitFor();
+  const roomId = await hp.locator('#my-rooms li.card').first().getAttribute('data-id');
+  check(!!roomId, `the host sees the new room in My rooms (${roomId})`);
+  await axe(hp, 'my rooms');
+  await shot(hp, 'host-room-listed');
+
+  // 2. the dashboard, opened once and never reloaded
+  const dp = await newPage(desktop);
+  await dp.goto(base + '/#/dashboard');
+  const drow = dp.locator(`#dash tr[data-id="${roomId}"]`);
+  await drow.waitFor();
+  await dp.evaluate(() => { window.__noReload = 1; });
+  const liveState = await dp.locator('.live').getAttribute('data-state');
+  say(`dashboard live state: ${liveState}`);
+  await axe(dp, 'dashboard');
+  await shot(dp, 'dashboard-before');
+
+  // 3. a guest at phone width finds it by city and dates
+  const gp = await newPage(phone);
+  await signIn(gp, 'bob', 'guest');
+  await gp.goto(base + '/#/');
+  await gp.getByLabel('City', { exact: true }).fill('Bergen');
+  await gp.getByLabel('Check-in', { exact: true }).fill(IN);
+  await gp.getByLabel('Check-out', { exact: true }).fill(OUT);
+  await gp.getByLabel('Guests', { exact: true }).fill('2');
+  await gp.getByRole('button', { name: 'Search' }).click();
+  const hit = gp.getByRole('link', { name: 'Fjord cabin' });
+  await hit.waitFor();
+  check(true, `the guest finds the room by city Bergen and ${IN}..${OUT}`);
+  await axe(gp, 'search');
+  await shot(gp, 'guest-search');
+  await gp.getByLabel('City', { exact: true }).fill('Nowhere');
+  await gp.getByRole('button', { name: 'Search' }).click();
+  await gp.getByText('No room matches').waitFor();
+  check(true, 'another city finds nothing');
+  await gp.goBack();
+  await hit.waitFor();
+
+  // 4. books it and sees CONFIRMED
+  await hit.click();
+  await gp.getByRole('heading', { name: 'Fjord cabin' }).waitFor();
+  check(await gp.getByLabel('Check-in', { exact: true }).inputValue() === IN, 'the room page keeps the searched dates');
+  await gp.getByLabel('Card number', { exact: true }).fill(GOOD);
+  await gp.getByRole('button', { name: 'Book and pay' }).click();
+  const result = gp.locator('.result');
+  await result.getByText('Booking confirmed').waitFor();
+  check(await result.locator('.badge').textContent() === 'Confirmed', 'the guest sees CONFIRMED: ' + await result.textContent());
+  await axe(gp, 'room');
+  await shot(gp, 'guest-booked-confirmed');
+
+  // 5. the dashboard updated without a reload
+  await dp.locator(`#dash tr[data-id="${roomId}"] td[data-k=bookingCnt]`).filter({ hasText: /^1$/ }).waitFor({ timeout: 20000 });
+  check(await dp.evaluate(() => window.__noReload === 1), 'the dashboard shows the booking without a reload');
+  await shot(dp, 'dashboard-after-booking');
+
+  // 6. a declined card: its message next to the card, nothing lost, the dates stay bookable
+  await gp.getByLabel('Check-in', { exact: true }).fill(IN2);
+  await gp.getByLabel('Check-out', { exact: true }).fill(OUT2);
+  await gp.getByLabel('Card number', { exact: true }).fill(DECLINED);
+  await gp.getByRole('button', { name: 'Book and pay' }).click();
+  const cardErr = gp.locator('[data-field=card] .err');
+  await cardErr.getByText('declined').waitFor();
+  check(await gp.getByLabel('Card number', { exact: true }).inputValue() === DECLINED && await gp.getByLabel('Check-in', { exact: true }).inputValue() === IN2,
+    'a declined card shows its message next to the card and keeps what was typed');
+  check(await gp.evaluate(() => document.activeElement && document.activeElement.name) === 'card', 'focus moves to the card field');
+  await shot(gp, 'guest-card-declined');
+  await gp.getByLabel('Card number', { exact: true }).fill(GOOD);
+  await gp.getByRole('button', { name: 'Book and pay' }).click();
+  await result.getByText('Booking confirmed').waitFor();
+  check(true, `after the decline the same dates ${IN2}..${OUT2} book with another card`);
+
+  // 6b. payment slow (paused): PENDING, then CONFIRMED by itself when the saga ends
+  await admin('/admin/plugins/payment/pause');
+  await gp.getByLabel('Check-in', { exact: true }).fill(IN3);
+  await gp.getByLabel('Check-out', { exact: true }).fill(OUT3);
+  await gp.getByLabel('Card number', { exact: true }).fill(GOOD);
+  await gp.getByRole('button', { name: 'Book and pay' }).click();
+  await result.getByText('Booking pending').waitFor({ timeout: 20000 });
+  check(await result.locator('.badge').textContent() === 'Pending', 'with payment paused the guest sees PENDING');
+  await shot(gp, 'guest-booking-pending');
+  await admin('/admin/plugins/payment/resume');
+  await result.getByText('Booking confirmed').waitFor({ timeout: 30000 });
+  check(true, 'the PENDING booking turns CONFIRMED by itself once payment answers');
+  await shot(gp, 'guest-pending-confirmed');
+
+  // 7. my trips: cancel the first booking, see CANCELLED and the refund
+  await gp.goto(base + '/#/trips');
+  const rows = gp.locator('tbody tr');
+  await rows.nth(3).waitFor();
+  check(await rows.count() === 4, 'My trips lists the three bookings and the declined one');
+  await gp.getByText('Declined').first().waitFor();
+  const first = gp.locator('tbody tr', { hasText: `${IN} → ${OUT}` });
+  await first.getByText('Paid').waitFor();
+  const firstId = await first.getAttribute('data-id');
+  await axe(gp, 'my trips');
+  await first.getByRole('button', { name: /Cancel booking/ }).click();
+  const dlg = gp.locator('dialog');
+  await dlg.getByText('refunded').waitFor();
+  await shot(gp, 'guest-cancel-confirm');
+  await dlg.getByRole('button', { name: 'Cancel booking' }).click();
+  await first.locator('.badge.st-CANCELLED').waitFor({ timeout: 20000 });
+  await first.getByText('Refunded').waitFor({ timeout: 20000 });
+  check(true, 'the guest sees CANCELLED and Refunded');
+  await shot(gp, 'guest-cancelled-refunded');
+
+  // 8. a review moves the room's rating (on the page and on the live dashboard)
+  await gp.goto(`${base}/#/room/${roomId}`);
+  await gp.locator('#room-rating').getByText('No reviews yet').waitFor();
+  await gp.getByLabel('Rating', { exact: true }).selectOption('4');
+  await gp.getByLabel('Your review', { exact: true }).fill('Quiet and warm.');
+  await gp.getByRole('button', { name: 'Post review' }).click();
+  await gp.locator('#room-rating').getByText('Rating 4.0 of 5 (1 reviews)').waitFor();
+  await gp.getByText('Quiet and warm.').waitFor();
+  check(true, 'the review moves the rating to 4.0 and is listed');
+  await shot(gp, 'guest-reviewed');
+  await dp.locator(`#dash tr[data-id="${roomId}"] td[data-k=rating]`).filter({ hasText: '4.0' }).waitFor({ timeout: 20000 });
+  check(await dp.evaluate(() => window.__noReload === 1), 'the dashboard shows the new rating without a reload');
+  await shot(dp, 'dashboard-after-review');
+
+  // 9. a second guest cannot see the first one's trips
+  const g2 = await newPage(phone);
+  await signIn(g2, 'gina', 'guest');
+  await g2.goto(base + '/#/trips');
+  await g2.getByText('Nothing here yet.').waitFor();
+  const peek = await g2.evaluate(async (id) => (await fetch('/reservations/' + id, { headers: { Authorization: 'Bearer ' + sessionStorage.getItem('bnb.token') } })).status, firstId);
+  check(peek === 403 || peek === 404, `a second guest sees no trips and cannot open the first one's reservation (${peek})`);
+  await shot(g2, 'second-guest-no-trips');
+
+  // 10. the host: reservations of my rooms; Korean; delete with its warning
+  await hp.getByRole('link', { name: 'Reservations' }).click();
+  await hp.locator('tbody tr').nth(3).waitFor();
+  check(await hp.locator('tbody tr', { hasText: 'bob' }).count() === 4, 'the host sees the four reservations of the room');
+  await axe(hp, 'host reservations');
+  await shot(hp, 'host-reservations');
+  await hp.getByRole('button', { name: 'Switch language to Korean' }).click();
+  await hp.getByRole('heading', { name: '내 숙소의 예약' }).waitFor();
+  check(await hp.evaluate(() => document.documentElement.lang) === 'ko', 'the app switches to Korean (html lang=ko)');
+  await axe(hp, 'host reservations (Korean)');
+  await shot(hp, 'host-reservations-korean');
+  await hp.getByRole('button', { name: '언어를 영어로 바꾸기' }).click();
+  await hp.getByRole('link', { name: 'My rooms' }).click();
+  await hp.getByRole('button', { name: 'Delete: Fjord cabin' }).click();
+  const hd = hp.locator('dialog');
+  await hd.getByText('cancels every future booking').waitFor();
+  await axe(hp, 'delete warning');
+  await shot(hp, 'host-delete-warning');
+  await hd.getByRole('button', { name: /Delete room, cancel and refund/ }).click();
+  await hp.locator(`#my-rooms li[data-id="${roomId}"]`).waitFor({ state: 'detached' });
+  check(true, 'the host deletes the room after the warning');
+  await gp.goto(base + '/#/trips');
+  const second = gp.locator('tbody tr', { hasText: `${IN2} → ${OUT2}` }).filter({ has: gp.locator('.st-CONFIRMED, .st-CANCELLED, .st-CANCEL_REQUESTED') });
+  await second.waitFor();
+  for (let i = 0; i < 40 && !(await second.locator('.st-CANCELLED').count()); i++) {
+    await gp.waitForTimeout(500);
+    await gp.reload();
+    await second.waitFor();
+  }
+  await second.getByText('Refunded').waitFor();
+  check(true, "the deleted room's future booking is CANCELLED and refunded in the guest's trips");
+  await shot(gp, 'guest-room-deleted-refunded');
+
+  check(errors.length === 0, 'no script error in any page' + (errors.length ? ': ' + errors.join('; ') : ''));
+}
+
+let rc = 0;
+try {
+  await main();
+} catch (e) {
+  rc = 1;
+  console.log('FAIL: ' + (e && e.stack || e));
+}
+if (browser) await browser.close().catch(() => {});
+if (front) await front.stop();
+if (host) {
+  const code = await host.stop();
+  if (code !== 0) { rc = 1; console.log(`bearbnb exited ${code}\n` + host.tail()); }
+  else if (rc) console.log('host log tail:\n' + host.tail());
+  host.cleanup();
+}
+say(`screenshots in ${out}`);
+console.log(`${rc ? 0 : 1} passed, ${rc ? 1 : 0} failed`);
+process.exit(rc);

@@ -1,0 +1,150 @@
+// English and Korean. Each key: [English, Korean]; {name} is replaced by vars.name.
+const S = {
+  skip: ['Skip to content', '본문으로 건너뛰기'],
+  lang: ['한국어', 'English'],
+  langLabel: ['Switch language to Korean', '언어를 영어로 바꾸기'],
+  nav_search: ['Find a room', '숙소 찾기'],
+  nav_trips: ['My trips', '내 여행'],
+  nav_rooms: ['My rooms', '내 숙소'],
+  nav_resv: ['Reservations', '예약 현황'],
+  nav_dash: ['Dashboard', '대시보드'],
+  signin: ['Sign in', '로그인'],
+  signout: ['Sign out', '로그아웃'],
+  signed_as: ['{name} ({role})', '{name} ({role})'],
+  role_host: ['host', '호스트'],
+  role_guest: ['guest', '게스트'],
+  required: ['{field}: please fill this in.', '{field}: 입력해 주세요.'],
+  loading: ['Loading…', '불러오는 중…'],
+  more: ['Show more', '더 보기'],
+  none: ['Nothing here yet.', '아직 없습니다.'],
+  save: ['Save', '저장'],
+  cancel: ['Cancel', '취소'],
+  close: ['Close', '닫기'],
+  edit: ['Edit', '수정'],
+  del: ['Delete', '삭제'],
+  retry_net: ['The server could not be reached. Your input is kept; try again.', '서버에 연결할 수 없습니다. 입력한 내용은 그대로 있으니 다시 시도하세요.'],
+  err_generic: ['Something went wrong ({status}): {detail}', '문제가 생겼습니다 ({status}): {detail}'],
+  need_signin: ['Sign in to continue.', '계속하려면 로그인하세요.'],
+  need_guest: ['Sign in as a guest to book.', '예약하려면 게스트로 로그인하세요.'],
+  need_host: ['This page is for hosts. Sign in as a host.', '호스트용 페이지입니다. 호스트로 로그인하세요.'],
+  expired: ['Your sign-in expired. Sign in again.', '로그인이 만료되었습니다. 다시 로그인하세요.'],
+  // sign-in
+  signin_title: ['Sign in', '로그인'],
+  dev_notice: ['Development sign-in: no password. It exists only while this BearBnB runs with its generated development key; with Keycloak configured you sign in there instead.',
+    '개발용 로그인: 비밀번호가 없습니다. 이 BearBnB가 자동 생성된 개발용 키로 실행되는 동안에만 있으며, Keycloak이 설정되면 그곳에서 로그인합니다.'],
+  name: ['Name', '이름'],
+  name_hint: ['Letters, digits, dot, dash or underscore.', '영문자, 숫자, 점, 대시, 밑줄.'],
+  role: ['Role', '역할'],
+  as_guest: ['Guest: I book rooms', '게스트: 숙소를 예약합니다'],
+  as_host: ['Host: I list rooms', '호스트: 숙소를 등록합니다'],
+  oidc_btn: ['Sign in with Keycloak', 'Keycloak으로 로그인'],
+  oidc_notice: ['You sign in on the identity provider’s page and come back here.', '인증 제공자 페이지에서 로그인한 뒤 이곳으로 돌아옵니다.'],
+  no_signin: ['Sign-in is not available on this server.', '이 서버에서는 로그인을 사용할 수 없습니다.'],
+  signed_in: ['Signed in as {name}.', '{name}(으)로 로그인했습니다.'],
+  // search
+  search_title: ['Find a room', '숙소 찾기'],
+  city: ['City', '도시'],
+  check_in: ['Check-in', '체크인'],
+  check_out: ['Check-out', '체크아웃'],
+  guests: ['Guests', '인원'],
+  min_price: ['Lowest price per night', '1박 최저 가격'],
+  max_price: ['Highest price per night', '1박 최고 가격'],
+  search: ['Search', '검색'],
+  results: ['Results', '검색 결과'],
+  n_results: ['{n} rooms shown', '숙소 {n}곳 표시'],
+  no_results: ['No room matches. Try other dates or another city.', '조건에 맞는 숙소가 없습니다. 다른 날짜나 도시로 찾아보세요.'],
+  per_night: ['{price} per night', '1박 {price}'],
+  up_to: ['up to {n} guests', '최대 {n}명'],
+  rating: ['Rating {r} of 5 ({n} reviews)', '평점 {r}/5 (리뷰 {n}개)'],
+  no_rating: ['No reviews yet', '아직 리뷰가 없습니다'],
+  // room
+  room_by: ['Hosted by {host}', '호스트: {host}'],
+  book_title: ['Book this room', '이 숙소 예약하기'],
+  card: ['Card number', '카드 번호'],
+  card_hint: ['12 to 19 digits. Only the last four are kept.', '12~19자리 숫자. 끝 네 자리만 보관됩니다.'],
+  book: ['Book and pay', '예약 및 결제'],
+  booking: ['Booking…', '예약 중…'],
+  st_CONFIRMED: ['Confirmed', '확정'],
+  st_PENDING: ['Pending', '대기 중'],
+  st_REJECTED: ['Declined', '거절됨'],
+  st_CANCEL_REQUESTED: ['Cancelling', '취소 처리 중'],
+  st_CANCELLED: ['Cancelled', '취소됨'],
+  pay_APPROVED: ['Paid', '결제 완료'],
+  pay_DECLINED: ['Card declined', '카드 거절'],
+  pay_CANCELLED: ['Refunded', '환불 완료'],
+  booked_ok: ['Booking confirmed: {nights} nights, {amount} paid. Reservation {id}.', '예약 확정: {nights}박, {amount} 결제됨. 예약 번호 {id}.'],
+  booked_pending: ['Booking pending: the payment is still being processed. This page updates by itself when it is done.', '예약 대기 중: 결제를 처리하고 있습니다. 끝나면 이 화면이 저절로 바뀝니다.'],
+  booked_rejected: ['The booking was not completed: the payment was declined.', '예약이 완료되지 않았습니다: 결제가 거절되었습니다.'],
+  declined: ['Your card was declined, so nothing was booked or charged. The dates are still free: check the card number or use another card.', '카드가 거절되어 예약이나 결제가 이루어지지 않았습니다. 날짜는 아직 예약 가능합니다. 카드 번호를 확인하거나 다른 카드를 사용하세요.'],
+  taken: ['These dates are no longer free: {detail}', '이 날짜는 이미 예약되었습니다: {detail}'],
+  see_trips: ['See my trips', '내 여행 보기'],
+  reviews: ['Reviews', '리뷰'],
+  review_by: ['{author}: {stars} of 5', '{author}: {stars}/5'],
+  review_title: ['Review your stay', '숙박 후기 쓰기'],
+  review_text: ['Your review', '후기'],
+  stars: ['Rating', '평점'],
+  star_n: ['{n} of 5', '{n}/5'],
+  post_review: ['Post review', '후기 등록'],
+  reviewed: ['Thank you, your review is posted.', '감사합니다. 후기가 등록되었습니다.'],
+  room_gone: ['This room does not exist any more.', '이 숙소는 더 이상 없습니다.'],
+  // trips
+  trips_title: ['My trips', '내 여행'],
+  room: ['Room', '숙소'],
+  dates: ['Dates', '날짜'],
+  amount: ['Amount', '금액'],
+  status: ['Status', '상태'],
+  payment: ['Payment', '결제'],
+  actions: ['Actions', '작업'],
+  cancel_trip: ['Cancel booking', '예약 취소'],
+  cancel_q: ['Cancel this booking? The payment of {amount} is refunded.', '이 예약을 취소할까요? 결제한 {amount}은(는) 환불됩니다.'],
+  keep: ['Keep booking', '예약 유지'],
+  cancelled_ok: ['Booking cancelled; the payment is refunded.', '예약이 취소되고 결제가 환불되었습니다.'],
+  write_review: ['Write a review', '후기 쓰기'],
+  // host
+  rooms_title: ['My rooms', '내 숙소'],
+  new_room: ['List a new room', '새 숙소 등록'],
+  room_name: ['Name', '이름'],
+  description: ['Description', '설명'],
+  price: ['Price per night', '1박 가격'],
+  capacity: ['Capacity (guests)', '최대 인원'],
+  create: ['List room', '숙소 등록'],
+  created: ['Room “{name}” is listed.', '숙소 “{name}”이(가) 등록되었습니다.'],
+  saved: ['Saved.', '저장했습니다.'],
+  del_title: ['Delete “{name}”?', '“{name}”을(를) 삭제할까요?'],
+  del_warn: ['Deleting this room cancels every future booking of it and refunds those guests. This cannot be undone.', '이 숙소를 삭제하면 앞으로의 모든 예약이 취소되고 게스트에게 환불됩니다. 되돌릴 수 없습니다.'],
+  del_yes: ['Delete room, cancel and refund its bookings', '숙소 삭제 및 예약 취소·환불'],
+  deleted: ['Room deleted; its future bookings are being cancelled and refunded.', '숙소가 삭제되었습니다. 앞으로의 예약은 취소·환불 처리됩니다.'],
+  resv_title: ['Reservations of my rooms', '내 숙소의 예약'],
+  guest: ['Guest', '게스트'],
+  // dashboard
+  dash_title: ['Dashboard', '대시보드'],
+  dash_intro: ['Every room’s state, updated live as events arrive.', '모든 숙소의 상태가 이벤트에 따라 실시간으로 바뀝니다.'],
+  live_on: ['Live', '실시간'],
+  live_off: ['Reconnecting…', '다시 연결하는 중…'],
+  live_poll: ['Live updates unavailable; refreshing every few seconds', '실시간 갱신을 쓸 수 없어 몇 초마다 새로 고칩니다'],
+  bookings: ['Bookings', '예약 수'],
+  reviews_n: ['Reviews', '리뷰 수'],
+  rating_h: ['Rating', '평점'],
+  show_resv: ['Reservations', '예약 보기'],
+  updated: ['{name} updated', '{name} 갱신됨'],
+};
+
+let lang = localStorage.getItem('bnb.lang') || ((navigator.language || '').startsWith('ko') ? 'ko' : 'en');
+
+export const getLang = () => lang;
+export function setLang(l) {
+  lang = l;
+  localStorage.setItem('bnb.lang', l);
+  document.documentElement.lang = l;
+}
+document.documentElement.lang = lang;
+
+export function t(key, vars) {
+  const e = S[key];
+  let s = e ? e[lang === 'ko' ? 1 : 0] : key;
+  if (vars) s = s.replace(/\{(\w+)\}/g, (m, k) => (k in vars ? String(vars[k]) : m));
+  return s;
+}
+
+export const num = (n) => new Intl.NumberFormat(lang === 'ko' ? 'ko-KR' : 'en-US').format(n);
+export const money = (n) => num(n);

@@ -1,0 +1,77 @@
+// Shared view helpers: problem+json next to what caused it, drafts that
+// survive a failed submit or a language switch, status badges, dialogs.
+import { h, showError, clearErrors } from './dom.js';
+import { t, money } from './i18n.js';
+
+// Which form field a problem detail is about: a quoted field name
+// ('checkIn'), else a word that names it.
+const WORDS = {
+  card: /\bcard\b/i, guests: /\bguests?\b|capacity/i, checkIn: /check-?in|already booked|nights|stay|dates?\b/i,
+  checkOut: /check-?out/i, rating: /\brating\b/i, content: /\bcontent\b/i, city: /\bcity\b/i,
+  name: /\bname\b/i, pricePerNight: /price/i, capacity: /capacity/i, description: /description/i,
+  minPrice: /minPrice/, maxPrice: /maxPrice/, sub: /\bsub\b|name/i, role: /\brole\b/i,
+};
+
+export function fieldOf(form, detail) {
+  const names = [...form.querySelectorAll('[data-field]')].map((e) => e.dataset.field);
+  const q = /'([A-Za-z]+)'/g;
+  let m;
+  while ((m = q.exec(detail || ''))) if (names.includes(m[1])) return m[1];
+  for (const n of names) if (WORDS[n] && WORDS[n].test(detail || '')) return n;
+  return null;
+}
+
+// Show an ApiError on `form`: next to the field it names, or above the button.
+export function showProblem(form, e, msg) {
+  clearErrors(form);
+  if (!e.status) return showError(form, null, t('retry_net'));
+  const detail = (e.problem && (e.problem.detail || e.problem.title)) || e.message;
+  const text = msg || (e.status >= 500 || !detail ? t('err_generic', { status: e.status, detail: detail || '' }) : detail);
+  return showError(form, fieldOf(form, detail), text);
+}
+
+// Drafts: what was typed in a form, kept in memory for the page's life.
+const drafts = new Map();
+export function persist(form, key) {
+  const d = drafts.get(key);
+  if (d) for (const el of form.elements) if (el.name && el.name in d) {
+    if (el.type === 'radio') el.checked = el.value === d[el.name]; else el.value = d[el.name];
+  }
+  form.addEventListener('input', () => {
+    const o = {};
+    for (const el of form.elements) if (el.name && (el.type !== 'radio' || el.checked)) o[el.name] = el.value;
+    drafts.set(key, o);
+  });
+}
+export const forget = (key) => drafts.delete(key);
+
+export const badge = (st) => h('span.badge.st-' + st, t('st_' + st));
+export const payBadge = (st) => (st ? h('span.badge.pay-' + st, t('pay_' + st)) : '');
+
+export function ratingText(r) {
+  return r.reviewCnt ? t('rating', { r: Number(r.rating).toFixed(1), n: r.reviewCnt }) : t('no_rating');
+}
+
+export const nights = (a, b) => Math.round((Date.parse(b) - Date.parse(a)) / 86400000);
+export const priceText = (p) => t('per_night', { price: money(p) });
+
+export function heading(text) {
+  return h('h1', { tabindex: -1 }, text);
+}
+
+// A modal confirmation (<dialog>): resolves true when confirmed.
+export function confirmDialog(title, body, yes, no) {
+  return new Promise((resolve) => {
+    const d = h('dialog.confirm', { 'aria-labelledby': 'dlg-t', 'aria-describedby': 'dlg-b' },
+      h('h2#dlg-t', title), h('p#dlg-b', body),
+      h('div.row',
+        h('button.danger', { type: 'button', onclick: () => done(true) }, yes),
+        h('button', { type: 'button', onclick: () => done(false) }, no)));
+    const back = document.activeElement;
+    function done(v) { d.close(); d.remove(); if (back && back.focus) back.focus(); resolve(v); }
+    d.addEventListener('cancel', (ev) => { ev.preventDefault(); done(false); });
+    document.body.append(d);
+    d.showModal();
+    d.querySelector('button:last-child').focus();
+  });
+}
