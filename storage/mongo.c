@@ -917,12 +917,6 @@ static int mg_define(bnb_store_t *st, const bnb_coll_def_t *defs, size_t n)
     int rc;
     if (!s)
         return BNB_EINVAL;
-    if ((rc = bnb__colls_validate(defs, n, err, sizeof err)) != 0) {
-        char msg[300];
-        snprintf(msg, sizeof msg, "mongo define: %s", err);
-        mg_log_msg(s, msg);
-        return rc;
-    }
     if (n == 0)
         return 0;
     pthread_mutex_lock(&s->define_mu);

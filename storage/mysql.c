@@ -1302,10 +1302,6 @@ static int my_define(bnb_store_t *st, const bnb_coll_def_t *defs, size_t n)
     int rc;
     if (!s)
         return BNB_EINVAL;
-    if ((rc = bnb__colls_validate(defs, n, err, sizeof err)) != 0) {
-        my_log("define", err, 0);
-        return rc;
-    }
     if (n == 0)
         return 0;
     pthread_mutex_lock(&s->define_mu);

@@ -758,7 +758,12 @@ int bnb__commit_prepare(const bnb__coll_t *dc, const bnb_commit_t *c, const char
 int bnb__define_merge(bnb__colls_t *r, const bnb_coll_def_t *defs, size_t n, bnb__coll_t ***merged, bool **fresh,
                       char *errbuf, size_t errlen)
 {
-    int rc = 0;
+    int rc = bnb__colls_validate(defs, n, errbuf, errlen);
+    *merged = NULL;
+    if (fresh)
+        *fresh = NULL;
+    if (rc)
+        return rc;
     *merged = calloc(n ? n : 1, sizeof **merged);
     if (fresh && !(*fresh = calloc(n ? n : 1, sizeof **fresh)))
         rc = BNB_ENOMEM;

@@ -148,10 +148,11 @@ void bnb__commit_from_write(bnb_commit_t *c, const bnb_write_t *w, const char *a
 int bnb__commit_prepare(const bnb__coll_t *dc, const bnb_commit_t *c, const char ***claims, size_t *nclaims);
 
 /* define() around the backend's own DDL, under its define lock:
- * bnb__define_merge gives each (validated) definition merged with the one the
- * registry knows, or a copy when the registry has none: *merged, n entries,
- * and *fresh (optional): whether each was new. BNB_EINVAL when a field changes
- * its type (errbuf says which), BNB_ENOMEM. bnb__define_register then moves
+ * bnb__define_merge checks the definitions (bnb__colls_validate), then gives
+ * each merged with the one the registry knows, or a copy when the registry
+ * has none: *merged, n entries, and *fresh (optional): whether each was new.
+ * BNB_EINVAL when a definition is wrong or a field changes its type (errbuf
+ * says why: the backend logs it), BNB_ENOMEM. bnb__define_register then moves
  * them into the registry (each entry moved becomes NULL); bnb__define_free
  * frees what is left, whatever happened. */
 int bnb__define_merge(bnb__colls_t *r, const bnb_coll_def_t *defs, size_t n, bnb__coll_t ***merged, bool **fresh,
