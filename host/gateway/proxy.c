@@ -247,7 +247,8 @@ int bnb__gateway_verify(const char *header, const char *method, const char *path
 
 /* ---- proxying ---------------------------------------------------------------- */
 
-static const char *const pass_back[] = {"content-type", "retry-after", "location", "allow", "www-authenticate", "etag"};
+static const char *const pass_back[] = {"content-type",     "retry-after", "location",           "allow",
+                                        "www-authenticate", "etag",        "idempotent-replayed"};
 
 static size_t on_header(char *buf, size_t size, size_t nitems, void *ud)
 {
@@ -349,7 +350,12 @@ void bnb__proxy_run(bnb_req_t *r, const char *base, int h2c, long timeout_ms)
         if (hop_by_hop(r->hnames[i]) || strcasecmp(r->hnames[i], "x-request-id") == 0 ||
             strcasecmp(r->hnames[i], "traceparent") == 0 || strcasecmp(r->hnames[i], "x-forwarded-for") == 0)
             continue;
-        snprintf(line, sizeof(line), "%s: %s", r->hnames[i], r->hvalues[i]);
+        /* "Name;" is how libcurl sends a header with an empty value ("Name:"
+         * would drop it): the service must see e.g. an empty Idempotency-Key */
+        if (r->hvalues[i][0] == '\0')
+            snprintf(line, sizeof(line), "%s;", r->hnames[i]);
+        else
+            snprintf(line, sizeof(line), "%s: %s", r->hnames[i], r->hvalues[i]);
         hdr = curl_slist_append(hdr, line);
     }
     snprintf(line, sizeof(line), "X-Request-Id: %s", r->exec.request_id);

@@ -35,6 +35,7 @@
  * PaymentCancelled (or PaymentDeclined when the card was declined); either ends
  * the reservation CANCELLED. Its nights stay held until then.
  */
+#include "bnb_idem.h"
 #include "bnb_plugin.h"
 #include "bnb_plugin_util.h"
 #include "bnb_seal.h"
@@ -63,6 +64,7 @@ static const bnb_cfg_item_t resv_config[] = {
     {"max_nights", BNB_CFG_INT, "365", "longest stay in nights (at most 365)"},
     {"payment_key_file", BNB_CFG_STRING, "",
      "PEM X25519 public key of payment's card key (empty: asked from payment once, then kept in this store)"},
+    BNB_IDEM_CONFIG,
     {NULL, 0, NULL, NULL}};
 
 static const bnb_field_def_t resv_fields[] = {
@@ -605,7 +607,31 @@ static int cancelled_by_deletion(bnb_ctx_t *ctx, const char *room_id, const char
     return deleted;
 }
 
-static void on_book(bnb_ctx_t *ctx, bnb_req_t *req)
+/* Idempotency-Key: the answer for reservation `rid`, which an earlier run of
+ * this key committed before it could answer (bnb_idem.h): 202 while PENDING,
+ * 402 when REJECTED, else 201 with its state now. 0 when there is none. */
+static int load_visible(bnb_ctx_t *ctx, const char *id, const char *user, int guest_only, json_t **out);
+
+static int book_recover(bnb_ctx_t *ctx, bnb_req_t *req, const char *rid)
+{
+    json_t *r = NULL;
+    int rc = load_visible(ctx, rid, H->req_user(req), 1, &r);
+    if (rc == BNB_ENOENT)
+        return 0;
+    if (rc != 0) {
+        respond_store_error(req, rc);
+        return 1;
+    }
+    const char *s = json_string_value(json_object_get(r, "status"));
+    if (s && !strcmp(s, "REJECTED"))
+        respond_declined(req, rid);
+    else
+        respond_reservation(req, s && !strcmp(s, "PENDING") ? 202 : 201, r);
+    json_decref(r);
+    return 1;
+}
+
+static void on_book_run(bnb_ctx_t *ctx, bnb_req_t *req)
 {
     bnb_store_t *st = H->store(ctx);
     const json_t *body = bnb_util_body(H, req, book_fields, book_server_owned);
@@ -701,7 +727,7 @@ static void on_book(bnb_ctx_t *ctx, bnb_req_t *req)
     char din[11], dout[11];
     resv_format_date(in, din);
     resv_format_date(out, dout);
-    H->uuid(id);
+    bnb_idem_rid(H, id); /* the key's reservation id when retried with one */
     H->set_correlation(ctx, id);
     rc = seal_card(ctx, number, id, &card);
     if (rc == BNB_EAGAIN) {
@@ -779,6 +805,15 @@ static void on_book(bnb_ctx_t *ctx, bnb_req_t *req)
         }
         if (rc == BNB_ETAKEN) {
             json_t *other = find_overlap(ctx, room_id, din, dout);
+            const char *oid = json_string_value(json_object_get(other, "id"));
+            if (oid && !strcmp(id, oid)) {
+                /* our own id: an earlier run of this Idempotency-Key booked it */
+                json_decref(other);
+                json_decref(data);
+                if (!book_recover(ctx, req, id))
+                    respond_store_error(req, BNB_EEXIST);
+                goto done;
+            }
             if (other || attempt >= 2) {
                 json_decref(data);
                 if (other)
@@ -912,7 +947,7 @@ out:
     free(cursor);
 }
 
-static void on_cancel(bnb_ctx_t *ctx, bnb_req_t *req)
+static void on_cancel_run(bnb_ctx_t *ctx, bnb_req_t *req)
 {
     const char *id = H->req_param(req, "id");
     json_t *r = NULL, *after = NULL;
@@ -946,6 +981,17 @@ static void on_cancel(bnb_ctx_t *ctx, bnb_req_t *req)
 done:
     json_decref(after);
     json_decref(r);
+}
+
+static void on_book(bnb_ctx_t *ctx, bnb_req_t *req)
+{
+    bnb_idem_run(ctx, req, "POST /reservations", on_book_run, book_recover);
+}
+
+/* Cancelling again changes nothing and answers the same: no recover needed. */
+static void on_cancel(bnb_ctx_t *ctx, bnb_req_t *req)
+{
+    bnb_idem_run(ctx, req, "DELETE /reservations/{id}", on_cancel_run, NULL);
 }
 
 /* ---- events ---------------------------------------------------------------- */
@@ -1068,7 +1114,7 @@ static const bnb_util_sub_t resv_subs[] = {
 
 static int resv_init(bnb_ctx_t *ctx, const bnb_host_api_t *host)
 {
-    H = host;
+    H = bnb_idem_host(host);
     if (!BNB_HAS(host, store_define) || !BNB_HAS(host, store_query) || !BNB_HAS(host, store_commit2)) {
         H->log(ctx, "error", "reservation needs a host with storage v2 (plugin ABI 1.1)");
         return BNB_EINVAL;
@@ -1085,6 +1131,10 @@ static int resv_init(bnb_ctx_t *ctx, const bnb_host_api_t *host)
                "reservation needs storage v2 from its store (claims keep two processes from booking one night): "
                "store_define failed (%d)",
                rc);
+        return rc;
+    }
+    if ((rc = bnb_idem_init(ctx)) != 0) {
+        H->log(ctx, "error", "reservation: declaring the idem collection failed (%d)", rc);
         return rc;
     }
     return bnb_util_register(ctx, host, resv_routes, resv_subs);

@@ -1240,10 +1240,11 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
         {"retry-after", offsetof(e2e_resp_t, retry_after), sizeof(((e2e_resp_t *)0)->retry_after)},
         {"allow", offsetof(e2e_resp_t, allow), sizeof(((e2e_resp_t *)0)->allow)},
         {"location", offsetof(e2e_resp_t, location), sizeof(((e2e_resp_t *)0)->location)},
+        {"idempotent-replayed", offsetof(e2e_resp_t, replayed), sizeof(((e2e_resp_t *)0)->replayed)},
     };
     /* A new status line (e.g. after 100-continue) starts a fresh header set. */
     if (n >= 5 && strncmp(ptr, "HTTP/", 5) == 0) {
-        r->content_type[0] = r->retry_after[0] = r->allow[0] = r->location[0] = '\0';
+        r->content_type[0] = r->retry_after[0] = r->allow[0] = r->location[0] = r->replayed[0] = '\0';
         return n;
     }
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {

@@ -163,7 +163,8 @@ typedef struct e2e_resp {
     char retry_after[64];
     char allow[128];
     char location[256];
-    char *body; /* NUL-terminated (possibly empty), caller frees via e2e_resp_free */
+    char replayed[16]; /* Idempotent-Replayed (issue 16): "true" on a stored answer */
+    char *body;        /* NUL-terminated (possibly empty), caller frees via e2e_resp_free */
     size_t body_len;
     json_t *json; /* parsed body, or NULL when not JSON; freed by e2e_resp_free */
 } e2e_resp_t;

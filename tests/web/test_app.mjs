@@ -77,12 +77,23 @@ async function main() {
   const desktop = { viewport: { width: 1200, height: 860 } };
   const phone = { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true };
   const errors = [];
+  const changes = []; // every state-changing API request: [method path, Idempotency-Key]
   async function newPage(opts) {
     const ctx = await browser.newContext({ ...opts, locale: 'en-US' });
     const page = await ctx.newPage();
     page.setDefaultTimeout(15000);
     page.on('pageerror', (e) => errors.push(String(e)));
+    page.on('request', (rq) => {
+      const u = new URL(rq.url());
+      if (rq.method() !== 'GET' && rq.method() !== 'HEAD' && u.pathname !== '/dev/token')
+        changes.push([`${rq.method()} ${u.pathname}`, rq.headers()['idempotency-key']]);
+    });
     return page;
+  }
+  // At phone width nothing is wider than the screen.
+  async function fits(page, what) {
+    const [sw, w] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+    check(sw <= w, `${what} fits the phone's width (${sw} <= ${w} px)`);
   }
   async function signIn(page, name, role) {
     await page.goto(base + '/#/signin');
@@ -138,6 +149,12 @@ async function main() {
   const gp = await newPage(phone);
   await signIn(gp, 'bob', 'guest');
   await gp.goto(base + '/#/');
+  await gp.reload();
+  await gp.getByLabel('City', { exact: true }).waitFor();
+  await gp.keyboard.press('Tab');
+  check(await gp.evaluate(() => document.activeElement.id) === 'skip', 'the first Tab reaches the skip link');
+  await gp.keyboard.press('Enter');
+  check(await gp.evaluate(() => document.activeElement.id) === 'main', 'the skip link moves focus to the content');
   await gp.getByLabel('City', { exact: true }).fill('Bergen');
   await gp.getByLabel('Check-in', { exact: true }).fill(IN);
   await gp.getByLabel('Check-out', { exact: true }).fill(OUT);
@@ -147,11 +164,12 @@ async function main() {
   await hit.waitFor();
   check(true, `the guest finds the room by city Bergen and ${IN}..${OUT}`);
   await axe(gp, 'search');
+  await fits(gp, 'the search page');
   await shot(gp, 'guest-search');
-  await gp.getByLabel('City', { exact: true }).fill('Nowhere');
+  await gp.getByLabel('Highest price per night', { exact: true }).fill('100');
   await gp.getByRole('button', { name: 'Search' }).click();
-  await gp.getByText('No room matches').waitFor();
-  check(true, 'another city finds nothing');
+  await gp.locator('#main').getByText('No room matches').waitFor();
+  check(true, 'a highest price under the room\'s (100 < 120) finds nothing');
   await gp.goBack();
   await hit.waitFor();
 
@@ -160,11 +178,22 @@ async function main() {
   await gp.getByRole('heading', { name: 'Fjord cabin' }).waitFor();
   check(await gp.getByLabel('Check-in', { exact: true }).inputValue() === IN, 'the room page keeps the searched dates');
   await gp.getByLabel('Card number', { exact: true }).fill(GOOD);
+  // the first attempt dies on the network: the app sends it again with the same Idempotency-Key
+  const keys = [];
+  await gp.route((u) => u.pathname === '/reservations', async (route) => {
+    if (route.request().method() !== 'POST') return route.continue();
+    keys.push(route.request().headers()['idempotency-key']);
+    return keys.length === 1 ? route.abort('connectionreset') : route.continue();
+  });
   await gp.getByRole('button', { name: 'Book and pay' }).click();
   const result = gp.locator('.result');
   await result.getByText('Booking confirmed').waitFor();
+  await gp.unroute((u) => u.pathname === '/reservations');
+  check(keys.length === 2 && /^[0-9a-f-]{36}$/.test(keys[0]) && keys[0] === keys[1],
+    `a booking retried after a network failure carries the same Idempotency-Key (${keys.join(', ')})`);
   check(await result.locator('.badge').textContent() === 'Confirmed', 'the guest sees CONFIRMED: ' + await result.textContent());
   await axe(gp, 'room');
+  await fits(gp, 'the room page');
   await shot(gp, 'guest-booked-confirmed');
 
   // 5. the dashboard updated without a reload
@@ -212,6 +241,7 @@ async function main() {
   await first.getByText('Paid').waitFor();
   const firstId = await first.getAttribute('data-id');
   await axe(gp, 'my trips');
+  await fits(gp, 'my trips');
   await first.getByRole('button', { name: /Cancel booking/ }).click();
   const dlg = gp.locator('dialog');
   await dlg.getByText('refunded').waitFor();
@@ -228,7 +258,7 @@ async function main() {
   await gp.getByLabel('Rating', { exact: true }).selectOption('4');
   await gp.getByLabel('Your review', { exact: true }).fill('Quiet and warm.');
   await gp.getByRole('button', { name: 'Post review' }).click();
-  await gp.locator('#room-rating').getByText('Rating 4.0 of 5 (1 reviews)').waitFor();
+  await gp.locator('#room-rating').getByText('Rating 4.0 of 5 (1 review)').waitFor();
   await gp.getByText('Quiet and warm.').waitFor();
   check(true, 'the review moves the rating to 4.0 and is listed');
   await shot(gp, 'guest-reviewed');
@@ -256,8 +286,18 @@ async function main() {
   check(await hp.evaluate(() => document.documentElement.lang) === 'ko', 'the app switches to Korean (html lang=ko)');
   await axe(hp, 'host reservations (Korean)');
   await shot(hp, 'host-reservations-korean');
+  await hp.getByRole('link', { name: '내 숙소' }).click();
+  await hp.locator('#new-room').getByLabel('이름', { exact: true }).fill('Half-typed');
   await hp.getByRole('button', { name: '언어를 영어로 바꾸기' }).click();
-  await hp.getByRole('link', { name: 'My rooms' }).click();
+  check(await hp.locator('#new-room').getByLabel('Name', { exact: true }).inputValue() === 'Half-typed',
+    'switching the language keeps what was typed');
+  const card = hp.locator(`#my-rooms li[data-id="${roomId}"]`);
+  await card.getByRole('button', { name: 'Edit: Fjord cabin' }).click();
+  await card.getByLabel('Price per night', { exact: true }).fill('130');
+  await card.getByRole('button', { name: 'Save' }).click();
+  await card.getByText('130 per night').waitFor();
+  check(true, 'the host edits the price (120 -> 130)');
+  await shot(hp, 'host-room-edited');
   await hp.getByRole('button', { name: 'Delete: Fjord cabin' }).click();
   const hd = hp.locator('dialog');
   await hd.getByText('cancels every future booking').waitFor();
@@ -278,6 +318,11 @@ async function main() {
   check(true, "the deleted room's future booking is CANCELLED and refunded in the guest's trips");
   await shot(gp, 'guest-room-deleted-refunded');
 
+  const keyless = changes.filter(([, k]) => !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(k || ''));
+  check(changes.length >= 8 && keyless.length === 0,
+    `all ${changes.length} state-changing requests carry an Idempotency-Key UUID` + (keyless.length ? ': not ' + keyless.map((c) => c[0]).join(', ') : ''));
+  const fresh = new Set(changes.map(([, k]) => k)).size;
+  check(fresh === changes.length - 1, `one key per user action (${fresh} keys for ${changes.length} requests, one of them a retry)`);
   check(errors.length === 0, 'no script error in any page' + (errors.length ? ': ' + errors.join('; ') : ''));
 }
 
