@@ -343,7 +343,11 @@ void bnb__proxy_run(bnb_req_t *r, const char *base, int h2c, long timeout_ms)
     }
     curl_easy_reset(c);
     char url[4096];
-    snprintf(url, sizeof(url), "%s%s%s%s", base, r->path, r->query ? "?" : "", r->query ? r->query : "");
+    if ((size_t)snprintf(url, sizeof(url), "%s%s%s%s", base, r->path, r->query ? "?" : "", r->query ? r->query : "") >=
+        3072) {
+        bnb__problem_json(r, 414, NULL, "the path and query are too long to forward");
+        return;
+    }
     struct curl_slist *hdr = NULL;
     char line[2048];
     for (size_t i = 0; i < r->nheaders; i++) {
@@ -380,6 +384,7 @@ void bnb__proxy_run(bnb_req_t *r, const char *base, int h2c, long timeout_ms)
     hdr = curl_slist_append(hdr, "Expect:");
     bnb_buf_t b = {NULL, 0, 16 * 1024 * 1024};
     curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L); /* forwarded (and signed) as received: no dot-segment removal */
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method);
     if (r->raw_in != NULL) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, r->raw_in);

@@ -204,6 +204,16 @@ void e2e_resp_free(e2e_resp_t *r);
  * and integer status == `status`. Prints what is wrong when 0. */
 int e2e_is_problem(const e2e_resp_t *r, long status);
 
+/* ---- raw sockets (requests byte for byte, frames by hand) -------------------- */
+
+/* TCP connection to 127.0.0.1:port (TCP_NODELAY), or -1. */
+int e2e_raw_connect(int port);
+/* Send all of buf; 0 or -1. */
+int e2e_raw_send(int fd, const void *buf, size_t len);
+/* Read until the peer closes (*closed = 1) or nothing comes for idle_ms.
+ * NUL-terminates; returns the bytes read. */
+size_t e2e_raw_read(int fd, char *buf, size_t cap, int idle_ms, int *closed);
+
 /* ---- time ------------------------------------------------------------------ */
 
 /* Call cond(arg) every interval_ms (0 = 50) until it returns non-zero (0) or

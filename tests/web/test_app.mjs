@@ -6,53 +6,16 @@
 // moves the rating; a second guest cannot see the first one's trips; the
 // host deletes the room after a warning. axe-core checks every page (no
 // serious or critical violation); a screenshot of each step is saved under
-// $BNB_WEB_ARTIFACTS (meson: build-test/meson-logs/web/).
+// $BNB_WEB_ARTIFACTS/app/ (meson: build-test/meson-logs/web/app/).
 // Exit 0 passed, 1 failed, 77 skipped (no Chromium / npm packages).
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createRequire } from 'node:module';
+import { browserKit } from './lib.mjs';
 import { startHost } from './host.mjs';
 import { startFront } from './front.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const require = createRequire(import.meta.url);
-const chromiumPath = process.env.BNB_CHROMIUM || '/usr/bin/chromium';
-let pw;
-try { pw = require('playwright-core'); } catch {
-  console.log('SKIP: playwright-core is not installed (scripts/web-deps runs npm ci in tests/web)');
-  process.exit(77);
-}
-if (!existsSync(chromiumPath)) {
-  console.log(`SKIP: no Chromium at ${chromiumPath} (scripts/web-deps installs Debian's chromium)`);
-  process.exit(77);
-}
-const axePath = require.resolve('axe-core/axe.min.js');
-const out = process.env.BNB_WEB_ARTIFACTS || join(here, 'artifacts');
-rmSync(out, { recursive: true, force: true });
-mkdirSync(out, { recursive: true });
-
-const t0 = Date.now();
-let step = 0, failed = 0;
-const say = (m) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${m}`);
-function check(cond, what) {
-  if (!cond) { failed++; say('FAIL ' + what); throw new Error(what); }
-  say('ok ' + what);
-}
-async function shot(page, name) {
-  step++;
-  const file = join(out, `${String(step).padStart(2, '0')}-${name}.png`);
-  await page.screenshot({ path: file, fullPage: true });
-}
-// axe-core on the page as it is: serious and critical violations fail.
-async function axe(page, name) {
-  const a0 = Date.now();
-  if (!(await page.evaluate(() => !!window.axe))) await page.addScriptTag({ path: axePath });
-  const res = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
-  const bad = res.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-  for (const v of bad) say(`axe ${name}: ${v.impact} ${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join(', ')})`);
-  check(bad.length === 0, `${name}: no serious or critical accessibility violation (axe-core, ${res.violations.length} minor, ${Date.now() - a0} ms)`);
-}
+const { out, say, check, shot, axe, launch } = browserKit('app');
 
 const day = (n) => new Date(Date.now() + n * 86400000).toISOString().slice(0, 10);
 const IN = day(30), OUT = day(33), IN2 = day(40), OUT2 = day(42), IN3 = day(50), OUT3 = day(51);
@@ -73,7 +36,7 @@ async function main() {
   const base = served ? host.url : front.url;
   say(`host ${host.url}; app from ${served ? 'the host' : 'the interim front (the host has no /auth/config, /dev/token yet)'} ${base}`);
 
-  browser = await pw.chromium.launch({ executablePath: chromiumPath, headless: true, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
+  browser = await launch();
   const desktop = { viewport: { width: 1200, height: 860 } };
   const phone = { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true };
   const errors = [];
@@ -107,8 +70,17 @@ async function main() {
   // 1. the host signs in (development sign-in, says so) and lists a room
   say('browser up');
   const hp = await newPage(desktop);
+  const loaded = [];
+  const onResp = (resp) => {
+    const type = resp.headers()['content-type'] || '';
+    if (/html|javascript|css/.test(type)) loaded.push(resp.body().then((b) => b.length).catch(() => 0));
+  };
+  hp.on('response', onResp);
   await hp.goto(base + '/#/signin');
   await hp.getByText('Development sign-in').waitFor();
+  hp.off('response', onResp);
+  const weight = (await Promise.all(loaded)).reduce((a, b) => a + b, 0);
+  check(weight < 100 * 1024, `first load: ${loaded.length} files, ${(weight / 1024).toFixed(1)} KB uncompressed (budget 100 KB; web/README.md)`);
   await axe(hp, 'sign-in');
   await shot(hp, 'dev-sign-in');
   await signIn(hp, 'alice', 'host');
@@ -166,6 +138,28 @@ async function main() {
   await axe(gp, 'search');
   await fits(gp, 'the search page');
   await shot(gp, 'guest-search');
+  // paging: 12 rooms in Tromsø (listed through the API), 10 a page
+  const alice = host.token('alice', 'host');
+  for (let i = 1; i <= 12; i++) {
+    const r = await fetch(host.url + '/rooms', {
+      method: 'POST',
+      headers: { Authorization: 'Bearer ' + alice, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ name: `Tromsø flat ${i}`, description: '', city: 'Tromsø', pricePerNight: 80 + i, capacity: 2 }),
+    });
+    if (r.status !== 201) check(false, `POST /rooms ${r.status}`);
+  }
+  await gp.getByLabel('City', { exact: true }).fill('Tromsø');
+  await gp.getByRole('button', { name: 'Search' }).click();
+  const cards = gp.locator('ul.cards li');
+  await gp.getByRole('button', { name: 'Show more' }).waitFor();
+  check(await cards.count() === 10, 'the search shows 10 rooms a page');
+  await gp.getByRole('button', { name: 'Show more' }).click();
+  await cards.nth(11).waitFor();
+  check(await cards.count() === 12 && await gp.getByRole('button', { name: 'Show more' }).isHidden() &&
+        await gp.evaluate(() => document.activeElement.textContent.startsWith('Tromsø flat')),
+  'Show more (the next cursor) adds the last 2, moves focus to the first new one and hides itself');
+  await gp.goBack();
+  await hit.waitFor();
   await gp.getByLabel('Highest price per night', { exact: true }).fill('100');
   await gp.getByRole('button', { name: 'Search' }).click();
   await gp.locator('#main').getByText('No room matches').waitFor();
