@@ -141,6 +141,8 @@ static const struct {
     {"http.tls_cert", BNB_CFG_STRING, NULL, "PEM certificate: serve HTTPS (HTTP/2 by ALPN)"},
     {"http.tls_key", BNB_CFG_STRING, NULL, "PEM private key of http.tls_cert"},
     {"http.threads", BNB_CFG_INT, "16", "worker threads for handlers and storage calls"},
+    {"http.stream_buffer", BNB_CFG_INT, "262144",
+     "bytes a streamed answer (Server-Sent Events) may have queued for a slow client before it is dropped"},
     {"http.web_root", BNB_CFG_STRING, NULL,
      "directory of the web app served at / (default: the source tree's web/ from a build tree, else "
      "<prefix>/share/bearbnb/web; none: off; missing: not served, logged)"},
