@@ -58,7 +58,8 @@
  *     insert {_id: key}; a key held by another document is BNB_ETAKEN (what
  *     this commit inserted is deleted again).
  *  3. the applied mark is inserted: a duplicate means the event was applied
- *     (BNB_EALREADY), unless that mark's intent is still unsettled.
+ *     (BNB_EALREADY), unless that mark's intent is still unsettled (wait for
+ *     it: it writes, or dies and its mark is dropped with it).
  *  4. the document is written by _id ($set, or an insert): version v + 1,
  *     body, fields, claims, _ap, _wr. This write is the commit point.
  *  5. the claims it dropped are deleted, its intent is marked "c".
@@ -67,10 +68,15 @@
  * A crash between 1 and 4 leaves an intent whose document never reached its
  * version (and maybe claims and a mark with its token): after MG_GRACE_MS
  * (30 s; far longer than a commit, which checks before step 4 that it is well
- * within it) a later writer or the relay deletes it by its token, the relay
- * deletes its mark. A crash between 4 and 5 leaves an unmarked intent that
- * the document's _wr names: committed (a writer marks such an intent before
- * it leaves _wr, so the relay can always tell).
+ * within it) a later writer or the relay deletes its mark, then the intent
+ * (dead_mark_drop; a mark that cannot be deleted keeps the intent). So a mark
+ * whose intent is gone is always one of a commit that wrote: only such a mark
+ * answers BNB_EALREADY (a mark left without its intent once made the
+ * redelivered event of a killed commit "applied" that never was: the
+ * dashboard lost a reservation view for good). A crash between 4 and 5
+ * leaves an unmarked intent that the document's _wr names: committed (a
+ * writer marks such an intent before it leaves _wr, so the relay can always
+ * tell).
  *
  * Claims hold without transactions: a claim document names its owner, and the
  * owner document lists it (with its token) in _cl, written in the owner's own
@@ -553,6 +559,31 @@ static int insert_doc(const mg_store_t *s, mongoc_collection_t *c, const bson_t 
         return BNB_EEXIST;
     mg_log(s, "insert", &err);
     return BNB_EIO;
+}
+
+/* The applied mark of the intent `w` (a commit that died: never written),
+ * deleted when it is that commit's (its token), before the intent itself is:
+ * a mark whose intent is gone must always be one of a commit that wrote
+ * (applied_dup answers BNB_EALREADY for it). 0 when the intent may go (no
+ * mark, or deleted), BNB_EIO (keep the intent: the next pass tries again). */
+static int dead_mark_drop(const mg_store_t *s, mongoc_collection_t *ap, const bson_t *w)
+{
+    const char *tok = get_str(w, "_id"), *mc = get_str(w, "mc"), *k = get_str(w, "k"), *apid = get_str(w, "ap");
+    char *aid = NULL;
+    if (!apid)
+        return 0;
+    if (!tok || !mc || !k || asprintf(&aid, "%s/%s|%s", mc, k, apid) < 0)
+        return BNB_EIO;
+    /* {_id, t}: not another commit's mark of that event (one inserted after
+     * another cleaner dropped this one) */
+    bson_t *f = BCON_NEW("_id", BCON_UTF8(aid), "t", BCON_UTF8(tok));
+    bson_error_t err;
+    bool ok = mongoc_collection_delete_one(ap, f, NULL, NULL, &err);
+    if (!ok)
+        mg_log(s, "delete a dead commit's applied mark", &err);
+    bson_destroy(f);
+    free(aid);
+    return ok ? 0 : BNB_EIO;
 }
 
 /* ---- open / close -------------------------------------------------------- */
@@ -1517,8 +1548,9 @@ static int slot_settled(mg_c_t *m, int64_t ver)
         if (d && get_i64(d, "version") >= ver) {
             settled = 1;
         } else if (get_i64(h, "at") < now_ms() - m->s->grace_ms) {
+            /* a dead commit's: its mark first (see dead_mark_drop) */
             const char *tok = get_str(h, "_id");
-            if (tok)
+            if (tok && dead_mark_drop(m->s, m->applied, h) == 0)
                 delete_id(m->s, m->wal, tok);
         }
     }
@@ -1707,10 +1739,22 @@ static int applied_dup(mg_c_t *m, const char *aid)
         return rc;
     const char *t = get_str(mark, "t");
     rc = t ? find_id(m->s, m->wal, t, NULL, &w) : BNB_ENOENT;
-    if (rc == BNB_ENOENT)
-        rc = BNB_EALREADY; /* its commit is done: intents go once settled */
-    else if (rc == 0)      /* settled: applied; else in flight (wait for it) or dead (cleaned up soon) */
+    if (rc == BNB_ENOENT && t) {
+        /* its intent is gone: settled after its write (the mark stays), or
+         * dropped as dead, which deletes the mark first (dead_mark_drop): so
+         * the mark, still there after the intent is gone, is a written one */
+        bson_t *again = NULL;
+        int r2 = find_id(m->s, m->applied, aid, NULL, &again);
+        if (r2 == 0)
+            rc = get_str(again, "t") && !strcmp(get_str(again, "t"), t) ? BNB_EALREADY : MG_AGAIN;
+        else
+            rc = r2 == BNB_ENOENT ? MG_AGAIN : r2;
+        bson_destroy(again);
+    } else if (rc == BNB_ENOENT) {
+        rc = BNB_EALREADY; /* a mark without a token: moved from the first version's documents */
+    } else if (rc == 0) {  /* settled: applied; else in flight (wait for it) or dead (cleaned up soon) */
         rc = get_str(w, "state") && !strcmp(get_str(w, "state"), "c") ? BNB_EALREADY : MG_AGAIN;
+    }
     bson_destroy(mark);
     bson_destroy(w);
     return rc;
@@ -1881,6 +1925,7 @@ static int commit_once(mg_c_t *m, int64_t *nv)
             goto out;
         marked = true;
     }
+    crash_point("after-mark");
 
     /* the write, within the grace period (a later writer or the relay may
      * take an intent older than that for a dead commit's) */
@@ -2003,8 +2048,10 @@ static int commit_once(mg_c_t *m, int64_t *nv)
 out:
     for (size_t i = 0; i < ntaken; i++)
         delete_id(m->s, m->claims, taken[i]);
-    if (marked)
-        delete_id(m->s, m->applied, aid);
+    /* the mark before the intent (see dead_mark_drop); a mark that could not
+     * be deleted keeps the intent, settled as a dead commit's later */
+    if (marked && delete_id(m->s, m->applied, aid) != 0)
+        intent = false;
     if (intent)
         delete_id(m->s, m->wal, tok);
     free(aid);
@@ -2253,7 +2300,7 @@ static int fetch_pass(mg_store_t *s, mongoc_client_t *cl, size_t max, pend_t **p
     int rc = 0;
     const bson_t *w;
     while (!rc && mongoc_cursor_next(cur, &w)) {
-        const char *tok = get_str(w, "_id"), *apid = get_str(w, "ap");
+        const char *tok = get_str(w, "_id");
         char docref[MG_NAME_MAX + 300];
         snprintf(docref, sizeof docref, "%s/%s", get_str(w, "mc") ? get_str(w, "mc") : "",
                  get_str(w, "k") ? get_str(w, "k") : "");
@@ -2286,19 +2333,10 @@ static int fetch_pass(mg_store_t *s, mongoc_client_t *cl, size_t max, pend_t **p
             nblocked++;
             continue;
         }
-        if (res < 0 && apid) {
-            /* a dead commit's applied mark, if it got that far */
-            char *aid = NULL;
-            bson_t *mark = NULL;
-            if (asprintf(&aid, "%s|%s", docref, apid) < 0) {
-                rc = BNB_ENOMEM;
-                break;
-            }
-            if (find_id(s, ap, aid, NULL, &mark) == 0 && get_str(mark, "t") && !strcmp(get_str(mark, "t"), tok))
-                delete_id(s, ap, aid);
-            bson_destroy(mark);
-            free(aid);
-        }
+        /* a dead commit's applied mark, if it got that far, goes first; the
+         * intent stays when it could not be deleted */
+        if (res < 0 && dead_mark_drop(s, ap, w) != 0)
+            continue;
         bson_iter_t it, ev;
         bool has_ev = bson_iter_init_find(&it, w, "ev") && BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &ev) &&
                       bson_iter_next(&ev);

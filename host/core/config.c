@@ -157,6 +157,8 @@ static const struct {
      "JWKS refresh period; an unknown kid also refreshes (at most every 10 s)"},
     {"auth.issuer", BNB_CFG_STRING, "bearbnb", "required `iss` of tokens (Keycloak: http(s)://<host>/realms/<realm>)"},
     {"auth.audience", BNB_CFG_STRING, "bearbnb", "required member of `aud`"},
+    {"auth.web_client_id", BNB_CFG_STRING, "bearbnb-web",
+     "OpenID Connect client of the web app (public, authorization code + PKCE), told by GET /auth/config"},
     {"auth.leeway_s", BNB_CFG_INT, "30", "clock skew allowed for exp/nbf (negative: none)"},
     {"storage.backend", BNB_CFG_STRING, "sqlite", "sqlite, mysql or mongo"},
     {"storage.url", BNB_CFG_STRING, NULL,

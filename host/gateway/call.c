@@ -146,6 +146,7 @@ static int call_remote(bnb_host_t *h, const char *base, const char *method, cons
     }
     bnb_buf_t b = {NULL, 0, 4 * 1024 * 1024};
     curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L); /* sent as signed */
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, h->call_timeout_ms);
@@ -180,6 +181,8 @@ int bnb__call(bnb_ctx_t *pctx, const char *service, const char *method, const ch
     bnb_host_t *h = ctx->host;
     *status = 0;
     *resp = NULL;
+    if (pctx->exec != NULL)
+        pctx->exec->no_cache = 1; /* the answer depends on another service */
     if (service == NULL || method == NULL || path == NULL || path[0] != '/')
         return BNB_EINVAL;
     bnb_breaker_t *b = bnb__breaker_for(h, service);

@@ -247,7 +247,8 @@ int bnb__gateway_verify(const char *header, const char *method, const char *path
 
 /* ---- proxying ---------------------------------------------------------------- */
 
-static const char *const pass_back[] = {"content-type", "retry-after", "location", "allow", "www-authenticate", "etag"};
+static const char *const pass_back[] = {"content-type",     "retry-after", "location",           "allow",
+                                        "www-authenticate", "etag",        "idempotent-replayed"};
 
 static size_t on_header(char *buf, size_t size, size_t nitems, void *ud)
 {
@@ -342,14 +343,23 @@ void bnb__proxy_run(bnb_req_t *r, const char *base, int h2c, long timeout_ms)
     }
     curl_easy_reset(c);
     char url[4096];
-    snprintf(url, sizeof(url), "%s%s%s%s", base, r->path, r->query ? "?" : "", r->query ? r->query : "");
+    if ((size_t)snprintf(url, sizeof(url), "%s%s%s%s", base, r->path, r->query ? "?" : "", r->query ? r->query : "") >=
+        3072) {
+        bnb__problem_json(r, 414, NULL, "the path and query are too long to forward");
+        return;
+    }
     struct curl_slist *hdr = NULL;
     char line[2048];
     for (size_t i = 0; i < r->nheaders; i++) {
         if (hop_by_hop(r->hnames[i]) || strcasecmp(r->hnames[i], "x-request-id") == 0 ||
             strcasecmp(r->hnames[i], "traceparent") == 0 || strcasecmp(r->hnames[i], "x-forwarded-for") == 0)
             continue;
-        snprintf(line, sizeof(line), "%s: %s", r->hnames[i], r->hvalues[i]);
+        /* "Name;" is how libcurl sends a header with an empty value ("Name:"
+         * would drop it): the service must see e.g. an empty Idempotency-Key */
+        if (r->hvalues[i][0] == '\0')
+            snprintf(line, sizeof(line), "%s;", r->hnames[i]);
+        else
+            snprintf(line, sizeof(line), "%s: %s", r->hnames[i], r->hvalues[i]);
         hdr = curl_slist_append(hdr, line);
     }
     snprintf(line, sizeof(line), "X-Request-Id: %s", r->exec.request_id);
@@ -374,6 +384,7 @@ void bnb__proxy_run(bnb_req_t *r, const char *base, int h2c, long timeout_ms)
     hdr = curl_slist_append(hdr, "Expect:");
     bnb_buf_t b = {NULL, 0, 16 * 1024 * 1024};
     curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L); /* forwarded (and signed) as received: no dot-segment removal */
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method);
     if (r->raw_in != NULL) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, r->raw_in);

@@ -13,6 +13,8 @@
 #include <errno.h>
 #include <limits.h>
 #include <h2o.h>
+#include <h2o/http2.h>
+#include <h2o/http2_internal.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -94,6 +96,103 @@ static void send_body(h2o_req_t *req, int status, const char *ctype, const char 
     h2o_send_inline(req, status == 204 ? "" : body, status == 204 ? 0 : len);
 }
 
+/* ---- read cache ------------------------------------------------------------
+ *
+ * Anonymous GET/HEAD requests of a plugin route open to anyone, on a plugin
+ * whose store is embedded SQLite (only this process writes it), are answered
+ * from here on the loop thread when the same path and query got a 200 JSON
+ * answer before and nothing was committed to that plugin's store since
+ * (bnb_inst_t.store_gen, bumped by every commit): no worker hop, no query, no
+ * JSON. The answer is taken only when the generation did not move while the
+ * handler ran, and not when the handler read a request header or called
+ * another service (bnb_exec_t.no_cache). Entries live at most RC_TTL_MS (for
+ * what the store does not see, e.g. the clock), one per slot (a colliding
+ * path replaces it), bodies up to RC_MAX_BODY, RC_MAX_BYTES in all: the cost
+ * does not grow with the data. */
+
+#define RC_SLOTS     512 /* power of 2 */
+#define RC_MAX_BODY  (32 * 1024)
+#define RC_MAX_BYTES (2 * 1024 * 1024)
+#define RC_TTL_MS    1000
+
+typedef struct rc_ent {
+    char *key; /* the request's path with its query, as sent */
+    size_t klen;
+    bnb_inst_t *inst;
+    unsigned long long gen;
+    int64_t at_ms;
+    char *body;
+    size_t len;
+} rc_ent_t;
+
+static rc_ent_t g_rc[RC_SLOTS];
+static size_t g_rc_bytes;
+static unsigned long g_rc_hits, g_rc_misses;
+
+static size_t rc_slot(const char *k, size_t n)
+{
+    uint64_t x = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        x = (x ^ (unsigned char)k[i]) * 1099511628211ULL;
+    return (size_t)(x & (RC_SLOTS - 1));
+}
+
+static void rc_drop(rc_ent_t *e)
+{
+    g_rc_bytes -= e->klen + e->len;
+    free(e->key);
+    free(e->body);
+    memset(e, 0, sizeof(*e));
+}
+
+static const rc_ent_t *rc_get(const char *k, size_t n, bnb_inst_t *inst)
+{
+    rc_ent_t *e = &g_rc[rc_slot(k, n)];
+    if (e->key == NULL || e->inst != inst || e->klen != n || memcmp(e->key, k, n) != 0)
+        return NULL;
+    if (e->gen != atomic_load(&inst->store_gen) || bnb__mono_ms() - e->at_ms >= RC_TTL_MS) {
+        rc_drop(e);
+        return NULL;
+    }
+    return e;
+}
+
+/* Keep `body` (copied) for k, read at generation gen. */
+static void rc_put(const char *k, size_t n, bnb_inst_t *inst, unsigned long long gen, const char *body, size_t len)
+{
+    if (len > RC_MAX_BODY || gen != atomic_load(&inst->store_gen))
+        return;
+    rc_ent_t *e = &g_rc[rc_slot(k, n)];
+    if (e->key != NULL)
+        rc_drop(e);
+    if (g_rc_bytes + n + len > RC_MAX_BYTES)
+        return;
+    e->key = malloc(n + 1);
+    e->body = malloc(len + 1);
+    if (e->key == NULL || e->body == NULL) {
+        free(e->key);
+        free(e->body);
+        e->key = e->body = NULL;
+        return;
+    }
+    memcpy(e->key, k, n);
+    e->key[n] = '\0';
+    memcpy(e->body, body, len);
+    e->klen = n;
+    e->len = len;
+    e->inst = inst;
+    e->gen = gen;
+    e->at_ms = bnb__mono_ms();
+    g_rc_bytes += n + len;
+}
+
+static void rc_free_all(void)
+{
+    for (size_t i = 0; i < RC_SLOTS; i++)
+        if (g_rc[i].key != NULL)
+            rc_drop(&g_rc[i]);
+}
+
 /* ---- connections: the work each one may have in flight ---------------------
  *
  * HTTP/2 rapid reset (CVE-2023-44487): a client opens a stream and resets it
@@ -125,12 +224,15 @@ struct http_conn {
     http_job_t *qhead, *qtail; /* jobs not started yet, first come first */
     double reset_tokens;
     int64_t reset_ms;
-    int shut; /* shut down for resetting too much */
+    int shut;             /* shut down for resetting too much */
+    h2o_http2_conn_t *h2; /* h2o's HTTP/2 connection on it, once adopted (h2_adopt) */
+    int h2_early;         /* streams answered early whose answer has not left yet (reading stops) */
 };
 
 #define CONN_BUCKETS 512
 static http_conn_t *g_conns[CONN_BUCKETS];
 static unsigned long g_resets_dropped, g_conns_shut;
+static unsigned long g_h2_bodies_refused; /* HTTP/2 bodies answered 413 while still arriving */
 
 static size_t conn_bucket(const h2o_socket_t *sock)
 {
@@ -550,6 +652,9 @@ struct http_job {
     bnb_req_t r;
     int64_t t0;
     char route[160];
+    /* read cache: where the answer may go (rc_inst NULL: nowhere) */
+    bnb_inst_t *rc_inst;
+    unsigned long long rc_gen;
     /* admin event injection instead of a plugin route */
     char *inject_topic;
     char *inject_payload;
@@ -673,8 +778,12 @@ static void job_after(uv_work_t *w, int status)
         } else {
             if (r->resp != NULL && r->status != 204)
                 text = json_dumps(r->resp, JSON_COMPACT | JSON_ENCODE_ANY);
+            size_t len = text ? strlen(text) : 0;
+            if (j->rc_inst != NULL && text != NULL && r->status == 200 && !r->problem && r->nrh == 0 &&
+                !r->exec.no_cache)
+                rc_put(req->path.base, req->path.len, j->rc_inst, j->rc_gen, text, len);
             send_body(req, r->status, r->problem ? "application/problem+json" : "application/json", text ? text : "",
-                      text ? strlen(text) : 0);
+                      len);
         }
         free(text);
     }
@@ -684,6 +793,7 @@ static void job_after(uv_work_t *w, int status)
             bnb__breaker_record(b, j->r.status < 500, bnb__mono_ms());
     }
     bnb__metrics_http(h->metrics, j->route, j->r.method ? j->r.method : "?", j->r.status, secs);
+    atomic_fetch_add(&h->jobs_done, 1);
     http_conn_t *c = j->state == JOB_POOL ? j->conn : NULL;
     job_discard(j);
     atomic_fetch_sub(&h->inflight, 1);
@@ -830,8 +940,8 @@ static void problem_now(bnb_host_t *h, h2o_req_t *req, const char *route, int64_
 }
 
 /* The host's own routes (answered before the route table), for /admin/routes. */
-static const char *const host_routes[][2] = {
-    {"GET", "/healthz"}, {"GET", "/readyz"}, {"GET", "/metrics"}, {"GET", "/openapi.json"}};
+static const char *const host_routes[][2] = {{"GET", "/healthz"},      {"GET", "/readyz"},      {"GET", "/metrics"},
+                                             {"GET", "/openapi.json"}, {"GET", "/auth/config"}, {"POST", "/dev/token"}};
 
 static void on_route_json(const char *method, const char *pattern, void *data, void *ud)
 {
@@ -847,8 +957,9 @@ static void admin_routes(bnb_host_t *h, h2o_req_t *req, int64_t t0)
 {
     json_t *a = json_array();
     for (size_t i = 0; a && i < sizeof(host_routes) / sizeof(host_routes[0]); i++)
-        json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:s}", "method", host_routes[i][0], "path",
-                                           host_routes[i][1], "who", "anyone", "plugin", ""));
+        if (strcmp(host_routes[i][1], "/dev/token") != 0 || h->dev_signin)
+            json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:s}", "method", host_routes[i][0], "path",
+                                               host_routes[i][1], "who", "anyone", "plugin", ""));
     if (a)
         bnb__router_each(h->router, NULL, on_route_json, a);
     char *s = a ? json_dumps(a, JSON_COMPACT) : NULL;
@@ -1202,6 +1313,9 @@ static int serve_probe(rq_t *q)
         bnb__metrics_set(h->metrics, "bearbnb_http_connections_shut", NULL, (double)g_conns_shut);
         bnb__metrics_set(h->metrics, "bearbnb_http_streams_open", NULL, (double)g_streams_open);
         bnb__metrics_set(h->metrics, "bearbnb_http_streams_dropped", NULL, (double)g_streams_dropped);
+        bnb__metrics_set(h->metrics, "bearbnb_http_read_cache_hits", NULL, (double)g_rc_hits);
+        bnb__metrics_set(h->metrics, "bearbnb_http_read_cache_misses", NULL, (double)g_rc_misses);
+        bnb__metrics_set(h->metrics, "bearbnb_http2_bodies_refused", NULL, (double)g_h2_bodies_refused);
         bnb__metrics_set(h->metrics, "bearbnb_ready", NULL,
                          atomic_load(&h->ready) && !atomic_load(&h->draining) ? 1 : 0);
         size_t len = 0;
@@ -1211,6 +1325,112 @@ static int serve_probe(rq_t *q)
         return 1;
     }
     return 0;
+}
+
+/* ---- sign-in for the web app (issue 14) ----------------------------------------
+ * GET /auth/config tells the app how to sign in: {"mode":"dev"} while the
+ * generated development key is the only key (no auth.key_file, no JWKS),
+ * {"mode":"oidc","issuer","clientId"} when a JWKS is configured (Keycloak:
+ * authorization code + PKCE with the public client auth.web_client_id),
+ * {"mode":"none"} otherwise. POST /dev/token {"sub","role"} exists only in
+ * the first case and answers {"token"} signed with that development key.
+ * Both are answered here, on the loop (a JSON body of at most http.max_body
+ * and one HS256 signature). */
+
+#define DEV_TOKEN_TTL_S (12 * 3600)
+
+static int dev_sub_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && strchr("._@-", s[i]) == NULL)
+            return 0;
+    return 1;
+}
+
+static void dev_token(rq_t *q)
+{
+    bnb_host_t *h = q->h;
+    h2o_req_t *req = q->req;
+    const char *route = "/dev/token";
+    if (!iov_eq(req->method, "POST")) {
+        add_header(req, "allow", "POST");
+        problem_now(h, req, route, q->t0, 405, "method not allowed here; allowed: POST");
+        return;
+    }
+    if (req->entity.len > h->max_body) {
+        problem_now(h, req, route, q->t0, 413, "the body is too large");
+        return;
+    }
+    ssize_t ci = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    if (ci == -1 || !bnb__media_type_is_json(req->headers.entries[ci].value.base, req->headers.entries[ci].value.len)) {
+        problem_now(h, req, route, q->t0, 415, "the body must be JSON (Content-Type: application/json)");
+        return;
+    }
+    json_t *b = req->entity.base ? json_loadb(req->entity.base, req->entity.len, JSON_REJECT_DUPLICATES, NULL) : NULL;
+    const char *sub = json_string_value(json_object_get(b, "sub"));
+    const char *role = json_string_value(json_object_get(b, "role"));
+    const char *bad = !json_is_object(b)                ? "the body must be a JSON object"
+                      : sub == NULL || !dev_sub_ok(sub) ? "sub must be 1 to 64 characters of A-Z a-z 0-9 . _ @ -"
+                      : role == NULL || (strcmp(role, "host") && strcmp(role, "guest"))
+                          ? "role must be \"host\" or \"guest\""
+                          : NULL;
+    char *tok = NULL;
+    if (bad == NULL && bnb__auth_mint(h->auth, sub, role, DEV_TOKEN_TTL_S, &tok) != 0)
+        bad = "";
+    if (bad != NULL) {
+        if (bad[0])
+            problem_now(h, req, route, q->t0, 400, bad);
+        else
+            problem_now(h, req, route, q->t0, 500, "cannot sign a token");
+        json_decref(b);
+        return;
+    }
+    json_t *out = json_pack("{s:s, s:s, s:s, s:i, s:s}", "token", tok, "sub", sub, "role", role, "expiresIn",
+                            DEV_TOKEN_TTL_S, "note", "development sign-in: anyone may take any name here");
+    char *text = out ? json_dumps(out, JSON_COMPACT) : NULL;
+    add_header(req, "cache-control", "no-store");
+    answer_now(h, req, route, q->t0, text ? 200 : 500, "application/json", text ? text : "{}", text ? strlen(text) : 2);
+    bnb__log(BNB_LOG_INFO, "dev sign-in: a development token for '%s' (%s)", sub, role);
+    free(text);
+    json_decref(out);
+    free(tok);
+    json_decref(b);
+}
+
+/* 1 when the request was one of these (answered). */
+static int serve_signin(rq_t *q)
+{
+    bnb_host_t *h = q->h;
+    h2o_req_t *req = q->req;
+    if (q->plen == 10 && memcmp(q->path, "/dev/token", 10) == 0 && h->dev_signin) {
+        dev_token(q);
+        return 1;
+    }
+    if (!(q->plen == 12 && memcmp(q->path, "/auth/config", 12) == 0))
+        return 0;
+    if (!iov_eq(req->method, "GET") && !iov_eq(req->method, "HEAD")) {
+        add_header(req, "allow", "GET, HEAD");
+        problem_now(h, req, "/auth/config", q->t0, 405, "method not allowed here; allowed: GET, HEAD");
+        return 1;
+    }
+    json_t *c;
+    if (h->dev_signin)
+        c = json_pack("{s:s, s:s}", "mode", "dev", "devTokenUrl", "/dev/token");
+    else if (h->oidc)
+        c = json_pack("{s:s, s:s, s:s}", "mode", "oidc", "issuer", bnb__config_str(h->cfg, "auth.issuer") ?: "",
+                      "clientId", bnb__config_str(h->cfg, "auth.web_client_id") ?: "bearbnb-web");
+    else
+        c = json_pack("{s:s}", "mode", "none");
+    char *text = c ? json_dumps(c, JSON_COMPACT) : NULL;
+    add_header(req, "cache-control", "no-cache");
+    answer_now(h, req, "/auth/config", q->t0, text ? 200 : 500, "application/json", text ? text : "{}",
+               text ? strlen(text) : 2);
+    free(text);
+    json_decref(c);
+    return 1;
 }
 
 /* A plugin's route, else a gateway upstream; 405 or 404 otherwise. */
@@ -1258,9 +1478,10 @@ static int identify_signed(rq_t *q)
     header_copy(req, H2O_STRLIT("x-bnb-user"), user, sizeof(user));
     header_copy(req, H2O_STRLIT("x-bnb-role"), role, sizeof(role));
     header_copy(req, H2O_STRLIT("x-request-id"), q->rid_hdr, sizeof(q->rid_hdr));
-    int hasq = req->query_at != SIZE_MAX;
-    snprintf(pq, sizeof(pq), "%.*s%s%.*s", (int)q->plen, q->path, hasq ? "?" : "",
-             hasq ? (int)(req->path.len - req->query_at - 1) : 0, hasq ? req->path.base + req->query_at + 1 : "");
+    /* the path and query as they came, still encoded: what the signer sent */
+    if (req->path.len >= sizeof(pq))
+        return rq_refuse(q, 403, "requests must come through the gateway");
+    snprintf(pq, sizeof(pq), "%.*s", (int)req->path.len, req->path.base);
     q->signer = bnb__gateway_verify(sig, q->method, pq, q->rid_hdr, user, role, req->entity.base,
                                     req->entity.base ? req->entity.len : 0, bnb__now_ms() / 1000);
     if (q->signer < 0)
@@ -1438,6 +1659,18 @@ static int fill_upstream(rq_t *q, bnb_req_t *r)
     r->upstream_h2c = q->h2c;
     if (r->upstream == NULL)
         return -1;
+    /* the path and query as received, still encoded (the service decodes
+     * them as this host would), and signed as forwarded */
+    size_t plen = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
+    free(r->path);
+    free(r->query);
+    r->query = NULL;
+    r->path = bnb__uri_forwardable(req->path.base, plen);
+    if (r->path == NULL)
+        return -1;
+    if (req->query_at != SIZE_MAX &&
+        (r->query = bnb__uri_forwardable(req->path.base + plen + 1, req->path.len - plen - 1)) == NULL)
+        return -1;
     if (req->entity.base == NULL || req->entity.len == 0)
         return 0;
     r->raw_in = malloc(req->entity.len + 1);
@@ -1449,13 +1682,52 @@ static int fill_upstream(rq_t *q, bnb_req_t *r)
     return 0;
 }
 
+/* The plugin whose store backs the answer when the read cache may serve it. */
+static bnb_inst_t *rc_candidate(const rq_t *q)
+{
+    const h2o_req_t *req = q->req;
+    bnb_inst_t *in = q->e != NULL ? q->e->ctx : NULL;
+    if (in == NULL || q->upstream != NULL || q->has_id || q->bearer != NULL || q->e->who != BNB_ROLE_ANYONE ||
+        (strcmp(q->method, "GET") != 0 && strcmp(q->method, "HEAD") != 0) || req->entity.len != 0 ||
+        in->store == NULL || in->store->ops != &bnb_storage_sqlite)
+        return NULL;
+    return in;
+}
+
+/* Answer from the read cache: 1 when answered. */
+static int stage_cached(rq_t *q, bnb_inst_t *in)
+{
+    h2o_req_t *req = q->req;
+    const rc_ent_t *e = in != NULL ? rc_get(req->path.base, req->path.len, in) : NULL;
+    if (e == NULL) {
+        g_rc_misses += in != NULL;
+        return 0;
+    }
+    g_rc_hits++;
+    bnb_exec_t ids;
+    memset(&ids, 0, sizeof(ids));
+    fill_ids(req, &ids);
+    add_header(req, "x-request-id", ids.request_id);
+    double secs = (double)((int64_t)uv_hrtime() - q->t0) / 1e9;
+    access_log(req, ids.request_id, ids.traceparent, 200, secs);
+    send_body(req, 200, "application/json", e->body, e->len);
+    bnb__metrics_http(q->h->metrics, q->label, q->method, 200, secs);
+    bnb__route_match_clear(&q->m);
+    return 1;
+}
+
 /* Hand the request to a worker thread (the plugin's handler or the proxy). */
 static int stage_dispatch(rq_t *q)
 {
     h2o_req_t *req = q->req;
+    bnb_inst_t *rc = rc_candidate(q);
+    if (stage_cached(q, rc))
+        return 0;
     http_job_t *j = new_job(q->h, req, q->label, q->t0);
     if (j == NULL)
         return rq_refuse(q, 503, "out of memory");
+    if ((j->rc_inst = rc) != NULL)
+        j->rc_gen = atomic_load(&rc->store_gen); /* before the handler reads anything */
     bnb_req_t *r = &j->r;
     if (q->h->gw_enforce && q->rid_hdr[0])
         snprintf(r->exec.request_id, sizeof(r->exec.request_id), "%s", q->rid_hdr);
@@ -1513,6 +1785,8 @@ static int refuse_framing(rq_t *q)
     return 1;
 }
 
+static void h2_adopt(http_conn_t *c, h2o_http2_conn_t *hc);
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     /* a connection shut down for resetting streams: h2o still hands over what
@@ -1520,10 +1794,13 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     http_conn_t *c = conn_of(req);
     if (c != NULL && c->shut)
         return 0;
+    /* an h2c Upgrade: h2o made its HTTP/2 connection after the first request */
+    if (c != NULL && c->h2 == NULL && req->version >= 0x200)
+        h2_adopt(c, (h2o_http2_conn_t *)req->conn);
     rq_t q = {.h = bnb__host, .self = self, .req = req, .t0 = (int64_t)uv_hrtime(), .signer = -1, .upi = -1};
     q.path = req->path_normalized.base;
     q.plen = req->path_normalized.len;
-    if (refuse_framing(&q) || serve_probe(&q))
+    if (refuse_framing(&q) || serve_probe(&q) || serve_signin(&q))
         return 0;
     if (q.plen >= 6 && memcmp(q.path, "/admin", 6) == 0 && (q.plen == 6 || q.path[6] == '/'))
         return handle_admin(q.h, req, q.path, q.plen, q.t0);
@@ -1532,6 +1809,184 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         stage_parse(&q) == 0)
         stage_dispatch(&q);
     return 0;
+}
+
+/* ---- HTTP/2 request bodies over the limit ------------------------------------------
+ *
+ * h2o 2.2.5 hands an HTTP/2 request to a handler only once its whole body is
+ * in memory, and a body past max_request_entity_size gets
+ * RST_STREAM(REFUSED_STREAM) from handle_data_frame (lib/http2/connection.c):
+ * no answer, and an invitation to send it again. It has no hook for a body
+ * still arriving, so the host looks at each HTTP/2 connection's receiving
+ * streams right after h2o parsed what came in (a wrapper around h2o's read
+ * callback of the connection):
+ *
+ * - a body over http.max_body but within g_h2_drain (4 x max_body + 1 MiB)
+ *   is read whole and answered 413 problem+json by parse_body, as on
+ *   HTTP/1.1; every client copes with that (curl 7.88, Debian's, fails an
+ *   upload whose answer comes early: curl/curl#22984);
+ * - a stream whose Content-Length or whose body so far is over g_h2_drain
+ *   is answered 413 problem+json at once (as h2o answers a stream with
+ *   invalid headers: REQ_PENDING -> SEND_HEADERS), its buffered body freed,
+ *   the connection not read until the answer has left (h2o would reset
+ *   the stream on its next DATA frame and drop the answer, and libuv reads
+ *   again before the loop writes), then RST_STREAM(NO_ERROR) asks the
+ *   client to stop sending (RFC 9113 §8.1, as httpd and nginx do). DATA
+ *   still in flight gets RST_STREAM(STREAM_CLOSED) from h2o and is dropped.
+ *
+ * Memory per stream stays within g_h2_drain plus one stream window (64 KiB);
+ * h2o's own max_request_entity_size is g_h2_drain + 1 MiB, a backstop.
+ *
+ * h2o creates its HTTP/2 connection inside a read (h2c prior knowledge), a
+ * write callback (TLS, after the handshake) or after an h2c Upgrade; new ones
+ * are appended to g_ctx.http2._conns, so a check handle (after each poll)
+ * adopts those at the tail it does not know yet, and on_req adopts the
+ * upgraded ones (their first stream is a request). */
+
+static size_t g_h2_drain;
+static uv_check_t g_h2_check;
+static int g_h2_check_on;
+static h2o_socket_cb g_h2_on_read; /* h2o's read callback of an HTTP/2 connection */
+
+static http_conn_t *conn_by_sock(h2o_socket_t *sock)
+{
+    for (http_conn_t *c = g_conns[conn_bucket(sock)]; c != NULL; c = c->hnext)
+        if (c->sock == sock && !c->closed)
+            return c;
+    return NULL;
+}
+
+typedef struct early413 {
+    http_conn_t *c;
+    h2o_http2_conn_t *hc;
+    h2o_req_t *req;
+    uint32_t stream_id;
+} early413_t;
+
+/* The stream is closed (its answer sent, or reset): when the answer left
+ * whole, ask the client to stop sending the body. */
+static void on_h2_read(h2o_socket_t *sock, const char *err);
+
+static void on_early413_dispose(void *p)
+{
+    early413_t *e = p;
+    e->c->h2_early--;
+    if (e->hc->state >= H2O_HTTP2_CONN_STATE_IS_CLOSING)
+        return;
+    if (e->req->bytes_sent != 0) {
+        h2o_http2__encode_rst_stream_frame(&e->hc->_write.buf, e->stream_id, 0 /* NO_ERROR */);
+        h2o_http2_conn_request_write(e->hc);
+    }
+    if (e->c->h2_early == 0)
+        h2o_socket_read_start(e->hc->sock, on_h2_read);
+}
+
+/* What h2o does before it hands a request to a handler (request.c,
+ * setup_before_processing), for a stream answered before that. */
+static void h2_bind_request(h2o_req_t *req)
+{
+    h2o_hostconf_t *hostconf = *req->conn->hosts;
+    h2o_get_timestamp(req->conn->ctx, &req->pool, &req->processed_at);
+    if (req->input.authority.base == NULL)
+        req->input.authority = hostconf->authority.hostport;
+    req->scheme = req->input.scheme;
+    req->method = req->input.method;
+    req->authority = req->input.authority;
+    req->path = req->input.path;
+    req->path_normalized = h2o_url_normalize_path(&req->pool, req->input.path.base, req->input.path.len, &req->query_at,
+                                                  &req->norm_indexes);
+    req->input.query_at = req->query_at;
+    h2o_req_bind_conf(req, hostconf, &hostconf->fallback_path);
+}
+
+static void h2_refuse_body(http_conn_t *c, h2o_http2_conn_t *hc, h2o_http2_stream_t *st)
+{
+    bnb_host_t *h = bnb__host;
+    char d[160];
+    if (st->_expected_content_length != SIZE_MAX && st->_expected_content_length > g_h2_drain)
+        snprintf(d, sizeof(d), "the body has %zu bytes; the limit is %zu", st->_expected_content_length, h->max_body);
+    else
+        snprintf(d, sizeof(d), "the body has more than %zu bytes; the limit is %zu", g_h2_drain, h->max_body);
+    h2o_buffer_dispose(&st->_req_body);
+    /* as h2o answers a stream whose headers it refuses (handle_incoming_request) */
+    h2o_http2_stream_set_state(hc, st, H2O_HTTP2_STREAM_STATE_REQ_PENDING);
+    h2o_http2_stream_set_state(hc, st, H2O_HTTP2_STREAM_STATE_SEND_HEADERS);
+    if (hc->pull_stream_ids.max_processed < st->stream_id)
+        hc->pull_stream_ids.max_processed = st->stream_id;
+    h2o_req_t *req = &st->req;
+    h2_bind_request(req);
+    early413_t *e = h2o_mem_alloc_shared(&req->pool, sizeof(*e), on_early413_dispose);
+    *e = (early413_t){.c = c, .hc = hc, .req = req, .stream_id = st->stream_id};
+    /* h2o resets a stream that gets DATA while its answer waits to be
+     * written, and libuv reads again before the loop writes it: read no more
+     * until the answer has left (the stream closes: on_early413_dispose) */
+    if (c->h2_early++ == 0)
+        h2o_socket_read_stop(hc->sock);
+    g_h2_bodies_refused++;
+    problem_now(h, req, "unmatched", (int64_t)uv_hrtime(), 413, d);
+}
+
+/* After h2o parsed what came in on c: its streams still receiving a body
+ * too large to read whole get their answer now. */
+static void h2_check_bodies(http_conn_t *c)
+{
+    h2o_http2_conn_t *hc = c->h2;
+    if (hc->state >= H2O_HTTP2_CONN_STATE_IS_CLOSING || hc->num_streams.pull.open <= hc->num_streams.pull.half_closed)
+        return; /* no stream receiving */
+    size_t max = g_h2_drain, n = 0;
+    uint32_t over[16];
+    h2o_http2_stream_t *st;
+    kh_foreach_value(hc->streams, st, {
+        if (n < sizeof(over) / sizeof(over[0]) && st->state == H2O_HTTP2_STREAM_STATE_RECV_BODY &&
+            st->_req_body != NULL &&
+            (st->_req_body->size > max ||
+             (st->_expected_content_length != SIZE_MAX && st->_expected_content_length > max)))
+            over[n++] = st->stream_id;
+    });
+    for (size_t i = 0; i < n; i++) {
+        st = h2o_http2_conn_get_stream(hc, over[i]);
+        if (st != NULL && st->state == H2O_HTTP2_STREAM_STATE_RECV_BODY)
+            h2_refuse_body(c, hc, st);
+    }
+}
+
+static void on_h2_read(h2o_socket_t *sock, const char *err)
+{
+    g_h2_on_read(sock, err);
+    if (err != NULL || sock->_cb.read != on_h2_read)
+        return; /* closed, or closing (TLS shutdown reads with its own callback) */
+    http_conn_t *c = conn_by_sock(sock);
+    if (c == NULL || c->h2 == NULL || uv_is_closing((uv_handle_t *)&c->tcp))
+        return; /* h2o closed it (and freed its connection) */
+    h2_check_bodies(c);
+}
+
+static void h2_adopt(http_conn_t *c, h2o_http2_conn_t *hc)
+{
+    c->h2 = hc;
+    h2o_socket_t *sock = hc->sock;
+    if (g_h2_on_read == NULL)
+        g_h2_on_read = sock->_cb.read;
+    if (sock->_cb.read == g_h2_on_read)
+        sock->_cb.read = on_h2_read;
+    h2_check_bodies(c);
+}
+
+/* After each poll: HTTP/2 connections h2o made since (at the list's tail). */
+static void on_h2_check(uv_check_t *t)
+{
+    (void)t;
+    for (h2o_linklist_t *n = g_ctx.http2._conns.prev; n != &g_ctx.http2._conns; n = n->prev) {
+        h2o_http2_conn_t *hc = H2O_STRUCT_FROM_MEMBER(h2o_http2_conn_t, _conns, n);
+        if (hc->sock == NULL || hc->state >= H2O_HTTP2_CONN_STATE_IS_CLOSING)
+            continue; /* an h2c Upgrade under way: on_req adopts it */
+        http_conn_t *c = conn_by_sock(hc->sock);
+        if (c == NULL || uv_is_closing((uv_handle_t *)&c->tcp))
+            continue;
+        if (c->h2 == hc)
+            break; /* known, and so is everything before it */
+        h2_adopt(c, hc);
+    }
 }
 
 /* ---- listening ------------------------------------------------------------ */
@@ -1701,9 +2156,12 @@ static void on_setup_problem_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ost
 int bnb__http_start(bnb_host_t *h, char *err, size_t errlen)
 {
     h2o_config_init(&g_config);
-    /* h2o refuses bodies past this on its own (plain text); ours, with a
-     * problem+json answer, is h->max_body, well below */
-    g_config.max_request_entity_size = h->max_body * 4 + 1024 * 1024;
+    /* Bodies over h->max_body get 413 problem+json: read whole up to
+     * g_h2_drain, past that answered at once on HTTP/2 (h2_check_bodies);
+     * h2o refuses past max_request_entity_size on its own (HTTP/1.1: 413,
+     * rewritten to problem+json by the filter below) */
+    g_h2_drain = h->max_body * 4 + 1024 * 1024;
+    g_config.max_request_entity_size = g_h2_drain + 1024 * 1024;
     g_config.http1.upgrade_to_http2 = 1;
     h2o_hostconf_t *hc = h2o_config_register_host(&g_config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *pc = h2o_config_register_path(hc, "/", 0);
@@ -1713,6 +2171,10 @@ int bnb__http_start(bnb_host_t *h, char *err, size_t errlen)
     h2o_create_filter(pc, sizeof(h2o_filter_t))->on_setup_ostream = on_setup_problem_ostream;
     h2o_create_filter(&hc->fallback_path, sizeof(h2o_filter_t))->on_setup_ostream = on_setup_problem_ostream;
     h2o_context_init(&g_ctx, h->loop, &g_config);
+    uv_check_init(h->loop, &g_h2_check);
+    uv_check_start(&g_h2_check, on_h2_check);
+    uv_unref((uv_handle_t *)&g_h2_check);
+    g_h2_check_on = 1;
     bnb__web_init(h);
     uv_async_init(h->loop, &g_wake_async, on_stream_wake);
     uv_timer_init(h->loop, &g_stream_timer);
@@ -1811,6 +2273,11 @@ int bnb__http_open_connections(void)
 void bnb__http_free(bnb_host_t *h)
 {
     (void)h;
+    rc_free_all();
+    if (g_h2_check_on) {
+        uv_close((uv_handle_t *)&g_h2_check, NULL);
+        g_h2_check_on = 0;
+    }
     if (g_listening) {
         uv_close((uv_handle_t *)&g_listener, NULL);
         g_listening = 0;

@@ -1,5 +1,6 @@
 #include "reqcheck.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static int is_tchar(unsigned char c)
@@ -111,4 +112,24 @@ int bnb__query_check(const char *q, size_t n, char *name, size_t namelen)
         p += seg + 1;
     }
     return 0;
+}
+
+char *bnb__uri_forwardable(const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char *out = malloc(n * 3 + 1), *o = out;
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c <= 0x20 || c >= 0x7f || strchr("\"#<>\\^`{|}", c) != NULL) {
+            *o++ = '%';
+            *o++ = hex[c >> 4];
+            *o++ = hex[c & 15];
+        } else {
+            *o++ = (char)c;
+        }
+    }
+    *o = '\0';
+    return out;
 }

@@ -21,4 +21,12 @@ int bnb__correlation_id_ok(const char *v, size_t n);
  * quotes replaced by '?', cut to namelen - 1) in `name`. */
 int bnb__query_check(const char *q, size_t n, char *name, size_t namelen);
 
+/* A copy of the n bytes of a request target's path or query as a URL may
+ * carry them onwards (the edge forwards what it received, still encoded):
+ * bytes a URL may not hold (controls, space, non-ASCII, " # < > \ ^ ` { | })
+ * percent-encoded, every other byte, existing %XX included, as it is. Decoding
+ * the copy gives what decoding the original gives. Caller frees; NULL when out
+ * of memory. */
+char *bnb__uri_forwardable(const char *s, size_t n);
+
 #endif

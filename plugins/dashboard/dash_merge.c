@@ -670,3 +670,123 @@ json_t *dash_view_public(const json_t *view)
     json_object_del(v, "hostId");
     return v;
 }
+
+/* ---- documents of the first dashboard ------------------------------------ */
+
+/* data = the source's fields (without "v") + version; NULL when not an object
+ * with a positive version. */
+static json_t *legacy_data(const json_t *src)
+{
+    json_int_t v = src_version(src);
+    const char *key;
+    json_t *val, *data;
+    if (!json_is_object(src) || v < 1 || !(data = json_object()))
+        return NULL;
+    json_object_foreach((json_t *)src, key, val)
+    {
+        if (strcmp(key, "v") != 0 && json_object_set(data, key, val)) {
+            json_decref(data);
+            return NULL;
+        }
+    }
+    if (json_object_set_new(data, "version", json_integer(v))) {
+        json_decref(data);
+        return NULL;
+    }
+    return data;
+}
+
+/* Append {id: "legacy:<agg>:<part>", type, subject, correlationId?, data} when
+ * it passes dash_event_check (data is taken over). 0 or BNB_ENOMEM. */
+static int legacy_add(json_t *out, const char *agg, const char *part, const char *type, const char *subject,
+                      const char *corr, json_t *data)
+{
+    char id[160];
+    if (!data)
+        return 0;
+    snprintf(id, sizeof(id), "legacy:%s:%s", agg, part);
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s?, s:o}", "id", id, "type", type, "source", "dashboard-migration",
+                           "subject", subject, "correlationId", corr, "data", data);
+    if (!ev)
+        return BNB_ENOMEM;
+    if (dash_event_check(ev, NULL, NULL, NULL, NULL, 0) != 0) {
+        json_decref(ev);
+        return 0; /* not well formed: left out */
+    }
+    return json_array_append_new(out, ev) ? BNB_ENOMEM : 0;
+}
+
+static const char *legacy_res_type(const char *status)
+{
+    if (status && strcmp(status, "CONFIRMED") == 0)
+        return "ReservationConfirmed";
+    if (status && strcmp(status, "REJECTED") == 0)
+        return "ReservationRejected";
+    if (status && strcmp(status, "CANCEL_REQUESTED") == 0)
+        return "ReservationCancelRequested";
+    if (status && strcmp(status, "CANCELLED") == 0)
+        return "ReservationCancelled";
+    return "ReservationPlaced";
+}
+
+static const char *legacy_pay_type(const char *status)
+{
+    if (status && strcmp(status, "DECLINED") == 0)
+        return "PaymentDeclined";
+    if (status && strcmp(status, "CANCELLED") == 0)
+        return "PaymentCancelled";
+    return "PaymentApproved";
+}
+
+json_t *dash_legacy_events(const json_t *old, const char *room_id)
+{
+    json_t *out = json_array(), *e, *d;
+    const json_t *room = json_object_get(old, "_room"), *del = json_object_get(old, "_deleted");
+    const json_t *host = json_string_value(json_object_get(room, "hostId")) ? json_object_get(room, "hostId")
+                                                                            : json_object_get(del, "hostId");
+    size_t i;
+    int rc = out ? 0 : BNB_ENOMEM;
+
+    if (!rc && (d = legacy_data(room)) != NULL && json_object_set_new(d, "id", json_string(room_id)) == 0)
+        rc = legacy_add(out, room_id, "room", "RoomModified", room_id, NULL, d);
+    if (!rc && (d = legacy_data(del)) != NULL && json_object_set_new(d, "id", json_string(room_id)) == 0)
+        rc = legacy_add(out, room_id, "deleted", "RoomDeleted", room_id, NULL, d);
+    if (!rc && (d = legacy_data(json_object_get(old, "_reviews"))) != NULL) {
+        json_t *data = json_pack("{s:s, s:o}", "roomId", room_id, "room", d);
+        rc = data ? legacy_add(out, room_id, "reviews", "ReviewCreated", room_id, NULL, data) : BNB_ENOMEM;
+    }
+    json_array_foreach(json_object_get(old, "reservations"), i, e)
+    {
+        const char *res_id = json_string_value(json_object_get(e, "id"));
+        if (rc || !res_id)
+            continue;
+        if ((d = legacy_data(json_object_get(e, "_res"))) != NULL) {
+            int bad = json_object_set_new(d, "id", json_string(res_id)) ||
+                      json_object_set_new(d, "roomId", json_string(room_id)) ||
+                      (host && !json_object_get(d, "hostId") && json_object_set(d, "hostId", (json_t *)host)) ||
+                      (!json_object_get(d, "createdAt") && json_object_set_new(d, "createdAt", json_integer(0)));
+            if (bad) {
+                json_decref(d);
+                rc = BNB_ENOMEM;
+                continue;
+            }
+            rc = legacy_add(out, res_id, "res", legacy_res_type(json_string_value(json_object_get(d, "status"))),
+                            res_id, res_id, d);
+        }
+        if (!rc && (d = legacy_data(json_object_get(e, "_pay"))) != NULL) {
+            const char *pay_id = json_string_value(json_object_get(d, "id"));
+            if (!pay_id || json_object_set_new(d, "reservationId", json_string(res_id)) ||
+                json_object_set_new(d, "roomId", json_string(room_id))) {
+                json_decref(d);
+                continue; /* no payment id: not an event of its own */
+            }
+            rc = legacy_add(out, res_id, "pay", legacy_pay_type(json_string_value(json_object_get(d, "status"))),
+                            pay_id, res_id, d);
+        }
+    }
+    if (rc) {
+        json_decref(out);
+        return NULL;
+    }
+    return out;
+}

@@ -103,4 +103,18 @@ int dash_view_drop_pending(json_t *view, const char *mark);
  * status, paymentId, paymentStatus, reason, createdAt}. New reference or NULL. */
 json_t *dash_view_public(const json_t *view);
 
+/* ---- documents of the first dashboard ------------------------------------
+ * Before the summaries and views (storage v2), the dashboard kept ONE
+ * document per room in collection `rooms`: {id, _room, _reviews, _deleted,
+ * reservations: [{id, _res, _pay, ...}]} (the same sources, but `_res`
+ * without roomId/hostId/reason and no createdAt). dash_legacy_events turns
+ * such a document into the events that rebuild it in the new read model:
+ * RoomModified (_room), ReviewCreated (_reviews), RoomDeleted (_deleted) and,
+ * per reservation, a Reservation* event (_res; data.createdAt 0: older than
+ * any reservation made since) and a Payment* event (_pay), each with the
+ * source's version and a fixed id "legacy:<aggregate>:<part>" (so applying
+ * them twice is a repeat). Sources that are not well formed are left out.
+ * A new array (maybe empty), or NULL on out of memory. */
+json_t *dash_legacy_events(const json_t *old, const char *room_id);
+
 #endif

@@ -9,6 +9,9 @@
  *   views/<reservationId> one reservation view: status, payment status,
  *                        guest, amount, dates, createdAt.
  *                        Indexed: (roomId, createdAt), (roomId, guestId, createdAt).
+ *   rooms/<roomId>       the first dashboard's documents (every reservation
+ *                        inside): rebuilt as summaries and views at init,
+ *                        then deleted (migrate_legacy).
  *
  * Every event touches only the documents it concerns (room/review events: the
  * summary; reservation/payment events: the view, then the summary's counts
@@ -33,6 +36,8 @@
 
 #define SUMS          "summaries"
 #define VIEWS         "views"
+#define LEGACY        "rooms" /* one document per room, before storage v2 (dash_merge.h) */
+#define LEGACY_PAGE   20
 #define LIMIT_DEFAULT 20
 #define LIMIT_MAX     100
 #define CURSOR_MAX    2048
@@ -48,6 +53,7 @@ static const bnb_index_def_t view_indexes[] = {{{"roomId", "createdAt", NULL}, 0
 static const bnb_coll_def_t dashboard_colls[] = {
     {SUMS, sum_fields, 2, sum_indexes, 2},
     {VIEWS, view_fields, 3, view_indexes, 2},
+    {LEGACY, NULL, 0, NULL, 0}, /* the first dashboard's documents, until migrated */
 };
 
 /* ---- storage: v2, or the ABI 1.0 fallback ------------------------------------
@@ -438,11 +444,37 @@ done:
 
 /* ---- events -------------------------------------------------------------- */
 
+/* Apply a checked event (kind, room_id, res_id from dash_event_check). */
+static int apply_event(bnb_store_t *st, const json_t *ev, dash_ev_kind_t kind, const char *room_id, const char *res_id,
+                       outcome_t *out)
+{
+    const char *event_id = json_string_value(json_object_get(ev, "id"));
+    int rc;
+    if (kind == DASH_EV_RESERVATION || kind == DASH_EV_PAYMENT) {
+        json_t *view = NULL;
+        rc = doc_update(st, VIEWS, res_id, dash_view_new, change_view_event, ev, event_id, out, &view);
+        if (rc == 0 && *out == OUT_APPLIED)
+            dash_stream_view_changed(st, view);
+        /* also after a repeat (then read afresh): a crash may have left the
+         * counting undone */
+        if (rc == 0)
+            rc = flush_pending(st, res_id, *out == OUT_REPEATED ? NULL : json_incref(view));
+        json_decref(view);
+    } else {
+        json_t *sum = NULL;
+        rc = doc_update(st, SUMS, room_id, dash_sum_new, change_sum_event, ev, event_id, out, &sum);
+        if (rc == 0 && *out == OUT_APPLIED)
+            dash_stream_room_changed(st, sum);
+        json_decref(sum);
+    }
+    return rc;
+}
+
 static int dashboard_on_event(bnb_ctx_t *ctx, const json_t *ev)
 {
     char why[256] = "";
     dash_ev_kind_t kind;
-    const char *room_id = NULL, *res_id = NULL, *event_id;
+    const char *room_id = NULL, *res_id = NULL;
     bnb_store_t *st = host->store(ctx);
     outcome_t out = OUT_STALE;
     int rc;
@@ -458,25 +490,7 @@ static int dashboard_on_event(bnb_ctx_t *ctx, const json_t *ev)
         host->count(ctx, "events_rejected", 1);
         return BNB_EINVAL;
     }
-    event_id = json_string_value(json_object_get(ev, "id"));
-
-    if (kind == DASH_EV_RESERVATION || kind == DASH_EV_PAYMENT) {
-        json_t *view = NULL;
-        rc = doc_update(st, VIEWS, res_id, dash_view_new, change_view_event, ev, event_id, &out, &view);
-        if (rc == 0 && out == OUT_APPLIED)
-            dash_stream_view_changed(st, view);
-        /* also after a repeat (then read afresh): a crash may have left the
-         * counting undone */
-        if (rc == 0)
-            rc = flush_pending(st, res_id, out == OUT_REPEATED ? NULL : json_incref(view));
-        json_decref(view);
-    } else {
-        json_t *sum = NULL;
-        rc = doc_update(st, SUMS, room_id, dash_sum_new, change_sum_event, ev, event_id, &out, &sum);
-        if (rc == 0 && out == OUT_APPLIED)
-            dash_stream_room_changed(st, sum);
-        json_decref(sum);
-    }
+    rc = apply_event(st, ev, kind, room_id, res_id, &out);
     if (rc == BNB_EINVAL) {
         host->log(ctx, "error", "stored dashboard document for room %s is corrupt", room_id);
         host->event_reject(ctx, "stored dashboard document for room %s is corrupt", room_id);
@@ -690,6 +704,86 @@ static void dashboard_reservations(bnb_ctx_t *ctx, bnb_req_t *req)
     respond_page(req, &q, host->store(ctx), dash_view_public);
 }
 
+/* ---- migration of the first dashboard's documents ------------------------ */
+
+/* Rebuild one `rooms` document of the first dashboard as summaries and views
+ * (dash_legacy_events: repeats are BNB_EALREADY, so a migration interrupted
+ * anywhere is finished by the next start), then delete it. */
+static int migrate_one(bnb_ctx_t *ctx, bnb_store_t *st, const json_t *row, size_t *events)
+{
+    const char *id = json_string_value(json_object_get(row, "id"));
+    json_t *evs = id ? dash_legacy_events(json_object_get(row, "body"), id) : NULL, *ev;
+    size_t i;
+    int rc = evs ? 0 : id ? BNB_ENOMEM : BNB_EINVAL;
+    json_array_foreach(evs, i, ev)
+    {
+        dash_ev_kind_t kind;
+        const char *room_id = NULL, *res_id = NULL;
+        outcome_t out = OUT_STALE;
+        if (rc || dash_event_check(ev, &kind, &room_id, &res_id, NULL, 0) != 0)
+            continue;
+        rc = apply_event(st, ev, kind, room_id, res_id, &out);
+        *events += rc == 0 && out == OUT_APPLIED;
+    }
+    json_decref(evs);
+    if (rc == 0) {
+        bnb_commit_t c = {.op = BNB_WRITE_DELETE,
+                          .coll = LEGACY,
+                          .id = id,
+                          .expect_version = json_integer_value(json_object_get(row, "version"))};
+        rc = host->store_commit2(st, &c, NULL);
+        if (rc == BNB_ENOENT || rc == BNB_EEXIST)
+            rc = 0; /* another process migrated it meanwhile */
+    }
+    if (rc)
+        host->log(ctx, "warn",
+                  "dashboard migration: room document %s not migrated yet (%d): tried again at the next start",
+                  id ? id : "?", rc);
+    return rc;
+}
+
+/* The first dashboard's `rooms` documents, LEGACY_PAGE at a time (a keyset
+ * walk: one bounded query per page; each migrated document is deleted). Runs
+ * at init, before the plugin serves or consumes; a store without them costs
+ * one empty query. */
+static int migrate_legacy(bnb_ctx_t *ctx, bnb_store_t *st)
+{
+    char *cursor = NULL;
+    size_t docs = 0, failed = 0, events = 0;
+    int rc = 0;
+    for (;;) {
+        bnb_query_t q = {.coll = LEGACY, .limit = LEGACY_PAGE, .cursor = cursor};
+        json_t *rows = NULL, *row;
+        char *next = NULL;
+        size_t i;
+        rc = host->store_query(st, &q, &rows, &next);
+        free(cursor);
+        cursor = NULL;
+        if (rc)
+            break;
+        json_array_foreach(rows, i, row)
+        {
+            if (migrate_one(ctx, st, row, &events) == 0)
+                docs++;
+            else
+                failed++;
+        }
+        json_decref(rows);
+        if (!next)
+            break;
+        cursor = next;
+    }
+    free(cursor);
+    if (docs || failed)
+        host->log(ctx, "info",
+                  "dashboard migration: %zu room documents of the first dashboard rebuilt as summaries and views "
+                  "(%zu events applied), %zu left for the next start",
+                  docs, events, failed);
+    if (rc)
+        host->log(ctx, "warn", "dashboard migration: cannot read the first dashboard's documents (%d)", rc);
+    return rc;
+}
+
 /* ---- plugin -------------------------------------------------------------- */
 
 static const bnb_util_route_t dashboard_routes[] = {
@@ -717,6 +811,8 @@ static int dashboard_init(bnb_ctx_t *ctx, const bnb_host_api_t *h)
             h->log(ctx, "warn",
                    "this store cannot declare the dashboard's collections (%d): pages are cut from ABI 1.0 lists", rc);
             use_v2 = 0;
+        } else {
+            migrate_legacy(ctx, h->store(ctx)); /* what is left is tried again at the next start */
         }
     } else {
         h->log(ctx, "warn", "the host has no storage v2 (plugin ABI 1.1): pages are cut from ABI 1.0 lists");

@@ -22,6 +22,9 @@
  *   rooms/<roomId>      replica of the room fed by bearbnb.room events
  *                       {id, hostId, pricePerNight, capacity, status, version}
  *   keys/payment-card   payment's public card key (see seal_card)
+ *   calendars/<roomId>  the per-room calendars before storage v2: moved into
+ *                       reservations (with their claims) at init, then
+ *                       deleted (migrate_legacy)
  * No document grows with history; a booking reads the room replica, the
  * guest's slot holders (at most max_active_per_guest) and writes one document.
  *
@@ -35,6 +38,7 @@
  * PaymentCancelled (or PaymentDeclined when the card was declined); either ends
  * the reservation CANCELLED. Its nights stay held until then.
  */
+#include "bnb_idem.h"
 #include "bnb_plugin.h"
 #include "bnb_plugin_util.h"
 #include "bnb_seal.h"
@@ -45,10 +49,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TOPIC_RESV "bearbnb.reservation"
-#define COLL       "reservations"
-#define PAGE_MAX   100
-#define PAGE_DEF   20
+#define TOPIC_RESV  "bearbnb.reservation"
+#define COLL        "reservations"
+#define PAGE_MAX    100
+#define PAGE_DEF    20
+#define LEGACY      "calendars" /* before storage v2: {roomId, roomDeleted, reservations: [...]} per room */
+#define LEGACY_IDX  "reservations_idx"
+#define LEGACY_PAGE 20
 
 static const bnb_host_api_t *H;
 
@@ -63,6 +70,7 @@ static const bnb_cfg_item_t resv_config[] = {
     {"max_nights", BNB_CFG_INT, "365", "longest stay in nights (at most 365)"},
     {"payment_key_file", BNB_CFG_STRING, "",
      "PEM X25519 public key of payment's card key (empty: asked from payment once, then kept in this store)"},
+    BNB_IDEM_CONFIG,
     {NULL, 0, NULL, NULL}};
 
 static const bnb_field_def_t resv_fields[] = {
@@ -82,6 +90,7 @@ static const bnb_index_def_t resv_indexes[] = {
 static const bnb_coll_def_t resv_colls[] = {
     {COLL, resv_fields, sizeof resv_fields / sizeof resv_fields[0], resv_indexes,
      sizeof resv_indexes / sizeof resv_indexes[0]},
+    {LEGACY, NULL, 0, NULL, 0}, /* the per-room calendars before storage v2, until migrated */
 };
 
 /* ---- helpers -------------------------------------------------------------- */
@@ -605,7 +614,31 @@ static int cancelled_by_deletion(bnb_ctx_t *ctx, const char *room_id, const char
     return deleted;
 }
 
-static void on_book(bnb_ctx_t *ctx, bnb_req_t *req)
+/* Idempotency-Key: the answer for reservation `rid`, which an earlier run of
+ * this key committed before it could answer (bnb_idem.h): 202 while PENDING,
+ * 402 when REJECTED, else 201 with its state now. 0 when there is none. */
+static int load_visible(bnb_ctx_t *ctx, const char *id, const char *user, int guest_only, json_t **out);
+
+static int book_recover(bnb_ctx_t *ctx, bnb_req_t *req, const char *rid)
+{
+    json_t *r = NULL;
+    int rc = load_visible(ctx, rid, H->req_user(req), 1, &r);
+    if (rc == BNB_ENOENT)
+        return 0;
+    if (rc != 0) {
+        respond_store_error(req, rc);
+        return 1;
+    }
+    const char *s = json_string_value(json_object_get(r, "status"));
+    if (s && !strcmp(s, "REJECTED"))
+        respond_declined(req, rid);
+    else
+        respond_reservation(req, s && !strcmp(s, "PENDING") ? 202 : 201, r);
+    json_decref(r);
+    return 1;
+}
+
+static void on_book_run(bnb_ctx_t *ctx, bnb_req_t *req)
 {
     bnb_store_t *st = H->store(ctx);
     const json_t *body = bnb_util_body(H, req, book_fields, book_server_owned);
@@ -701,7 +734,7 @@ static void on_book(bnb_ctx_t *ctx, bnb_req_t *req)
     char din[11], dout[11];
     resv_format_date(in, din);
     resv_format_date(out, dout);
-    H->uuid(id);
+    bnb_idem_rid(H, id); /* the key's reservation id when retried with one */
     H->set_correlation(ctx, id);
     rc = seal_card(ctx, number, id, &card);
     if (rc == BNB_EAGAIN) {
@@ -779,6 +812,15 @@ static void on_book(bnb_ctx_t *ctx, bnb_req_t *req)
         }
         if (rc == BNB_ETAKEN) {
             json_t *other = find_overlap(ctx, room_id, din, dout);
+            const char *oid = json_string_value(json_object_get(other, "id"));
+            if (oid && !strcmp(id, oid)) {
+                /* our own id: an earlier run of this Idempotency-Key booked it */
+                json_decref(other);
+                json_decref(data);
+                if (!book_recover(ctx, req, id))
+                    respond_store_error(req, BNB_EEXIST);
+                goto done;
+            }
             if (other || attempt >= 2) {
                 json_decref(data);
                 if (other)
@@ -912,7 +954,7 @@ out:
     free(cursor);
 }
 
-static void on_cancel(bnb_ctx_t *ctx, bnb_req_t *req)
+static void on_cancel_run(bnb_ctx_t *ctx, bnb_req_t *req)
 {
     const char *id = H->req_param(req, "id");
     json_t *r = NULL, *after = NULL;
@@ -946,6 +988,17 @@ static void on_cancel(bnb_ctx_t *ctx, bnb_req_t *req)
 done:
     json_decref(after);
     json_decref(r);
+}
+
+static void on_book(bnb_ctx_t *ctx, bnb_req_t *req)
+{
+    bnb_idem_run(ctx, req, "POST /reservations", on_book_run, book_recover);
+}
+
+/* Cancelling again changes nothing and answers the same: no recover needed. */
+static void on_cancel(bnb_ctx_t *ctx, bnb_req_t *req)
+{
+    bnb_idem_run(ctx, req, "DELETE /reservations/{id}", on_cancel_run, NULL);
 }
 
 /* ---- events ---------------------------------------------------------------- */
@@ -1052,6 +1105,117 @@ static int on_payment_event(bnb_ctx_t *ctx, const json_t *ev)
 
 /* ---- plugin ----------------------------------------------------------------- */
 
+/* ---- migration of the per-room calendars ----------------------------------- */
+
+/* Create reservation `arg` as its own document with the claims its status
+ * holds (its nights; no guest slot: it took none), unless a document of that
+ * id is there already (migrated before). */
+static int migrate_change(bnb_util_txn_t *t, void *arg)
+{
+    if (t->doc)
+        return BNB_UTIL_SKIP;
+    json_t *r = json_deep_copy(arg);
+    if (!r)
+        return BNB_ENOMEM;
+    json_object_del(r, "slot");
+    bnb_util_txn_set_doc(t, r);
+    int rc = set_claims(t, r);
+    t->commit2 = 1;
+    return rc;
+}
+
+/* Move the reservations of one calendar into documents of their own, then
+ * delete the calendar and the old index documents. A stay whose nights were
+ * booked since (the calendar held them, no claim did) is BNB_ETAKEN: logged,
+ * the calendar kept for the next start. */
+static int migrate_calendar(bnb_ctx_t *ctx, bnb_store_t *st, const json_t *row, size_t *moved)
+{
+    const char *room = json_string_value(json_object_get(row, "id"));
+    const json_t *list = json_object_get(json_object_get(row, "body"), "reservations"), *r;
+    size_t i;
+    int rc = room ? 0 : BNB_EINVAL, failed = 0;
+    json_array_foreach(list, i, r)
+    {
+        const char *id = json_string_value(json_object_get(r, "id"));
+        json_t *copy = NULL;
+        if (!id || !bnb_util_id_ok(id)) {
+            H->log(ctx, "warn", "reservation migration: calendar of room %s: an entry without a valid id, dropped",
+                   room ? room : "?");
+            continue;
+        }
+        if (!json_object_get(r, "roomId") && (copy = json_deep_copy(r)) != NULL)
+            json_object_set_new(copy, "roomId", json_string(room));
+        int r2 = bnb_util_update(H, st, COLL, id, migrate_change, copy ? copy : (void *)r, NULL, NULL, NULL);
+        json_decref(copy);
+        if (r2 == 0) {
+            bnb_commit_t d = {.op = BNB_WRITE_DELETE, .coll = LEGACY_IDX, .id = id, .expect_version = -1};
+            H->store_commit2(st, &d, NULL); /* its ABI 1.0 index entry (ENOENT: none) */
+            (*moved)++;
+        } else {
+            H->log(ctx, "error",
+                   "reservation migration: reservation %s of room %s not moved (%d%s): kept in the calendar, tried "
+                   "again at the next start",
+                   id, room ? room : "?", r2, r2 == BNB_ETAKEN ? ": its nights were booked since" : "");
+            failed = 1;
+        }
+    }
+    if (rc == 0 && !failed) {
+        bnb_commit_t d = {.op = BNB_WRITE_DELETE,
+                          .coll = LEGACY,
+                          .id = room,
+                          .expect_version = json_integer_value(json_object_get(row, "version"))};
+        rc = H->store_commit2(st, &d, NULL);
+        if (rc == BNB_ENOENT || rc == BNB_EEXIST)
+            rc = 0; /* another process migrated it meanwhile */
+    }
+    return rc ? rc : failed ? BNB_ETAKEN : 0;
+}
+
+/* The per-room calendars kept before storage v2, LEGACY_PAGE at a time (keyset
+ * pages): each reservation becomes its own document, with the claims of its
+ * nights, so stays booked before the upgrade keep their nights. At init,
+ * before the plugin serves or consumes; idempotent (a start interrupted
+ * anywhere is finished by the next); a store without calendars costs one
+ * empty query. Reservations keep their data; none takes a guest slot (they
+ * count against the guest cap only once they are moved with a new booking:
+ * never), a deliberate simplification for stays from before the cap was exact. */
+static void migrate_legacy(bnb_ctx_t *ctx, bnb_store_t *st)
+{
+    char *cursor = NULL;
+    size_t cals = 0, failed = 0, moved = 0;
+    int rc;
+    for (;;) {
+        bnb_query_t q = {.coll = LEGACY, .limit = LEGACY_PAGE, .cursor = cursor};
+        json_t *rows = NULL, *row;
+        char *next = NULL;
+        size_t i;
+        rc = H->store_query(st, &q, &rows, &next);
+        free(cursor);
+        cursor = NULL;
+        if (rc)
+            break;
+        json_array_foreach(rows, i, row)
+        {
+            if (migrate_calendar(ctx, st, row, &moved) == 0)
+                cals++;
+            else
+                failed++;
+        }
+        json_decref(rows);
+        if (!next)
+            break;
+        cursor = next;
+    }
+    free(cursor);
+    if (cals || failed)
+        H->log(ctx, "info",
+               "reservation migration: %zu calendars moved (%zu reservations as documents of their own), %zu left "
+               "for the next start",
+               cals, moved, failed);
+    if (rc)
+        H->log(ctx, "warn", "reservation migration: cannot read the calendars (%d)", rc);
+}
+
 static const bnb_util_route_t resv_routes[] = {
     {"POST", "/reservations", BNB_ROLE_GUEST, on_book},
     {"GET", "/reservations", BNB_ROLE_USER, on_list},
@@ -1068,7 +1232,7 @@ static const bnb_util_sub_t resv_subs[] = {
 
 static int resv_init(bnb_ctx_t *ctx, const bnb_host_api_t *host)
 {
-    H = host;
+    H = bnb_idem_host(host);
     if (!BNB_HAS(host, store_define) || !BNB_HAS(host, store_query) || !BNB_HAS(host, store_commit2)) {
         H->log(ctx, "error", "reservation needs a host with storage v2 (plugin ABI 1.1)");
         return BNB_EINVAL;
@@ -1085,6 +1249,11 @@ static int resv_init(bnb_ctx_t *ctx, const bnb_host_api_t *host)
                "reservation needs storage v2 from its store (claims keep two processes from booking one night): "
                "store_define failed (%d)",
                rc);
+        return rc;
+    }
+    migrate_legacy(ctx, host->store(ctx)); /* what is left is tried again at the next start */
+    if ((rc = bnb_idem_init(ctx)) != 0) {
+        H->log(ctx, "error", "reservation: declaring the idem collection failed (%d)", rc);
         return rc;
     }
     return bnb_util_register(ctx, host, resv_routes, resv_subs);

@@ -19,6 +19,7 @@
  * (transactional outbox) and, for an event, its applied mark (a redelivery
  * answers BNB_EALREADY), with optimistic concurrency and a bounded retry.
  */
+#include "bnb_idem.h"
 #include "bnb_plugin.h"
 #include "room_logic.h"
 
@@ -183,7 +184,7 @@ static void respond_page(bnb_req_t *req, json_t *items, char *next)
 
 /* ---- rooms ---------------------------------------------------------------- */
 
-static void room_create(bnb_ctx_t *ctx, bnb_req_t *req)
+static void room_create_run(bnb_ctx_t *ctx, bnb_req_t *req)
 {
     bnb_store_t *st = host->store(ctx);
     const json_t *body;
@@ -199,7 +200,7 @@ static void room_create(bnb_ctx_t *ctx, bnb_req_t *req)
         respond_invalid(req, &err);
         return;
     }
-    host->uuid(id);
+    bnb_idem_rid(host, id); /* the key's room id when retried with one */
     doc = room_new_doc(body, id, user ? user : "");
     data = doc ? room_view(doc, 1) : NULL;
     if (!doc || !data) {
@@ -488,7 +489,7 @@ static int count_review(bnb_store_t *st, const json_t *review, int sign)
     return rc == BNB_EALREADY ? 0 : rc;
 }
 
-static void review_create(bnb_ctx_t *ctx, bnb_req_t *req)
+static void review_create_run(bnb_ctx_t *ctx, bnb_req_t *req)
 {
     bnb_store_t *st = host->store(ctx);
     const char *room_id = host->req_param(req, "id"), *user = host->req_user(req);
@@ -515,7 +516,7 @@ static void review_create(bnb_ctx_t *ctx, bnb_req_t *req)
         return;
     }
     json_decref(room);
-    host->uuid(rid);
+    bnb_idem_rid(host, rid); /* the key's review id when retried with one */
     if (!(review =
               room_new_review(rid, room_id, user ? user : "", (int)json_integer_value(json_object_get(body, "rating")),
                               json_string_value(json_object_get(body, "content")), host->now_ms())) ||
@@ -749,6 +750,71 @@ static int on_reservation(bnb_ctx_t *ctx, const json_t *event)
     return 0;
 }
 
+/* ---- Idempotency-Key (plugins/common/bnb_idem.h) ------------------------------ */
+
+/* The room `rid` an earlier run of this key created before it could answer: 201. */
+static int room_recover(bnb_ctx_t *ctx, bnb_req_t *req, const char *rid)
+{
+    json_t *doc = NULL;
+    int64_t version = 0;
+    int rc = load_room(host->store(ctx), rid, &doc, &version);
+    if (rc == BNB_ENOENT)
+        return 0;
+    if (rc != 0) {
+        respond_store_error(req, rc);
+        return 1;
+    }
+    if (!str_eq(json_object_get(doc, "hostId"), host->req_user(req))) {
+        json_decref(doc);
+        return 0;
+    }
+    char loc[64];
+    snprintf(loc, sizeof(loc), "/rooms/%s", rid);
+    host->respond_header(req, "Location", loc);
+    host->respond_json(req, 201, room_view(doc, version));
+    json_decref(doc);
+    return 1;
+}
+
+/* The review `rid` an earlier run of this key stored: counted now if it was
+ * not (the applied mark makes that once), then 201. */
+static int review_recover(bnb_ctx_t *ctx, bnb_req_t *req, const char *rid)
+{
+    bnb_store_t *st = host->store(ctx);
+    json_t *doc = NULL;
+    int64_t version = 0;
+    int rc = host->store_get(st, REVIEWS, rid, &doc, &version);
+    if (rc == BNB_ENOENT)
+        return 0;
+    if (rc == 0 && !str_eq(json_object_get(doc, "authorId"), host->req_user(req))) {
+        json_decref(doc);
+        return 0;
+    }
+    if (rc == 0)
+        rc = count_review(st, doc, +1);
+    if (rc != 0) {
+        respond_room_error(req, json_string_value(json_object_get(doc, "roomId")), rc);
+        json_decref(doc);
+        return 1;
+    }
+    char loc[64];
+    snprintf(loc, sizeof(loc), "/reviews/%s", rid);
+    host->respond_header(req, "Location", loc);
+    host->respond_json(req, 201, room_review_view(doc));
+    json_decref(doc);
+    return 1;
+}
+
+static void room_create(bnb_ctx_t *ctx, bnb_req_t *req)
+{
+    bnb_idem_run(ctx, req, "POST /rooms", room_create_run, room_recover);
+}
+
+static void review_create(bnb_ctx_t *ctx, bnb_req_t *req)
+{
+    bnb_idem_run(ctx, req, "POST /rooms/{id}/reviews", review_create_run, review_recover);
+}
+
 /* ---- plugin ----------------------------------------------------------------- */
 
 /* A positive integer config value in [lo, hi], or `def`. */
@@ -774,11 +840,15 @@ static int room_init(bnb_ctx_t *ctx, const bnb_host_api_t *api)
     if (BNB_ABI_MAJOR_OF(api->abi_version) != BNB_ABI_MAJOR || !BNB_HAS(api, store_define) ||
         !BNB_HAS(api, store_query) || !BNB_HAS(api, store_commit2) || !BNB_HAS(api, req_query_string))
         return BNB_EINVAL;
-    host = api;
+    host = bnb_idem_host(api);
     max_nights = config_int(ctx, "search_max_nights", 90, 1, 731);
     examine_max = (size_t)config_int(ctx, "search_examine", 200, ROOM_LIMIT_MAX, 10000);
     if ((rc = host->store_define(ctx, room_colls, sizeof(room_colls) / sizeof(room_colls[0]))) != 0) {
         host->log(ctx, "error", "declaring the room collections failed (%d)", rc);
+        return rc;
+    }
+    if ((rc = bnb_idem_init(ctx)) != 0) {
+        host->log(ctx, "error", "declaring the idem collection failed (%d)", rc);
         return rc;
     }
     rc |= host->route(ctx, "POST", "/rooms", BNB_ROLE_HOST, room_create);
@@ -797,6 +867,7 @@ static const bnb_cfg_item_t room_config[] = {
     {"search_max_nights", BNB_CFG_INT, "90", "longest stay (nights) the availability search accepts (1..731)"},
     {"search_examine", BNB_CFG_INT, "200",
      "rooms one page of GET /rooms may examine when filtering beyond the indexes (100..10000)"},
+    BNB_IDEM_CONFIG,
     {NULL, 0, NULL, NULL},
 };
 

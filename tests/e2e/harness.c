@@ -8,6 +8,8 @@
 #include <ftw.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
@@ -1240,10 +1242,11 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
         {"retry-after", offsetof(e2e_resp_t, retry_after), sizeof(((e2e_resp_t *)0)->retry_after)},
         {"allow", offsetof(e2e_resp_t, allow), sizeof(((e2e_resp_t *)0)->allow)},
         {"location", offsetof(e2e_resp_t, location), sizeof(((e2e_resp_t *)0)->location)},
+        {"idempotent-replayed", offsetof(e2e_resp_t, replayed), sizeof(((e2e_resp_t *)0)->replayed)},
     };
     /* A new status line (e.g. after 100-continue) starts a fresh header set. */
     if (n >= 5 && strncmp(ptr, "HTTP/", 5) == 0) {
-        r->content_type[0] = r->retry_after[0] = r->allow[0] = r->location[0] = '\0';
+        r->content_type[0] = r->retry_after[0] = r->allow[0] = r->location[0] = r->replayed[0] = '\0';
         return n;
     }
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
@@ -1527,4 +1530,59 @@ int e2e_is_problem(const e2e_resp_t *r, long status)
         return 0;
     }
     return 1;
+}
+
+/* ---- raw sockets ---------------------------------------------------------------- */
+
+int e2e_raw_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        close(fd);
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return fd;
+}
+
+int e2e_raw_send(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+size_t e2e_raw_read(int fd, char *buf, size_t cap, int idle_ms, int *closed)
+{
+    size_t got = 0;
+    *closed = 0;
+    while (got + 1 < cap) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int pr = poll(&p, 1, idle_ms);
+        if (pr <= 0)
+            break;
+        ssize_t n = recv(fd, buf + got, cap - 1 - got, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            *closed = 1;
+            break;
+        }
+        got += (size_t)n;
+    }
+    buf[got] = '\0';
+    return got;
 }

@@ -163,7 +163,8 @@ typedef struct e2e_resp {
     char retry_after[64];
     char allow[128];
     char location[256];
-    char *body; /* NUL-terminated (possibly empty), caller frees via e2e_resp_free */
+    char replayed[16]; /* Idempotent-Replayed (issue 16): "true" on a stored answer */
+    char *body;        /* NUL-terminated (possibly empty), caller frees via e2e_resp_free */
     size_t body_len;
     json_t *json; /* parsed body, or NULL when not JSON; freed by e2e_resp_free */
 } e2e_resp_t;
@@ -202,6 +203,16 @@ void e2e_resp_free(e2e_resp_t *r);
  * application/problem+json, and a JSON object with string type/title/detail
  * and integer status == `status`. Prints what is wrong when 0. */
 int e2e_is_problem(const e2e_resp_t *r, long status);
+
+/* ---- raw sockets (requests byte for byte, frames by hand) -------------------- */
+
+/* TCP connection to 127.0.0.1:port (TCP_NODELAY), or -1. */
+int e2e_raw_connect(int port);
+/* Send all of buf; 0 or -1. */
+int e2e_raw_send(int fd, const void *buf, size_t len);
+/* Read until the peer closes (*closed = 1) or nothing comes for idle_ms.
+ * NUL-terminates; returns the bytes read. */
+size_t e2e_raw_read(int fd, char *buf, size_t cap, int idle_ms, int *closed);
 
 /* ---- time ------------------------------------------------------------------ */
 

@@ -7,6 +7,8 @@
 
 #include "reqcheck.h"
 
+#include <stdlib.h>
+
 #include <string.h>
 
 static int json(const char *v)
@@ -83,12 +85,38 @@ static void test_query_check(void **state)
     assert_string_equal(small, "abc");
 }
 
+static void fwd_is(const char *in, size_t n, const char *want)
+{
+    char *got = bnb__uri_forwardable(in, n);
+    assert_non_null(got);
+    assert_string_equal(got, want);
+    free(got);
+}
+
+static void test_uri_forwardable(void **state)
+{
+    (void)state;
+    /* encoded stays encoded, untouched: %20 %2F %25 %C3%A9 and a broken %zz */
+    fwd_is("/notifications/bad%20id/read", 28, "/notifications/bad%20id/read");
+    fwd_is("/a%2Fb/%25/caf%C3%A9/%zz", 24, "/a%2Fb/%25/caf%C3%A9/%zz");
+    fwd_is("/x/../y", 7, "/x/../y");
+    /* what a URL may not carry raw is encoded */
+    fwd_is("/bad id", 7, "/bad%20id");
+    fwd_is("/caf\xc3\xa9", 6, "/caf%C3%A9");
+    fwd_is("/a\"#<>\\^`{|}b", 13, "/a%22%23%3C%3E%5C%5E%60%7B%7C%7Db");
+    fwd_is("/\x01\x7f", 3, "/%01%7F");
+    fwd_is("/nul\0x", 6, "/nul%00x");
+    fwd_is("", 0, "");
+    fwd_is("city=Z%C3%BCrich&limit=5", 24, "city=Z%C3%BCrich&limit=5");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_media_type),
         cmocka_unit_test(test_correlation_id),
         cmocka_unit_test(test_query_check),
+        cmocka_unit_test(test_uri_forwardable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

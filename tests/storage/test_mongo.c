@@ -9,7 +9,9 @@
  *    child process) is settled: the document and its claims are blocked only
  *    for the grace period (BNB_STORAGE_MONGO_GRACE_MS, 1.5 s here), events
  *    of a commit whose write happened are published, those of a commit that
- *    never wrote are not, and its applied mark holds exactly when it wrote.
+ *    never wrote are not, and its applied mark holds exactly when it wrote
+ *    (killed between its mark and its write: the redelivered event applies,
+ *    whether a writer or the relay drops the dead commit).
  *
  *   BNB_TEST_URL / BNB_TEST_MONGO_URL  the server (default mongodb://127.0.0.1:27017/bnb_contract)
  */
@@ -341,13 +343,63 @@ static void test_crash_after_intent(void **state)
     assert_int_equal(published(ev), 0);
 }
 
+/* Killed after its applied mark, before its write (issue 10: the dashboard
+ * lost a reservation view for good after a kill -9): the event was NOT
+ * applied, so its redelivery must apply it, whoever drops the dead commit's
+ * intent (a writer of the same version here, the relay below). */
+static void test_crash_after_mark(void **state)
+{
+    (void)state;
+    int64_t v = 0;
+    char ev[64], id[32];
+    json_t *b = NULL;
+    snprintf(id, sizeof(id), "e%d", getpid());
+    snprintf(ev, sizeof(ev), "ev-e-%d", getpid());
+    assert_rc(commit(id, 0, NULL, NULL, &v), 0);
+    crash_commit("after-mark", id, 1, "in-e", "night|crash|e", ev);
+    /* the redelivered event waits for the dead commit, then applies */
+    assert_rc(commit(id, 1, "in-e", NULL, &v), 0);
+    assert_int_equal(v, 2);
+    assert_rc(fx.st->ops->get(fx.st, "crash", id, &b, &v), 0);
+    assert_string_equal(json_string_value(json_object_get(b, "by")), "parent");
+    json_decref(b);
+    assert_rc(commit(id, 2, "in-e", NULL, &v), BNB_EALREADY);
+    assert_int_equal(published(ev), 0);
+}
+
+static void test_crash_after_mark_create(void **state)
+{
+    (void)state;
+    int64_t v = 0;
+    char ev[64], id[32];
+    /* the first event of a document (a dashboard view's): a create */
+    snprintf(id, sizeof(id), "f%d", getpid());
+    snprintf(ev, sizeof(ev), "ev-f-%d", getpid());
+    crash_commit("after-mark", id, 0, "in-f", "night|crash|f", ev);
+    assert_rc(fx.st->ops->get(fx.st, "crash", id, NULL, &v), BNB_ENOENT);
+    assert_rc(commit(id, 0, "in-f", NULL, &v), 0);
+    assert_int_equal(v, 1);
+    assert_rc(fx.st->ops->get(fx.st, "crash", id, NULL, &v), 0);
+    assert_rc(commit(id, 1, "in-f", NULL, &v), BNB_EALREADY);
+    assert_int_equal(published(ev), 0);
+
+    /* the same, the relay dropping the dead commit first */
+    snprintf(id, sizeof(id), "g%d", getpid());
+    snprintf(ev, sizeof(ev), "ev-g-%d", getpid());
+    crash_commit("after-mark", id, 0, "in-g", "night|crash|g", ev);
+    sleep_ms(GRACE_MS + 500);
+    assert_int_equal(published(ev), 0);
+    assert_rc(commit(id, 0, "in-g", NULL, &v), 0);
+    assert_int_equal(v, 1);
+    assert_rc(commit(id, 1, "in-g", NULL, &v), BNB_EALREADY);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_server_cas_is_not_atomic),
-        cmocka_unit_test(test_crash_before_write),
-        cmocka_unit_test(test_crash_after_write),
-        cmocka_unit_test(test_crash_after_intent),
+        cmocka_unit_test(test_server_cas_is_not_atomic), cmocka_unit_test(test_crash_before_write),
+        cmocka_unit_test(test_crash_after_write),        cmocka_unit_test(test_crash_after_intent),
+        cmocka_unit_test(test_crash_after_mark),         cmocka_unit_test(test_crash_after_mark_create),
     };
     return cmocka_run_group_tests_name("storage mongo", tests, setup, teardown);
 }

@@ -14,11 +14,11 @@ export function freePort() {
   });
 }
 
-export async function startHost(extraEnv = {}) {
+export async function startHost(extraEnv = {}, wantPort = 0) {
   const bin = process.env.BEARBNB_BIN;
   if (!bin) throw new Error('BEARBNB_BIN is not set (run through meson test)');
   const dir = mkdtempSync(join(tmpdir(), 'bnb-web-'));
-  const port = await freePort();
+  const port = wantPort || await freePort();
   const logPath = join(dir, 'host.log');
   const log = openSync(logPath, 'w');
   const env = { ...process.env, ...extraEnv };

@@ -6,53 +6,16 @@
 // moves the rating; a second guest cannot see the first one's trips; the
 // host deletes the room after a warning. axe-core checks every page (no
 // serious or critical violation); a screenshot of each step is saved under
-// $BNB_WEB_ARTIFACTS (meson: build-test/meson-logs/web/).
+// $BNB_WEB_ARTIFACTS/app/ (meson: build-test/meson-logs/web/app/).
 // Exit 0 passed, 1 failed, 77 skipped (no Chromium / npm packages).
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createRequire } from 'node:module';
+import { browserKit } from './lib.mjs';
 import { startHost } from './host.mjs';
 import { startFront } from './front.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const require = createRequire(import.meta.url);
-const chromiumPath = process.env.BNB_CHROMIUM || '/usr/bin/chromium';
-let pw;
-try { pw = require('playwright-core'); } catch {
-  console.log('SKIP: playwright-core is not installed (scripts/web-deps runs npm ci in tests/web)');
-  process.exit(77);
-}
-if (!existsSync(chromiumPath)) {
-  console.log(`SKIP: no Chromium at ${chromiumPath} (scripts/web-deps installs Debian's chromium)`);
-  process.exit(77);
-}
-const axePath = require.resolve('axe-core/axe.min.js');
-const out = process.env.BNB_WEB_ARTIFACTS || join(here, 'artifacts');
-rmSync(out, { recursive: true, force: true });
-mkdirSync(out, { recursive: true });
-
-const t0 = Date.now();
-let step = 0, failed = 0;
-const say = (m) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${m}`);
-function check(cond, what) {
-  if (!cond) { failed++; say('FAIL ' + what); throw new Error(what); }
-  say('ok ' + what);
-}
-async function shot(page, name) {
-  step++;
-  const file = join(out, `${String(step).padStart(2, '0')}-${name}.png`);
-  await page.screenshot({ path: file, fullPage: true });
-}
-// axe-core on the page as it is: serious and critical violations fail.
-async function axe(page, name) {
-  const a0 = Date.now();
-  if (!(await page.evaluate(() => !!window.axe))) await page.addScriptTag({ path: axePath });
-  const res = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
-  const bad = res.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-  for (const v of bad) say(`axe ${name}: ${v.impact} ${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join(', ')})`);
-  check(bad.length === 0, `${name}: no serious or critical accessibility violation (axe-core, ${res.violations.length} minor, ${Date.now() - a0} ms)`);
-}
+const { out, say, check, shot, axe, launch } = browserKit('app');
 
 const day = (n) => new Date(Date.now() + n * 86400000).toISOString().slice(0, 10);
 const IN = day(30), OUT = day(33), IN2 = day(40), OUT2 = day(42), IN3 = day(50), OUT3 = day(51);
@@ -73,16 +36,27 @@ async function main() {
   const base = served ? host.url : front.url;
   say(`host ${host.url}; app from ${served ? 'the host' : 'the interim front (the host has no /auth/config, /dev/token yet)'} ${base}`);
 
-  browser = await pw.chromium.launch({ executablePath: chromiumPath, headless: true, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
+  browser = await launch();
   const desktop = { viewport: { width: 1200, height: 860 } };
   const phone = { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true };
   const errors = [];
+  const changes = []; // every state-changing API request: [method path, Idempotency-Key]
   async function newPage(opts) {
     const ctx = await browser.newContext({ ...opts, locale: 'en-US' });
     const page = await ctx.newPage();
     page.setDefaultTimeout(15000);
     page.on('pageerror', (e) => errors.push(String(e)));
+    page.on('request', (rq) => {
+      const u = new URL(rq.url());
+      if (rq.method() !== 'GET' && rq.method() !== 'HEAD' && u.pathname !== '/dev/token')
+        changes.push([`${rq.method()} ${u.pathname}`, rq.headers()['idempotency-key']]);
+    });
     return page;
+  }
+  // At phone width nothing is wider than the screen.
+  async function fits(page, what) {
+    const [sw, w] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+    check(sw <= w, `${what} fits the phone's width (${sw} <= ${w} px)`);
   }
   async function signIn(page, name, role) {
     await page.goto(base + '/#/signin');
@@ -96,8 +70,17 @@ async function main() {
   // 1. the host signs in (development sign-in, says so) and lists a room
   say('browser up');
   const hp = await newPage(desktop);
+  const loaded = [];
+  const onResp = (resp) => {
+    const type = resp.headers()['content-type'] || '';
+    if (/html|javascript|css/.test(type)) loaded.push(resp.body().then((b) => b.length).catch(() => 0));
+  };
+  hp.on('response', onResp);
   await hp.goto(base + '/#/signin');
   await hp.getByText('Development sign-in').waitFor();
+  hp.off('response', onResp);
+  const weight = (await Promise.all(loaded)).reduce((a, b) => a + b, 0);
+  check(weight < 100 * 1024, `first load: ${loaded.length} files, ${(weight / 1024).toFixed(1)} KB uncompressed (budget 100 KB; web/README.md)`);
   await axe(hp, 'sign-in');
   await shot(hp, 'dev-sign-in');
   await signIn(hp, 'alice', 'host');
@@ -138,6 +121,12 @@ async function main() {
   const gp = await newPage(phone);
   await signIn(gp, 'bob', 'guest');
   await gp.goto(base + '/#/');
+  await gp.reload();
+  await gp.getByLabel('City', { exact: true }).waitFor();
+  await gp.keyboard.press('Tab');
+  check(await gp.evaluate(() => document.activeElement.id) === 'skip', 'the first Tab reaches the skip link');
+  await gp.keyboard.press('Enter');
+  check(await gp.evaluate(() => document.activeElement.id) === 'main', 'the skip link moves focus to the content');
   await gp.getByLabel('City', { exact: true }).fill('Bergen');
   await gp.getByLabel('Check-in', { exact: true }).fill(IN);
   await gp.getByLabel('Check-out', { exact: true }).fill(OUT);
@@ -147,11 +136,34 @@ async function main() {
   await hit.waitFor();
   check(true, `the guest finds the room by city Bergen and ${IN}..${OUT}`);
   await axe(gp, 'search');
+  await fits(gp, 'the search page');
   await shot(gp, 'guest-search');
-  await gp.getByLabel('City', { exact: true }).fill('Nowhere');
+  // paging: 12 rooms in Tromsø (listed through the API), 10 a page
+  const alice = host.token('alice', 'host');
+  for (let i = 1; i <= 12; i++) {
+    const r = await fetch(host.url + '/rooms', {
+      method: 'POST',
+      headers: { Authorization: 'Bearer ' + alice, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ name: `Tromsø flat ${i}`, description: '', city: 'Tromsø', pricePerNight: 80 + i, capacity: 2 }),
+    });
+    if (r.status !== 201) check(false, `POST /rooms ${r.status}`);
+  }
+  await gp.getByLabel('City', { exact: true }).fill('Tromsø');
   await gp.getByRole('button', { name: 'Search' }).click();
-  await gp.getByText('No room matches').waitFor();
-  check(true, 'another city finds nothing');
+  const cards = gp.locator('ul.cards li');
+  await gp.getByRole('button', { name: 'Show more' }).waitFor();
+  check(await cards.count() === 10, 'the search shows 10 rooms a page');
+  await gp.getByRole('button', { name: 'Show more' }).click();
+  await cards.nth(11).waitFor();
+  check(await cards.count() === 12 && await gp.getByRole('button', { name: 'Show more' }).isHidden() &&
+        await gp.evaluate(() => document.activeElement.textContent.startsWith('Tromsø flat')),
+  'Show more (the next cursor) adds the last 2, moves focus to the first new one and hides itself');
+  await gp.goBack();
+  await hit.waitFor();
+  await gp.getByLabel('Highest price per night', { exact: true }).fill('100');
+  await gp.getByRole('button', { name: 'Search' }).click();
+  await gp.locator('#main').getByText('No room matches').waitFor();
+  check(true, 'a highest price under the room\'s (100 < 120) finds nothing');
   await gp.goBack();
   await hit.waitFor();
 
@@ -160,11 +172,22 @@ async function main() {
   await gp.getByRole('heading', { name: 'Fjord cabin' }).waitFor();
   check(await gp.getByLabel('Check-in', { exact: true }).inputValue() === IN, 'the room page keeps the searched dates');
   await gp.getByLabel('Card number', { exact: true }).fill(GOOD);
+  // the first attempt dies on the network: the app sends it again with the same Idempotency-Key
+  const keys = [];
+  await gp.route((u) => u.pathname === '/reservations', async (route) => {
+    if (route.request().method() !== 'POST') return route.continue();
+    keys.push(route.request().headers()['idempotency-key']);
+    return keys.length === 1 ? route.abort('connectionreset') : route.continue();
+  });
   await gp.getByRole('button', { name: 'Book and pay' }).click();
   const result = gp.locator('.result');
   await result.getByText('Booking confirmed').waitFor();
+  await gp.unroute((u) => u.pathname === '/reservations');
+  check(keys.length === 2 && /^[0-9a-f-]{36}$/.test(keys[0]) && keys[0] === keys[1],
+    `a booking retried after a network failure carries the same Idempotency-Key (${keys.join(', ')})`);
   check(await result.locator('.badge').textContent() === 'Confirmed', 'the guest sees CONFIRMED: ' + await result.textContent());
   await axe(gp, 'room');
+  await fits(gp, 'the room page');
   await shot(gp, 'guest-booked-confirmed');
 
   // 5. the dashboard updated without a reload
@@ -212,6 +235,7 @@ async function main() {
   await first.getByText('Paid').waitFor();
   const firstId = await first.getAttribute('data-id');
   await axe(gp, 'my trips');
+  await fits(gp, 'my trips');
   await first.getByRole('button', { name: /Cancel booking/ }).click();
   const dlg = gp.locator('dialog');
   await dlg.getByText('refunded').waitFor();
@@ -228,7 +252,7 @@ async function main() {
   await gp.getByLabel('Rating', { exact: true }).selectOption('4');
   await gp.getByLabel('Your review', { exact: true }).fill('Quiet and warm.');
   await gp.getByRole('button', { name: 'Post review' }).click();
-  await gp.locator('#room-rating').getByText('Rating 4.0 of 5 (1 reviews)').waitFor();
+  await gp.locator('#room-rating').getByText('Rating 4.0 of 5 (1 review)').waitFor();
   await gp.getByText('Quiet and warm.').waitFor();
   check(true, 'the review moves the rating to 4.0 and is listed');
   await shot(gp, 'guest-reviewed');
@@ -256,8 +280,18 @@ async function main() {
   check(await hp.evaluate(() => document.documentElement.lang) === 'ko', 'the app switches to Korean (html lang=ko)');
   await axe(hp, 'host reservations (Korean)');
   await shot(hp, 'host-reservations-korean');
+  await hp.getByRole('link', { name: '내 숙소' }).click();
+  await hp.locator('#new-room').getByLabel('이름', { exact: true }).fill('Half-typed');
   await hp.getByRole('button', { name: '언어를 영어로 바꾸기' }).click();
-  await hp.getByRole('link', { name: 'My rooms' }).click();
+  check(await hp.locator('#new-room').getByLabel('Name', { exact: true }).inputValue() === 'Half-typed',
+    'switching the language keeps what was typed');
+  const card = hp.locator(`#my-rooms li[data-id="${roomId}"]`);
+  await card.getByRole('button', { name: 'Edit: Fjord cabin' }).click();
+  await card.getByLabel('Price per night', { exact: true }).fill('130');
+  await card.getByRole('button', { name: 'Save' }).click();
+  await card.getByText('130 per night').waitFor();
+  check(true, 'the host edits the price (120 -> 130)');
+  await shot(hp, 'host-room-edited');
   await hp.getByRole('button', { name: 'Delete: Fjord cabin' }).click();
   const hd = hp.locator('dialog');
   await hd.getByText('cancels every future booking').waitFor();
@@ -278,6 +312,11 @@ async function main() {
   check(true, "the deleted room's future booking is CANCELLED and refunded in the guest's trips");
   await shot(gp, 'guest-room-deleted-refunded');
 
+  const keyless = changes.filter(([, k]) => !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(k || ''));
+  check(changes.length >= 8 && keyless.length === 0,
+    `all ${changes.length} state-changing requests carry an Idempotency-Key UUID` + (keyless.length ? ': not ' + keyless.map((c) => c[0]).join(', ') : ''));
+  const fresh = new Set(changes.map(([, k]) => k)).size;
+  check(fresh === changes.length - 1, `one key per user action (${fresh} keys for ${changes.length} requests, one of them a retry)`);
   check(errors.length === 0, 'no script error in any page' + (errors.length ? ': ' + errors.join('; ') : ''));
 }
 

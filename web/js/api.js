@@ -33,11 +33,11 @@ export class Action {
     const sig = JSON.stringify([method, path, body]);
     if (!this.key || sig !== this.body) { this.key = uuid(); this.body = sig; }
     try {
-      const r = await request(method, path, body, { 'Idempotency-Key': this.key }, 2);
+      const r = await request(method, path, body, { 'Idempotency-Key': this.key }, 3);
       this.key = null;
       return r;
     } catch (e) {
-      if (!(e instanceof ApiError) || !retryable(e.status)) this.key = null;
+      if (!(e instanceof ApiError) || !(retryable(e.status) || (e.status === 409 && /in use/i.test(e.problem.title || '')))) this.key = null;
       throw e;
     }
   }
@@ -56,7 +56,10 @@ export async function request(method, path, body, headers = {}, tries = 1) {
       if (i + 1 < tries) { await sleep(500 * (i + 1)); continue; }
       throw new ApiError(0, { title: 'network', detail: '' });
     }
-    if (retryable(res.status) && i + 1 < tries) {
+    // 409 `Idempotency Key In Use` (Retry-After): the first request with this
+    // key is still running; asking again later gets its answer.
+    const inUse = res.status === 409 && h['Idempotency-Key'] && res.headers.get('Retry-After');
+    if ((retryable(res.status) || inUse) && i + 1 < tries) {
       await sleep(Math.min(4000, 1000 * (Number(res.headers.get('Retry-After')) || i + 1)));
       continue;
     }

@@ -5,16 +5,13 @@
 import { h, announce } from './dom.js';
 import { t, money } from './i18n.js';
 import { get, qs } from './api.js';
-import { heading, badge, payBadge } from './ui.js';
+import { heading, badge, payBadge, stackTable } from './ui.js';
 
 export function dashView(ctx) {
   const root = h('section', heading(t('dash_title')), h('p', t('dash_intro')));
   const live = h('p.live', { role: 'status', 'data-state': 'connecting' }, t('live_off'));
-  const body = h('tbody');
-  const table = h('div.scroll', { tabindex: 0, role: 'region', 'aria-label': t('dash_title') },
-    h('table#dash', h('caption.sr', t('dash_title')),
-      h('thead', h('tr', [t('room'), t('city'), t('status'), t('bookings'), t('reviews_n'), t('rating_h'), t('actions')]
-        .map((c) => h('th', { scope: 'col' }, c)))), body));
+  const { table, body } = stackTable(t('dash_title'),
+    [t('room'), t('city'), t('status'), t('bookings'), t('reviews_n'), t('rating_h'), t('actions')], 'dash');
   const more = h('button', { type: 'button', hidden: true }, t('more'));
   root.append(live, table, more);
   const rows = new Map();

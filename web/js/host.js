@@ -2,8 +2,8 @@
 import { h, field, formErr, values, clearErrors, showError, announce } from './dom.js';
 import { t, money } from './i18n.js';
 import { get, qs, Action } from './api.js';
-import { heading, showProblem, persist, forget, ratingText, priceText, confirmDialog, badge, payBadge } from './ui.js';
-import { resvTable, roomName, paymentOf } from './trips.js';
+import { heading, showProblem, persist, forget, ratingText, priceText, confirmDialog, badge, payBadge, stackTable } from './ui.js';
+import { roomName, paymentOf } from './trips.js';
 
 function needHost(ctx, root) {
   if (ctx.user && ctx.user.role === 'host') return false;
@@ -153,7 +153,7 @@ export function hostRoomsView(ctx) {
 export function hostResvView(ctx) {
   const root = h('section', heading(t('resv_title')));
   if (needHost(ctx, root)) return root;
-  const { table, body } = resvTable(t('resv_title'), [t('room'), t('guest'), t('dates'), t('guests'), t('amount'), t('status'), t('payment')]);
+  const { table, body } = stackTable(t('resv_title'), [t('room'), t('guest'), t('dates'), t('guests'), t('amount'), t('status'), t('payment')]);
   const more = h('button', { type: 'button', hidden: true }, t('more'));
   const status = h('p.muted', { role: 'status' }, t('loading'));
   root.append(status, table, more);

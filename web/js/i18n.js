@@ -56,6 +56,7 @@ const S = {
   per_night: ['{price} per night', '1박 {price}'],
   up_to: ['up to {n} guests', '최대 {n}명'],
   rating: ['Rating {r} of 5 ({n} reviews)', '평점 {r}/5 (리뷰 {n}개)'],
+  rating1: ['Rating {r} of 5 (1 review)', '평점 {r}/5 (리뷰 1개)'],
   no_rating: ['No reviews yet', '아직 리뷰가 없습니다'],
   // room
   room_by: ['Hosted by {host}', '호스트: {host}'],

@@ -2,7 +2,7 @@
 import { h, announce } from './dom.js';
 import { t, money } from './i18n.js';
 import { get, qs, Action } from './api.js';
-import { heading, badge, payBadge, confirmDialog } from './ui.js';
+import { heading, badge, payBadge, confirmDialog, stackTable } from './ui.js';
 import { waitState } from './room.js';
 
 const roomNames = new Map();
@@ -18,15 +18,6 @@ export async function paymentOf(resvId) {
   } catch { return null; }
 }
 
-// A table of reservations; `row(r)` gives the cells after the common ones.
-export function resvTable(caption, cols) {
-  const body = h('tbody');
-  const table = h('div.scroll', { tabindex: 0, role: 'region', 'aria-label': caption },
-    h('table', h('caption.sr', caption),
-      h('thead', h('tr', cols.map((c) => h('th', { scope: 'col' }, c)))), body));
-  return { table, body };
-}
-
 export function tripsView(ctx) {
   const root = h('section', heading(t('trips_title')));
   if (!ctx.user || ctx.user.role !== 'guest') {
@@ -35,7 +26,7 @@ export function tripsView(ctx) {
   }
   let alive = true;
   ctx.onCleanup(() => { alive = false; });
-  const { table, body } = resvTable(t('trips_title'), [t('room'), t('dates'), t('guests'), t('amount'), t('status'), t('payment'), t('actions')]);
+  const { table, body } = stackTable(t('trips_title'), [t('room'), t('dates'), t('guests'), t('amount'), t('status'), t('payment'), t('actions')]);
   const more = h('button', { type: 'button', hidden: true }, t('more'));
   const status = h('p.muted', { role: 'status' }, t('loading'));
   root.append(status, table, more);

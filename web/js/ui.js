@@ -49,7 +49,8 @@ export const badge = (st) => h('span.badge.st-' + st, t('st_' + st));
 export const payBadge = (st) => (st ? h('span.badge.pay-' + st, t('pay_' + st)) : '');
 
 export function ratingText(r) {
-  return r.reviewCnt ? t('rating', { r: Number(r.rating).toFixed(1), n: r.reviewCnt }) : t('no_rating');
+  if (!r.reviewCnt) return t('no_rating');
+  return t(r.reviewCnt === 1 ? 'rating1' : 'rating', { r: Number(r.rating).toFixed(1), n: r.reviewCnt });
 }
 
 export const nights = (a, b) => Math.round((Date.parse(b) - Date.parse(a)) / 86400000);
@@ -74,4 +75,29 @@ export function confirmDialog(title, body, yes, no) {
     d.showModal();
     d.querySelector('button:last-child').focus();
   });
+}
+
+// A table that becomes a stack of cards at phone width (CSS .stack): each
+// cell gets its column's name (data-label) and explicit table roles, since
+// display:block drops a table's semantics in some browsers.
+export function stackTable(caption, cols, id) {
+  const body = h('tbody', { role: 'rowgroup' });
+  const label = (tr) => {
+    tr.setAttribute('role', 'row');
+    [...tr.cells].forEach((c, i) => {
+      c.setAttribute('role', c.tagName === 'TH' ? 'rowheader' : 'cell');
+      if (c.colSpan > 1) return;
+      c.dataset.label = cols[i] || '';
+    });
+  };
+  new MutationObserver((ms) => {
+    for (const m of ms) {
+      if (m.target.tagName === 'TR') label(m.target);
+      for (const n of m.addedNodes) if (n.tagName === 'TR') label(n);
+    }
+  }).observe(body, { childList: true, subtree: true });
+  const table = h('div.scroll.stack', { tabindex: 0, role: 'region', 'aria-label': caption },
+    h('table', { id, role: 'table' }, h('caption.sr', caption),
+      h('thead', { role: 'rowgroup' }, h('tr', { role: 'row' }, cols.map((c) => h('th', { scope: 'col', role: 'columnheader' }, c)))), body));
+  return { table, body };
 }

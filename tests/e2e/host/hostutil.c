@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -15,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -379,4 +382,212 @@ static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ft
 void hu_rmtree(const char *dir)
 {
     nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* ---- the usual fixture ------------------------------------------------------------ */
+
+hu_fx_t *hu_fx_start(const char *const *env)
+{
+    hu_fx_t *f = calloc(1, sizeof(*f));
+    e2e_host_opts_t o = {.env = env};
+    if (f == NULL)
+        return NULL;
+    if (e2e_host_start(&f->h, env ? &o : NULL) != 0 || (f->host_tok = e2e_token(f->h, "alice", "host", 0)) == NULL) {
+        hu_fx_stop(f);
+        return NULL;
+    }
+    return f;
+}
+
+int hu_fx_stop(hu_fx_t *f)
+{
+    if (f == NULL)
+        return -1;
+    int st = f->h ? e2e_host_stop(f->h) : -1;
+    e2e_host_free(f->h);
+    free(f->host_tok);
+    free(f);
+    if (st != 0)
+        fprintf(stderr, "host exit status %d (23 = ASan/LSan report)\n", st);
+    return st;
+}
+
+/* ---- raw sockets -------------------------------------------------------------------- */
+
+int hu_count(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        n++;
+    return n;
+}
+
+int hu_contains(const char *hay, size_t n_hay, const char *needle, size_t n)
+{
+    return memmem(hay, n_hay, needle, n) != NULL;
+}
+
+long hu_rss_kb(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long kb = -1;
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
+/* ---- HTTP/2 by hand ------------------------------------------------------------------ */
+
+void hu_h2_put(hu_h2buf_t *b, const void *d, size_t n)
+{
+    if (b->len + n > b->cap) {
+        b->cap = (b->len + n) * 2 + 1024;
+        b->p = realloc(b->p, b->cap);
+        if (b->p == NULL)
+            abort();
+    }
+    memcpy(b->p + b->len, d, n);
+    b->len += n;
+}
+
+void hu_h2_byte(hu_h2buf_t *b, unsigned v)
+{
+    unsigned char c = (unsigned char)v;
+    hu_h2_put(b, &c, 1);
+}
+
+/* HPACK integer with an n-bit prefix; `first` holds the pattern bits */
+static void hp_int(hu_h2buf_t *b, unsigned first, int nbits, size_t v)
+{
+    size_t max = (1u << nbits) - 1;
+    if (v < max) {
+        hu_h2_byte(b, first | (unsigned)v);
+        return;
+    }
+    hu_h2_byte(b, first | (unsigned)max);
+    v -= max;
+    while (v >= 128) {
+        hu_h2_byte(b, (unsigned)(v % 128) | 128);
+        v /= 128;
+    }
+    hu_h2_byte(b, (unsigned)v);
+}
+
+void hu_h2_str(hu_h2buf_t *b, const char *s, size_t n)
+{
+    hp_int(b, 0, 7, n);
+    hu_h2_put(b, s, n);
+}
+
+void hu_h2_lit(hu_h2buf_t *b, const char *name, const char *value)
+{
+    hu_h2_byte(b, 0x00);
+    hu_h2_str(b, name, strlen(name));
+    hu_h2_str(b, value, strlen(value));
+}
+
+void hu_h2_frame(hu_h2buf_t *out, unsigned type, unsigned flags, uint32_t sid, const void *payload, size_t n)
+{
+    unsigned char hd[9] = {(unsigned char)(n >> 16),   (unsigned char)(n >> 8),   (unsigned char)n,
+                           (unsigned char)type,        (unsigned char)flags,      (unsigned char)(sid >> 24 & 0x7f),
+                           (unsigned char)(sid >> 16), (unsigned char)(sid >> 8), (unsigned char)sid};
+    hu_h2_put(out, hd, 9);
+    if (n)
+        hu_h2_put(out, payload, n);
+}
+
+void hu_h2_headers(hu_h2buf_t *out, uint32_t sid, const hu_h2buf_t *block, int end_stream)
+{
+    size_t off = 0;
+    int first = 1;
+    do {
+        size_t n = block->len - off > 16384 ? 16384 : block->len - off;
+        int last = off + n == block->len;
+        unsigned flags = (last ? 0x4 : 0) | (first && end_stream ? 0x1 : 0);
+        hu_h2_frame(out, first ? 0x1 : 0x9, flags, sid, block->p + off, n);
+        off += n;
+        first = 0;
+    } while (off < block->len);
+}
+
+void hu_h2_rst(hu_h2buf_t *out, uint32_t sid)
+{
+    unsigned char code[4] = {0, 0, 0, 8}; /* CANCEL */
+    hu_h2_frame(out, 0x3, 0, sid, code, 4);
+}
+
+void hu_h2_preface(hu_h2buf_t *out)
+{
+    hu_h2_put(out, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24);
+    hu_h2_frame(out, 0x4, 0, 0, NULL, 0);
+}
+
+void hu_h2_req_block(hu_h2buf_t *b, const char *method, const char *path, const char *token, int json)
+{
+    hu_h2_lit(b, ":method", method);
+    hu_h2_lit(b, ":scheme", "http");
+    hu_h2_lit(b, ":path", path);
+    hu_h2_lit(b, ":authority", "localhost");
+    if (token != NULL) {
+        char auth[2048];
+        snprintf(auth, sizeof(auth), "Bearer %s", token);
+        hu_h2_lit(b, "authorization", auth);
+    }
+    if (json)
+        hu_h2_lit(b, "content-type", "application/json");
+}
+
+/* ---- nghttp ------------------------------------------------------------------------ */
+
+char *hu_nghttp_post(const char *url, const char *token, const char *file, const char *flag)
+{
+    static const char nghttp[] = "/usr/bin/nghttp";
+    if (access(nghttp, X_OK) != 0) {
+        fprintf(stderr, "%s is missing\n", nghttp);
+        return NULL;
+    }
+    char auth[2200];
+    snprintf(auth, sizeof(auth), "authorization: Bearer %s", token);
+    const char *argv[12] = {nghttp, "-v", "-H", auth, "-H", "content-type: application/json", "-d", file};
+    size_t n = 8;
+    if (flag != NULL)
+        argv[n++] = flag;
+    argv[n++] = url;
+    argv[n] = NULL;
+    hu_run_t r;
+    if (hu_run(argv, NULL, 60000, &r) != 0)
+        return NULL;
+    if (r.status != 0) {
+        fprintf(stderr, "nghttp exited %d: %.1000s\n", r.status, r.err);
+        hu_run_free(&r);
+        return NULL;
+    }
+    free(r.err);
+    return r.out;
+}
+
+int hu_nghttp_got_413(const char *out)
+{
+    const char *st = strstr(out, ":status: 413"), *rst = st ? strstr(st, "error_code=NO_ERROR") : NULL;
+    return st != NULL && rst != NULL && strstr(out, "content-type: application/problem+json") != NULL &&
+           strstr(out, "\"status\":413") != NULL && strstr(out, "REFUSED_STREAM") == NULL;
+}
+
+void hu_nghttp_summary(const char *out, char *sum, size_t cap)
+{
+    size_t o = 0;
+    sum[0] = '\0';
+    for (const char *line = out; *line && o + 200 < cap;) {
+        const char *end = strchr(line, '\n');
+        size_t l = end ? (size_t)(end - line) : strlen(line);
+        if (memmem(line, l, "recv", 4) || memmem(line, l, "error_code", 10) || memmem(line, l, "status", 6))
+            o += (size_t)snprintf(sum + o, cap - o, "%.*s\n", (int)(l < 190 ? l : 190), line);
+        line += l + (end ? 1 : 0);
+    }
 }

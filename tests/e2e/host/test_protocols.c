@@ -20,33 +20,17 @@
 #include <string.h>
 #include <unistd.h>
 
-typedef struct fx {
-    e2e_host_t *h;
-    char *host_tok;
-} fx_t;
+typedef hu_fx_t fx_t;
 
 static int setup(void **state)
 {
-    fx_t *f = calloc(1, sizeof(*f));
-    if (f == NULL || e2e_host_start(&f->h, NULL) != 0)
-        return -1;
-    f->host_tok = e2e_token(f->h, "alice", "host", 0);
-    if (f->host_tok == NULL)
-        return -1;
-    *state = f;
-    return 0;
+    *state = hu_fx_start(NULL);
+    return *state ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
-    fx_t *f = *state;
-    int st = e2e_host_stop(f->h);
-    e2e_host_free(f->h);
-    free(f->host_tok);
-    free(f);
-    if (st != 0)
-        fprintf(stderr, "host exit status %d (23 = ASan/LSan report)\n", st);
-    return st == 0 ? 0 : -1;
+    return hu_fx_stop(*state) == 0 ? 0 : -1;
 }
 
 static void assert_contains(const char *hay, const char *needle)
@@ -334,6 +318,29 @@ static void test_tls_alpn(void **state)
     check_proto(port, HU_H2_TLS, cert, CURL_HTTP_VERSION_2_0);
     /* and HTTP/1.1 over TLS for a client that offers only http/1.1 */
     check_proto(port, HU_H1_TLS, cert, CURL_HTTP_VERSION_1_1);
+    /* a body too large to read whole gets its 413 early over TLS too (h2o
+     * makes the HTTP/2 connection after the handshake, in a write callback) */
+    char big[160], url[128];
+    snprintf(big, sizeof(big), "%s/big.json", dir);
+    FILE *fp = fopen(big, "w");
+    assert_non_null(fp);
+    for (int i = 0; i < 3 * 1024; i++)
+        fprintf(fp, "%1024s", "");
+    assert_int_equal(fclose(fp), 0);
+    char *tok = e2e_token(h, "alice", "host", 0);
+    assert_non_null(tok);
+    snprintf(url, sizeof(url), "https://127.0.0.1:%d/rooms", port);
+    for (int with_length = 1; with_length >= 0; with_length--) {
+        char *out = hu_nghttp_post(url, tok, big, with_length ? NULL : "--no-content-length");
+        if (out == NULL || !hu_nghttp_got_413(out)) {
+            static char sum[8192];
+            if (out)
+                hu_nghttp_summary(out, sum, sizeof(sum));
+            fail_msg("3 MB over h2 with TLS: want 413 problem+json then RST_STREAM(NO_ERROR):\n%s", out ? sum : "");
+        }
+        free(out);
+    }
+    free(tok);
     /* cleartext on the TLS port gets no HTTP answer */
     hu_resp_t r;
     hu_request(port, HU_H1, NULL, "GET", "/healthz", NULL, NULL, &r);

@@ -1,5 +1,7 @@
 #include "rawhttp.h"
 
+#include "harness.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -13,16 +15,7 @@
 
 int raw_connect(int port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
+    return e2e_raw_connect(port);
 }
 
 static long long now_ms(void)
@@ -38,14 +31,9 @@ int raw_request(int port, const char *req, raw_resp_t *out)
     int fd = raw_connect(port);
     if (fd < 0)
         return -1;
-    size_t len = strlen(req), off = 0;
-    while (off < len) {
-        ssize_t n = write(fd, req + off, len - off);
-        if (n <= 0) {
-            close(fd);
-            return -1;
-        }
-        off += (size_t)n;
+    if (e2e_raw_send(fd, req, strlen(req)) != 0) {
+        close(fd);
+        return -1;
     }
     size_t cap = 65536, have = 0;
     char *buf = malloc(cap + 1);

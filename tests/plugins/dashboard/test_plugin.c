@@ -52,7 +52,7 @@ static int setup(void **state)
     host_1_0 = fake_host_api;
     host_1_0.store_define = define_fails;
     assert_int_equal(bnb_plugin.init(&FH.ctx, v1_mode ? &host_1_0 : &fake_host_api), 0);
-    assert_int_equal(FH.store.ncolls, v1_mode ? 0 : 2);
+    assert_int_equal(FH.store.ncolls, v1_mode ? 0 : 3); /* summaries, views, the first dashboard's rooms */
     assert_int_equal(FH.nroutes, 3);
     assert_int_equal(FH.nsubs, 3);
     list_fn = fake_route("GET", "/dashboard/rooms", &who);
@@ -607,6 +607,138 @@ static void test_v1_store_uses_lists(void **state)
     free(reg);
 }
 
+/* ---- the first dashboard's documents ------------------------------------------ */
+
+#define RES3 "22222222-aaaa-4bbb-8ccc-000000000003"
+
+/* A `rooms` document of the first dashboard (one per room, every reservation
+ * inside), as it was stored: room v3, reviews v4, RES1 CONFIRMED and paid,
+ * RES2 REJECTED (declined), RES3 CANCELLED. */
+static void put_legacy_room(const char *room)
+{
+    fake_doc_t *d = &FH.store.docs[FH.store.ndocs++];
+    memset(d, 0, sizeof(*d));
+    snprintf(d->coll, sizeof(d->coll), "rooms");
+    snprintf(d->id, sizeof(d->id), "%s", room);
+    d->version = 7;
+    d->applied = json_array();
+    d->claims = json_array();
+    d->body = json_pack("{s:s, s:s, s:{s:i, s:s, s:s, s:s, s:s, s:i, s:i, s:s, s:i, s:f, s:i}, s:{s:i, s:i, s:f}, s:n,"
+                        " s:[{s:s, s:s, s:{s:i, s:s, s:s, s:s, s:i, s:i, s:s, s:s}, s:{s:i, s:s, s:s, s:i}},"
+                        "    {s:s, s:{s:i, s:s, s:s, s:s, s:i, s:i, s:s, s:n}, s:{s:i, s:s, s:s, s:i}},"
+                        "    {s:s, s:{s:i, s:s, s:s, s:s, s:i, s:i, s:s, s:s}, s:n}]}",
+                        "id", room, "name", "Loft", /* visible fields, recomputed from the sources */
+                        "_room", "v", 3, "hostId", "hanna", "name", "Loft", "description", "d", "city", "Bern",
+                        "pricePerNight", 10000, "capacity", 2, "status", "ACTIVE", "reviewCnt", 1, "rating", 4.0,
+                        "bookingCnt", 1,                                               /* */
+                        "_reviews", "v", 4, "reviewCnt", 2, "rating", 4.5, "_deleted", /* */
+                        "reservations",                                                /* */
+                        "id", RES1, "status", "CONFIRMED", "_res", "v", 2, "guestId", "gus", "checkIn", "2030-01-01",
+                        "checkOut", "2030-01-03", "guests", 1, "amount", 20000, "status", "CONFIRMED", "paymentId",
+                        "pay-" RES1, "_pay", "v", 1, "id", "pay-" RES1, "status", "APPROVED", "amount", 20000, /* */
+                        "id", RES2, "_res", "v", 2, "guestId", "gina", "checkIn", "2030-02-01", "checkOut",
+                        "2030-02-02", "guests", 1, "amount", 10000, "status", "REJECTED", "paymentId", "_pay", "v", 1,
+                        "id", "pay-" RES2, "status", "DECLINED", "amount", 10000, /* */
+                        "id", RES3, "_res", "v", 4, "guestId", "gus", "checkIn", "2030-03-01", "checkOut", "2030-03-02",
+                        "guests", 1, "amount", 10000, "status", "CANCELLED", "paymentId", "pay-" RES3, "_pay");
+    assert_non_null(d->body);
+}
+
+/* At init the plugin rebuilds the first dashboard's documents as summaries and
+ * views, pages of them at a time, deletes each once rebuilt; a second start
+ * (or a start interrupted anywhere) changes nothing more; events that come
+ * later merge by version as usual. */
+static void test_first_dashboard_documents_migrated(void **state)
+{
+    (void)state;
+    char rooms[45][40];
+    int st;
+    fake_host_reset("dashboard");
+    FH.store.no_events = 1;
+    for (int i = 0; i < 45; i++) { /* more than a page */
+        snprintf(rooms[i], sizeof(rooms[i]), "11111111-aaaa-4bbb-8ccc-%012d", 100 + i);
+        put_legacy_room(rooms[i]);
+    }
+    put_legacy_room(ROOM);
+    assert_int_equal(bnb_plugin.init(&FH.ctx, &fake_host_api), 0);
+    assert_true(FH.store.max_limit <= 100); /* bounded pages */
+    for (int i = 0; i < 45; i++)
+        assert_null(fake_find_doc("rooms", rooms[i]));
+    assert_null(fake_find_doc("rooms", ROOM));
+    get_fn = fake_route("GET", "/dashboard/rooms/{id}", NULL);
+    res_fn = fake_route("GET", "/dashboard/rooms/{id}/reservations", NULL);
+    event_fn[1] = fake_handler("bearbnb.reservation");
+
+    /* the summary: room fields, reviews (the newer source), counts by status */
+    json_t *body = get_room(ROOM, &st);
+    assert_int_equal(st, 200);
+    assert_string_equal(sget(body, "name"), "Loft");
+    assert_string_equal(sget(body, "hostId"), "hanna");
+    assert_int_equal(json_integer_value(json_object_get(body, "reviewCnt")), 2);
+    assert_int_equal(json_integer_value(json_object_get(body, "version")), 4);
+    json_t *b = json_object_get(body, "bookings");
+    assert_int_equal(json_integer_value(json_object_get(b, "CONFIRMED")), 1);
+    assert_int_equal(json_integer_value(json_object_get(b, "REJECTED")), 1);
+    assert_int_equal(json_integer_value(json_object_get(b, "CANCELLED")), 1);
+    assert_int_equal(json_integer_value(json_object_get(b, "total")), 3);
+    json_decref(body);
+
+    /* the views: listed for the host, the guest's own for the guest */
+    json_t *page = get_res(ROOM, "hanna", NULL, &st, NULL, 0);
+    assert_int_equal(st, 200);
+    assert_int_equal(json_array_size(json_object_get(page, "items")), 3);
+    json_decref(page);
+    page = get_res(ROOM, "gus", NULL, &st, NULL, 0);
+    assert_int_equal(json_array_size(json_object_get(page, "items")), 2);
+    json_decref(page);
+    fake_doc_t *v = fake_find_doc("views", RES1);
+    assert_non_null(v);
+    assert_string_equal(sget(v->body, "status"), "CONFIRMED");
+    assert_string_equal(sget(v->body, "paymentStatus"), "APPROVED");
+    assert_string_equal(sget(v->body, "paymentId"), "pay-" RES1);
+    assert_string_equal(sget(v->body, "roomId"), ROOM);
+    assert_int_equal(json_integer_value(json_object_get(v->body, "createdAt")), 0);
+    v = fake_find_doc("views", RES2);
+    assert_string_equal(sget(v->body, "status"), "REJECTED");
+    assert_string_equal(sget(v->body, "paymentStatus"), "DECLINED");
+    assert_true(json_is_null(json_object_get(v->body, "paymentId")));
+    v = fake_find_doc("views", RES3);
+    assert_string_equal(sget(v->body, "status"), "CANCELLED");
+
+    /* a second start: nothing left to do, nothing changes */
+    int commits = FH.store.commits;
+    if (bnb_plugin.fini)
+        bnb_plugin.fini(&FH.ctx);
+    FH.nroutes = FH.nsubs = 0;
+    assert_int_equal(bnb_plugin.init(&FH.ctx, &fake_host_api), 0);
+    assert_int_equal(FH.store.commits, commits);
+
+    /* an interrupted migration (the document still there, its parts applied)
+     * finishes without counting anything twice */
+    put_legacy_room(ROOM);
+    FH.nroutes = FH.nsubs = 0;
+    assert_int_equal(bnb_plugin.init(&FH.ctx, &fake_host_api), 0);
+    assert_null(fake_find_doc("rooms", ROOM));
+    get_fn = fake_route("GET", "/dashboard/rooms/{id}", NULL);
+    assert_int_equal(booked("CONFIRMED"), 1);
+    assert_int_equal(booked("CANCELLED"), 1);
+
+    /* an older event of a migrated reservation is stale, a newer one applies */
+    event_fn[1] = fake_handler("bearbnb.reservation");
+    char *old = res_event("ev-old", ROOM, RES1, "gus", 1, "PENDING", 1);
+    char *cancel = res_event("ev-new", ROOM, RES1, "gus", 3, "CANCEL_REQUESTED", 9);
+    assert_int_equal(deliver(1, old), 0);
+    assert_int_equal(booked("CONFIRMED"), 1);
+    assert_int_equal(deliver(1, cancel), 0);
+    assert_int_equal(booked("CONFIRMED"), 0);
+    assert_int_equal(booked("CANCEL_REQUESTED"), 1);
+    free(old);
+    free(cancel);
+    if (bnb_plugin.fini)
+        bnb_plugin.fini(&FH.ctx);
+    fake_host_free();
+}
+
 /* A host before ABI 1.1 loads it too (no storage v2 call is made). */
 static void test_v1_host_uses_lists(void **state)
 {
@@ -639,6 +771,7 @@ int main(void)
         /* the same on a store without storage v2 */
         cmocka_unit_test_setup_teardown(test_v1_store_uses_lists, setup_v1, teardown),
         cmocka_unit_test(test_v1_host_uses_lists),
+        cmocka_unit_test(test_first_dashboard_documents_migrated),
         cmocka_unit_test_setup_teardown(test_redelivery_changes_nothing, setup_v1, teardown),
         cmocka_unit_test_setup_teardown(test_interrupted_counting_is_finished_once, setup_v1, teardown),
         cmocka_unit_test_setup_teardown(test_reservation_events_out_of_order, setup_v1, teardown),
