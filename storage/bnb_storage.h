@@ -115,6 +115,21 @@ int bnb_storage_open(const bnb_storage_config_t *cfg, bnb_store_t **out, char *e
 void bnb_storage_close(bnb_store_t *st);
 void bnb_outbox_entries_free(bnb_outbox_entry_t *entries, size_t n);
 
+/* Deferred durability for the calling thread (group commit over a batch):
+ * between begin and end, a commit of a backend that supports it (sqlite)
+ * returns once written but before its fsync; end makes every such commit
+ * durable (one fsync per store touched) and returns 0, or the first error
+ * (then some of them may not be on disk: redo the batch). The outbox relay
+ * brackets each batch of in-process deliveries with them, so the consumers
+ * pay one fsync per batch instead of one per event, and acknowledge the
+ * batch only once its effects are on disk. Not nested. */
+void bnb_storage_defer_begin(void);
+int bnb_storage_defer_end(void);
+/* For backends: inside begin/end, remember that `st` must be flushed up to
+ * `upto` (backend-defined) and return 1; otherwise (or when too many stores
+ * are pending) return 0 and the caller makes its commit durable itself. */
+int bnb__storage_defer(bnb_store_t *st, int (*flush)(bnb_store_t *st, uint64_t upto), uint64_t upto);
+
 #ifdef __cplusplus
 }
 #endif

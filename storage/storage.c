@@ -85,3 +85,56 @@ void bnb_outbox_entries_free(bnb_outbox_entry_t *entries, size_t n)
     }
     free(entries);
 }
+
+/* ---- deferred durability ---------------------------------------------------- */
+
+#define DEFER_MAX 16
+
+static _Thread_local struct {
+    int on;
+    size_t n;
+    struct {
+        bnb_store_t *st;
+        int (*flush)(bnb_store_t *st, uint64_t upto);
+        uint64_t upto;
+    } e[DEFER_MAX];
+} defer;
+
+void bnb_storage_defer_begin(void)
+{
+    defer.on = 1;
+    defer.n = 0;
+}
+
+int bnb__storage_defer(bnb_store_t *st, int (*flush)(bnb_store_t *st, uint64_t upto), uint64_t upto)
+{
+    if (!defer.on || !st || !flush)
+        return 0;
+    for (size_t i = 0; i < defer.n; i++) {
+        if (defer.e[i].st == st) {
+            if (upto > defer.e[i].upto)
+                defer.e[i].upto = upto;
+            return 1;
+        }
+    }
+    if (defer.n == DEFER_MAX)
+        return 0;
+    defer.e[defer.n].st = st;
+    defer.e[defer.n].flush = flush;
+    defer.e[defer.n].upto = upto;
+    defer.n++;
+    return 1;
+}
+
+int bnb_storage_defer_end(void)
+{
+    int rc = 0;
+    defer.on = 0;
+    for (size_t i = 0; i < defer.n; i++) {
+        int r = defer.e[i].flush(defer.e[i].st, defer.e[i].upto);
+        if (r != 0 && rc == 0)
+            rc = r;
+    }
+    defer.n = 0;
+    return rc;
+}

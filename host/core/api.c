@@ -313,6 +313,7 @@ static const char *req_role(bnb_req_t *r)
 
 static const char *req_header(bnb_req_t *r, const char *hname)
 {
+    r->exec.no_cache = 1; /* the answer may depend on this header */
     for (size_t i = 0; i < r->nheaders; i++)
         if (strcasecmp(r->hnames[i], hname) == 0)
             return r->hvalues[i];
@@ -458,6 +459,23 @@ static int envs_build(envs_t *v, const bnb_event_out_t *events, size_t nevents)
     return 0;
 }
 
+bnb_inst_t *bnb__inst_of_store(bnb_host_t *h, const bnb_store_t *st)
+{
+    for (size_t i = 0; h != NULL && st != NULL && i < h->nplugins; i++)
+        if (h->plugins[i]->store == st)
+            return h->plugins[i];
+    return NULL;
+}
+
+/* A commit to st changed what its plugin's GET routes answer: drop the http
+ * read cache's entries of that plugin. */
+static void store_changed(bnb_store_t *st)
+{
+    bnb_inst_t *in = bnb__inst_of_store(bnb__host, st);
+    if (in != NULL)
+        atomic_fetch_add(&in->store_gen, 1);
+}
+
 static int store_commit(bnb_store_t *st, const bnb_write_t *w, const bnb_event_out_t *events, size_t nevents,
                         const char *applied_event_id, int64_t *new_version)
 {
@@ -465,6 +483,7 @@ static int store_commit(bnb_store_t *st, const bnb_write_t *w, const bnb_event_o
     int rc = envs_build(&v, events, nevents);
     if (rc == 0)
         rc = st->ops->commit(st, w, v.out, nevents, applied_event_id, new_version);
+    store_changed(st); /* also on failure: a failed commit may still have landed */
     if (rc == 0 && nevents > 0 && bnb__host != NULL)
         bnb__events_wake(bnb__host);
     envs_free(&v);
@@ -528,6 +547,7 @@ static int store_commit2(bnb_store_t *st, const bnb_commit_t *c, int64_t *new_ve
     int rc = envs_build(&v, c->events, c->nevents);
     if (rc == 0)
         rc = st->ops->commit2(st, c, v.out, c->nevents, new_version);
+    store_changed(st);
     if (rc == 0 && c->nevents > 0 && bnb__host != NULL)
         bnb__events_wake(bnb__host);
     envs_free(&v);

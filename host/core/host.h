@@ -64,6 +64,7 @@ struct bnb_inst {
     size_t nroutes;
     atomic_int paused;
     atomic_int relaying;
+    atomic_ullong store_gen; /* bumped after every commit to `store` (http read cache) */
     int inited, started;
     uint32_t abi;       /* the plugin's ABI version (major << 16 | minor) */
     bnb__colls_t colls; /* collections the plugin declared (store_define) */
@@ -113,7 +114,8 @@ typedef struct bnb_host {
 
     atomic_int ready;
     atomic_int draining;
-    atomic_int inflight; /* worker jobs running for requests */
+    atomic_int inflight;   /* worker jobs running for requests */
+    atomic_uint jobs_done; /* request jobs finished so far (main.c: heap trim after a burst) */
 
     pthread_mutex_t dl_mu;
     json_t *dead_letters; /* recent parked events, newest last */
@@ -174,6 +176,9 @@ void bnb__problem_json(bnb_req_t *r, int status, const char *title, const char *
 char *bnb__problem_text(int status, const char *title, const char *detail, size_t *len);
 const char *bnb__status_title(int status);
 void bnb__uuid(char out[37]);
+
+/* The instance whose store is st, or NULL (api.c). */
+bnb_inst_t *bnb__inst_of_store(bnb_host_t *h, const bnb_store_t *st);
 
 /* loader.c */
 /* Open and check one plugin file; NULL with a message naming the file. */

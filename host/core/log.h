@@ -18,6 +18,7 @@ typedef struct bnb_exec {
     const char *user;        /* borrowed identity of the request */
     const char *role;
     const char *bearer; /* raw token, forwarded by calls */
+    int no_cache;       /* the answer may depend on more than the path, query and store (http read cache) */
 } bnb_exec_t;
 
 extern __thread bnb_exec_t *bnb__exec;

@@ -8,12 +8,58 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* ---- heap after a burst ------------------------------------------------------
+ * glibc gives every thread that allocates under contention its own arena (up
+ * to 8 per core), and keeps what a burst freed inside them: RSS stays at its
+ * peak. The host caps the arenas (M_ARENA_MAX 2, unless MALLOC_ARENA_MAX is
+ * set) and, once no request job nor relay runs after some did, gives the
+ * free pages back (malloc_trim on a worker, at most once a second). */
+
+static uv_timer_t g_trim_timer;
+static uv_work_t g_trim_work;
+static int g_trim_running;
+static unsigned g_trim_seen;
+
+static void trim_work(uv_work_t *w)
+{
+    (void)w;
+    malloc_trim(0);
+}
+
+static void trim_after(uv_work_t *w, int status)
+{
+    (void)w;
+    (void)status;
+    g_trim_running = 0;
+}
+
+static void on_trim_tick(uv_timer_t *t)
+{
+    bnb_host_t *h = t->data;
+    unsigned done = atomic_load(&h->jobs_done);
+    if (g_trim_running || done == g_trim_seen || atomic_load(&h->inflight) > 0 || atomic_load(&h->relay_jobs) > 0)
+        return;
+    g_trim_seen = done;
+    g_trim_running = 1;
+    if (uv_queue_work(h->loop, &g_trim_work, trim_work, trim_after) != 0)
+        g_trim_running = 0;
+}
+
+static void trim_start(bnb_host_t *h)
+{
+    uv_timer_init(h->loop, &g_trim_timer);
+    g_trim_timer.data = h;
+    uv_timer_start(&g_trim_timer, on_trim_tick, 1000, 1000);
+    uv_unref((uv_handle_t *)&g_trim_timer); /* never keeps the loop alive */
+}
 
 extern char **environ;
 
@@ -327,6 +373,8 @@ static void print_config_keys(bnb_host_t *h)
 
 int main(int argc, char **argv)
 {
+    if (getenv("MALLOC_ARENA_MAX") == NULL)
+        mallopt(M_ARENA_MAX, 2); /* before any thread allocates (see "heap after a burst") */
     opts_t o;
     int rc = parse_args(argc, argv, &o);
     if (rc != 0)
@@ -601,6 +649,7 @@ int main(int argc, char **argv)
         bnb__log(BNB_LOG_INFO, "bearbnb %s listening on %s; plugins %s; events %s; data %s", BNB_VERSION,
                  bnb__config_str(h->cfg, "listen"), names, h->kafka_wanted ? "kafka" : "in-process", data);
     }
+    trim_start(h);
     atomic_store(&h->ready, 1);
     uv_run(h->loop, UV_RUN_DEFAULT);
     exit_code = 0;

@@ -176,8 +176,15 @@ static int relay_once(bnb_host_t *h, bnb_inst_t *ctx)
             if (publish_prefixed(h, e, n) == 0)
                 done = n;
         } else {
+            /* the consumers' commits share one fsync per store for the batch,
+             * and the batch is acknowledged only once they are on disk */
+            bnb_storage_defer_begin();
             while (done < n && deliver_local(h, e[done].topic, e[done].payload, strlen(e[done].payload)) == 0)
                 done++;
+            if (bnb_storage_defer_end() != 0) {
+                bnb__log(BNB_LOG_ERROR, "outbox of %s: consumers' effects not flushed; delivering again", ctx->name);
+                done = 0;
+            }
         }
         if (done > 0) {
             const char **ids = malloc(done * sizeof(char *));

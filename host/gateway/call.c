@@ -181,6 +181,8 @@ int bnb__call(bnb_ctx_t *pctx, const char *service, const char *method, const ch
     bnb_host_t *h = ctx->host;
     *status = 0;
     *resp = NULL;
+    if (pctx->exec != NULL)
+        pctx->exec->no_cache = 1; /* the answer depends on another service */
     if (service == NULL || method == NULL || path == NULL || path[0] != '/')
         return BNB_EINVAL;
     bnb_breaker_t *b = bnb__breaker_for(h, service);

@@ -93,6 +93,103 @@ static void send_body(h2o_req_t *req, int status, const char *ctype, const char 
     h2o_send_inline(req, status == 204 ? "" : body, status == 204 ? 0 : len);
 }
 
+/* ---- read cache ------------------------------------------------------------
+ *
+ * Anonymous GET/HEAD requests of a plugin route open to anyone, on a plugin
+ * whose store is embedded SQLite (only this process writes it), are answered
+ * from here on the loop thread when the same path and query got a 200 JSON
+ * answer before and nothing was committed to that plugin's store since
+ * (bnb_inst_t.store_gen, bumped by every commit): no worker hop, no query, no
+ * JSON. The answer is taken only when the generation did not move while the
+ * handler ran, and not when the handler read a request header or called
+ * another service (bnb_exec_t.no_cache). Entries live at most RC_TTL_MS (for
+ * what the store does not see, e.g. the clock), one per slot (a colliding
+ * path replaces it), bodies up to RC_MAX_BODY, RC_MAX_BYTES in all: the cost
+ * does not grow with the data. */
+
+#define RC_SLOTS     512 /* power of 2 */
+#define RC_MAX_BODY  (32 * 1024)
+#define RC_MAX_BYTES (2 * 1024 * 1024)
+#define RC_TTL_MS    1000
+
+typedef struct rc_ent {
+    char *key; /* the request's path with its query, as sent */
+    size_t klen;
+    bnb_inst_t *inst;
+    unsigned long long gen;
+    int64_t at_ms;
+    char *body;
+    size_t len;
+} rc_ent_t;
+
+static rc_ent_t g_rc[RC_SLOTS];
+static size_t g_rc_bytes;
+static unsigned long g_rc_hits, g_rc_misses;
+
+static size_t rc_slot(const char *k, size_t n)
+{
+    uint64_t x = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        x = (x ^ (unsigned char)k[i]) * 1099511628211ULL;
+    return (size_t)(x & (RC_SLOTS - 1));
+}
+
+static void rc_drop(rc_ent_t *e)
+{
+    g_rc_bytes -= e->klen + e->len;
+    free(e->key);
+    free(e->body);
+    memset(e, 0, sizeof(*e));
+}
+
+static const rc_ent_t *rc_get(const char *k, size_t n, bnb_inst_t *inst)
+{
+    rc_ent_t *e = &g_rc[rc_slot(k, n)];
+    if (e->key == NULL || e->inst != inst || e->klen != n || memcmp(e->key, k, n) != 0)
+        return NULL;
+    if (e->gen != atomic_load(&inst->store_gen) || bnb__mono_ms() - e->at_ms >= RC_TTL_MS) {
+        rc_drop(e);
+        return NULL;
+    }
+    return e;
+}
+
+/* Keep `body` (copied) for k, read at generation gen. */
+static void rc_put(const char *k, size_t n, bnb_inst_t *inst, unsigned long long gen, const char *body, size_t len)
+{
+    if (len > RC_MAX_BODY || gen != atomic_load(&inst->store_gen))
+        return;
+    rc_ent_t *e = &g_rc[rc_slot(k, n)];
+    if (e->key != NULL)
+        rc_drop(e);
+    if (g_rc_bytes + n + len > RC_MAX_BYTES)
+        return;
+    e->key = malloc(n + 1);
+    e->body = malloc(len + 1);
+    if (e->key == NULL || e->body == NULL) {
+        free(e->key);
+        free(e->body);
+        e->key = e->body = NULL;
+        return;
+    }
+    memcpy(e->key, k, n);
+    e->key[n] = '\0';
+    memcpy(e->body, body, len);
+    e->klen = n;
+    e->len = len;
+    e->inst = inst;
+    e->gen = gen;
+    e->at_ms = bnb__mono_ms();
+    g_rc_bytes += n + len;
+}
+
+static void rc_free_all(void)
+{
+    for (size_t i = 0; i < RC_SLOTS; i++)
+        if (g_rc[i].key != NULL)
+            rc_drop(&g_rc[i]);
+}
+
 /* ---- connections: the work each one may have in flight ---------------------
  *
  * HTTP/2 rapid reset (CVE-2023-44487): a client opens a stream and resets it
@@ -199,6 +296,9 @@ struct http_job {
     bnb_req_t r;
     int64_t t0;
     char route[160];
+    /* read cache: where the answer may go (rc_inst NULL: nowhere) */
+    bnb_inst_t *rc_inst;
+    unsigned long long rc_gen;
     /* admin event injection instead of a plugin route */
     char *inject_topic;
     char *inject_payload;
@@ -318,8 +418,12 @@ static void job_after(uv_work_t *w, int status)
         } else {
             if (r->resp != NULL && r->status != 204)
                 text = json_dumps(r->resp, JSON_COMPACT | JSON_ENCODE_ANY);
+            size_t len = text ? strlen(text) : 0;
+            if (j->rc_inst != NULL && text != NULL && r->status == 200 && !r->problem && r->nrh == 0 &&
+                !r->exec.no_cache)
+                rc_put(req->path.base, req->path.len, j->rc_inst, j->rc_gen, text, len);
             send_body(req, r->status, r->problem ? "application/problem+json" : "application/json", text ? text : "",
-                      text ? strlen(text) : 0);
+                      len);
         }
         free(text);
     }
@@ -329,6 +433,7 @@ static void job_after(uv_work_t *w, int status)
             bnb__breaker_record(b, j->r.status < 500, bnb__mono_ms());
     }
     bnb__metrics_http(h->metrics, j->route, j->r.method ? j->r.method : "?", j->r.status, secs);
+    atomic_fetch_add(&h->jobs_done, 1);
     http_conn_t *c = j->state == JOB_POOL ? j->conn : NULL;
     job_discard(j);
     atomic_fetch_sub(&h->inflight, 1);
@@ -845,6 +950,8 @@ static int serve_probe(rq_t *q)
         bnb__metrics_set(h->metrics, "bearbnb_inflight_requests", NULL, atomic_load(&h->inflight));
         bnb__metrics_set(h->metrics, "bearbnb_http_reset_streams_dropped", NULL, (double)g_resets_dropped);
         bnb__metrics_set(h->metrics, "bearbnb_http_connections_shut", NULL, (double)g_conns_shut);
+        bnb__metrics_set(h->metrics, "bearbnb_http_read_cache_hits", NULL, (double)g_rc_hits);
+        bnb__metrics_set(h->metrics, "bearbnb_http_read_cache_misses", NULL, (double)g_rc_misses);
         bnb__metrics_set(h->metrics, "bearbnb_http2_bodies_refused", NULL, (double)g_h2_bodies_refused);
         bnb__metrics_set(h->metrics, "bearbnb_ready", NULL,
                          atomic_load(&h->ready) && !atomic_load(&h->draining) ? 1 : 0);
@@ -1106,13 +1213,52 @@ static int fill_upstream(rq_t *q, bnb_req_t *r)
     return 0;
 }
 
+/* The plugin whose store backs the answer when the read cache may serve it. */
+static bnb_inst_t *rc_candidate(const rq_t *q)
+{
+    const h2o_req_t *req = q->req;
+    bnb_inst_t *in = q->e != NULL ? q->e->ctx : NULL;
+    if (in == NULL || q->upstream != NULL || q->has_id || q->bearer != NULL || q->e->who != BNB_ROLE_ANYONE ||
+        (strcmp(q->method, "GET") != 0 && strcmp(q->method, "HEAD") != 0) || req->entity.len != 0 ||
+        in->store == NULL || in->store->ops != &bnb_storage_sqlite)
+        return NULL;
+    return in;
+}
+
+/* Answer from the read cache: 1 when answered. */
+static int stage_cached(rq_t *q, bnb_inst_t *in)
+{
+    h2o_req_t *req = q->req;
+    const rc_ent_t *e = in != NULL ? rc_get(req->path.base, req->path.len, in) : NULL;
+    if (e == NULL) {
+        g_rc_misses += in != NULL;
+        return 0;
+    }
+    g_rc_hits++;
+    bnb_exec_t ids;
+    memset(&ids, 0, sizeof(ids));
+    fill_ids(req, &ids);
+    add_header(req, "x-request-id", ids.request_id);
+    double secs = (double)((int64_t)uv_hrtime() - q->t0) / 1e9;
+    access_log(req, ids.request_id, ids.traceparent, 200, secs);
+    send_body(req, 200, "application/json", e->body, e->len);
+    bnb__metrics_http(q->h->metrics, q->label, q->method, 200, secs);
+    bnb__route_match_clear(&q->m);
+    return 1;
+}
+
 /* Hand the request to a worker thread (the plugin's handler or the proxy). */
 static int stage_dispatch(rq_t *q)
 {
     h2o_req_t *req = q->req;
+    bnb_inst_t *rc = rc_candidate(q);
+    if (stage_cached(q, rc))
+        return 0;
     http_job_t *j = new_job(q->h, req, q->label, q->t0);
     if (j == NULL)
         return rq_refuse(q, 503, "out of memory");
+    if ((j->rc_inst = rc) != NULL)
+        j->rc_gen = atomic_load(&rc->store_gen); /* before the handler reads anything */
     bnb_req_t *r = &j->r;
     if (q->h->gw_enforce && q->rid_hdr[0])
         snprintf(r->exec.request_id, sizeof(r->exec.request_id), "%s", q->rid_hdr);
@@ -1649,6 +1795,7 @@ int bnb__http_open_connections(void)
 void bnb__http_free(bnb_host_t *h)
 {
     (void)h;
+    rc_free_all();
     if (g_h2_check_on) {
         uv_close((uv_handle_t *)&g_h2_check, NULL);
         g_h2_check_on = 0;

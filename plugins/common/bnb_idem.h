@@ -15,7 +15,7 @@
  *
  * Store: one document per (user, key) in the plugin's own store, collection
  * `idem` (declared: `exp`, indexed), id = hex SHA-256 of user and key:
- *   {rid, h, st, lease, exp, status?, headers?, body?}
+ *   {rid, h, st, lease, exp, status?, headers?: [{n, v}], body?: "<JSON text>"}
  *   rid   the id of the resource the request creates (bnb_idem_rid), chosen
  *         before the first run and kept by every retry: the effect's document
  *         IS the record of the effect (a create commits with expect_version 0
@@ -34,9 +34,9 @@
  * recover answers from it (the effect committed: nothing is done again),
  * else the route runs again. The answer is stored (commit of the idem
  * document) before the host sends it. Expired documents are overwritten when
- * their key comes back and deleted two at a time by each new key (the index on
- * `exp`), so the collection holds about rate x ttl documents whatever the
- * history. Every decision is a versioned commit in the store: two processes of
+ * their key comes back and deleted by new keys (one new key in 8 deletes up
+ * to 16 through the index on `exp`), so the collection holds about rate x ttl
+ * documents whatever the history. Every decision is a versioned commit in the store: two processes of
  * a service behave as one.
  */
 #ifndef BNB_IDEM_H

@@ -15,6 +15,9 @@
  *   stays    one document per reservation: whether it is counted in the
  *            room's bookingCnt (so a second Confirmed / a stray Cancelled
  *            changes nothing).
+ *   migrations/rooms-v2  progress of the one walk that moves the lists a
+ *            room kept before storage v2 (embedded reviews, counted booking
+ *            ids) into reviews and stays (migrate_rooms, at init).
  * Every change of a document is ONE commit carrying its events
  * (transactional outbox) and, for an event, its applied mark (a redelivery
  * answers BNB_EALREADY), with optimistic concurrency and a bounded retry.
@@ -834,6 +837,155 @@ static int64_t config_int(bnb_ctx_t *ctx, const char *key, int64_t def, int64_t 
     return n;
 }
 
+/* ---- migration of the rooms from before storage v2 -------------------------- */
+
+#define MIGRATIONS   "migrations"
+#define MIGRATION_ID "rooms-v2"
+#define MIGRATE_PAGE 20
+
+/* One room of the first room service: its embedded reviews become documents
+ * of `reviews` (the room's counters count them already), its `bookings` (the
+ * reservations counted in bookingCnt) documents of `stays`, then the room is
+ * written without the lists (and reviews_idx entries are deleted). Each step
+ * is idempotent (creates answer BNB_EEXIST when done before). */
+static int migrate_room(bnb_ctx_t *ctx, bnb_store_t *st, const char *id, size_t *reviews, size_t *stays)
+{
+    json_t *doc = NULL, *e;
+    int64_t version = 0;
+    size_t i;
+    int rc = host->store_get(st, ROOMS, id, &doc, &version);
+    if (rc)
+        return rc == BNB_ENOENT ? 0 : rc;
+    json_t *rl = json_object_get(doc, "reviews"), *bl = json_object_get(doc, "bookings");
+    if (!rl && !bl) {
+        json_decref(doc);
+        return 0;
+    }
+    json_array_foreach(rl, i, e)
+    {
+        const char *rid = json_string_value(json_object_get(e, "id"));
+        json_t *r = rid ? json_deep_copy(e) : NULL, *rd;
+        if (!r)
+            continue;
+        json_object_set_new(r, "roomId", json_string(id));
+        /* the first service kept no time to order by: listed after newer reviews */
+        rd = room_review_doc(r, 0);
+        json_decref(r);
+        int r2 = rd ? commit(st, BNB_WRITE_PUT, REVIEWS, rid, 0, rd, NULL, 0, NULL) : BNB_ENOMEM;
+        json_decref(rd);
+        if (r2 == BNB_ETAKEN)
+            host->log(ctx, "warn",
+                      "room migration: review %s of room %s: its author reviewed the room again since; kept "
+                      "only the newer one",
+                      rid, id);
+        else if (r2 == 0)
+            (*reviews)++;
+        else if (r2 != BNB_EEXIST) {
+            rc = r2;
+            goto out;
+        }
+        if (r2 != BNB_ETAKEN) {
+            /* counted already: the room records it as review_create does
+             * (a DELETE then uncounts it once, never counts it again) */
+            char mark[128];
+            snprintf(mark, sizeof(mark), "review+:%s", rid);
+            r2 = commit(st, BNB_WRITE_TOUCH, ROOMS, id, -1, NULL, NULL, 0, mark);
+            if (r2 != 0 && r2 != BNB_EALREADY) {
+                rc = r2;
+                goto out;
+            }
+        }
+        commit(st, BNB_WRITE_DELETE, "reviews_idx", rid, -1, NULL, NULL, 0, NULL); /* ENOENT: none */
+    }
+    json_array_foreach(bl, i, e)
+    {
+        const char *rid = json_string_value(e);
+        json_t *stay = rid ? json_pack("{s:s, s:b}", "roomId", id, "counted", 1) : NULL;
+        int r2 = stay ? commit(st, BNB_WRITE_PUT, STAYS, rid, 0, stay, NULL, 0, NULL) : 0;
+        json_decref(stay);
+        if (r2 == 0 && rid)
+            (*stays)++;
+        else if (r2 != 0 && r2 != BNB_EEXIST) {
+            rc = r2;
+            goto out;
+        }
+    }
+    /* the marks above moved its version on: write it without the lists */
+    for (int attempt = 0; attempt < ROOM_RETRIES; attempt++) {
+        json_decref(doc);
+        doc = NULL;
+        if ((rc = host->store_get(st, ROOMS, id, &doc, &version)) != 0)
+            break;
+        json_object_del(doc, "reviews");
+        json_object_del(doc, "bookings");
+        if ((rc = commit(st, BNB_WRITE_PUT, ROOMS, id, version, doc, NULL, 0, NULL)) != BNB_EEXIST)
+            break;
+    }
+out:
+    json_decref(doc);
+    return rc;
+}
+
+/* Every room, MIGRATE_PAGE per page (keyset), once: the walk's cursor is kept
+ * in migrations/rooms-v2 after each page, so an interrupted walk goes on where
+ * it stopped and a finished one costs one read at each start. */
+static void migrate_rooms(bnb_ctx_t *ctx, bnb_store_t *st)
+{
+    json_t *mig = NULL;
+    int64_t mv = 0;
+    size_t rooms = 0, reviews = 0, stays = 0;
+    char *cursor = NULL;
+    int rc = host->store_get(st, MIGRATIONS, MIGRATION_ID, &mig, &mv);
+    if (rc == 0 && json_is_true(json_object_get(mig, "done"))) {
+        json_decref(mig);
+        return;
+    }
+    if (rc == 0 && json_string_value(json_object_get(mig, "cursor")))
+        cursor = strdup(json_string_value(json_object_get(mig, "cursor")));
+    json_decref(mig);
+    if (rc != 0 && rc != BNB_ENOENT)
+        goto fail;
+    for (;;) {
+        bnb_query_t q = {.coll = ROOMS, .limit = MIGRATE_PAGE, .cursor = cursor};
+        json_t *rows = NULL, *row;
+        char *next = NULL;
+        size_t i;
+        if ((rc = host->store_query(st, &q, &rows, &next)) != 0)
+            goto fail;
+        json_array_foreach(rows, i, row)
+        {
+            const json_t *b = json_object_get(row, "body");
+            if (!json_object_get(b, "reviews") && !json_object_get(b, "bookings"))
+                continue;
+            if ((rc = migrate_room(ctx, st, json_string_value(json_object_get(row, "id")), &reviews, &stays)) != 0) {
+                json_decref(rows);
+                free(next);
+                goto fail;
+            }
+            rooms++;
+        }
+        json_decref(rows);
+        json_t *m = next ? json_pack("{s:s}", "cursor", next) : json_pack("{s:b}", "done", 1);
+        rc = m ? commit(st, BNB_WRITE_PUT, MIGRATIONS, MIGRATION_ID, -1, m, NULL, 0, NULL) : BNB_ENOMEM;
+        json_decref(m);
+        free(cursor);
+        cursor = next;
+        if (rc)
+            goto fail;
+        if (!cursor)
+            break;
+    }
+    if (rooms)
+        host->log(ctx, "info",
+                  "room migration: %zu rooms from before storage v2: %zu reviews and %zu counted bookings "
+                  "moved into documents of their own",
+                  rooms, reviews, stays);
+    return;
+fail:
+    free(cursor);
+    host->log(ctx, "warn", "room migration: stopped (%d); it goes on at the next start", rc);
+}
+
 static int room_init(bnb_ctx_t *ctx, const bnb_host_api_t *api)
 {
     int rc = 0;
@@ -851,6 +1003,7 @@ static int room_init(bnb_ctx_t *ctx, const bnb_host_api_t *api)
         host->log(ctx, "error", "declaring the idem collection failed (%d)", rc);
         return rc;
     }
+    migrate_rooms(ctx, host->store(ctx));
     rc |= host->route(ctx, "POST", "/rooms", BNB_ROLE_HOST, room_create);
     rc |= host->route(ctx, "GET", "/rooms", BNB_ROLE_ANYONE, room_list);
     rc |= host->route(ctx, "GET", "/rooms/{id}", BNB_ROLE_ANYONE, room_get);

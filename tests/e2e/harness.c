@@ -729,7 +729,9 @@ static void drop_mongo(const char *base, const char *db)
     close(fd);
 }
 
-/* dbs[0..1] on MySQL (room, reservation), the others on MongoDB; "" = none */
+/* dbs[0], [1], [4] on MySQL (room, reservation, notification) unless
+ * BNB_E2E_ALL_MONGO=1 put them on MongoDB too, the others on MongoDB; "" =
+ * none. Every one is dropped from MongoDB, those three from MySQL as well. */
 static void drop_dbs(const char *mysql_base, const char *mongo_base, char (*dbs)[96], size_t n)
 {
     const char *my[E2E_NPARTS];
@@ -737,10 +739,9 @@ static void drop_dbs(const char *mysql_base, const char *mongo_base, char (*dbs)
     for (size_t i = 0; i < n && i < E2E_NPARTS; i++) {
         if (!dbs[i][0])
             continue;
-        if (i <= 1)
+        if (i <= 1 || i == 4)
             my[nmy++] = dbs[i];
-        else
-            drop_mongo(mongo_base, dbs[i]);
+        drop_mongo(mongo_base, dbs[i]);
     }
     if (nmy)
         drop_mysql(mysql_base, my, nmy);
@@ -900,7 +901,9 @@ static int dist_start(e2e_host_t **out, const e2e_host_opts_t *opts)
                      ports[st0 + 4]);
         } else {
             /* a second process of a service shares the first one's database */
-            int mysql = b <= 1 || b == 4; /* room, reservation, notification */
+            /* room, reservation, notification; BNB_E2E_ALL_MONGO=1: every service on MongoDB */
+            const char *all_mongo = getenv("BNB_E2E_ALL_MONGO");
+            int mysql = (b <= 1 || b == 4) && !(all_mongo && strcmp(all_mongo, "1") == 0);
             if (i < E2E_NPARTS)
                 snprintf(h->dbs[i], sizeof(h->dbs[i]), "bnb_%s_%s", ns, name);
             snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_PLUGINS=%s", part_names[b]);

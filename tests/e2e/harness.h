@@ -105,7 +105,8 @@ char *e2e_token_claims(const e2e_host_t *h, const char *claims_json);
  * With BNB_E2E_TOPOLOGY=distributed (and BNB_TEST_KAFKA, BNB_TEST_MYSQL_URL,
  * BNB_TEST_MONGO_URL from `scripts/infra env`), e2e_host_start runs the
  * cluster layout instead of one process: one `bearbnb` per plugin (room,
- * reservation and notification on MySQL, payment and dashboard on MongoDB, each with its own
+ * reservation and notification on MySQL, payment and dashboard on MongoDB
+ * (BNB_E2E_ALL_MONGO=1: every service on MongoDB), each with its own
  * fresh database; every channel on Kafka under a fresh kafka.namespace;
  * gateway.enforce on) plus the edge (no plugin, gateway routes to the
  * services), all sharing one signing key (<dir>/jwt.key) and one gateway

@@ -112,8 +112,15 @@ async function main() {
   const drow = dp.locator(`#dash tr[data-id="${roomId}"]`);
   await drow.waitFor();
   await dp.evaluate(() => { window.__noReload = 1; });
-  const liveState = await dp.locator('.live').getAttribute('data-state');
-  say(`dashboard live state: ${liveState}`);
+  // with the host's stream (GET /dashboard/stream answers text/event-stream)
+  // the page must be on it; without it, it says it polls
+  const ac = new AbortController();
+  const sr = await fetch(host.url + '/dashboard/stream', { signal: ac.signal }).catch(() => null);
+  const streams = !!sr && sr.status === 200 && (sr.headers.get('content-type') || '').startsWith('text/event-stream');
+  ac.abort();
+  if (streams) await dp.locator('.live[data-state=live]').waitFor();
+  else await dp.locator('.live[data-state=polling]').waitFor();
+  check(true, streams ? 'the dashboard is live on /dashboard/stream (EventSource)' : 'no /dashboard/stream on this host yet: the dashboard says it polls');
   await axe(dp, 'dashboard');
   await shot(dp, 'dashboard-before');
 

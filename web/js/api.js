@@ -45,6 +45,7 @@ export class Action {
 
 export async function request(method, path, body, headers = {}, tries = 1) {
   const h = { Accept: 'application/json, application/problem+json', ...headers };
+  await auth.fresh();
   const tok = auth.token();
   if (tok) h.Authorization = 'Bearer ' + tok;
   if (body !== undefined) h['Content-Type'] = 'application/json';

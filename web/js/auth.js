@@ -3,7 +3,8 @@
 //                   POST /dev/token {"sub","role"} -> {"token"}
 //   {"mode":"oidc","issuer":URL,"clientId":ID[,"authorizationEndpoint","tokenEndpoint","endSessionEndpoint"]}
 //                   OpenID Connect authorization code + PKCE (S256) against Keycloak.
-// The access token is kept in sessionStorage (this tab only).
+// The access token (and with OIDC its refresh token) is kept in
+// sessionStorage (this tab only).
 const KEY = 'bnb.token';
 let listeners = [];
 let config = null;
@@ -41,8 +42,32 @@ export const auth = {
     const c = t && claims(t);
     return c ? { sub: c.preferred_username || c.sub, id: c.sub, role: roleOf(c) } : null;
   },
-  set(tok) { sessionStorage.setItem(KEY, tok); listeners.forEach((f) => f()); },
+  set(tok, refresh) {
+    sessionStorage.setItem(KEY, tok);
+    if (refresh) sessionStorage.setItem(KEY + '.refresh', refresh); else sessionStorage.removeItem(KEY + '.refresh');
+    listeners.forEach((f) => f());
+  },
+  // OIDC: a token about to expire (30 s) is renewed with the refresh token
+  // before a request goes out; a failed renewal signs out.
+  async fresh() {
+    const t = sessionStorage.getItem(KEY);
+    const rt = sessionStorage.getItem(KEY + '.refresh');
+    const c = t && claims(t);
+    if (!rt || !c || !c.exp || c.exp * 1000 - Date.now() > 30000) return;
+    const cfg = await this.config();
+    try {
+      const r = await fetch(cfg.tokenEndpoint || cfg.issuer + '/protocol/openid-connect/token', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: rt, client_id: cfg.clientId }),
+      });
+      if (!r.ok) throw new Error('refresh ' + r.status);
+      const j = await r.json();
+      this.set(j.access_token, j.refresh_token || rt);
+    } catch { this.expired(); }
+  },
   signOut() {
+    sessionStorage.removeItem(KEY + '.refresh');
     sessionStorage.removeItem(KEY);
     listeners.forEach((f) => f());
     if (config && config.mode === 'oidc') {
@@ -50,7 +75,10 @@ export const auth = {
       location.assign(`${end}?client_id=${encodeURIComponent(config.clientId)}&post_logout_redirect_uri=${encodeURIComponent(location.origin + '/')}`);
     }
   },
-  expired() { if (sessionStorage.getItem(KEY)) { sessionStorage.removeItem(KEY); listeners.forEach((f) => f('expired')); } },
+  expired() {
+    sessionStorage.removeItem(KEY + '.refresh');
+    if (sessionStorage.getItem(KEY)) { sessionStorage.removeItem(KEY); listeners.forEach((f) => f('expired')); }
+  },
   onChange(f) { listeners.push(f); },
 
   async config() {
@@ -116,7 +144,7 @@ export const auth = {
     });
     if (!r.ok) throw new Error('token ' + r.status);
     const t = await r.json();
-    this.set(t.access_token);
+    this.set(t.access_token, t.refresh_token);
     return true;
   },
 };

@@ -18,7 +18,11 @@
  *   - GET /dashboard/rooms/{id}/reservations?limit=10&cursor=   (the host, the
  *     page after the newest reservation: served after a cursor)
  *   - GET /dashboard/rooms/{id}/reservations?limit=20           (guest g7: own)
- * and how long applying 200 more events of that room takes per event.
+ *   - GET /dashboard/rooms/{id}/reservations?limit=1            (guest g7: the
+ *     same one item at every size of 10 or more)
+ * and how long applying 200 more events of that room takes per event; first
+ * GET /healthz in the same interleaved rounds (the base of bench/scale.sh's
+ * ratios).
  *
  *   bench_dashboard [requests=500] [sizes...=10 10000]
  */
@@ -231,6 +235,13 @@ int main(int argc, char **argv)
     printf("dashboard room view, %d requests per size, one at a time, sizes interleaved (%s)\n", requests,
            e2e_host_distributed(h) ? "distributed" : "all-in-one");
     printf("%-34s %8s %10s %10s %8s\n", "request", "resv", "p50 ms", "p99 ms", "bytes");
+    /* the host's own cheapest answer, in the same rounds: the base of ratios */
+    for (int k = 0; k < nsizes; k++) {
+        snprintf(paths[k], sizeof(paths[k]), "/healthz");
+        want[k] = 0;
+    }
+    if (measure(c, "GET /healthz", sizes, nsizes, paths, NULL, requests, want))
+        goto done;
     for (int k = 0; k < nsizes; k++) {
         snprintf(paths[k], sizeof(paths[k]), "/dashboard/rooms/%s", rooms[k]);
         want[k] = 0;
@@ -264,6 +275,13 @@ int main(int argc, char **argv)
         want[k] = 0;
     }
     if (measure(c, "GET reservations (guest g7, own)", sizes, nsizes, paths, guest_tok, requests, want))
+        goto done;
+    /* like for like: one item at every size (g7 has 1 of the first 50) */
+    for (int k = 0; k < nsizes; k++) {
+        snprintf(paths[k], sizeof(paths[k]), "/dashboard/rooms/%s/reservations?limit=1", rooms[k]);
+        want[k] = 1;
+    }
+    if (measure(c, "GET reservations?limit=1 (guest g7)", sizes, nsizes, paths, guest_tok, requests, want))
         goto done;
 
     /* applying more events of each room: the per-event cost at that size */

@@ -191,6 +191,68 @@ static void old_lists_dropped(void **state)
     free(id);
 }
 
+/* At init the lists a room kept before storage v2 move into documents of
+ * their own: embedded reviews into `reviews` (listed, one per author, deleted
+ * and uncounted as usual), counted booking ids into `stays`; the walk goes
+ * page by page and keeps its cursor, and runs once. */
+static void old_lists_migrated(void **state)
+{
+    (void)state;
+    int st;
+    char detail[512], *ids[25];
+    for (int i = 0; i < 25; i++) /* more than a page */
+        ids[i] = create("alice");
+    for (int i = 0; i < 25; i += 12) {
+        fake_doc_t *d = fake_find_doc("rooms", ids[i]);
+        char rid[64];
+        snprintf(rid, sizeof(rid), "old-review-%d", i);
+        json_object_set_new(d->body, "reviews",
+                            json_pack("[{s:s, s:s, s:s, s:i, s:s, s:s}]", "id", rid, "roomId", ids[i], "authorId",
+                                      "gina", "rating", 4, "content", "fine", "createdAt", "2025-01-01T00:00:00Z"));
+        json_object_set_new(d->body, "bookings", json_pack("[s]", "old-res"));
+        json_object_set_new(d->body, "reviewCnt", json_integer(1));
+        json_object_set_new(d->body, "ratingSum", json_integer(4));
+        json_object_set_new(d->body, "bookingCnt", json_integer(1));
+    }
+    /* as on a store written by the first room service: no migration yet */
+    bnb_write_t w = {.op = BNB_WRITE_DELETE, .coll = "migrations", .id = "rooms-v2", .expect_version = -1};
+    assert_int_equal(fake_host_api.store_commit(&FH.store, &w, NULL, 0, NULL, NULL), 0);
+    FH.nroutes = FH.nsubs = 0;
+    assert_int_equal(bnb_plugin.init(&FH.ctx, &fake_host_api), 0);
+
+    fake_doc_t *rv = fake_find_doc("reviews", "old-review-12");
+    assert_non_null(rv);
+    assert_string_equal(json_string_value(json_object_get(rv->body, "authorId")), "gina");
+    assert_string_equal(json_string_value(json_object_get(rv->body, "roomId")), ids[12]);
+    assert_non_null(fake_find_doc("reviews", "old-review-24"));
+    fake_doc_t *room = fake_find_doc("rooms", ids[12]);
+    assert_null(json_object_get(room->body, "reviews"));
+    assert_null(json_object_get(room->body, "bookings"));
+    assert_int_equal(json_integer_value(json_object_get(room->body, "reviewCnt")), 1);
+    assert_true(json_is_true(json_object_get(fake_find_doc("stays", "old-res")->body, "counted")));
+    assert_true(json_is_true(json_object_get(fake_find_doc("migrations", "rooms-v2")->body, "done")));
+
+    /* the moved review is listed, counts as gina's, and goes as any review */
+    json_t *page = call("GET", "/rooms/{id}/reviews", ids[12], NULL, NULL, NULL, &st, NULL);
+    assert_int_equal(st, 200);
+    assert_int_equal(json_array_size(json_object_get(page, "items")), 1);
+    json_decref(page);
+    json_decref(
+        call("POST", "/rooms/{id}/reviews", ids[12], "gina", "guest", "{\"rating\":1,\"content\":\"x\"}", &st, detail));
+    assert_int_equal(st, 409);
+    json_decref(call("DELETE", "/reviews/{id}", "old-review-12", "gina", "guest", NULL, &st, detail));
+    assert_int_equal(st, 204);
+    assert_int_equal(json_integer_value(json_object_get(fake_find_doc("rooms", ids[12])->body, "reviewCnt")), 0);
+
+    /* once done, a start reads one document and changes nothing */
+    int commits = FH.store.commits;
+    FH.nroutes = FH.nsubs = 0;
+    assert_int_equal(bnb_plugin.init(&FH.ctx, &fake_host_api), 0);
+    assert_int_equal(FH.store.commits, commits);
+    for (int i = 0; i < 25; i++)
+        free(ids[i]);
+}
+
 static void reviews_follow(void **state)
 {
     (void)state;
@@ -595,6 +657,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(create_publishes_registered, setup, teardown),
         cmocka_unit_test_setup_teardown(patch_and_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(old_lists_dropped, setup, teardown),
+        cmocka_unit_test_setup_teardown(old_lists_migrated, setup, teardown),
         cmocka_unit_test_setup_teardown(reviews_follow, setup, teardown),
         cmocka_unit_test_setup_teardown(review_pages, setup, teardown),
         cmocka_unit_test_setup_teardown(review_retries_on_conflict, setup, teardown),
