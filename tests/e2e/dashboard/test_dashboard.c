@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "bnb_storage.h"
 #include "harness.h"
 
 #include <stdio.h>
@@ -925,6 +926,58 @@ static void test_poison_events_are_dead_lettered(void **state)
     free(room);
 }
 
+/* ---- the first dashboard's documents, migrated at start ----------------------- */
+
+/* A `rooms` document of the first dashboard (one per room, every reservation
+ * inside) written into the real SQLite store between two runs: the next
+ * start rebuilds it as a summary and views (plugins/dashboard/README.md). */
+static void test_first_dashboard_documents_migrated(void **state)
+{
+    (void)state;
+    static const char *const room = "0f0f0f0f-aaaa-4bbb-8ccc-000000000001";
+    char path[1200], err[256];
+    assert_int_equal(e2e_host_stop(host), 0);
+    snprintf(path, sizeof(path), "%s/dashboard.db", e2e_host_dir(host));
+    bnb_storage_config_t cfg = {.backend = "sqlite", .name = "dashboard", .path = path, .pool_size = 1};
+    bnb_store_t *st = NULL;
+    assert_int_equal(bnb_storage_open(&cfg, &st, err, sizeof(err)), 0);
+    json_t *old = json_pack(
+        "{s:s, s:{s:i, s:s, s:s, s:s, s:s, s:i, s:i, s:s, s:i, s:i, s:i}, s:n, s:n,"
+        " s:[{s:s, s:{s:i, s:s, s:s, s:s, s:i, s:i, s:s, s:s}, s:{s:i, s:s, s:s, s:i}},"
+        "    {s:s, s:{s:i, s:s, s:s, s:s, s:i, s:i, s:s, s:n}, s:n}]}",
+        "id", room, "_room", "v", 2, "hostId", "hanna", "name", "Old loft", "description", "d", "city", "Chur",
+        "pricePerNight", 9000, "capacity", 2, "status", "ACTIVE", "reviewCnt", 0, "rating", 0, "bookingCnt", 1,
+        "_reviews", "_deleted", "reservations", "id", "0f0f0f0f-bbbb-4bbb-8ccc-000000000001", "_res", "v", 2, "guestId",
+        "gus", "checkIn", "2031-01-01", "checkOut", "2031-01-03", "guests", 1, "amount", 18000, "status", "CONFIRMED",
+        "paymentId", "pay-old-1", "_pay", "v", 1, "id", "pay-old-1", "status", "APPROVED", "amount", 18000, "id",
+        "0f0f0f0f-bbbb-4bbb-8ccc-000000000002", "_res", "v", 3, "guestId", "greta", "checkIn", "2031-02-01", "checkOut",
+        "2031-02-02", "guests", 1, "amount", 9000, "status", "CANCELLED", "paymentId", "_pay");
+    assert_non_null(old);
+    bnb_write_t w = {.op = BNB_WRITE_PUT, .coll = "rooms", .id = room, .expect_version = 0, .body = old};
+    assert_int_equal(st->ops->commit(st, &w, NULL, 0, NULL, NULL), 0);
+    json_decref(old);
+    bnb_storage_close(st);
+
+    assert_int_equal(e2e_host_restart(host), 0);
+    char url[300];
+    snprintf(url, sizeof(url), "/dashboard/rooms/%s", room);
+    json_t *sum = call("GET", url, NULL, NULL, 200);
+    assert_string_equal(json_string_value(json_object_get(sum, "name")), "Old loft");
+    json_t *b = json_object_get(sum, "bookings");
+    assert_int_equal(json_integer_value(json_object_get(b, "CONFIRMED")), 1);
+    assert_int_equal(json_integer_value(json_object_get(b, "CANCELLED")), 1);
+    json_decref(sum);
+    snprintf(url, sizeof(url), "/dashboard/rooms/%s/reservations", room);
+    json_t *page = call("GET", url, tok_host, NULL, 200);
+    assert_int_equal(json_array_size(json_object_get(page, "items")), 2);
+    json_decref(page);
+    page = call("GET", url, tok_guest, NULL, 200); /* gus: his own only */
+    json_t *items = json_object_get(page, "items");
+    assert_int_equal(json_array_size(items), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(items, 0), "paymentStatus")), "APPROVED");
+    json_decref(page);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -932,6 +985,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_deliver_twice_matches_services, setup_twice, teardown),
         cmocka_unit_test_setup_teardown(test_pages_and_privacy, setup_many, teardown),
         cmocka_unit_test_setup_teardown(test_poison_events_are_dead_lettered, setup_admin, teardown),
+        cmocka_unit_test_setup_teardown(test_first_dashboard_documents_migrated, setup_plain, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
