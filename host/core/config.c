@@ -168,8 +168,9 @@ static const struct {
     {"kafka.partitions", BNB_CFG_INT, "3", "partitions of topics this host creates"},
     {"kafka.namespace", BNB_CFG_STRING, NULL, "prefix of topic and consumer-group names (tests, tenants)"},
     {"kafka.instance_id", BNB_CFG_STRING, NULL,
-     "static consumer-group membership: group.instance.id is <this>-<group>, stable per process (pod); unset: the "
-     "pod name (HOSTNAME) in Kubernetes, else dynamic membership. Never the same in two live processes"},
+     "opt-in static consumer-group membership: group.instance.id is <this>-<group>, stable per process (pod name); a "
+     "restarted consumer gets its partitions back at once. Caution: librdkafka 2.0.2 may fence a static member for "
+     "good after a JoinGroup timeout (seen after a broker SIGKILL under load). Never the same in two live processes"},
     {"kafka.debug", BNB_CFG_STRING, NULL,
      "librdkafka debug contexts (e.g. cgrp,broker,msg), logged at log_level debug; unset: none"},
     {"kafka.session_timeout_ms", BNB_CFG_INT, "6000",

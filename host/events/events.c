@@ -350,11 +350,11 @@ static int kafka_connect(bnb_host_t *h, bnb_channel_t **out, char *err, size_t e
         size_t l = strlen(client);
         snprintf(client + l, sizeof(client) - l, "-%s", h->plugins[i]->name);
     }
-    /* static membership: kafka.instance_id, else in Kubernetes the pod name
-     * (HOSTNAME), stable across restarts of the pod's container */
+    /* static membership only when asked for (kafka.instance_id): librdkafka
+     * 2.0.2 can fence a static member for good (fatal "Static consumer fenced
+     * by other consumer with same group.instance.id") when its own JoinGroup
+     * timed out and was retried, as after a broker SIGKILL under load */
     const char *inst = bnb__config_str(h->cfg, "kafka.instance_id");
-    if ((inst == NULL || inst[0] == '\0') && getenv("KUBERNETES_SERVICE_HOST") != NULL)
-        inst = getenv("HOSTNAME");
     bnb_kafka_config_t kc = {.brokers = bnb__config_str(h->cfg, "kafka.brokers"),
                              .client_id = client,
                              .topics = topics,

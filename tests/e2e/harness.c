@@ -909,9 +909,6 @@ static int dist_start(e2e_host_t **out, const e2e_host_opts_t *opts)
             snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_PLUGINS=%s", part_names[b]);
             snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_KAFKA_BROKERS=%s", kafka);
             snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_KAFKA_NAMESPACE=%s", ns);
-            /* static group membership, stable across a restart of this part
-             * (as a pod name is), distinct between replicas */
-            snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_KAFKA_INSTANCE_ID=%s", name);
             snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_STORAGE_BACKEND=%s", mysql ? "mysql" : "mongo");
             snprintf(kv[n++], sizeof(kv[0]), "BEARBNB_STORAGE_URL=%s%s", mysql ? h->mysql_base : h->mongo_base,
                      h->dbs[b]);
