@@ -14,7 +14,9 @@
 #              size, all up at once; h2load on CLIENTS HTTP/1.1 connections,
 #              DURATION s per case and size in REPS turns (the sizes take
 #              turns, so that the neighbours' load falls on each alike),
-#              GET /healthz the same way.
+#              GET /healthz the same way. The GETs are signed in (a guest):
+#              the host's read cache answers anonymous GETs of an SQLite store
+#              from memory without asking the store (ANON=1 measures that).
 #   booking    POST /reservations (201 CONFIRMED: reservation + payment, one
 #              process with room,reservation,payment) on rooms with BOOK_SIZES
 #              past reservations (default "10 1000 10000"): BOOKINGS bookings
@@ -46,7 +48,7 @@
 # defaults there take long (seeding 100,000 rooms ~ an hour), so e.g.
 #   BACKEND=mongo ROOM_SIZES="100 10000" BOOK_SIZES="10 1000 10000" DASH_SIZES="10 1000" bench/scale.sh
 # Knobs: DURATION (6), REPS (3), CLIENTS (8), BOOKINGS (200), DASH_REQUESTS (300),
-# SEED_THREADS (4), SECTIONS, ROOM_SIZES, BOOK_SIZES, DASH_SIZES, DATA_ROOT.
+# SEED_THREADS (4), ANON (0), SECTIONS, ROOM_SIZES, BOOK_SIZES, DASH_SIZES, DATA_ROOT.
 # Everything it started is stopped and its temp dirs removed on exit.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)
@@ -63,6 +65,7 @@ CLIENTS=${CLIENTS:-8}
 BOOKINGS=${BOOKINGS:-200}
 DASH_REQUESTS=${DASH_REQUESTS:-300}
 SEED_THREADS=${SEED_THREADS:-4}
+ANON=${ANON:-0}
 if [[ -z ${DATA_ROOT:-} ]]; then
     DATA_ROOT=/tmp
     [[ -d /dev/shm && -w /dev/shm ]] && DATA_ROOT=/dev/shm
@@ -183,14 +186,16 @@ row() { # SECTION CASE SIZE P50 P99 HZ50 HZ99 N [ANSWER_BYTES [HOST_CPU_MS_PER_R
 # cpu_ticks PID: user+system clock ticks the process has used
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-# load PORT PATH LOG [PID]: DURATION/REPS of h2load, its per-request log
-# appended to LOG, and the host's CPU ticks meanwhile added to LOG.cpu
+# load PORT PATH LOG [PID [TOKEN]]: DURATION/REPS of h2load (signed in with
+# TOKEN when given), its per-request log appended to LOG, and the host's CPU
+# ticks meanwhile added to LOG.cpu
 load() {
-    local out t0=0
+    local out t0=0 auth=()
     [[ -n ${4:-} ]] && t0=$(cpu_ticks "$4")
+    [[ -n ${5:-} ]] && auth=(-H "Authorization: Bearer $5")
     rm -f "$TMP/h2load.tsv"
     out=$(h2load --h1 -D "$((DURATION * 1000 / REPS))ms" -c "$CLIENTS" -m 1 --log-file="$TMP/h2load.tsv" \
-        "http://127.0.0.1:$1$2" 2>&1) || true
+        "${auth[@]}" "http://127.0.0.1:$1$2" 2>&1) || true
     if ! grep -q "status codes: [0-9]* 2xx" <<<"$out" || grep -q "status codes: 0 2xx" <<<"$out"; then
         echo "scale.sh: h2load $2 failed: $out" >&2
         exit 1
@@ -218,7 +223,7 @@ echo "bench/scale.sh: backend $BACKEND, build $BUILD, $(nproc) cores, load $(cut
 printf "%-9s %-34s %7s %9s %9s %7s %7s %7s\n" section case size "p50 ms" "p99 ms" p50/hz p99/hz n
 
 section_rooms() {
-    local in out search size booked ports=() hpids=() k rep c
+    local in out search size booked ports=() hpids=() toks=() k rep c tok
     in=$(date -u -d '+60 days' +%F)
     out=$(date -u -d '+63 days' +%F)
     search="/rooms?city=Bern&guests=2&checkIn=$in&checkOut=$out&limit=20"
@@ -229,6 +234,7 @@ section_rooms() {
         start_host "rooms$size" room
         ports+=("$PORT")
         hpids+=("${PIDS[-1]}")
+        toks+=("$("$BIN" token --data "$DATA" --sub bench-guest --role guest)")
         seed room rooms "$size" bench-host
         booked=$(python3 bench/scale.py book-search "$PORT" "$in" "$out")
         echo "# $size rooms: $booked booked for the searched stay" >&2
@@ -240,7 +246,9 @@ section_rooms() {
     for c in 0 1 2; do
         for rep in $(seq 1 "$REPS"); do
             for k in "${!sizes[@]}"; do
-                load "${ports[$k]}" "${cases[$c]}" "$TMP/h2-$c-$k.tsv" "${hpids[$k]}"
+                tok=
+                [[ $c != 0 && $ANON != 1 ]] && tok=${toks[$k]}
+                load "${ports[$k]}" "${cases[$c]}" "$TMP/h2-$c-$k.tsv" "${hpids[$k]}" "$tok"
             done
         done
     done

@@ -65,7 +65,7 @@ extern "C" {
  * against a newer minor than the host's must check with BNB_HAS() before
  * calling a function appended after the host's minor. */
 #define BNB_ABI_MAJOR       1u
-#define BNB_ABI_MINOR       2u
+#define BNB_ABI_MINOR       3u
 #define BNB_ABI_MAKE(M, m)  (((uint32_t)(M) << 16) | (uint32_t)(m))
 #define BNB_ABI_VERSION     BNB_ABI_MAKE(BNB_ABI_MAJOR, BNB_ABI_MINOR)
 #define BNB_ABI_MAJOR_OF(v) ((uint32_t)(v) >> 16)
@@ -73,21 +73,22 @@ extern "C" {
 
 enum {
     BNB_OK = 0,
-    BNB_EPERM = -1,      /* not allowed */
-    BNB_ENOENT = -2,     /* no such document / route / service */
-    BNB_EIO = -5,        /* backend failure (transient, retried) */
-    BNB_EAGAIN = -11,    /* unavailable right now (breaker open, draining) */
-    BNB_ENOMEM = -12,    /* out of memory */
-    BNB_EEXIST = -17,    /* version conflict / already exists */
-    BNB_EINVAL = -22,    /* invalid input; for an event handler: poison, park it */
-    BNB_EALREADY = -114, /* this event was already applied to that document */
+    BNB_EPERM = -1,       /* not allowed */
+    BNB_ENOENT = -2,      /* no such document / route / service */
+    BNB_EIO = -5,         /* backend failure (transient, retried) */
+    BNB_EAGAIN = -11,     /* unavailable right now (breaker open, draining) */
+    BNB_ENOMEM = -12,     /* out of memory */
+    BNB_EEXIST = -17,     /* version conflict / already exists */
+    BNB_EINVAL = -22,     /* invalid input; for an event handler: poison, park it */
+    BNB_EALREADY = -114,  /* this event was already applied to that document */
     BNB_ETIMEDOUT = -110, /* a call ran past its timeout */
     BNB_ETAKEN = -73      /* since 1.1: a unique value or a claim is held by another document */
 };
 
-typedef struct bnb_ctx bnb_ctx_t;     /* one loaded plugin instance (opaque) */
-typedef struct bnb_req bnb_req_t;     /* one HTTP request being handled (opaque) */
-typedef struct bnb_store bnb_store_t; /* the plugin's own store (opaque) */
+typedef struct bnb_ctx bnb_ctx_t;       /* one loaded plugin instance (opaque) */
+typedef struct bnb_req bnb_req_t;       /* one HTTP request being handled (opaque) */
+typedef struct bnb_store bnb_store_t;   /* the plugin's own store (opaque) */
+typedef struct bnb_stream bnb_stream_t; /* since 1.3: a streamed answer (opaque) */
 
 /* ---- configuration declared by the plugin ------------------------------ */
 
@@ -367,12 +368,35 @@ typedef struct bnb_host_api {
      * when there is none; borrowed. For a plugin that validates every
      * parameter (unknown names, broken percent-encoding, repeats). */
     const char *(*req_query_string)(bnb_req_t *req);
+
+    /* -- since ABI 1.3: streamed answers (Server-Sent Events and the like) -- */
+
+    /* Inside a route handler, instead of respond_*: answer `status` with
+     * Content-Type `content_type` (copied) and a body written later with
+     * stream_write, from any thread, for as long as the client stays (headers
+     * given with respond_header before go out too). Returns the stream, which
+     * the caller releases with stream_close (exactly once, even after the
+     * client went away); NULL when this request cannot stream (an in-process
+     * host->call, already answered, the host is draining, out of memory): then
+     * answer as usual. */
+    bnb_stream_t *(*stream_open)(bnb_req_t *req, int status, const char *content_type);
+    /* Queue `len` bytes (copied) to go out after those queued before. Any
+     * thread; never blocks: the event loop sends them as the client reads.
+     * 0 when queued; BNB_ENOENT when the stream has ended (client gone, host
+     * draining, dropped); BNB_EAGAIN when the bytes would overflow the
+     * stream's buffer (http.stream_buffer): the client is too slow, the stream
+     * is dropped (its connection closed) and every later write is BNB_ENOENT.
+     * len 0 only checks: the number of bytes still queued (>= 0), or
+     * BNB_ENOENT (a writer catching up on old data paces itself with it). */
+    int (*stream_write)(bnb_stream_t *s, const void *data, size_t len);
+    /* End the answer once the queued bytes are out, and release `s` (it must
+     * not be used after). Any thread. */
+    void (*stream_close)(bnb_stream_t *s);
 } bnb_host_api_t;
 
 /* 1 when the host's table has member `fn` (appended in some minor version) and
  * it is set: BNB_HAS(host, store_query). */
-#define BNB_HAS(host, fn)                                                                                        \
-    ((host)->size >= offsetof(bnb_host_api_t, fn) + sizeof((host)->fn) && (host)->fn != NULL)
+#define BNB_HAS(host, fn) ((host)->size >= offsetof(bnb_host_api_t, fn) + sizeof((host)->fn) && (host)->fn != NULL)
 
 /* ---- what a plugin exports ---------------------------------------------- */
 

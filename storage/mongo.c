@@ -948,33 +948,14 @@ static int mg_define(bnb_store_t *st, const bnb_coll_def_t *defs, size_t n)
     int rc;
     if (!s)
         return BNB_EINVAL;
-    if ((rc = bnb__colls_validate(defs, n, err, sizeof err)) != 0) {
+    if (n == 0)
+        return 0;
+    pthread_mutex_lock(&s->define_mu);
+    bool *fresh = NULL;
+    if ((rc = bnb__define_merge(&s->colls, defs, n, &merged, &fresh, err, sizeof err)) == BNB_EINVAL) {
         char msg[300];
         snprintf(msg, sizeof msg, "mongo define: %s", err);
         mg_log_msg(s, msg);
-        return rc;
-    }
-    if (n == 0)
-        return 0;
-    if (!(merged = calloc(n, sizeof *merged)))
-        return BNB_ENOMEM;
-    pthread_mutex_lock(&s->define_mu);
-    bool *fresh = calloc(n, sizeof *fresh);
-    if (!fresh)
-        rc = BNB_ENOMEM;
-    for (size_t i = 0; i < n && !rc; i++) {
-        const bnb__coll_t *old = bnb__colls_get(&s->colls, defs[i].name);
-        fresh[i] = old == NULL;
-        if (old) {
-            rc = bnb__coll_merge(old, &defs[i], &merged[i], err, sizeof err);
-            if (rc == BNB_EINVAL) {
-                char msg[300];
-                snprintf(msg, sizeof msg, "mongo define: %s", err);
-                mg_log_msg(s, msg);
-            }
-        } else if (!(merged[i] = bnb__coll_copy(&defs[i]))) {
-            rc = BNB_ENOMEM;
-        }
     }
     mongoc_client_t *cl = rc ? NULL : mongoc_client_pool_pop(s->pool);
     for (size_t i = 0; i < n && !rc; i++) {
@@ -1107,15 +1088,10 @@ static int mg_define(bnb_store_t *st, const bnb_coll_def_t *defs, size_t n)
     }
     if (cl)
         mongoc_client_pool_push(s->pool, cl);
-    for (size_t i = 0; i < n && !rc; i++) {
-        rc = bnb__colls_put(&s->colls, merged[i]);
-        merged[i] = NULL;
-    }
+    if (!rc)
+        rc = bnb__define_register(&s->colls, merged, n);
     pthread_mutex_unlock(&s->define_mu);
-    for (size_t i = 0; i < n; i++)
-        bnb__coll_free(merged[i]);
-    free(merged);
-    free(fresh);
+    bnb__define_free(merged, fresh, n);
     return rc;
 }
 
@@ -1326,11 +1302,7 @@ static int mg_query(bnb_store_t *st, const bnb_query_t *q, json_t **items, char 
     rc = arr ? collect(s, cur, "_id", arr, q->limit + 1) : BNB_ENOMEM;
     if (!rc && json_array_size(arr) > q->limit) {
         json_array_remove(arr, q->limit);
-        json_t *last = json_array_get(arr, q->limit - 1);
-        bnb__fval_t ord = {.null = true};
-        if (p.order >= 0)
-            bnb__coll_value(dc, (size_t)p.order, json_object_get(last, "body"), &ord);
-        if (!(*next = bnb__cursor_make(&p, &ord, json_string_value(json_object_get(last, "id")))))
+        if (!(*next = bnb__cursor_after(&p, json_array_get(arr, q->limit - 1))))
             rc = BNB_ENOMEM;
     }
     mongoc_cursor_destroy(cur);
@@ -2072,13 +2044,7 @@ static int commit_any(mg_store_t *s, const bnb_commit_t *c, const char *key1, co
     mg_c_t m = {.s = s, .c = c, .key1 = key1, .key2 = key2, .set_keys = set_keys, .events = events, .nevents = nevents};
     if ((rc = mg_doc_init(s, c->coll, c->id, &m.md)) != 0)
         return rc;
-    if (m.md.dc &&
-        (strlen(c->id) > BNB__ID_MAX || (c->op == BNB_WRITE_PUT && bnb__coll_check_body(m.md.dc, c->body) != 0))) {
-        rc = BNB_EINVAL;
-        goto out;
-    }
-    if (c->set_claims && c->op != BNB_WRITE_DELETE &&
-        (rc = bnb__claims_norm(c->claims, c->nclaims, &m.uclaims, &m.nuclaims)) != 0)
+    if ((rc = bnb__commit_prepare(m.md.dc, c, &m.uclaims, &m.nuclaims)) != 0)
         goto out;
     if (m.md.dc && c->op == BNB_WRITE_PUT && (rc = unique_claims(m.md.dc, c->body, &m.xclaims, &m.nxclaims)) != 0)
         goto out;
@@ -2122,12 +2088,8 @@ static int mg_commit(bnb_store_t *st, const bnb_write_t *w, const bnb_outbox_new
 {
     if (!w)
         return BNB_EINVAL;
-    bnb_commit_t c = {.op = w->op,
-                      .coll = w->coll,
-                      .id = w->id,
-                      .expect_version = w->expect_version,
-                      .body = w->body,
-                      .applied_event_id = applied};
+    bnb_commit_t c;
+    bnb__commit_from_write(&c, w, applied);
     return commit_any((mg_store_t *)st, &c, w->key1, w->key2, true, events, nevents, new_version);
 }
 

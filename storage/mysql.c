@@ -1302,24 +1302,11 @@ static int my_define(bnb_store_t *st, const bnb_coll_def_t *defs, size_t n)
     int rc;
     if (!s)
         return BNB_EINVAL;
-    if ((rc = bnb__colls_validate(defs, n, err, sizeof err)) != 0) {
-        my_log("define", err, 0);
-        return rc;
-    }
     if (n == 0)
         return 0;
-    if (!(merged = calloc(n, sizeof *merged)))
-        return BNB_ENOMEM;
     pthread_mutex_lock(&s->define_mu);
-    for (size_t i = 0; i < n && !rc; i++) {
-        const bnb__coll_t *old = bnb__colls_get(&s->colls, defs[i].name);
-        if (old) {
-            if ((rc = bnb__coll_merge(old, &defs[i], &merged[i], err, sizeof err)) == BNB_EINVAL)
-                my_log("define", err, 0);
-        } else if (!(merged[i] = bnb__coll_copy(&defs[i]))) {
-            rc = BNB_ENOMEM;
-        }
-    }
+    if ((rc = bnb__define_merge(&s->colls, defs, n, &merged, NULL, err, sizeof err)) == BNB_EINVAL)
+        my_log("define", err, 0);
     my_conn_t *c = NULL;
     bool broken = false;
     if (!rc && (rc = acquire(s, &c)) == 0) {
@@ -1329,14 +1316,10 @@ static int my_define(bnb_store_t *st, const bnb_coll_def_t *defs, size_t n)
         stc_clear(c); /* statements on changed tables are prepared again */
         release(s, c, broken);
     }
-    for (size_t i = 0; i < n && !rc; i++) {
-        rc = bnb__colls_put(&s->colls, merged[i]);
-        merged[i] = NULL;
-    }
+    if (!rc)
+        rc = bnb__define_register(&s->colls, merged, n);
     pthread_mutex_unlock(&s->define_mu);
-    for (size_t i = 0; i < n; i++)
-        bnb__coll_free(merged[i]);
-    free(merged);
+    bnb__define_free(merged, NULL, n);
     return public_rc(rc);
 }
 
@@ -1422,11 +1405,7 @@ static int my_query(bnb_store_t *st, const bnb_query_t *q, json_t **items, char 
     release(s, c, broken);
     if (rc == 0 && json_array_size(arr) > q->limit) {
         json_array_remove(arr, q->limit);
-        json_t *last = json_array_get(arr, q->limit - 1);
-        bnb__fval_t ord = {.null = true};
-        if (p.order >= 0)
-            bnb__coll_value(p.coll, (size_t)p.order, json_object_get(last, "body"), &ord);
-        if (!(*next = bnb__cursor_make(&p, &ord, json_string_value(json_object_get(last, "id")))))
+        if (!(*next = bnb__cursor_after(&p, json_array_get(arr, q->limit - 1))))
             rc = BNB_ENOMEM;
     }
 out:
@@ -1806,15 +1785,13 @@ static int commit_any(my_store_t *s, my_w_t *w, const bnb_outbox_new_t *events, 
     if (rc)
         return rc;
     w->dc = bnb__colls_get(&s->colls, cm->coll);
-    if (w->dc) {
-        char t[80];
-        if (strlen(cm->id) > BNB__ID_MAX || tname(s, w->dc->name, t, sizeof t) != 0 ||
-            (cm->op == BNB_WRITE_PUT && bnb__coll_check_body(w->dc, cm->body) != 0))
-            return BNB_EINVAL;
-    }
-    if (cm->set_claims && cm->op != BNB_WRITE_DELETE &&
-        (rc = bnb__claims_norm(cm->claims, cm->nclaims, &w->claims, &w->nclaims)) != 0)
+    char t[80];
+    if (w->dc && tname(s, w->dc->name, t, sizeof t) != 0)
+        return BNB_EINVAL;
+    if ((rc = bnb__commit_prepare(w->dc, cm, &w->claims, &w->nclaims)) != 0) {
+        free(w->claims);
         return rc;
+    }
     char *body_txt = NULL;
     if (cm->op == BNB_WRITE_PUT && !(body_txt = json_dumps(cm->body, JSON_COMPACT))) {
         free(w->claims);
@@ -1852,12 +1829,8 @@ static int my_commit(bnb_store_t *st, const bnb_write_t *wr, const bnb_outbox_ne
 {
     if (!wr)
         return BNB_EINVAL;
-    bnb_commit_t cm = {.op = wr->op,
-                       .coll = wr->coll,
-                       .id = wr->id,
-                       .expect_version = wr->expect_version,
-                       .body = wr->body,
-                       .applied_event_id = applied_event_id};
+    bnb_commit_t cm;
+    bnb__commit_from_write(&cm, wr, applied_event_id);
     my_w_t w = {.c = &cm, .key1 = wr->key1, .key2 = wr->key2, .set_keys = true};
     return commit_any((my_store_t *)st, &w, events, nevents, new_version);
 }

@@ -927,30 +927,15 @@ static int sq_define(bnb_store_t *st, const bnb_coll_def_t *defs, size_t n)
 
     if (!s)
         return BNB_EINVAL;
-    if ((rc = bnb__colls_validate(defs, n, err, sizeof err)) != 0) {
-        char msg[300];
-        snprintf(msg, sizeof msg, "sqlite define: %s", err);
-        sq_log_line(s, msg);
-        return rc;
-    }
     if (n == 0)
         return 0;
-    if (!(merged = calloc(n, sizeof *merged)))
-        return BNB_ENOMEM;
     pthread_mutex_lock(&s->define_mu);
-    for (size_t i = 0; i < n; i++) {
-        const bnb__coll_t *old = bnb__colls_get(&s->colls, defs[i].name);
-        if (old)
-            rc = bnb__coll_merge(old, &defs[i], &merged[i], err, sizeof err);
-        else if (!(merged[i] = bnb__coll_copy(&defs[i])))
-            rc = BNB_ENOMEM;
-        if (rc) {
-            char msg[300];
-            snprintf(msg, sizeof msg, "sqlite define: %s", err);
-            if (rc == BNB_EINVAL)
-                sq_log_line(s, msg);
-            goto out;
-        }
+    if ((rc = bnb__define_merge(&s->colls, defs, n, &merged, NULL, err, sizeof err)) != 0) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "sqlite define: %s", err);
+        if (rc == BNB_EINVAL)
+            sq_log_line(s, msg);
+        goto out;
     }
     if ((rc = sq_acquire(s, &c)) != 0)
         goto out;
@@ -960,15 +945,11 @@ static int sq_define(bnb_store_t *st, const bnb_coll_def_t *defs, size_t n)
         rc = sq_end(s, c, rc);
     }
     sq_release(s, c);
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        rc = bnb__colls_put(&s->colls, merged[i]);
-        merged[i] = NULL;
-    }
+    if (rc == 0)
+        rc = bnb__define_register(&s->colls, merged, n);
 out:
     pthread_mutex_unlock(&s->define_mu);
-    for (size_t i = 0; i < n; i++)
-        bnb__coll_free(merged[i]);
-    free(merged);
+    bnb__define_free(merged, NULL, n);
     return rc;
 }
 
@@ -1200,12 +1181,7 @@ static int sq_query(bnb_store_t *st, const bnb_query_t *q, json_t **items, char 
     while ((rc = sqlite3_step(stm)) == SQLITE_ROW) {
         const char *id = (const char *)sqlite3_column_text(stm, 0);
         if (got == q->limit) { /* one more than asked: there is a next page */
-            json_t *last = json_array_get(arr, got - 1);
-            bnb__fval_t ord = {.null = true};
-            json_t *lb = json_object_get(last, "body");
-            if (p.order >= 0)
-                bnb__coll_value(p.coll, (size_t)p.order, lb, &ord);
-            if (!(*next = bnb__cursor_make(&p, &ord, json_string_value(json_object_get(last, "id"))))) {
+            if (!(*next = bnb__cursor_after(&p, json_array_get(arr, got - 1)))) {
                 rc = BNB_ENOMEM;
                 goto release;
             }
@@ -1534,12 +1510,8 @@ static int sq_commit_any(sq_store_t *s, sq_w_t *w, const bnb_outbox_new_t *event
     if (!s || (rc = bnb__commit_check(cm, events, nevents)) != 0)
         return BNB_EINVAL;
     w->dc = bnb__colls_get(&s->colls, cm->coll);
-    if (w->dc &&
-        (strlen(cm->id) > BNB__ID_MAX || (cm->op == BNB_WRITE_PUT && bnb__coll_check_body(w->dc, cm->body) != 0)))
-        return BNB_EINVAL;
-    if (cm->set_claims && cm->op != BNB_WRITE_DELETE &&
-        (rc = bnb__claims_norm(cm->claims, cm->nclaims, &w->claims, &w->nclaims)) != 0)
-        return rc;
+    if ((rc = bnb__commit_prepare(w->dc, cm, &w->claims, &w->nclaims)) != 0)
+        goto out;
     if (cm->op == BNB_WRITE_PUT) {
         body_text = json_dumps(cm->body, JSON_COMPACT);
         if (!body_text) {
@@ -1573,12 +1545,8 @@ static int sq_commit(bnb_store_t *st, const bnb_write_t *wr, const bnb_outbox_ne
 {
     if (!wr)
         return BNB_EINVAL;
-    bnb_commit_t cm = {.op = wr->op,
-                       .coll = wr->coll,
-                       .id = wr->id,
-                       .expect_version = wr->expect_version,
-                       .body = wr->body,
-                       .applied_event_id = applied_event_id};
+    bnb_commit_t cm;
+    bnb__commit_from_write(&cm, wr, applied_event_id);
     sq_w_t w = {.c = &cm, .key1 = wr->key1, .key2 = wr->key2, .set_keys = true};
     return sq_commit_any((sq_store_t *)st, &w, events, nevents, new_version);
 }

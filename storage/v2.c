@@ -656,6 +656,14 @@ char *bnb__cursor_make(const bnb__plan_t *p, const bnb__fval_t *ord, const char 
 
 /* ---- claims and commits ----------------------------------------------------- */
 
+char *bnb__cursor_after(const bnb__plan_t *p, const json_t *item)
+{
+    bnb__fval_t ord = {.null = true};
+    if (p->order >= 0)
+        bnb__coll_value(p->coll, (size_t)p->order, json_object_get(item, "body"), &ord);
+    return bnb__cursor_make(p, &ord, json_string_value(json_object_get(item, "id")));
+}
+
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -724,4 +732,69 @@ int bnb__commit_check(const bnb_commit_t *c, const bnb_outbox_new_t *events, siz
                 return BNB_EINVAL;
     }
     return 0;
+}
+
+void bnb__commit_from_write(bnb_commit_t *c, const bnb_write_t *w, const char *applied_event_id)
+{
+    *c = (bnb_commit_t){.op = w->op,
+                        .coll = w->coll,
+                        .id = w->id,
+                        .expect_version = w->expect_version,
+                        .body = w->body,
+                        .applied_event_id = applied_event_id};
+}
+
+int bnb__commit_prepare(const bnb__coll_t *dc, const bnb_commit_t *c, const char ***claims, size_t *nclaims)
+{
+    *claims = NULL;
+    *nclaims = 0;
+    if (dc && (strlen(c->id) > BNB__ID_MAX || (c->op == BNB_WRITE_PUT && bnb__coll_check_body(dc, c->body) != 0)))
+        return BNB_EINVAL;
+    if (c->set_claims && c->op != BNB_WRITE_DELETE)
+        return bnb__claims_norm(c->claims, c->nclaims, claims, nclaims);
+    return 0;
+}
+
+int bnb__define_merge(bnb__colls_t *r, const bnb_coll_def_t *defs, size_t n, bnb__coll_t ***merged, bool **fresh,
+                      char *errbuf, size_t errlen)
+{
+    int rc = bnb__colls_validate(defs, n, errbuf, errlen);
+    *merged = NULL;
+    if (fresh)
+        *fresh = NULL;
+    if (rc)
+        return rc;
+    *merged = calloc(n ? n : 1, sizeof **merged);
+    if (fresh && !(*fresh = calloc(n ? n : 1, sizeof **fresh)))
+        rc = BNB_ENOMEM;
+    if (!*merged)
+        rc = BNB_ENOMEM;
+    for (size_t i = 0; i < n && !rc; i++) {
+        const bnb__coll_t *old = bnb__colls_get(r, defs[i].name);
+        if (fresh)
+            (*fresh)[i] = old == NULL;
+        if (old)
+            rc = bnb__coll_merge(old, &defs[i], &(*merged)[i], errbuf, errlen);
+        else if (!((*merged)[i] = bnb__coll_copy(&defs[i])))
+            rc = BNB_ENOMEM;
+    }
+    return rc;
+}
+
+int bnb__define_register(bnb__colls_t *r, bnb__coll_t **merged, size_t n)
+{
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        rc = bnb__colls_put(r, merged[i]);
+        merged[i] = NULL;
+    }
+    return rc;
+}
+
+void bnb__define_free(bnb__coll_t **merged, bool *fresh, size_t n)
+{
+    for (size_t i = 0; merged && i < n; i++)
+        bnb__coll_free(merged[i]);
+    free(merged);
+    free(fresh);
 }

@@ -126,6 +126,8 @@ int bnb__plan_index(const bnb__plan_t *p);
 /* The cursor after a row whose order value is `ord` (ignored when by id) and
  * whose id is `id`. malloc'ed, NULL on ENOMEM. */
 char *bnb__cursor_make(const bnb__plan_t *p, const bnb__fval_t *ord, const char *id);
+/* The cursor after `item`, the last row of a page ({"id", "body", ...}). */
+char *bnb__cursor_after(const bnb__plan_t *p, const json_t *item);
 
 /* Claims of a commit: checked (non-empty, <= BNB__CLAIM_MAX bytes, at most
  * BNB__CLAIMS_MAX), de-duplicated and sorted into a malloc'ed array of borrowed
@@ -135,6 +137,28 @@ bool bnb__claims_has(const char *const *sorted, size_t n, const char *key);
 
 /* Common argument checks of a commit (op, ids, version, body, events). */
 int bnb__commit_check(const bnb_commit_t *c, const bnb_outbox_new_t *events, size_t nevents);
+/* The ABI 1.0 commit `w` as a commit2 without claims (*c borrows w's strings;
+ * the backend then also sets key1/key2 from w). */
+void bnb__commit_from_write(bnb_commit_t *c, const bnb_write_t *w, const char *applied_event_id);
+/* What a commit to the declared collection dc (NULL: undeclared) must pass
+ * before the database is asked: the id at most BNB__ID_MAX bytes and a PUT's
+ * body acceptable (bnb__coll_check_body), else BNB_EINVAL; then its claims
+ * normalised into *claims / *nclaims (bnb__claims_norm: only with set_claims,
+ * none for a DELETE). The caller free()s *claims, whatever is returned. */
+int bnb__commit_prepare(const bnb__coll_t *dc, const bnb_commit_t *c, const char ***claims, size_t *nclaims);
+
+/* define() around the backend's own DDL, under its define lock:
+ * bnb__define_merge checks the definitions (bnb__colls_validate), then gives
+ * each merged with the one the registry knows, or a copy when the registry
+ * has none: *merged, n entries, and *fresh (optional): whether each was new.
+ * BNB_EINVAL when a definition is wrong or a field changes its type (errbuf
+ * says why: the backend logs it), BNB_ENOMEM. bnb__define_register then moves
+ * them into the registry (each entry moved becomes NULL); bnb__define_free
+ * frees what is left, whatever happened. */
+int bnb__define_merge(bnb__colls_t *r, const bnb_coll_def_t *defs, size_t n, bnb__coll_t ***merged, bool **fresh,
+                      char *errbuf, size_t errlen);
+int bnb__define_register(bnb__colls_t *r, bnb__coll_t **merged, size_t n);
+void bnb__define_free(bnb__coll_t **merged, bool *fresh, size_t n);
 
 /* base64url without padding; decode returns malloc'ed bytes + NUL, or NULL. */
 char *bnb__st_b64url_encode(const unsigned char *in, size_t n);

@@ -101,6 +101,9 @@ char *bnb__problem_text(int status, const char *title, const char *detail, size_
 
 void bnb__req_free_parts(bnb_req_t *r)
 {
+    if (r->stream != NULL) /* never handed to the HTTP side */
+        bnb__stream_abandon(r->stream);
+    r->stream = NULL;
     bnb__route_match_clear(&r->match);
     json_decref(r->body);
     json_decref(r->resp);
@@ -355,6 +358,31 @@ static void respond_empty(bnb_req_t *r, int status)
         return;
     r->status = status;
     r->answered = 1;
+}
+
+static bnb_stream_t *stream_open(bnb_req_t *r, int status, const char *content_type)
+{
+    if (r->answered || !r->can_stream || r->stream != NULL || content_type == NULL || status < 200 || status > 299 ||
+        atomic_load(&bnb__host->draining))
+        return NULL;
+    bnb_stream_t *s = bnb__stream_new(status, content_type, bnb__host->stream_buffer);
+    if (s == NULL)
+        return NULL;
+    r->stream = s; /* the HTTP side's reference */
+    r->status = status;
+    r->answered = 1;
+    return s;
+}
+
+static int stream_write(bnb_stream_t *s, const void *data, size_t len)
+{
+    return s ? bnb__stream_write(s, data, len) : BNB_EINVAL;
+}
+
+static void stream_close(bnb_stream_t *s)
+{
+    if (s)
+        bnb__stream_close(s);
 }
 
 static void respond_header(bnb_req_t *r, const char *hname, const char *value)
@@ -630,4 +658,7 @@ const bnb_host_api_t bnb__host_api = {
     .store_query = store_query,
     .store_commit2 = store_commit2,
     .req_query_string = req_query_string,
+    .stream_open = stream_open,
+    .stream_write = stream_write,
+    .stream_close = stream_close,
 };

@@ -141,6 +141,8 @@ static const struct {
     {"http.tls_cert", BNB_CFG_STRING, NULL, "PEM certificate: serve HTTPS (HTTP/2 by ALPN)"},
     {"http.tls_key", BNB_CFG_STRING, NULL, "PEM private key of http.tls_cert"},
     {"http.threads", BNB_CFG_INT, "16", "worker threads for handlers and storage calls"},
+    {"http.stream_buffer", BNB_CFG_INT, "262144",
+     "bytes a streamed answer (Server-Sent Events) may have queued for a slow client before it is dropped"},
     {"http.web_root", BNB_CFG_STRING, NULL,
      "directory of the web app served at / (default: the source tree's web/ from a build tree, else "
      "<prefix>/share/bearbnb/web; none: off; missing: not served, logged)"},
@@ -155,6 +157,8 @@ static const struct {
      "JWKS refresh period; an unknown kid also refreshes (at most every 10 s)"},
     {"auth.issuer", BNB_CFG_STRING, "bearbnb", "required `iss` of tokens (Keycloak: http(s)://<host>/realms/<realm>)"},
     {"auth.audience", BNB_CFG_STRING, "bearbnb", "required member of `aud`"},
+    {"auth.web_client_id", BNB_CFG_STRING, "bearbnb-web",
+     "OpenID Connect client of the web app (public, authorization code + PKCE), told by GET /auth/config"},
     {"auth.leeway_s", BNB_CFG_INT, "30", "clock skew allowed for exp/nbf (negative: none)"},
     {"storage.backend", BNB_CFG_STRING, "sqlite", "sqlite, mysql or mongo"},
     {"storage.url", BNB_CFG_STRING, NULL,

@@ -108,7 +108,13 @@ typedef struct bnb_host {
     int deliver_twice;
     int admin;
     int test_clock; /* admin and test.clock: POST /admin/clock */
+    /* sign-in for the web app (GET /auth/config): 1 while the generated
+     * development key is the only key (no auth.key_file, no JWKS): then
+     * POST /dev/token exists; oidc: a JWKS is configured (Keycloak) */
+    int dev_signin;
+    int oidc;
     size_t max_body;
+    size_t stream_buffer; /* http.stream_buffer: bytes a streamed answer may queue */
     long relay_interval_ms;
     size_t relay_batch;
 
@@ -158,6 +164,10 @@ struct bnb_req {
     char *raw_ctype;
     char *upstream;
     int upstream_index, upstream_h2c;
+    /* a streamed answer (stream_open, ABI 1.3): the loop's reference, handed
+     * to the HTTP side when the handler returns */
+    int can_stream; /* an HTTP request (not an in-process call) */
+    bnb_stream_t *stream;
     /* context of the handler call */
     bnb_exec_t exec;
     char *qcache_key[8];
@@ -219,5 +229,16 @@ int bnb__http_start(bnb_host_t *h, char *err, size_t errlen);
 void bnb__http_drain(bnb_host_t *h, void (*done)(bnb_host_t *h));
 void bnb__http_free(bnb_host_t *h);
 int bnb__http_open_connections(void);
+/* Streamed answers (plugin API 1.3). A stream has a reference for its writer
+ * and one for the HTTP side; every function but attach may be called from any
+ * thread. new: refs 2, `cap` bytes may wait at most. */
+bnb_stream_t *bnb__stream_new(int status, const char *content_type, size_t cap);
+/* 0; BNB_ENOENT when ended (client gone, drain, dropped); BNB_EAGAIN when the
+ * bytes do not fit in the cap: the stream is dropped. len 0: the bytes queued. */
+int bnb__stream_write(bnb_stream_t *s, const void *data, size_t len);
+/* The writer is done: end the answer after the queued bytes; drop its reference. */
+void bnb__stream_close(bnb_stream_t *s);
+/* Drop the HTTP side's reference without ever sending (the request is gone). */
+void bnb__stream_abandon(bnb_stream_t *s);
 
 #endif

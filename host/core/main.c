@@ -546,6 +546,8 @@ int main(int argc, char **argv)
     };
     if (bnb__auth_new(&ac, &h->auth, err, sizeof(err)) != 0)
         goto fail;
+    h->oidc = (ac.jwks_file && ac.jwks_file[0]) || (ac.jwks_url && ac.jwks_url[0]);
+    h->dev_signin = ac.create_dev_key && !h->oidc;
     if (o.token) {
         char *tok = NULL;
         if (bnb__auth_mint(h->auth, o.sub, o.role, o.ttl, &tok) != 0) {
@@ -579,12 +581,14 @@ int main(int argc, char **argv)
     if (h->test_clock)
         bnb__log(BNB_LOG_WARN, "test.clock is on: POST /admin/clock?advance_ms=N moves this host's clock (tests only)");
     h->max_body = (size_t)bnb__config_int(h->cfg, "http.max_body");
+    h->stream_buffer = (size_t)bnb__config_int(h->cfg, "http.stream_buffer");
     h->relay_interval_ms = bnb__config_int(h->cfg, "events.relay_interval_ms");
     h->relay_batch = (size_t)bnb__config_int(h->cfg, "events.batch");
-    if (h->relay_interval_ms < 10 || h->relay_batch < 1 || h->max_body < 1024 || h->call_timeout_ms < 1) {
+    if (h->relay_interval_ms < 10 || h->relay_batch < 1 || h->max_body < 1024 || h->call_timeout_ms < 1 ||
+        h->stream_buffer < 1024) {
         snprintf(err, sizeof(err),
                  "out of range: events.relay_interval_ms >= 10, events.batch >= 1, "
-                 "http.max_body >= 1024, call.timeout_ms >= 1");
+                 "http.max_body >= 1024, call.timeout_ms >= 1, http.stream_buffer >= 1024");
         goto fail;
     }
 

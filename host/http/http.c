@@ -11,12 +11,15 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <h2o.h>
 #include <h2o/http2.h>
 #include <h2o/http2_internal.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -283,6 +286,359 @@ static void conn_count_reset(http_conn_t *c)
              CONN_RESET_BURST);
 }
 
+/* ---- streamed answers (plugin API 1.3: stream_open/write/close) ------------
+ *
+ * A writer (a plugin thread, a worker) queues bytes under the stream's lock
+ * and wakes the loop (one uv_async for every stream); the loop hands what is
+ * queued to h2o one buffer at a time (h2o_send, then its proceed callback when
+ * the client took it). Nothing here blocks: a client that does not read lets
+ * the queue grow up to the stream's cap, then the stream is dropped and its
+ * connection shut down. References: the writer's (stream_close), the HTTP
+ * side's (the request's dispose, or abandon when it never started), and one
+ * while the stream waits in the wake list. On drain every stream is ended. */
+
+struct bnb_stream {
+    pthread_mutex_t mu;
+    atomic_int refs;
+    /* under mu */
+    char *pend;
+    size_t plen, pcap;
+    size_t inflight_len;
+    size_t cap;
+    int writer_closed; /* stream_close: end once the queue is out */
+    int ended;         /* no more writes: client gone, drained, dropped */
+    int overflow;      /* dropped for a slow client */
+    /* under g_wmu */
+    int queued;
+    bnb_stream_t *wnext;
+    /* loop only */
+    h2o_generator_t gen; /* gen.proceed/stop: container of it is the stream */
+    int status;
+    char *ctype;
+    h2o_req_t *req;
+    bnb_stream_t **slot; /* in req's pool: cleared when the stream is freed first */
+    int started, sending, finished;
+    char *inflight;
+    bnb_stream_t *lnext, *lprev; /* g_live */
+};
+
+#define STREAM_SNDBUF (64 * 1024)
+
+static uv_async_t g_wake_async;
+static int g_wake_inited;
+static pthread_mutex_t g_wmu = PTHREAD_MUTEX_INITIALIZER;
+static bnb_stream_t *g_wake;
+static bnb_stream_t *g_live;
+static long g_streams_open;
+static unsigned long g_streams_dropped;
+
+static void stream_unref(bnb_stream_t *s)
+{
+    if (atomic_fetch_sub(&s->refs, 1) != 1)
+        return;
+    pthread_mutex_destroy(&s->mu);
+    free(s->pend);
+    free(s->inflight);
+    free(s->ctype);
+    free(s);
+}
+
+static void stream_wake(bnb_stream_t *s)
+{
+    pthread_mutex_lock(&g_wmu);
+    if (!s->queued) {
+        s->queued = 1;
+        atomic_fetch_add(&s->refs, 1);
+        s->wnext = g_wake;
+        g_wake = s;
+    }
+    int inited = g_wake_inited;
+    pthread_mutex_unlock(&g_wmu);
+    if (inited)
+        uv_async_send(&g_wake_async);
+}
+
+bnb_stream_t *bnb__stream_new(int status, const char *content_type, size_t cap)
+{
+    bnb_stream_t *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    s->ctype = strdup(content_type);
+    if (s->ctype == NULL || pthread_mutex_init(&s->mu, NULL) != 0) {
+        free(s->ctype);
+        free(s);
+        return NULL;
+    }
+    atomic_init(&s->refs, 2);
+    s->status = status;
+    s->cap = cap;
+    return s;
+}
+
+int bnb__stream_write(bnb_stream_t *s, const void *data, size_t len)
+{
+    pthread_mutex_lock(&s->mu);
+    if (s->ended || s->writer_closed) {
+        pthread_mutex_unlock(&s->mu);
+        return BNB_ENOENT;
+    }
+    if (len == 0) {
+        size_t q = s->plen + s->inflight_len;
+        pthread_mutex_unlock(&s->mu);
+        return q > INT_MAX ? INT_MAX : (int)q;
+    }
+    if (s->plen + s->inflight_len + len > s->cap) {
+        s->ended = 1;
+        s->overflow = 1;
+        pthread_mutex_unlock(&s->mu);
+        stream_wake(s);
+        return BNB_EAGAIN;
+    }
+    if (s->plen + len > s->pcap) {
+        size_t nc = s->pcap ? s->pcap : 1024;
+        while (nc < s->plen + len)
+            nc *= 2;
+        char *np = realloc(s->pend, nc);
+        if (np == NULL) {
+            pthread_mutex_unlock(&s->mu);
+            return BNB_ENOMEM;
+        }
+        s->pend = np;
+        s->pcap = nc;
+    }
+    memcpy(s->pend + s->plen, data, len);
+    s->plen += len;
+    pthread_mutex_unlock(&s->mu);
+    stream_wake(s);
+    return 0;
+}
+
+void bnb__stream_close(bnb_stream_t *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->writer_closed = 1;
+    pthread_mutex_unlock(&s->mu);
+    stream_wake(s);
+    stream_unref(s);
+}
+
+void bnb__stream_abandon(bnb_stream_t *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->ended = 1;
+    pthread_mutex_unlock(&s->mu);
+    stream_unref(s);
+}
+
+static void stream_service(bnb_stream_t *s);
+
+static void stream_unlink_live(bnb_stream_t *s)
+{
+    if (s->lprev)
+        s->lprev->lnext = s->lnext;
+    else if (g_live == s)
+        g_live = s->lnext;
+    if (s->lnext)
+        s->lnext->lprev = s->lprev;
+    s->lnext = s->lprev = NULL;
+}
+
+/* The request is gone (answer done, client away): the HTTP side's reference. */
+static void on_stream_req_dispose(void *p)
+{
+    bnb_stream_t *s = *(bnb_stream_t **)p;
+    if (s == NULL)
+        return;
+    pthread_mutex_lock(&s->mu);
+    s->ended = 1;
+    pthread_mutex_unlock(&s->mu);
+    s->req = NULL;
+    s->slot = NULL;
+    stream_unlink_live(s);
+    g_streams_open--;
+    stream_unref(s);
+}
+
+static void on_stream_proceed(h2o_generator_t *g, h2o_req_t *req)
+{
+    (void)req;
+    bnb_stream_t *s = (bnb_stream_t *)((char *)g - offsetof(bnb_stream_t, gen));
+    s->sending = 0;
+    pthread_mutex_lock(&s->mu);
+    free(s->inflight);
+    s->inflight = NULL;
+    s->inflight_len = 0;
+    pthread_mutex_unlock(&s->mu);
+    stream_service(s);
+}
+
+static void on_stream_stop(h2o_generator_t *g, h2o_req_t *req)
+{
+    (void)req;
+    bnb_stream_t *s = (bnb_stream_t *)((char *)g - offsetof(bnb_stream_t, gen));
+    pthread_mutex_lock(&s->mu);
+    s->ended = 1;
+    pthread_mutex_unlock(&s->mu);
+    s->finished = 1; /* h2o is done with the generator */
+}
+
+/* The handler returned with a stream: start the answer (loop). */
+static void stream_attach(bnb_stream_t *s, h2o_req_t *req)
+{
+    s->req = req;
+    s->slot = h2o_mem_alloc_shared(&req->pool, sizeof(*s->slot), on_stream_req_dispose);
+    *s->slot = s;
+    s->lnext = g_live;
+    if (g_live)
+        g_live->lprev = s;
+    g_live = s;
+    g_streams_open++;
+    s->gen.proceed = on_stream_proceed;
+    s->gen.stop = on_stream_stop;
+    req->res.status = s->status;
+    req->res.reason = bnb__status_title(s->status);
+    req->res.content_length = SIZE_MAX;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   h2o_strdup(&req->pool, s->ctype, SIZE_MAX).base, strlen(s->ctype));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-cache"));
+    /* nginx and the like in front: do not buffer this answer */
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-accel-buffering"), 0, NULL, H2O_STRLIT("no"));
+    /* what the kernel holds for this client is bounded too (no send buffer
+     * autotuning up to megabytes): an HTTP/1.1 stream owns its connection */
+    http_conn_t *c = req->version < 0x200 ? conn_of(req) : NULL;
+    uv_os_fd_t fd;
+    if (c != NULL && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0) {
+        int sz = STREAM_SNDBUF;
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+    }
+    h2o_start_response(req, &s->gen);
+    s->started = 1;
+    stream_service(s);
+}
+
+/* Shut the connection of a dropped stream down (h2o then disposes it). */
+static void stream_drop_conn(bnb_stream_t *s)
+{
+    g_streams_dropped++;
+    bnb__log(BNB_LOG_WARN, "http: stream dropped: the client did not read %zu queued bytes", s->cap);
+    http_conn_t *c = s->req ? conn_of(s->req) : NULL;
+    uv_os_fd_t fd;
+    if (c != NULL && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+        shutdown(fd, SHUT_RDWR);
+}
+
+/* Hand what is queued to h2o, or end the answer (loop). */
+static void stream_service(bnb_stream_t *s)
+{
+    if (!s->started || s->req == NULL || s->finished)
+        return;
+    pthread_mutex_lock(&s->mu);
+    if (s->overflow) {
+        /* usually while a write is stuck: the connection goes, h2o disposes
+         * the request when it sees that */
+        pthread_mutex_unlock(&s->mu);
+        s->finished = 1;
+        stream_drop_conn(s);
+        return;
+    }
+    if (s->sending) {
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    if (s->plen > 0) {
+        s->inflight = s->pend;
+        s->inflight_len = s->plen;
+        s->pend = NULL;
+        s->plen = s->pcap = 0;
+        pthread_mutex_unlock(&s->mu);
+        s->sending = 1;
+        h2o_iovec_t v = h2o_iovec_init(s->inflight, s->inflight_len);
+        h2o_send(s->req, &v, 1, H2O_SEND_STATE_IN_PROGRESS);
+        return;
+    }
+    int end = s->writer_closed || s->ended;
+    pthread_mutex_unlock(&s->mu);
+    if (end) {
+        s->finished = 1;
+        h2o_send(s->req, NULL, 0, H2O_SEND_STATE_FINAL);
+    }
+}
+
+static void on_stream_wake(uv_async_t *a)
+{
+    (void)a;
+    pthread_mutex_lock(&g_wmu);
+    bnb_stream_t *list = g_wake;
+    g_wake = NULL;
+    for (bnb_stream_t *s = list; s != NULL; s = s->wnext)
+        s->queued = 0;
+    pthread_mutex_unlock(&g_wmu);
+    while (list != NULL) {
+        bnb_stream_t *s = list;
+        list = s->wnext;
+        stream_service(s);
+        stream_unref(s);
+    }
+}
+
+/* HTTP/1.1 does not read the socket while an answer goes out, so a client
+ * that closed its stream would be noticed only at the next write: every
+ * second, a peek at each HTTP/1.1 stream's socket ends those whose client
+ * has gone (EOF or an error), so the caps count only live clients. */
+static uv_timer_t g_stream_timer;
+
+static void on_stream_tick(uv_timer_t *t)
+{
+    (void)t;
+    for (bnb_stream_t *s = g_live, *next; s != NULL; s = next) {
+        next = s->lnext;
+        if (s->req == NULL || s->finished || s->req->version >= 0x200)
+            continue;
+        http_conn_t *c = conn_of(s->req);
+        uv_os_fd_t fd;
+        if (c == NULL || uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
+            continue;
+        char b;
+        ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)))
+            continue;
+        pthread_mutex_lock(&s->mu);
+        s->ended = 1;
+        pthread_mutex_unlock(&s->mu);
+        if (!s->sending) {
+            s->finished = 1;
+            h2o_send(s->req, NULL, 0, H2O_SEND_STATE_ERROR);
+        } else {
+            shutdown(fd, SHUT_RDWR);
+        }
+    }
+}
+
+/* Drain: every stream ends (its queue still goes out first). */
+static void streams_end_all(void)
+{
+    for (bnb_stream_t *s = g_live; s != NULL; s = s->lnext) {
+        pthread_mutex_lock(&s->mu);
+        s->ended = 1;
+        pthread_mutex_unlock(&s->mu);
+        stream_service(s);
+    }
+}
+
+/* Exit: streams whose requests h2o never disposed (connections left open). */
+static void streams_free_all(void)
+{
+    on_stream_wake(NULL);
+    while (g_live != NULL) {
+        bnb_stream_t *s = g_live;
+        stream_unlink_live(s);
+        if (s->slot)
+            *s->slot = NULL;
+        s->req = NULL;
+        stream_unref(s);
+    }
+}
+
 /* ---- worker jobs --------------------------------------------------------- */
 
 struct http_job {
@@ -412,7 +768,11 @@ static void job_after(uv_work_t *w, int status)
          * finds the line */
         access_log(req, r->exec.request_id, r->exec.traceparent, r->status, secs);
         char *text = NULL;
-        if (r->raw_out != NULL || (r->upstream != NULL && !r->problem)) {
+        if (r->stream != NULL) {
+            bnb_stream_t *s = r->stream;
+            r->stream = NULL; /* the request's reference now */
+            stream_attach(s, req);
+        } else if (r->raw_out != NULL || (r->upstream != NULL && !r->problem)) {
             send_body(req, r->status, r->raw_ctype ? r->raw_ctype : "application/octet-stream",
                       r->raw_out ? r->raw_out : "", r->raw_out_len);
         } else {
@@ -580,8 +940,8 @@ static void problem_now(bnb_host_t *h, h2o_req_t *req, const char *route, int64_
 }
 
 /* The host's own routes (answered before the route table), for /admin/routes. */
-static const char *const host_routes[][2] = {
-    {"GET", "/healthz"}, {"GET", "/readyz"}, {"GET", "/metrics"}, {"GET", "/openapi.json"}};
+static const char *const host_routes[][2] = {{"GET", "/healthz"},      {"GET", "/readyz"},      {"GET", "/metrics"},
+                                             {"GET", "/openapi.json"}, {"GET", "/auth/config"}, {"POST", "/dev/token"}};
 
 static void on_route_json(const char *method, const char *pattern, void *data, void *ud)
 {
@@ -597,8 +957,9 @@ static void admin_routes(bnb_host_t *h, h2o_req_t *req, int64_t t0)
 {
     json_t *a = json_array();
     for (size_t i = 0; a && i < sizeof(host_routes) / sizeof(host_routes[0]); i++)
-        json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:s}", "method", host_routes[i][0], "path",
-                                           host_routes[i][1], "who", "anyone", "plugin", ""));
+        if (strcmp(host_routes[i][1], "/dev/token") != 0 || h->dev_signin)
+            json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:s}", "method", host_routes[i][0], "path",
+                                               host_routes[i][1], "who", "anyone", "plugin", ""));
     if (a)
         bnb__router_each(h->router, NULL, on_route_json, a);
     char *s = a ? json_dumps(a, JSON_COMPACT) : NULL;
@@ -950,6 +1311,8 @@ static int serve_probe(rq_t *q)
         bnb__metrics_set(h->metrics, "bearbnb_inflight_requests", NULL, atomic_load(&h->inflight));
         bnb__metrics_set(h->metrics, "bearbnb_http_reset_streams_dropped", NULL, (double)g_resets_dropped);
         bnb__metrics_set(h->metrics, "bearbnb_http_connections_shut", NULL, (double)g_conns_shut);
+        bnb__metrics_set(h->metrics, "bearbnb_http_streams_open", NULL, (double)g_streams_open);
+        bnb__metrics_set(h->metrics, "bearbnb_http_streams_dropped", NULL, (double)g_streams_dropped);
         bnb__metrics_set(h->metrics, "bearbnb_http_read_cache_hits", NULL, (double)g_rc_hits);
         bnb__metrics_set(h->metrics, "bearbnb_http_read_cache_misses", NULL, (double)g_rc_misses);
         bnb__metrics_set(h->metrics, "bearbnb_http2_bodies_refused", NULL, (double)g_h2_bodies_refused);
@@ -962,6 +1325,112 @@ static int serve_probe(rq_t *q)
         return 1;
     }
     return 0;
+}
+
+/* ---- sign-in for the web app (issue 14) ----------------------------------------
+ * GET /auth/config tells the app how to sign in: {"mode":"dev"} while the
+ * generated development key is the only key (no auth.key_file, no JWKS),
+ * {"mode":"oidc","issuer","clientId"} when a JWKS is configured (Keycloak:
+ * authorization code + PKCE with the public client auth.web_client_id),
+ * {"mode":"none"} otherwise. POST /dev/token {"sub","role"} exists only in
+ * the first case and answers {"token"} signed with that development key.
+ * Both are answered here, on the loop (a JSON body of at most http.max_body
+ * and one HS256 signature). */
+
+#define DEV_TOKEN_TTL_S (12 * 3600)
+
+static int dev_sub_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && strchr("._@-", s[i]) == NULL)
+            return 0;
+    return 1;
+}
+
+static void dev_token(rq_t *q)
+{
+    bnb_host_t *h = q->h;
+    h2o_req_t *req = q->req;
+    const char *route = "/dev/token";
+    if (!iov_eq(req->method, "POST")) {
+        add_header(req, "allow", "POST");
+        problem_now(h, req, route, q->t0, 405, "method not allowed here; allowed: POST");
+        return;
+    }
+    if (req->entity.len > h->max_body) {
+        problem_now(h, req, route, q->t0, 413, "the body is too large");
+        return;
+    }
+    ssize_t ci = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    if (ci == -1 || !bnb__media_type_is_json(req->headers.entries[ci].value.base, req->headers.entries[ci].value.len)) {
+        problem_now(h, req, route, q->t0, 415, "the body must be JSON (Content-Type: application/json)");
+        return;
+    }
+    json_t *b = req->entity.base ? json_loadb(req->entity.base, req->entity.len, JSON_REJECT_DUPLICATES, NULL) : NULL;
+    const char *sub = json_string_value(json_object_get(b, "sub"));
+    const char *role = json_string_value(json_object_get(b, "role"));
+    const char *bad = !json_is_object(b)                ? "the body must be a JSON object"
+                      : sub == NULL || !dev_sub_ok(sub) ? "sub must be 1 to 64 characters of A-Z a-z 0-9 . _ @ -"
+                      : role == NULL || (strcmp(role, "host") && strcmp(role, "guest"))
+                          ? "role must be \"host\" or \"guest\""
+                          : NULL;
+    char *tok = NULL;
+    if (bad == NULL && bnb__auth_mint(h->auth, sub, role, DEV_TOKEN_TTL_S, &tok) != 0)
+        bad = "";
+    if (bad != NULL) {
+        if (bad[0])
+            problem_now(h, req, route, q->t0, 400, bad);
+        else
+            problem_now(h, req, route, q->t0, 500, "cannot sign a token");
+        json_decref(b);
+        return;
+    }
+    json_t *out = json_pack("{s:s, s:s, s:s, s:i, s:s}", "token", tok, "sub", sub, "role", role, "expiresIn",
+                            DEV_TOKEN_TTL_S, "note", "development sign-in: anyone may take any name here");
+    char *text = out ? json_dumps(out, JSON_COMPACT) : NULL;
+    add_header(req, "cache-control", "no-store");
+    answer_now(h, req, route, q->t0, text ? 200 : 500, "application/json", text ? text : "{}", text ? strlen(text) : 2);
+    bnb__log(BNB_LOG_INFO, "dev sign-in: a development token for '%s' (%s)", sub, role);
+    free(text);
+    json_decref(out);
+    free(tok);
+    json_decref(b);
+}
+
+/* 1 when the request was one of these (answered). */
+static int serve_signin(rq_t *q)
+{
+    bnb_host_t *h = q->h;
+    h2o_req_t *req = q->req;
+    if (q->plen == 10 && memcmp(q->path, "/dev/token", 10) == 0 && h->dev_signin) {
+        dev_token(q);
+        return 1;
+    }
+    if (!(q->plen == 12 && memcmp(q->path, "/auth/config", 12) == 0))
+        return 0;
+    if (!iov_eq(req->method, "GET") && !iov_eq(req->method, "HEAD")) {
+        add_header(req, "allow", "GET, HEAD");
+        problem_now(h, req, "/auth/config", q->t0, 405, "method not allowed here; allowed: GET, HEAD");
+        return 1;
+    }
+    json_t *c;
+    if (h->dev_signin)
+        c = json_pack("{s:s, s:s}", "mode", "dev", "devTokenUrl", "/dev/token");
+    else if (h->oidc)
+        c = json_pack("{s:s, s:s, s:s}", "mode", "oidc", "issuer", bnb__config_str(h->cfg, "auth.issuer") ?: "",
+                      "clientId", bnb__config_str(h->cfg, "auth.web_client_id") ?: "bearbnb-web");
+    else
+        c = json_pack("{s:s}", "mode", "none");
+    char *text = c ? json_dumps(c, JSON_COMPACT) : NULL;
+    add_header(req, "cache-control", "no-cache");
+    answer_now(h, req, "/auth/config", q->t0, text ? 200 : 500, "application/json", text ? text : "{}",
+               text ? strlen(text) : 2);
+    free(text);
+    json_decref(c);
+    return 1;
 }
 
 /* A plugin's route, else a gateway upstream; 405 or 404 otherwise. */
@@ -1272,6 +1741,7 @@ static int stage_dispatch(rq_t *q)
     if (q->has_id)
         r->id = q->id;
     r->path = strndup(q->path, q->plen);
+    r->can_stream = 1;
     if (req->query_at != SIZE_MAX)
         r->query = strndup(req->path.base + req->query_at + 1, req->path.len - req->query_at - 1);
     int oom = r->method == NULL || r->path == NULL || copy_headers(req, r) != 0;
@@ -1330,7 +1800,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     rq_t q = {.h = bnb__host, .self = self, .req = req, .t0 = (int64_t)uv_hrtime(), .signer = -1, .upi = -1};
     q.path = req->path_normalized.base;
     q.plen = req->path_normalized.len;
-    if (refuse_framing(&q) || serve_probe(&q))
+    if (refuse_framing(&q) || serve_probe(&q) || serve_signin(&q))
         return 0;
     if (q.plen >= 6 && memcmp(q.path, "/admin", 6) == 0 && (q.plen == 6 || q.path[6] == '/'))
         return handle_admin(q.h, req, q.path, q.plen, q.t0);
@@ -1706,6 +2176,13 @@ int bnb__http_start(bnb_host_t *h, char *err, size_t errlen)
     uv_unref((uv_handle_t *)&g_h2_check);
     g_h2_check_on = 1;
     bnb__web_init(h);
+    uv_async_init(h->loop, &g_wake_async, on_stream_wake);
+    uv_timer_init(h->loop, &g_stream_timer);
+    uv_timer_start(&g_stream_timer, on_stream_tick, 1000, 1000);
+    uv_unref((uv_handle_t *)&g_stream_timer);
+    pthread_mutex_lock(&g_wmu);
+    g_wake_inited = 1;
+    pthread_mutex_unlock(&g_wmu);
     bnb__jwks_never_wait_here(); /* this is the loop's thread */
     g_accept.ctx = &g_ctx;
     g_accept.hosts = g_config.hosts;
@@ -1771,7 +2248,8 @@ static void stop_accepting(uv_timer_t *t)
         uv_close((uv_handle_t *)&g_listener, NULL);
         g_listening = 0;
     }
-    /* idle keep-alive connections close, HTTP/2 ones get GOAWAY */
+    /* streamed answers end; idle keep-alive connections close, HTTP/2 ones get GOAWAY */
+    streams_end_all();
     h2o_context_request_shutdown(&g_ctx);
     g_drain_deadline = bnb__mono_ms() + bnb__config_int(h->cfg, "http.drain_timeout_ms");
     uv_timer_start(&g_drain_timer, on_drain_tick, 10, 20);
@@ -1803,6 +2281,16 @@ void bnb__http_free(bnb_host_t *h)
     if (g_listening) {
         uv_close((uv_handle_t *)&g_listener, NULL);
         g_listening = 0;
+    }
+    pthread_mutex_lock(&g_wmu);
+    int inited = g_wake_inited;
+    g_wake_inited = 0;
+    pthread_mutex_unlock(&g_wmu);
+    if (inited) {
+        streams_free_all();
+        uv_close((uv_handle_t *)&g_wake_async, NULL);
+        uv_timer_stop(&g_stream_timer);
+        uv_close((uv_handle_t *)&g_stream_timer, NULL);
     }
     /* h2o's context and config are not disposed: after a graceful shutdown
      * request h2o keeps timeout entries linked (h2o_timeout_dispose asserts on

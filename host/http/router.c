@@ -175,6 +175,8 @@ char *bnb__url_decode(const char *s, size_t len, int form)
             i += 2;
         } else if (form && s[i] == '+') {
             out[o++] = ' ';
+        } else if (s[i] == '\0') {
+            goto bad; /* a raw NUL would cut the string short, as %00 would */
         } else {
             out[o++] = s[i];
         }

@@ -124,7 +124,7 @@ static int reserved_first_segment(bnb_host_t *h, const char *path, size_t plen)
 {
     if (!g_reserved_done) {
         /* routes are registered before the server starts and never change after */
-        static const char *const own[] = {"admin", "healthz", "readyz", "metrics", "openapi.json"};
+        static const char *const own[] = {"admin", "healthz", "readyz", "metrics", "openapi.json", "auth", "dev"};
         for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
             snprintf(g_reserved[g_nreserved++], sizeof(g_reserved[0]), "%s", own[i]);
         bnb__router_each(h->router, NULL, on_route_seg, NULL);

@@ -23,10 +23,13 @@
  *   GET /dashboard/rooms/{id}                           one summary
  *   GET /dashboard/rooms/{id}/reservations?limit=&cursor=
  *                                                       page of views, newest first
+ *   GET /dashboard/stream                               Server-Sent Events of the
+ *                                                       changes (dash_stream.c)
  */
 #include "bnb_plugin.h"
 #include "bnb_plugin_util.h"
 #include "dash_merge.h"
+#include "dash_stream.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -425,7 +428,11 @@ static int flush_pending(bnb_store_t *st, const char *res_id, json_t *view)
     {
         const char *room = json_string_value(json_object_get(e, "room"));
         const char *mark = json_string_value(json_object_get(e, "mark"));
-        rc = room && mark ? doc_update(st, SUMS, room, dash_sum_new, change_count, e, mark, &out, NULL) : BNB_EINVAL;
+        json_t *sum = NULL;
+        rc = room && mark ? doc_update(st, SUMS, room, dash_sum_new, change_count, e, mark, &out, &sum) : BNB_EINVAL;
+        if (rc == 0 && out == OUT_APPLIED)
+            dash_stream_room_changed(st, sum);
+        json_decref(sum);
         if (rc)
             goto done;
     }
@@ -446,13 +453,19 @@ static int apply_event(bnb_store_t *st, const json_t *ev, dash_ev_kind_t kind, c
     if (kind == DASH_EV_RESERVATION || kind == DASH_EV_PAYMENT) {
         json_t *view = NULL;
         rc = doc_update(st, VIEWS, res_id, dash_view_new, change_view_event, ev, event_id, out, &view);
+        if (rc == 0 && *out == OUT_APPLIED)
+            dash_stream_view_changed(st, view);
         /* also after a repeat (then read afresh): a crash may have left the
          * counting undone */
         if (rc == 0)
             rc = flush_pending(st, res_id, *out == OUT_REPEATED ? NULL : json_incref(view));
         json_decref(view);
     } else {
-        rc = doc_update(st, SUMS, room_id, dash_sum_new, change_sum_event, ev, event_id, out, NULL);
+        json_t *sum = NULL;
+        rc = doc_update(st, SUMS, room_id, dash_sum_new, change_sum_event, ev, event_id, out, &sum);
+        if (rc == 0 && *out == OUT_APPLIED)
+            dash_stream_room_changed(st, sum);
+        json_decref(sum);
     }
     return rc;
 }
@@ -804,10 +817,22 @@ static int dashboard_init(bnb_ctx_t *ctx, const bnb_host_api_t *h)
     } else {
         h->log(ctx, "warn", "the host has no storage v2 (plugin ABI 1.1): pages are cut from ABI 1.0 lists");
     }
-    return bnb_util_register(ctx, host, dashboard_routes, dashboard_subs);
+    rc = bnb_util_register(ctx, host, dashboard_routes, dashboard_subs);
+    return rc ? rc : dash_stream_init(ctx, h, h->store(ctx));
 }
 
-static const bnb_cfg_item_t dashboard_config[] = {{NULL, 0, NULL, NULL}};
+static int dashboard_start(bnb_ctx_t *ctx)
+{
+    return dash_stream_start(ctx);
+}
+
+static void dashboard_stop(bnb_ctx_t *ctx)
+{
+    (void)ctx;
+    dash_stream_stop();
+}
+
+static const bnb_cfg_item_t dashboard_config[] = {DASH_STREAM_CONFIG, {NULL, 0, NULL, NULL}};
 
 BNB_EXPORT const bnb_plugin_t bnb_plugin = {
     .abi_version = BNB_ABI_VERSION,
@@ -815,4 +840,6 @@ BNB_EXPORT const bnb_plugin_t bnb_plugin = {
     .version = "0.2.0",
     .config = dashboard_config,
     .init = dashboard_init,
+    .start = dashboard_start,
+    .stop = dashboard_stop,
 };

@@ -1,5 +1,7 @@
 /* libFuzzer: the router with the service's real route patterns; the input
- * is "METHOD path[?query]". Also percent-decoding and the query check. */
+ * is "METHOD path[?query]". Also percent-decoding, the query check, and the
+ * edge's forwardable copy of a path (only URL-safe bytes; decodes to what the
+ * original decodes to). */
 #include "reqcheck.h"
 #include "router.h"
 
@@ -62,6 +64,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     char *dec = bnb__url_decode(path, pathlen, 1);
     free(dec);
+    char *fw = bnb__uri_forwardable(path, pathlen);
+    if (fw == NULL)
+        abort();
+    for (const char *c = fw; *c; c++)
+        if ((unsigned char)*c <= 0x20 || (unsigned char)*c >= 0x7f || strchr("\"#<>\\^`{|}", *c) != NULL)
+            abort(); /* a byte a URL may not carry raw */
+    char *d_in = bnb__url_decode(path, pathlen, 0), *d_fw = bnb__url_decode(fw, strlen(fw), 0);
+    if ((d_in == NULL) != (d_fw == NULL) || (d_in != NULL && strcmp(d_in, d_fw) != 0))
+        abort(); /* the service would see another path than this host */
+    free(d_in);
+    free(d_fw);
+    free(fw);
     (void)bnb__correlation_id_ok(path, pathlen);
     return 0;
 }

@@ -156,6 +156,9 @@ static void test_percent_decoding(void **state)
     free(d);
     assert_null(bnb__url_decode("%4", 2, 0));
     assert_null(bnb__url_decode("%00", 3, 0));
+    /* a raw NUL is refused too, not a silently shorter string (fuzz/router) */
+    assert_null(bnb__url_decode("/roH\0fT%4D", 11, 0));
+    assert_null(bnb__url_decode("abc\0", 4, 1));
     bnb__router_free(r);
 }
 

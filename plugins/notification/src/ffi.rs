@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 // ---- bnb_plugin.h ---------------------------------------------------------
 
 pub const BNB_ABI_MAJOR: u32 = 1;
-pub const BNB_ABI_MINOR: u32 = 2;
+pub const BNB_ABI_MINOR: u32 = 3;
 pub const BNB_ABI_VERSION: u32 = (BNB_ABI_MAJOR << 16) | BNB_ABI_MINOR;
 
 pub const BNB_OK: c_int = 0;
@@ -54,6 +54,10 @@ pub struct bnb_req_t {
 }
 #[repr(C)]
 pub struct bnb_store_t {
+    _opaque: [u8; 0],
+}
+#[repr(C)]
+pub struct bnb_stream_t {
     _opaque: [u8; 0],
 }
 
@@ -245,6 +249,10 @@ pub struct bnb_host_api_t {
     pub store_commit2: Option<unsafe extern "C" fn(*mut bnb_store_t, *const bnb_commit_t, *mut i64) -> c_int>,
     // since 1.2: requests
     pub req_query_string: Option<unsafe extern "C" fn(*mut bnb_req_t) -> *const c_char>,
+    // since 1.3: streamed answers (this plugin does not stream)
+    pub stream_open: Option<unsafe extern "C" fn(*mut bnb_req_t, c_int, *const c_char) -> *mut bnb_stream_t>,
+    pub stream_write: Option<unsafe extern "C" fn(*mut bnb_stream_t, *const c_void, usize) -> c_int>,
+    pub stream_close: Option<unsafe extern "C" fn(*mut bnb_stream_t)>,
 }
 
 #[repr(C)]
@@ -841,7 +849,7 @@ pub fn layout() -> Vec<usize> {
         req_method, req_param, req_query, req_body, req_user, req_role, req_header, respond_json,
         respond_problem, respond_empty, respond_header, store, store_get, store_list, store_commit,
         event_reject, call, log, count, set_correlation, uuid, now_ms, store_define, store_query,
-        store_commit2, req_query_string);
+        store_commit2, req_query_string, stream_open, stream_write, stream_close);
     v.push(BNB_ABI_VERSION as usize);
     v
 }

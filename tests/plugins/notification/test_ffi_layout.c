@@ -139,6 +139,9 @@ static const item_t want[] = {
     OFF(bnb_host_api_t, store_query),
     OFF(bnb_host_api_t, store_commit2),
     OFF(bnb_host_api_t, req_query_string),
+    OFF(bnb_host_api_t, stream_open),
+    OFF(bnb_host_api_t, stream_write),
+    OFF(bnb_host_api_t, stream_close),
     {"BNB_ABI_VERSION", BNB_ABI_VERSION},
 };
 
