@@ -177,6 +177,10 @@ seed() { # STORE ARGS... -> runs bnb_seed, says how long it took
 ROWS=$TMP/rows.tsv
 : >"$ROWS"
 row() { # SECTION CASE SIZE P50 P99 HZ50 HZ99 N [ANSWER_BYTES [HOST_CPU_MS_PER_REQUEST]]
+    if [[ $4 == nan ]]; then
+        printf "%-9s %-34s %7s   no answer within a turn\n" "$1" "$2" "$3"
+        return 0
+    fi
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8" "${9:-}" "${10:-}" \
         >>"$ROWS"
     printf "%-9s %-34s %7s %9.2f %9.2f %7.1f %7.1f %7s %s\n" "$1" "$2" "$3" "$4" "$5" \
@@ -196,9 +200,14 @@ load() {
     rm -f "$TMP/h2load.tsv"
     out=$(h2load --h1 -D "$((DURATION * 1000 / REPS))ms" -c "$CLIENTS" -m 1 --log-file="$TMP/h2load.tsv" \
         "${auth[@]}" "http://127.0.0.1:$1$2" 2>&1) || true
-    if ! grep -q "status codes: [0-9]* 2xx" <<<"$out" || grep -q "status codes: 0 2xx" <<<"$out"; then
+    if ! grep -q "status codes: [0-9]* 2xx" <<<"$out"; then
         echo "scale.sh: h2load $2 failed: $out" >&2
         exit 1
+    fi
+    if grep -q "status codes: 0 2xx" <<<"$out"; then # nothing answered within the turn (FerretDB)
+        echo "# $2: no answer within $((DURATION * 1000 / REPS)) ms" >&2
+        touch "$3"
+        return 0
     fi
     cat "$TMP/h2load.tsv" >>"$3"
     [[ -n ${4:-} ]] && echo $(($(cpu_ticks "$4") - t0)) >>"$3.cpu"
@@ -207,11 +216,12 @@ load() {
 
 # cpu_per_req LOG -> host CPU ms per request over the runs of LOG
 cpu_per_req() {
-    awk -v hz="$(getconf CLK_TCK)" -v n="$(wc -l <"$1")" '{ t += $1 } END { printf "%.3f\n", t * 1000 / hz / n }' "$1.cpu"
+    awk -v hz="$(getconf CLK_TCK)" -v n="$(wc -l <"$1")" '{ t += $1 } END { printf "%.3f\n", n ? t * 1000 / hz / n : 0 }' "$1.cpu"
 }
 
-# percentiles LOG -> "p50 p99 n" in ms
+# percentiles LOG -> "p50 p99 n" in ms ("nan nan 0" when nothing answered)
 percentiles() {
+    [[ -s $1 ]] || { echo "nan nan 0"; return 0; }
     sort -t$'\t' -k3,3n "$1" | awk -F'\t' '
         { d[NR] = $3; if ($2 < 200 || $2 >= 300) bad++ }
         END { if (bad) { print "non-2xx answers: " bad > "/dev/stderr"; exit 1 }

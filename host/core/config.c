@@ -167,6 +167,17 @@ static const struct {
     {"kafka.brokers", BNB_CFG_STRING, NULL, "Kafka bootstrap servers; unset: events stay in process"},
     {"kafka.partitions", BNB_CFG_INT, "3", "partitions of topics this host creates"},
     {"kafka.namespace", BNB_CFG_STRING, NULL, "prefix of topic and consumer-group names (tests, tenants)"},
+    {"kafka.instance_id", BNB_CFG_STRING, NULL,
+     "opt-in static consumer-group membership: group.instance.id is <this>-<group>, stable per process (pod name); a "
+     "restarted consumer gets its partitions back at once. Caution: librdkafka 2.0.2 may fence a static member for "
+     "good after a JoinGroup timeout (seen after a broker SIGKILL under load). Never the same in two live processes"},
+    {"kafka.debug", BNB_CFG_STRING, NULL,
+     "librdkafka debug contexts (e.g. cgrp,broker,msg), logged at log_level debug; unset: none"},
+    {"kafka.session_timeout_ms", BNB_CFG_INT, "6000",
+     "consumer session: a consumer that died and does not come back gives its partitions up after it"},
+    {"kafka.assignment", BNB_CFG_STRING, "cooperative-sticky",
+     "partition.assignment.strategy of the consumers (cooperative-sticky: incremental rebalancing; range, "
+     "roundrobin: eager)"},
     {"call.timeout_ms", BNB_CFG_INT, "2000", "timeout of a service-to-service call"},
     {"breaker.failure_rate", BNB_CFG_INT, "50", "percent of failed calls in the window that opens a circuit breaker"},
     {"breaker.window", BNB_CFG_INT, "100", "calls in a breaker's count window"},
@@ -178,7 +189,9 @@ static const struct {
     {"services.payment.url", BNB_CFG_STRING, NULL, "where the payment service is"},
     {"services.dashboard.url", BNB_CFG_STRING, NULL, "where the dashboard service is"},
     {"events.deliver_twice", BNB_CFG_BOOL, "false", "deliver every event twice (tests of idempotent consumers)"},
-    {"events.relay_interval_ms", BNB_CFG_INT, "200", "outbox relay poll interval (a safety net: commits wake it)"},
+    {"events.relay_interval_ms", BNB_CFG_INT, "10000",
+     "outbox relay poll interval: only a safety net (commits, a plugin's resume and the broker's return wake the "
+     "relay; a failed round retries after 100 ms doubling up to 2 s)"},
     {"events.batch", BNB_CFG_INT, "100", "events per relay round"},
     {"admin", BNB_CFG_BOOL, "false",
      "loopback-only /admin endpoints (tests: pause a plugin, inject events, dead letters, routes)"},

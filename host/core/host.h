@@ -64,6 +64,8 @@ struct bnb_inst {
     size_t nroutes;
     atomic_int paused;
     atomic_int relaying;
+    int64_t dead_exported;   /* dead letters in the store, as bearbnb_dead_letters_total says (host->dl_mu) */
+    atomic_int dead_synced;  /* dead_exported was read from the store once */
     atomic_ullong store_gen; /* bumped after every commit to `store` (http read cache) */
     int inited, started;
     uint32_t abi;       /* the plugin's ABI version (major << 16 | minor) */
@@ -92,6 +94,8 @@ typedef struct bnb_host {
     atomic_int channel_ready; /* last answer of the channel's (blocking) ready check */
     atomic_int stores_ready;  /* every plugin's store answered its last ping */
     int ready_logged;         /* readiness last announced in the log: -1 none, 0, 1 */
+    int channel_up_seen;      /* channel_ready as the loop last saw it (wakes the relay when it comes back) */
+    int channel_fails;        /* failed channel checks in a row (ready_work; one at a time) */
     uv_timer_t ready_timer;
     int ready_job;
     char kafka_prefix[96]; /* "<kafka.namespace>." or "" */
@@ -128,6 +132,8 @@ typedef struct bnb_host {
 
     uv_async_t relay_wake;
     uv_timer_t relay_timer;
+    uv_timer_t relay_retry; /* a failed relay round tries again after relay_backoff_ms */
+    long relay_backoff_ms;  /* 0 after a round that worked (loop thread) */
     atomic_int relay_jobs;
     atomic_uint wakes; /* commits with events so far: a relay job that saw fewer runs again */
     int relay_stopped;

@@ -584,11 +584,13 @@ int main(int argc, char **argv)
     h->stream_buffer = (size_t)bnb__config_int(h->cfg, "http.stream_buffer");
     h->relay_interval_ms = bnb__config_int(h->cfg, "events.relay_interval_ms");
     h->relay_batch = (size_t)bnb__config_int(h->cfg, "events.batch");
+    long kst = bnb__config_int(h->cfg, "kafka.session_timeout_ms");
     if (h->relay_interval_ms < 10 || h->relay_batch < 1 || h->max_body < 1024 || h->call_timeout_ms < 1 ||
-        h->stream_buffer < 1024) {
+        h->stream_buffer < 1024 || kst < 1000 || kst > 3600000) {
         snprintf(err, sizeof(err),
                  "out of range: events.relay_interval_ms >= 10, events.batch >= 1, "
-                 "http.max_body >= 1024, call.timeout_ms >= 1, http.stream_buffer >= 1024");
+                 "http.max_body >= 1024, call.timeout_ms >= 1, http.stream_buffer >= 1024, "
+                 "kafka.session_timeout_ms 1000..3600000");
         goto fail;
     }
 

@@ -40,7 +40,16 @@ typedef struct bnb_kafka_config {
     const char *client_id;     /* "bearbnb-<plugins>" */
     const char *const *topics; /* topics to create when missing */
     size_t ntopics;
-    int partitions;            /* for created topics, default 3 */
+    int partitions; /* for created topics, default 3 */
+    /* Static group membership (KIP-345): a consumer's group.instance.id is
+     * "<instance_id>-<group>", stable across restarts of the same process
+     * (pod), so a restarted consumer gets its partitions back at once
+     * instead of after a rebalance. NULL or "": dynamic membership. Two
+     * live processes must never share it (the older is fenced). */
+    const char *instance_id;
+    int session_timeout_ms; /* consumer session; 0 = 6000 */
+    const char *assignment; /* partition.assignment.strategy; NULL = "cooperative-sticky" */
+    const char *debug;      /* librdkafka debug contexts ("cgrp,broker"), logged at level debug; NULL: none */
 } bnb_kafka_config_t;
 
 #ifdef BNB_HAVE_KAFKA

@@ -8,11 +8,30 @@
 #include <string.h>
 #include <unistd.h>
 
-static void record_dead(bnb_host_t *h, bnb_inst_t *ctx, const char *payload, size_t len, const char *reason)
+/* bearbnb_dead_letters_total{plugin} follows the count in the plugin's
+ * dead-letter store (read at start and after each park), so it survives a
+ * restart and counts what other processes of the same service parked. Off
+ * the loop (a store call). */
+static void dead_sync(bnb_host_t *h, bnb_inst_t *ctx)
 {
+    int64_t n = 0;
+    if (ctx->store == NULL || ctx->store->ops->dead_count == NULL || ctx->store->ops->dead_count(ctx->store, &n) != 0)
+        return;
     char labels[64];
     snprintf(labels, sizeof(labels), "plugin=\"%s\"", ctx->name);
-    bnb__metrics_add(h->metrics, "bearbnb_dead_letters_total", labels, 1);
+    pthread_mutex_lock(&h->dl_mu);
+    if (!ctx->dead_synced || n > ctx->dead_exported) {
+        double delta = ctx->dead_synced ? (double)(n - ctx->dead_exported) : (double)n;
+        bnb__metrics_add(h->metrics, "bearbnb_dead_letters_total", labels, delta); /* creates the series at 0 too */
+        ctx->dead_exported = n;
+        ctx->dead_synced = 1;
+    }
+    pthread_mutex_unlock(&h->dl_mu);
+}
+
+static void record_dead(bnb_host_t *h, bnb_inst_t *ctx, const char *payload, size_t len, const char *reason)
+{
+    dead_sync(h, ctx);
     pthread_mutex_lock(&h->dl_mu);
     json_t *ev = json_stringn(payload, len);
     json_t *item = json_pack("{s:s, s:s, s:o, s:I}", "consumer", ctx->name, "reason", reason, "event",
@@ -127,11 +146,15 @@ static int deliver_local(bnb_host_t *h, const char *topic, const char *payload, 
 
 /* ---- relay ---------------------------------------------------------------- */
 
-/* Publish on the channel under kafka.namespace. */
+/* Publish on the channel under kafka.namespace. While the broker is known to
+ * be away, wait 1 s for the acknowledgements instead of 10 s: the attempt
+ * (it may be the broker coming back) does not hold a worker for long, and
+ * the relay retries with a backoff. */
 static int publish_prefixed(bnb_host_t *h, bnb_outbox_entry_t *e, size_t n)
 {
+    int timeout = !h->kafka_wanted || atomic_load(&h->channel_ready) ? 10000 : 1000;
     if (h->kafka_prefix[0] == '\0')
-        return h->channel->ops->publish(h->channel, e, n, 10000);
+        return h->channel->ops->publish(h->channel, e, n, timeout);
     char **orig = malloc(n * sizeof(char *));
     if (orig == NULL)
         return BNB_ENOMEM;
@@ -149,7 +172,7 @@ static int publish_prefixed(bnb_host_t *h, bnb_outbox_entry_t *e, size_t n)
         snprintf(e[i].topic, l, "%s%s", h->kafka_prefix, orig[i]);
     }
     if (rc == 0)
-        rc = h->channel->ops->publish(h->channel, e, n, 10000);
+        rc = h->channel->ops->publish(h->channel, e, n, timeout);
     for (size_t k = 0; k < i; k++) {
         free(e[k].topic);
         e[k].topic = orig[k];
@@ -158,17 +181,19 @@ static int publish_prefixed(bnb_host_t *h, bnb_outbox_entry_t *e, size_t n)
     return rc;
 }
 
-/* Publish what is pending in ctx's outbox; returns 1 when more may be waiting. */
+/* Publish what is pending in ctx's outbox; returns 1 when more may be
+ * waiting, 0 when it is empty (or the broker is away: its return wakes the
+ * relay), -1 when a store or publish attempt failed (retried after a backoff). */
 static int relay_once(bnb_host_t *h, bnb_inst_t *ctx)
 {
     bnb_store_t *st = ctx->store;
     if (h->kafka_wanted && atomic_load(&h->channel) == NULL)
-        return 0; /* not connected yet: keep it in the outbox */
+        return 0; /* not connected yet: keep it in the outbox (woken when it is) */
     for (int round = 0; round < 20; round++) {
         bnb_outbox_entry_t *e = NULL;
         size_t n = 0;
         if (st->ops->outbox_fetch(st, h->relay_batch, &e, &n) != 0)
-            return 0;
+            return -1;
         if (n == 0)
             return 0;
         size_t done = 0;
@@ -201,7 +226,7 @@ static int relay_once(bnb_host_t *h, bnb_inst_t *ctx)
         }
         bnb_outbox_entries_free(e, n);
         if (done < n)
-            return 0; /* a consumer or the broker asked for a retry: next tick */
+            return -1; /* a consumer or the broker asked for a retry */
         if (n < h->relay_batch)
             return 0;
     }
@@ -212,7 +237,7 @@ typedef struct relay_job {
     uv_work_t w;
     bnb_host_t *h;
     bnb_inst_t *ctx;
-    int more;
+    int more;       /* relay_once's answer */
     unsigned wakes; /* h->wakes when the job was queued */
 } relay_job_t;
 
@@ -223,6 +248,7 @@ static void relay_work(uv_work_t *w)
 }
 
 static void relay_schedule(bnb_host_t *h);
+static void on_relay_timer(uv_timer_t *t);
 
 static void relay_after(uv_work_t *w, int status)
 {
@@ -230,11 +256,25 @@ static void relay_after(uv_work_t *w, int status)
     relay_job_t *j = w->data;
     atomic_store(&j->ctx->relaying, 0);
     atomic_fetch_sub(&j->h->relay_jobs, 1);
-    /* a commit that woke us while this job ran may have left events behind */
-    int more = j->more || atomic_load(&j->h->wakes) != j->wakes;
     bnb_host_t *h = j->h;
+    int failed = j->more < 0;
+    /* a commit that woke us while this job ran may have left events behind */
+    int more = j->more > 0 || (!failed && atomic_load(&h->wakes) != j->wakes);
     free(j);
-    if (more && !h->relay_stopped)
+    if (h->relay_stopped)
+        return;
+    if (failed) {
+        /* retry soon, backing off (100 ms doubling up to 2 s): the poll timer
+         * is only a slow safety net */
+        h->relay_backoff_ms = h->relay_backoff_ms ? h->relay_backoff_ms * 2 : 100;
+        if (h->relay_backoff_ms > 2000)
+            h->relay_backoff_ms = 2000;
+        if (!uv_is_active((uv_handle_t *)&h->relay_retry))
+            uv_timer_start(&h->relay_retry, on_relay_timer, (uint64_t)h->relay_backoff_ms, 0);
+        return;
+    }
+    h->relay_backoff_ms = 0;
+    if (more)
         relay_schedule(h);
 }
 
@@ -310,8 +350,20 @@ static int kafka_connect(bnb_host_t *h, bnb_channel_t **out, char *err, size_t e
         size_t l = strlen(client);
         snprintf(client + l, sizeof(client) - l, "-%s", h->plugins[i]->name);
     }
-    bnb_kafka_config_t kc = {bnb__config_str(h->cfg, "kafka.brokers"), client, topics, 3,
-                             (int)bnb__config_int(h->cfg, "kafka.partitions")};
+    /* static membership only when asked for (kafka.instance_id): librdkafka
+     * 2.0.2 can fence a static member for good (fatal "Static consumer fenced
+     * by other consumer with same group.instance.id") when its own JoinGroup
+     * timed out and was retried, as after a broker SIGKILL under load */
+    const char *inst = bnb__config_str(h->cfg, "kafka.instance_id");
+    bnb_kafka_config_t kc = {.brokers = bnb__config_str(h->cfg, "kafka.brokers"),
+                             .client_id = client,
+                             .topics = topics,
+                             .ntopics = 3,
+                             .partitions = (int)bnb__config_int(h->cfg, "kafka.partitions"),
+                             .instance_id = inst,
+                             .session_timeout_ms = (int)bnb__config_int(h->cfg, "kafka.session_timeout_ms"),
+                             .assignment = bnb__config_str(h->cfg, "kafka.assignment"),
+                             .debug = bnb__config_str(h->cfg, "kafka.debug")};
     bnb_channel_t *ch = NULL;
     if (bnb__kafka_open(&kc, &ch, err, errlen) != 0)
         return -1;
@@ -374,8 +426,26 @@ static void ready_work(uv_work_t *w)
 {
     bnb_host_t *h = w->data;
     bnb_channel_t *ch = atomic_load(&h->channel);
-    if (h->kafka_wanted)
-        atomic_store(&h->channel_ready, ch != NULL && ch->ops->ready(ch));
+    if (h->kafka_wanted) {
+        /* down only after 3 failed checks in a row (one metadata request
+         * can time out on a busy machine), up after one answer */
+        int ok = ch != NULL && ch->ops->ready(ch);
+        h->channel_fails = ok ? 0 : h->channel_fails + 1;
+        int was = atomic_load(&h->channel_ready);
+        int up = ok || (was && h->channel_fails < 3);
+        atomic_store(&h->channel_ready, up);
+        if (up != was) {
+            /* not a readiness matter: commits keep their events in the
+             * outbox meanwhile, and the relay catches up when it is back */
+            if (up)
+                bnb__log(BNB_LOG_INFO, "kafka: broker reachable again; publishing what the outbox kept");
+            else
+                bnb__log(BNB_LOG_WARN, "kafka: broker unreachable; events wait in the outbox (still ready)");
+        }
+    }
+    for (size_t i = 0; i < h->nplugins; i++) /* once per process (retried while the store does not answer) */
+        if (h->plugins[i]->store != NULL && !h->plugins[i]->dead_synced)
+            dead_sync(h, h->plugins[i]);
     int stores = 1;
     for (size_t i = 0; i < h->nplugins && stores; i++) {
         bnb_store_t *st = h->plugins[i]->store;
@@ -407,6 +477,13 @@ static void ready_after(uv_work_t *w, int status)
     h->ready_job = 0;
     free(w);
     ready_announce(h);
+    if (h->kafka_wanted) {
+        int up = atomic_load(&h->channel_ready);
+        bnb__metrics_set(h->metrics, "bearbnb_kafka_up", NULL, up);
+        if (up && !h->channel_up_seen && !h->relay_stopped)
+            bnb__events_wake(h); /* the broker is back: drain the outbox now, not at the next poll */
+        h->channel_up_seen = up;
+    }
 }
 
 static void on_ready_timer(uv_timer_t *t)
@@ -452,6 +529,8 @@ int bnb__events_start(bnb_host_t *h, char *err, size_t errlen)
     uv_timer_init(h->loop, &h->relay_timer);
     h->relay_timer.data = h;
     uv_timer_start(&h->relay_timer, on_relay_timer, 0, (uint64_t)h->relay_interval_ms);
+    uv_timer_init(h->loop, &h->relay_retry);
+    h->relay_retry.data = h;
     h->ready_logged = -1;
     uv_timer_init(h->loop, &h->ready_timer);
     h->ready_timer.data = h;
@@ -474,13 +553,15 @@ void bnb__events_stop(bnb_host_t *h)
             uv_run(h->loop, UV_RUN_ONCE);
         uv_timer_stop(&h->relay_timer);
         uv_close((uv_handle_t *)&h->relay_timer, NULL);
+        uv_timer_stop(&h->relay_retry);
+        uv_close((uv_handle_t *)&h->relay_retry, NULL);
         uv_close((uv_handle_t *)&h->relay_wake, NULL);
         while (atomic_load(&h->relay_jobs) > 0)
             uv_run(h->loop, UV_RUN_ONCE);
         /* last flush: what was committed before shutdown leaves now */
         for (size_t i = 0; i < h->nplugins; i++)
             if (h->plugins[i]->store)
-                while (relay_once(h, h->plugins[i]))
+                while (relay_once(h, h->plugins[i]) > 0)
                     ;
     }
     if (h->channel != NULL) {
@@ -515,8 +596,12 @@ int bnb__events_inject(bnb_host_t *h, const char *topic, const char *payload, si
     return deliver_local(h, topic, payload, len);
 }
 
+/* Ready = can serve requests: the stores answer (and the keys are loaded).
+ * Kafka is not part of it: a commit keeps its events in the outbox while the
+ * broker is away (bearbnb_kafka_up in /metrics says so), so a broker outage
+ * takes no pod out of its Service. */
 int bnb__events_ready(bnb_host_t *h)
 {
-    return atomic_load(&h->stores_ready) && (!h->kafka_wanted || atomic_load(&h->channel_ready)) &&
+    return atomic_load(&h->stores_ready) &&
            bnb__auth_ready(h->auth); /* a JWKS URL down at start: not ready until it loads */
 }

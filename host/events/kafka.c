@@ -44,6 +44,10 @@ struct kafka_channel {
     bnb_channel_t base;
     char *brokers;
     char *client_id;
+    char *instance_id; /* NULL: dynamic membership */
+    char *assignment;
+    char *debug; /* NULL: none */
+    int session_timeout_ms;
     rd_kafka_t *producer;
     pthread_t poller;
     bool poller_started;
@@ -166,7 +170,8 @@ static rd_kafka_conf_t *base_conf(kafka_channel_t *ch, const char *client_id, ch
     if (conf_set(conf, "bootstrap.servers", ch->brokers, errbuf, errlen) ||
         conf_set(conf, "client.id", client_id, errbuf, errlen) ||
         conf_set(conf, "socket.keepalive.enable", "true", errbuf, errlen) ||
-        conf_set(conf, "reconnect.backoff.max.ms", "2000", errbuf, errlen)) {
+        conf_set(conf, "reconnect.backoff.max.ms", "2000", errbuf, errlen) ||
+        (ch->debug && conf_set(conf, "debug", ch->debug, errbuf, errlen))) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
@@ -375,7 +380,8 @@ static int kafka_subscribe(bnb_channel_t *base, const char *group, const char *c
     rd_kafka_conf_t *conf = NULL;
     rd_kafka_topic_partition_list_t *tl = NULL;
     kafka_consumer_t *c = NULL;
-    char *cid = NULL;
+    char *cid = NULL, *gid = NULL;
+    char sess[16], hb[16];
     int rc = BNB_EIO;
 
     if (!group || !*group || !topics || ntopics == 0 || !fn)
@@ -389,6 +395,16 @@ static int kafka_subscribe(bnb_channel_t *base, const char *group, const char *c
     c->ch = ch;
     c->fn = fn;
     c->ud = ud;
+    if (ch->instance_id && asprintf(&gid, "%s-%s", ch->instance_id, group) < 0) {
+        gid = NULL;
+        rc = BNB_ENOMEM;
+        goto fail;
+    }
+    /* a consumer that died (SIGKILL, node loss) and does not come back gives
+     * its partitions up after the session (librdkafka's default is 45 s); one
+     * that comes back with the same static id within it gets them at once */
+    snprintf(sess, sizeof sess, "%d", ch->session_timeout_ms);
+    snprintf(hb, sizeof hb, "%d", ch->session_timeout_ms / 4 > 100 ? ch->session_timeout_ms / 4 : 100);
     conf = base_conf(ch, cid, errbuf, sizeof errbuf);
     if (!conf || conf_set(conf, "group.id", group, errbuf, sizeof errbuf) ||
         conf_set(conf, "enable.auto.commit", "false", errbuf, sizeof errbuf) ||
@@ -396,10 +412,13 @@ static int kafka_subscribe(bnb_channel_t *base, const char *group, const char *c
         conf_set(conf, "auto.offset.reset", "earliest", errbuf, sizeof errbuf) ||
         conf_set(conf, "allow.auto.create.topics", "true", errbuf, sizeof errbuf) ||
         conf_set(conf, "topic.metadata.refresh.interval.ms", "10000", errbuf, sizeof errbuf) ||
-        /* a consumer that died (SIGKILL, node loss) gives its partitions back
-         * in seconds instead of librdkafka's default 45 s */
-        conf_set(conf, "session.timeout.ms", "6000", errbuf, sizeof errbuf) ||
-        conf_set(conf, "heartbeat.interval.ms", "1500", errbuf, sizeof errbuf)) {
+        conf_set(conf, "session.timeout.ms", sess, errbuf, sizeof errbuf) ||
+        conf_set(conf, "heartbeat.interval.ms", hb, errbuf, sizeof errbuf) ||
+        /* incremental rebalancing (KIP-429): a member joining or leaving
+         * moves only the partitions that change owner, the others keep
+         * consuming (librdkafka >= 1.6) */
+        conf_set(conf, "partition.assignment.strategy", ch->assignment, errbuf, sizeof errbuf) ||
+        (gid && conf_set(conf, "group.instance.id", gid, errbuf, sizeof errbuf))) {
         rc = BNB_EINVAL;
         goto fail;
     }
@@ -432,7 +451,9 @@ static int kafka_subscribe(bnb_channel_t *base, const char *group, const char *c
     c->next = ch->consumers;
     ch->consumers = c;
     pthread_mutex_unlock(&ch->lock);
+    klog(BNB_LOG_INFO, "kafka consumer subscribed", cid, "group", group, "instance", gid ? gid : "(dynamic)");
     free(cid);
+    free(gid);
     return 0;
 
 fail:
@@ -443,6 +464,7 @@ fail:
         rd_kafka_conf_destroy(conf);
     consumer_free(c);
     free(cid);
+    free(gid);
     return rc;
 }
 
@@ -502,6 +524,9 @@ static void kafka_close(bnb_channel_t *base, int timeout_ms)
     pthread_mutex_destroy(&ch->lock);
     free(ch->brokers);
     free(ch->client_id);
+    free(ch->instance_id);
+    free(ch->assignment);
+    free(ch->debug);
     free(ch);
 }
 
@@ -602,7 +627,12 @@ int bnb__kafka_open(const bnb_kafka_config_t *cfg, bnb_channel_t **out, char *er
     atomic_init(&ch->stopping, false);
     ch->brokers = strdup(cfg->brokers);
     ch->client_id = strdup(cfg->client_id && *cfg->client_id ? cfg->client_id : "bearbnb");
-    if (!ch->brokers || !ch->client_id) {
+    ch->assignment = strdup(cfg->assignment && *cfg->assignment ? cfg->assignment : "cooperative-sticky");
+    ch->instance_id = cfg->instance_id && *cfg->instance_id ? strdup(cfg->instance_id) : NULL;
+    ch->session_timeout_ms = cfg->session_timeout_ms > 0 ? cfg->session_timeout_ms : 6000;
+    ch->debug = cfg->debug && *cfg->debug ? strdup(cfg->debug) : NULL;
+    if (!ch->brokers || !ch->client_id || !ch->assignment ||
+        (cfg->instance_id && *cfg->instance_id && !ch->instance_id)) {
         rc = BNB_ENOMEM;
         goto fail;
     }

@@ -74,6 +74,10 @@ static void access_log(h2o_req_t *req, const char *reqid, const char *traceparen
     char fields[900], meth[40], path[420];
     json_safe(meth, sizeof(meth), req->method.base, req->method.len);
     json_safe(path, sizeof(path), req->path.base, req->path.len > 200 ? 200 : req->path.len);
+    /* never a token in the log (GET /dashboard/stream?access_token=) */
+    char *at = strstr(path, "access_token=");
+    if (at != NULL)
+        snprintf(at + 13, sizeof(path) - (size_t)(at + 13 - path), "(left out)");
     snprintf(fields, sizeof(fields),
              "\"method\":\"%s\",\"path\":\"%s\",\"status\":%d,\"ms\":%.3f,\"protocol\":\"%s\",\"requestId\":\"%s\","
              "\"traceparent\":\"%s\"",
@@ -1497,20 +1501,50 @@ static int identify_signed(rq_t *q)
     return 0;
 }
 
+/* GET /dashboard/stream?access_token=T: T (not decoded: a JWT needs no
+ * escaping) and its length, or NULL. */
+static const char *stream_query_token(rq_t *q, size_t *len)
+{
+    h2o_req_t *req = q->req;
+    if (!(q->plen == 17 && memcmp(q->path, "/dashboard/stream", 17) == 0) || req->query_at == SIZE_MAX)
+        return NULL;
+    const char *p = req->path.base + req->query_at + 1, *end = req->path.base + req->path.len;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *seg_end = amp ? amp : end;
+        if (seg_end - p >= 13 && memcmp(p, "access_token=", 13) == 0) {
+            *len = (size_t)(seg_end - p - 13);
+            return p + 13;
+        }
+        p = seg_end + 1;
+    }
+    return NULL;
+}
+
 /* Otherwise: the bearer token, when there is one. A token whose kid is being
  * fetched parks the request (answered later, on_park_tick). */
 static int identify_bearer(rq_t *q)
 {
     h2o_req_t *req = q->req;
     ssize_t ai = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
-    if (ai == -1)
-        return 0;
-    h2o_iovec_t v = req->headers.entries[ai].value;
-    if (v.len < 8 || strncasecmp(v.base, "Bearer ", 7) != 0 || v.len > 8192) {
-        add_header(req, "www-authenticate", "Bearer");
-        return rq_refuse(q, 401, "Authorization must be 'Bearer <token>'");
+    if (ai == -1) {
+        /* a browser's EventSource cannot send headers: the stream takes
+         * ?access_token= (RFC 6750 §2.3; the access log leaves it out) */
+        size_t tl = 0;
+        const char *t = stream_query_token(q, &tl);
+        if (t == NULL)
+            return 0;
+        if (tl == 0 || tl > 8192)
+            return rq_refuse(q, 401, "access_token must be a bearer token");
+        q->bearer = strndup(t, tl);
+    } else {
+        h2o_iovec_t v = req->headers.entries[ai].value;
+        if (v.len < 8 || strncasecmp(v.base, "Bearer ", 7) != 0 || v.len > 8192) {
+            add_header(req, "www-authenticate", "Bearer");
+            return rq_refuse(q, 401, "Authorization must be 'Bearer <token>'");
+        }
+        q->bearer = strndup(v.base + 7, v.len - 7);
     }
-    q->bearer = strndup(v.base + 7, v.len - 7);
     char why[160] = "out of memory";
     bnb__jwks_take_pending(NULL, NULL);
     if (q->bearer != NULL && bnb__auth_verify(q->h->auth, q->bearer, &q->id, why, sizeof(why)) == 0) {

@@ -388,7 +388,10 @@ void bnb_idem_run(bnb_ctx_t *ctx, bnb_req_t *req, const char *scope, bnb_route_f
         }
         json_decref(doc);
         doc = NULL;
-        rc = R->store_get(st, BNB_IDEM_COLL, docid, &doc, &ver);
+        /* a first request of its key (the common case) creates the document
+         * without reading first: expect_version 0 fails with BNB_EEXIST when
+         * the key is known, and the next round reads it */
+        rc = attempt == 0 ? BNB_ENOENT : R->store_get(st, BNB_IDEM_COLL, docid, &doc, &ver);
         if (rc != 0 && rc != BNB_ENOENT)
             break;
         int64_t now = R->now_ms();

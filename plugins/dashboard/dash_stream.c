@@ -471,12 +471,15 @@ static void dash_stream_route(bnb_ctx_t *ctx, bnb_req_t *req)
     const char *user = host->req_user(req);
     const char *qs = host->req_query_string(req);
     long long last = -1;
-    /* the only parameter: lastEventId (for clients that cannot set the header) */
+    /* the only parameters: lastEventId and access_token (read by the host),
+     * for clients that cannot set headers (a browser's EventSource) */
     for (const char *p = qs; p && *p;) {
         const char *amp = strchr(p, '&');
         size_t seg = amp ? (size_t)(amp - p) : strlen(p);
-        if (seg && (seg < 12 || strncmp(p, "lastEventId=", 12) != 0)) {
-            host->respond_problem(req, 400, "Bad Request", "unknown query parameter; only lastEventId is allowed");
+        if (seg && (seg < 12 || strncmp(p, "lastEventId=", 12) != 0) &&
+            (seg < 13 || strncmp(p, "access_token=", 13) != 0)) {
+            host->respond_problem(req, 400, "Bad Request",
+                                  "unknown query parameter; only lastEventId and access_token are allowed");
             return;
         }
         p = amp ? amp + 1 : p + seg;

@@ -7,8 +7,9 @@
 #   3. v3, whose configuration leaves the room plugin out (it starts, is live
 #      and ready, but GET /rooms is 404): ValidateService fails, the automatic
 #      rollback redeploys v2, which serves again;
-#   4. v4, whose event channel points at a Kafka broker that does not exist (it
-#      starts but never gets ready): ApplicationStart waits for "ready", gives
+#   4. v4, whose token keys come from a JWKS URL that does not answer (it
+#      starts but never gets ready; a Kafka broker that does not answer would
+#      not do: a service stays ready without it, issue 17): ApplicationStart waits for "ready", gives
 #      up after BEARBNB_START_TIMEOUT while v2 keeps serving; rolled back.
 #   During 3 and 4 a /healthz stream must see no failure (the socket is held).
 # Needs: a built bearbnb (BNB_BUILD_ROOT), supervisor, curl (scripts/deploy-deps).
@@ -17,7 +18,7 @@ SRC=${BNB_SOURCE_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
 BUILD=${BNB_BUILD_ROOT:-$SRC/build}
 PY=$SRC/.deps/venv/bin/python
 BAD_VALIDATE=${BAD_VALIDATE:-BEARBNB_PLUGINS=payment,reservation,dashboard}
-BAD_START=${BAD_START:-BEARBNB_KAFKA_BROKERS=127.0.0.1:9}
+BAD_START=${BAD_START:-BEARBNB_AUTH_JWKS_URL=http://127.0.0.1:9/certs}
 # how long ApplicationStart waits for a new release to be ready (hook default 60 s)
 export BEARBNB_START_TIMEOUT=${BEARBNB_START_TIMEOUT:-15}
 for t in supervisord supervisorctl curl; do
@@ -54,7 +55,7 @@ code() { curl -s -o /dev/null -m 5 -w '%{http_code}' "http://127.0.0.1:$PORT$1";
 B=$SRC/pipeline/codedeploy/make-bundle
 "$B" -b "$BUILD" -o "$W/v1" -l v1 >/dev/null && "$B" -b "$BUILD" -o "$W/v2" -l v2 >/dev/null &&
     "$B" -b "$BUILD" -o "$W/v3" -l v3-no-rooms -e "$BAD_VALIDATE" >/dev/null &&
-    "$B" -b "$BUILD" -o "$W/v4" -l v4-no-broker -e "$BAD_START" >/dev/null || { echo "FAIL make-bundle"; exit 1; }
+    "$B" -b "$BUILD" -o "$W/v4" -l v4-no-keys -e "$BAD_START" >/dev/null || { echo "FAIL make-bundle"; exit 1; }
 echo "bundles v1..v4 in $W, root $ROOT, port $PORT"
 
 # 1. first install

@@ -8,20 +8,17 @@
 // serious or critical violation); a screenshot of each step is saved under
 // $BNB_WEB_ARTIFACTS/app/ (meson: build-test/meson-logs/web/app/).
 // Exit 0 passed, 1 failed, 77 skipped (no Chromium / npm packages).
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { browserKit } from './lib.mjs';
 import { startHost } from './host.mjs';
-import { startFront } from './front.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
 const { out, say, check, shot, axe, launch } = browserKit('app');
 
 const day = (n) => new Date(Date.now() + n * 86400000).toISOString().slice(0, 10);
 const IN = day(30), OUT = day(33), IN2 = day(40), OUT2 = day(42), IN3 = day(50), OUT3 = day(51);
 const GOOD = '4111111111111111', DECLINED = '4000000000000002';
 
-let host, front, browser;
+let host, browser;
 async function main() {
   // admin: pause the payment plugin for the PENDING step; a short call
   // timeout so the booking answers 202 after 1 s
@@ -30,11 +27,24 @@ async function main() {
     const r = await fetch(host.url + path, { method: 'POST' });
     check(r.status === 200, `POST ${path}`);
   };
-  const probe = await fetch(host.url + '/auth/config');
-  const served = probe.ok && (probe.headers.get('content-type') || '').includes('json');
-  if (!served) front = await startFront(host, join(here, '..', '..', 'web'));
-  const base = served ? host.url : front.url;
-  say(`host ${host.url}; app from ${served ? 'the host' : 'the interim front (the host has no /auth/config, /dev/token yet)'} ${base}`);
+  const base = host.url;
+  // the sign-in the app relies on: dev mode on the embedded default ...
+  const cfg = await (await fetch(base + '/auth/config')).json();
+  check(cfg.mode === 'dev', `GET /auth/config on the embedded default: ${JSON.stringify(cfg)}`);
+  const bad = await fetch(base + '/dev/token', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{"sub":"x","role":"admin"}' });
+  check(bad.status === 400 && /\brole\b/.test((await bad.json()).detail), 'POST /dev/token with another role: 400 naming role');
+  // ... and none with a configured key: no development sign-in at all
+  const other = await startHost({ BEARBNB_AUTH_KEY_FILE: join(host.dir, 'jwt.key') });
+  try {
+    const oc = await (await fetch(other.url + '/auth/config')).json();
+    const ot = await fetch(other.url + '/dev/token', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{"sub":"x","role":"host"}' });
+    check(oc.mode === 'none' && ot.status === 404, `with auth.key_file set: /auth/config ${JSON.stringify(oc)}, POST /dev/token ${ot.status}`);
+  } finally {
+    const code = await other.stop();
+    other.cleanup();
+    check(code === 0, `the second host exits 0 (${code})`);
+  }
+  say(`host ${host.url}`);
 
   browser = await launch();
   const desktop = { viewport: { width: 1200, height: 860 } };
@@ -335,7 +345,6 @@ try {
   console.log('FAIL: ' + (e && e.stack || e));
 }
 if (browser) await browser.close().catch(() => {});
-if (front) await front.stop();
 if (host) {
   const code = await host.stop();
   if (code !== 0) { rc = 1; console.log(`bearbnb exited ${code}\n` + host.tail()); }

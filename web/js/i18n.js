@@ -33,7 +33,7 @@ const S = {
   dev_notice: ['Development sign-in: no password. It exists only while this BearBnB runs with its generated development key; with Keycloak configured you sign in there instead.',
     '개발용 로그인: 비밀번호가 없습니다. 이 BearBnB가 자동 생성된 개발용 키로 실행되는 동안에만 있으며, Keycloak이 설정되면 그곳에서 로그인합니다.'],
   name: ['Name', '이름'],
-  name_hint: ['Letters, digits, dot, dash or underscore.', '영문자, 숫자, 점, 대시, 밑줄.'],
+  name_hint: ['1 to 64 letters, digits, dot, underscore, @ or dash.', '영문자, 숫자, 점, 밑줄, @, 대시 1~64자.'],
   role: ['Role', '역할'],
   as_guest: ['Guest: I book rooms', '게스트: 숙소를 예약합니다'],
   as_host: ['Host: I list rooms', '호스트: 숙소를 등록합니다'],

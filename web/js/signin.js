@@ -18,7 +18,7 @@ export function signinView(ctx) {
     if (c.mode !== 'dev') { box.replaceChildren(h('p.err', t('no_signin'))); return; }
     const form = h('form', { novalidate: true },
       h('p.notice', { role: 'note' }, h('strong', 'DEV '), t('dev_notice')),
-      field(t('name'), 'sub', { required: true, autocomplete: 'username', maxlength: 64, pattern: '[A-Za-z0-9._-]+' }, t('name_hint')),
+      field(t('name'), 'sub', { required: true, autocomplete: 'username', maxlength: 64, pattern: '[A-Za-z0-9._@-]+' }, t('name_hint')),
       h('fieldset.field', { 'data-field': 'role' }, h('legend', t('role')),
         h('label.radio', h('input', { type: 'radio', name: 'role', value: 'guest', checked: true }), ' ', t('as_guest')),
         h('label.radio', h('input', { type: 'radio', name: 'role', value: 'host' }), ' ', t('as_host')),
@@ -30,7 +30,7 @@ export function signinView(ctx) {
       ev.preventDefault();
       clearErrors(form);
       const v = values(form);
-      if (!/^[A-Za-z0-9._-]{1,64}$/.test(v.sub)) { showError(form, 'sub', t('name_hint')); return; }
+      if (!/^[A-Za-z0-9._@-]{1,64}$/.test(v.sub)) { showError(form, 'sub', t('name_hint')); return; }
       try {
         await auth.devSignIn(v.sub, v.role);
       } catch (e) {

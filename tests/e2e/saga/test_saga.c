@@ -629,6 +629,14 @@ static void test_poison_event(void **state)
     fprintf(stderr, "dead letters of reservation: %g -> %g\n", before, after);
     assert_true(after >= (before < 0 ? 0 : before) + 1);
 
+    /* the count is the store's, not the process's: it survives a SIGKILL */
+    e2e_host_t *rp = e2e_host_part(w.h, "reservation");
+    e2e_host_kill(rp ? rp : w.h);
+    assert_int_equal(e2e_host_restart(rp ? rp : w.h), 0);
+    double again = metric(&w, "bearbnb_dead_letters_total{plugin=\"reservation\"}");
+    fprintf(stderr, "dead letters of reservation after SIGKILL and restart: %g\n", again);
+    assert_true(again >= after);
+
     /* the consumer is not stuck: later bookings complete, also via events */
     book(&w, w.guest_tok, room, 3, 2, 1, GOOD_CARD, &r);
     assert_int_equal(r.status, 201);

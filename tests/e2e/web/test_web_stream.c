@@ -31,6 +31,8 @@ static int g_port; /* where the clients go: the host, or the edge */
 static char g_secret[256];
 static char *t_host, *t_guest, *t_guest2, *t_capper;
 
+static const char *g_query = ""; /* appended to /dashboard/stream by sse_open */
+
 typedef struct sse {
     int fd;
     char *buf;
@@ -71,7 +73,8 @@ static int sse_open(sse_t *s, const char *token, const char *last_id, int rcvbuf
     if (last_id)
         snprintf(last, sizeof(last), "Last-Event-ID: %s\r\n", last_id);
     snprintf(req, sizeof(req),
-             "GET /dashboard/stream HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n%s%s\r\n", auth, last);
+             "GET /dashboard/stream%s HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n%s%s\r\n", g_query,
+             auth, last);
     if (write(fd, req, strlen(req)) != (ssize_t)strlen(req))
         return -1;
     int found = 0;
@@ -316,6 +319,25 @@ static void test_privacy_and_resume(void **state)
     assert_non_null(seen);
     assert_true(seen < ready);
     assert_null(strstr(again.buf, "event: reset"));
+    /* a browser's EventSource cannot send headers: ?access_token= instead */
+    char q[3000];
+    snprintf(q, sizeof(q), "?lastEventId=%s&access_token=%s", lid, t_host);
+    g_query = q;
+    sse_t viaq;
+    assert_int_equal(sse_open(&viaq, NULL, NULL, 0), 0);
+    g_query = "";
+    assert_true(sse_wait(&viaq, "event: ready", 5000));
+    assert_non_null(strstr(viaq.buf, rneedle));
+    sse_close(&viaq);
+    char *log = e2e_host_log_tail(g_host, 1 << 20);
+    assert_non_null(log);
+    assert_null(strstr(log, t_host)); /* never a token in the log */
+    free(log);
+    /* a bad one: 401 */
+    g_query = "?access_token=not.a.token";
+    assert_int_equal(sse_open(&viaq, NULL, NULL, 0), 401);
+    g_query = "";
+    sse_close(&viaq);
     /* the same resume anonymously: summaries only */
     assert_int_equal(sse_open(&anon2, NULL, lid, 0), 0);
     assert_true(sse_wait(&anon2, "event: ready", 5000));
