@@ -159,4 +159,11 @@ int bnb_util_http_status(int rc);
  * `what` (e.g. "reservation store") and the code. 503 adds Retry-After: 1. */
 void bnb_util_respond_error(const bnb_host_api_t *h, bnb_req_t *req, int rc, const char *what);
 
+/* Walk every document of `coll`, `page` per keyset-paged query, calling
+ * fn(arg, row) on each row ({"id","version","body"}, borrowed): *ok counts the
+ * rows fn answered 0, *failed the others. Returns 0, or the error of the
+ * query that stopped the walk. */
+int bnb_util_each(const bnb_host_api_t *host, bnb_store_t *st, const char *coll, size_t page,
+                  int (*fn)(void *arg, const json_t *row), void *arg, size_t *ok, size_t *failed);
+
 #endif

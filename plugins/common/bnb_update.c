@@ -275,3 +275,34 @@ void bnb_util_respond_error(const bnb_host_api_t *h, bnb_req_t *req, int rc, con
         h->respond_header(req, "Retry-After", "1");
     h->respond_problem(req, status, title, "%s: %s (%d)", what ? what : "store", why, rc);
 }
+
+int bnb_util_each(const bnb_host_api_t *host, bnb_store_t *st, const char *coll, size_t page,
+                  int (*fn)(void *arg, const json_t *row), void *arg, size_t *ok, size_t *failed)
+{
+    char *cursor = NULL;
+    int rc;
+    for (;;) {
+        bnb_query_t q = {.coll = coll, .limit = page, .cursor = cursor};
+        json_t *rows = NULL, *row;
+        char *next = NULL;
+        size_t i;
+        rc = host->store_query(st, &q, &rows, &next);
+        free(cursor);
+        cursor = NULL;
+        if (rc)
+            break;
+        json_array_foreach(rows, i, row)
+        {
+            if (fn(arg, row) == 0)
+                (*ok)++;
+            else
+                (*failed)++;
+        }
+        json_decref(rows);
+        if (!next)
+            break;
+        cursor = next;
+    }
+    free(cursor);
+    return rc;
+}

@@ -746,34 +746,24 @@ static int migrate_one(bnb_ctx_t *ctx, bnb_store_t *st, const json_t *row, size_
  * walk: one bounded query per page; each migrated document is deleted). Runs
  * at init, before the plugin serves or consumes; a store without them costs
  * one empty query. */
+struct migrate_walk {
+    bnb_ctx_t *ctx;
+    bnb_store_t *st;
+    size_t events;
+};
+
+static int migrate_row(void *arg, const json_t *row)
+{
+    struct migrate_walk *w = arg;
+    return migrate_one(w->ctx, w->st, row, &w->events);
+}
+
 static int migrate_legacy(bnb_ctx_t *ctx, bnb_store_t *st)
 {
-    char *cursor = NULL;
-    size_t docs = 0, failed = 0, events = 0;
-    int rc = 0;
-    for (;;) {
-        bnb_query_t q = {.coll = LEGACY, .limit = LEGACY_PAGE, .cursor = cursor};
-        json_t *rows = NULL, *row;
-        char *next = NULL;
-        size_t i;
-        rc = host->store_query(st, &q, &rows, &next);
-        free(cursor);
-        cursor = NULL;
-        if (rc)
-            break;
-        json_array_foreach(rows, i, row)
-        {
-            if (migrate_one(ctx, st, row, &events) == 0)
-                docs++;
-            else
-                failed++;
-        }
-        json_decref(rows);
-        if (!next)
-            break;
-        cursor = next;
-    }
-    free(cursor);
+    struct migrate_walk w = {ctx, st, 0};
+    size_t docs = 0, failed = 0, events;
+    int rc = bnb_util_each(host, st, LEGACY, LEGACY_PAGE, migrate_row, &w, &docs, &failed);
+    events = w.events;
     if (docs || failed)
         host->log(ctx, "info",
                   "dashboard migration: %zu room documents of the first dashboard rebuilt as summaries and views "

@@ -1179,34 +1179,24 @@ static int migrate_calendar(bnb_ctx_t *ctx, bnb_store_t *st, const json_t *row, 
  * empty query. Reservations keep their data; none takes a guest slot (they
  * count against the guest cap only once they are moved with a new booking:
  * never), a deliberate simplification for stays from before the cap was exact. */
+struct migrate_walk {
+    bnb_ctx_t *ctx;
+    bnb_store_t *st;
+    size_t moved;
+};
+
+static int migrate_row(void *arg, const json_t *row)
+{
+    struct migrate_walk *w = arg;
+    return migrate_calendar(w->ctx, w->st, row, &w->moved);
+}
+
 static void migrate_legacy(bnb_ctx_t *ctx, bnb_store_t *st)
 {
-    char *cursor = NULL;
-    size_t cals = 0, failed = 0, moved = 0;
-    int rc;
-    for (;;) {
-        bnb_query_t q = {.coll = LEGACY, .limit = LEGACY_PAGE, .cursor = cursor};
-        json_t *rows = NULL, *row;
-        char *next = NULL;
-        size_t i;
-        rc = H->store_query(st, &q, &rows, &next);
-        free(cursor);
-        cursor = NULL;
-        if (rc)
-            break;
-        json_array_foreach(rows, i, row)
-        {
-            if (migrate_calendar(ctx, st, row, &moved) == 0)
-                cals++;
-            else
-                failed++;
-        }
-        json_decref(rows);
-        if (!next)
-            break;
-        cursor = next;
-    }
-    free(cursor);
+    struct migrate_walk w = {ctx, st, 0};
+    size_t cals = 0, failed = 0, moved;
+    int rc = bnb_util_each(H, st, LEGACY, LEGACY_PAGE, migrate_row, &w, &cals, &failed);
+    moved = w.moved;
     if (cals || failed)
         H->log(ctx, "info",
                "reservation migration: %zu calendars moved (%zu reservations as documents of their own), %zu left "
