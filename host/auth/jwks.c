@@ -45,7 +45,8 @@ struct bnb_jwks {
     _Atomic int url_loaded;         /* the URL answered with usable keys at least once */
     _Atomic unsigned long failures; /* refresh rounds with a source that failed */
 
-    pthread_rwlock_t lock; /* guards file_keys, url_keys */
+    pthread_mutex_t refresh_mu; /* one refresh round at a time: an older read never replaces a newer one */
+    pthread_rwlock_t lock;      /* guards file_keys, url_keys */
     keyset_t *file_keys, *url_keys;
 
     pthread_mutex_t mu; /* guards everything below */
@@ -455,6 +456,7 @@ int bnb__jwks_refresh(bnb_jwks_t *k, char *errbuf, size_t errlen)
 
     if (errbuf && errlen)
         errbuf[0] = '\0';
+    pthread_mutex_lock(&k->refresh_mu);
     if (k->file) {
         r = load_file(k->file, &fs, errbuf, errlen);
         if (r) {
@@ -481,6 +483,7 @@ int bnb__jwks_refresh(bnb_jwks_t *k, char *errbuf, size_t errlen)
             atomic_store(&k->url_loaded, 1);
         }
     }
+    pthread_mutex_unlock(&k->refresh_mu);
     if (rc)
         atomic_fetch_add(&k->failures, 1);
     return rc;
@@ -554,6 +557,7 @@ int bnb__jwks_new(const bnb_jwks_config_t *cfg, bnb_jwks_t **out, char *errbuf, 
     k->kid_wait_ms = cfg->kid_wait_ms == 0 ? 1000 : cfg->kid_wait_ms < 0 ? 0 : cfg->kid_wait_ms;
     k->fetch_timeout_ms = cfg->fetch_timeout_ms > 0 ? cfg->fetch_timeout_ms : 5000;
     pthread_rwlock_init(&k->lock, NULL);
+    pthread_mutex_init(&k->refresh_mu, NULL);
     pthread_mutex_init(&k->mu, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -607,6 +611,7 @@ void bnb__jwks_free(bnb_jwks_t *k)
     keyset_free(k->file_keys);
     keyset_free(k->url_keys);
     pthread_rwlock_destroy(&k->lock);
+    pthread_mutex_destroy(&k->refresh_mu);
     pthread_mutex_destroy(&k->mu);
     pthread_cond_destroy(&k->cv);
     if (k->curl_inited)
