@@ -84,14 +84,26 @@ async function main() {
   const loaded = [];
   const onResp = (resp) => {
     const type = resp.headers()['content-type'] || '';
-    if (/html|javascript|css/.test(type)) loaded.push(resp.body().then((b) => b.length).catch(() => 0));
+    if (!/html|javascript|css/.test(type)) return;
+    const u = new URL(resp.url());
+    loaded.push(Promise.all([resp.body().then((b) => b.length).catch(() => 0),
+      resp.request().sizes().then((z) => z.responseBodySize).catch(() => 0)])
+      .then(([plain, wire]) => ({ path: u.pathname, type, plain, wire, cc: resp.headers()['cache-control'] || '', enc: resp.headers()['content-encoding'] || '' })));
   };
   hp.on('response', onResp);
   await hp.goto(base + '/#/signin');
   await hp.getByText('Development sign-in').waitFor();
   hp.off('response', onResp);
-  const weight = (await Promise.all(loaded)).reduce((a, b) => a + b, 0);
-  check(weight < 100 * 1024, `first load: ${loaded.length} files, ${(weight / 1024).toFixed(1)} KB uncompressed (budget 100 KB; web/README.md)`);
+  const files = await Promise.all(loaded);
+  const weight = files.reduce((a, f) => a + f.plain, 0), wire = files.reduce((a, f) => a + f.wire, 0);
+  check(weight < 100 * 1024, `first load: ${files.length} files, ${(weight / 1024).toFixed(1)} KB uncompressed, ${(wire / 1024).toFixed(1)} KB over the wire (gzip: ${files.filter((f) => f.enc === 'gzip').length} of them) (budget 100 KB; web/README.md)`);
+  // long cache for hashed assets: every script and style under its content
+  // hash, immutable; index.html revalidated
+  const assets = files.filter((f) => !/html/.test(f.type));
+  check(assets.length >= 10 && assets.every((f) => /\.[0-9a-f]{12}\.(js|css)$/.test(f.path) && f.cc === 'public, max-age=31536000, immutable' && f.enc === 'gzip') &&
+        files.filter((f) => /html/.test(f.type)).every((f) => f.cc === 'no-cache'),
+  `the ${assets.length} scripts and styles load under hashed names, immutable and gzip; index.html no-cache` +
+    ` (${files.map((f) => `${f.path} ${f.cc}`).filter((x) => !/immutable|no-cache/.test(x) || !/[0-9a-f]{12}\.|^\/ /.test(x)).join('; ')})`);
   await axe(hp, 'sign-in');
   await shot(hp, 'dev-sign-in');
   await signIn(hp, 'alice', 'host');
