@@ -2309,6 +2309,7 @@ void bnb__http_free(bnb_host_t *h)
 {
     (void)h;
     rc_free_all();
+    bnb__web_fini();
     if (g_h2_check_on) {
         uv_close((uv_handle_t *)&g_h2_check, NULL);
         g_h2_check_on = 0;

@@ -353,6 +353,16 @@ static void test_privacy_and_resume(void **state)
     assert_null(strstr(anon2.buf, "event: reservation"));
     sse_close(&again);
     sse_close(&anon2);
+    /* both (a browser reconnecting by itself to the URL the page opened with
+     * ?lastEventId=): the header wins, it is the newer */
+    snprintf(q, sizeof(q), "?lastEventId=99999999&access_token=%s", t_guest); /* the guest: hana has 3 open */
+    g_query = q;
+    assert_int_equal(sse_open(&viaq, NULL, lid, 0), 0);
+    g_query = "";
+    assert_true(sse_wait(&viaq, "event: ready", 5000));
+    assert_non_null(strstr(viaq.buf, rneedle));
+    assert_null(strstr(viaq.buf, "event: reset"));
+    sse_close(&viaq);
 
     /* an id the log no longer keeps (retention 16): a reset */
     for (int i = 0; i < 20; i++) {
