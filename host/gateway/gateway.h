@@ -39,6 +39,13 @@ int bnb__gateway_verify(const char *header, const char *method, const char *path
  * once, beyond that 503). timeout_ms: until the answer is complete, for a
  * stream until its head. Runs on a worker thread. */
 void bnb__proxy_run(struct bnb_req *r, const char *base, int h2c, long timeout_ms);
+/* An edge's readiness: a thread asks every upstream's GET /readyz once a
+ * second (bnb__gateway_ready_start, after init; bnb__gateway_free stops it).
+ * bnb__gateway_ready: 1 when there are no routes, or when at least one
+ * upstream answered 200 in the last round (never waits); *nready (may be
+ * NULL): how many did. */
+int bnb__gateway_ready_start(void);
+int bnb__gateway_ready(int *nready);
 /* Streamed answers being relayed now (/metrics). */
 int bnb__proxy_streams_open(void);
 

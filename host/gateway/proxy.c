@@ -43,6 +43,7 @@ static size_t prev_secret_len;
 static int max_streams;          /* gateway.max_streams */
 static _Atomic int streams_stop; /* bnb__gateway_free: every streamed transfer ends */
 static void streams_stop_all(void);
+static void ready_thread_stop(void);
 
 static void free_routes(void)
 {
@@ -59,6 +60,7 @@ void bnb__gateway_free(void)
 {
     /* streamed transfers end; the worker threads are idle now (drained):
      * their handles can go */
+    ready_thread_stop();
     streams_stop_all();
     pthread_mutex_lock(&handles_mu);
     for (size_t i = 0; i < nhandles; i++) {
@@ -727,4 +729,125 @@ void bnb__proxy_run(bnb_req_t *r, const char *base, int h2c, long timeout_ms)
     px->b.p = NULL;
     r->answered = 1;
     px_free(px);
+}
+
+/* ---- readiness of an edge -------------------------------------------------------
+ *
+ * An edge is ready while at least one of its upstreams answers GET /readyz
+ * with 200. A thread of its own asks every upstream once per READY_PERIOD_MS
+ * (each within READY_TIMEOUT_MS); /readyz reads the last answer and never
+ * waits. Until the first round is done the edge is not ready. */
+
+#define READY_PERIOD_MS  1000
+#define READY_TIMEOUT_MS 1000
+
+static pthread_t ready_thread;
+static int ready_thread_on;
+static pthread_mutex_t ready_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t ready_cv = PTHREAD_COND_INITIALIZER;
+static int ready_stop;               /* under ready_mu */
+static _Atomic int upstreams_ready;  /* answered 200 in the last round */
+static _Atomic int ready_round_done; /* a round has finished since start */
+
+static size_t discard(char *p, size_t s, size_t n, void *ud)
+{
+    (void)p;
+    (void)ud;
+    return s * n;
+}
+
+static int upstream_ready(CURL *c, const char *base, int h2c)
+{
+    char url[600];
+    snprintf(url, sizeof(url), "%s/readyz", base);
+    curl_easy_reset(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTP_VERSION, h2c ? CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE : CURL_HTTP_VERSION_1_1);
+    if (h2c) {
+        curl_easy_setopt(c, CURLOPT_FRESH_CONNECT, 1L); /* see bnb__proxy_run */
+        curl_easy_setopt(c, CURLOPT_FORBID_REUSE, 1L);
+    }
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)READY_TIMEOUT_MS);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+    long code = 0;
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    return code == 200;
+}
+
+static void *ready_main(void *arg)
+{
+    (void)arg;
+    CURL *c = curl_easy_init();
+    int logged = -1;
+    pthread_mutex_lock(&ready_mu);
+    while (!ready_stop) {
+        pthread_mutex_unlock(&ready_mu);
+        int n = 0;
+        for (size_t i = 0; c != NULL && i < nroutes; i++) {
+            int seen = 0; /* one question per upstream, however many prefixes route to it */
+            for (size_t k = 0; k < i && !seen; k++)
+                seen = strcmp(routes[k].base, routes[i].base) == 0;
+            if (!seen)
+                n += upstream_ready(c, routes[i].base, routes[i].h2c);
+        }
+        atomic_store(&upstreams_ready, n);
+        atomic_store(&ready_round_done, 1);
+        if ((n > 0) != logged) {
+            if (n > 0)
+                bnb__log(BNB_LOG_INFO, "gateway: %d upstream(s) ready", n);
+            else
+                bnb__log(BNB_LOG_WARN, "gateway: no upstream answers /readyz: not ready");
+            logged = n > 0;
+        }
+        pthread_mutex_lock(&ready_mu);
+        if (ready_stop)
+            break;
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += (long)READY_PERIOD_MS * 1000000L;
+        until.tv_sec += until.tv_nsec / 1000000000L;
+        until.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&ready_cv, &ready_mu, &until);
+    }
+    pthread_mutex_unlock(&ready_mu);
+    if (c != NULL)
+        curl_easy_cleanup(c);
+    return NULL;
+}
+
+int bnb__gateway_ready_start(void)
+{
+    if (nroutes == 0 || ready_thread_on)
+        return 0;
+    ready_stop = 0;
+    atomic_store(&ready_round_done, 0);
+    atomic_store(&upstreams_ready, 0);
+    if (pthread_create(&ready_thread, NULL, ready_main, NULL) != 0)
+        return -1;
+    ready_thread_on = 1;
+    return 0;
+}
+
+static void ready_thread_stop(void)
+{
+    if (!ready_thread_on)
+        return;
+    pthread_mutex_lock(&ready_mu);
+    ready_stop = 1;
+    pthread_cond_broadcast(&ready_cv);
+    pthread_mutex_unlock(&ready_mu);
+    pthread_join(ready_thread, NULL);
+    ready_thread_on = 0;
+}
+
+int bnb__gateway_ready(int *nready)
+{
+    int n = atomic_load(&upstreams_ready);
+    if (nready != NULL)
+        *nready = n;
+    if (nroutes == 0)
+        return 1;
+    return atomic_load(&ready_round_done) && n > 0;
 }
