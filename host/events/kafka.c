@@ -30,6 +30,22 @@ static const char *const default_topics[] = {"bearbnb.room", "bearbnb.reservatio
 
 typedef struct kafka_channel kafka_channel_t;
 
+/* One produced message, until its delivery report. The channel keeps the
+ * ones in flight by event id: a publish() of an event whose earlier copy
+ * librdkafka still holds (the relay retries after a timeout, e.g. while the
+ * broker is away) waits for that copy's report instead of producing it
+ * again. Without this every retry of the relay during an outage queued one
+ * more copy, all delivered when the broker came back (each event 11-12
+ * times after a 25 s Kafka SIGKILL: a backlog the consumers took minutes to
+ * drain). refs: 1 while in the channel's list (dropped by the report), +1
+ * per publish() waiting on it. Guarded by the channel's fl_mu. */
+typedef struct kafka_msg {
+    char *id; /* NULL: no event id, never shared */
+    int done; /* 0 in flight, 1 delivered, -1 failed */
+    int refs;
+    struct kafka_msg *next;
+} kafka_msg_t;
+
 typedef struct kafka_consumer {
     kafka_channel_t *ch;
     rd_kafka_t *rk;
@@ -56,18 +72,10 @@ struct kafka_channel {
     kafka_consumer_t *consumers;
     int64_t ready_checked_ms;
     int ready_cached;
+    pthread_mutex_t fl_mu; /* inflight, delivery reports */
+    pthread_cond_t fl_cv;  /* broadcast on every delivery report */
+    kafka_msg_t *inflight;
 };
-
-/* One publish() call: its delivery reports arrive on the poller thread.
- * refs = messages still in flight + 1 for the caller, so a caller that gave
- * up (timeout) leaves the batch to the last delivery report to free. */
-typedef struct kafka_batch {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int refs;
-    int outstanding;
-    int failed;
-} kafka_batch_t;
 
 static int64_t now_ms(int clk)
 {
@@ -121,25 +129,38 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
          buf, rd_kafka_name(rk), "facility", fac, NULL, NULL);
 }
 
+static void msg_unref(kafka_msg_t *k) /* with fl_mu held */
+{
+    if (--k->refs == 0) {
+        free(k->id);
+        free(k);
+    }
+}
+
+static void inflight_remove(kafka_channel_t *ch, kafka_msg_t *k) /* with fl_mu held */
+{
+    for (kafka_msg_t **pp = &ch->inflight; *pp; pp = &(*pp)->next) {
+        if (*pp == k) {
+            *pp = k->next;
+            k->next = NULL;
+            return;
+        }
+    }
+}
+
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     (void)rk;
-    (void)opaque;
-    kafka_batch_t *b = m->_private;
-    if (!b)
+    kafka_channel_t *ch = opaque;
+    kafka_msg_t *k = m->_private;
+    if (!k || !ch)
         return;
-    pthread_mutex_lock(&b->mu);
-    if (m->err)
-        b->failed++;
-    b->outstanding--;
-    int refs = --b->refs;
-    pthread_cond_broadcast(&b->cv);
-    pthread_mutex_unlock(&b->mu);
-    if (refs == 0) {
-        pthread_cond_destroy(&b->cv);
-        pthread_mutex_destroy(&b->mu);
-        free(b);
-    }
+    pthread_mutex_lock(&ch->fl_mu);
+    k->done = m->err ? -1 : 1;
+    inflight_remove(ch, k);
+    msg_unref(k);
+    pthread_cond_broadcast(&ch->fl_cv);
+    pthread_mutex_unlock(&ch->fl_mu);
 }
 
 static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *offsets, void *opaque)
@@ -198,57 +219,85 @@ static int kafka_publish(bnb_channel_t *base, const bnb_outbox_entry_t *entries,
         return 0;
     if (!entries)
         return BNB_EINVAL;
-    kafka_batch_t *b = calloc(1, sizeof *b);
-    if (!b)
+    kafka_msg_t **mine = calloc(n, sizeof *mine); /* this call's references */
+    if (!mine)
         return BNB_ENOMEM;
-    pthread_mutex_init(&b->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&b->cv, &ca);
-    pthread_condattr_destroy(&ca);
-    b->refs = 1;
 
     int64_t deadline = now_ms(CLOCK_MONOTONIC) + (timeout_ms > 0 ? timeout_ms : 0);
-    int rc = 0;
-    for (size_t i = 0; i < n; i++) {
+    int rc = 0, reused = 0;
+    size_t i;
+    for (i = 0; i < n; i++) {
         const bnb_outbox_entry_t *e = &entries[i];
         if (!e->topic || !e->payload) {
             rc = BNB_EINVAL;
             break;
         }
-        pthread_mutex_lock(&b->mu);
-        b->refs++;
-        b->outstanding++;
-        pthread_mutex_unlock(&b->mu);
+        /* an earlier copy still in flight: wait for its report */
+        pthread_mutex_lock(&ch->fl_mu);
+        kafka_msg_t *k = NULL;
+        for (kafka_msg_t *x = ch->inflight; e->event_id && x && !k; x = x->next)
+            if (x->id && strcmp(x->id, e->event_id) == 0)
+                k = x;
+        if (k) {
+            k->refs++;
+            mine[i] = k;
+            reused++;
+            pthread_mutex_unlock(&ch->fl_mu);
+            continue;
+        }
+        pthread_mutex_unlock(&ch->fl_mu);
+        k = calloc(1, sizeof *k);
+        if (!k || (e->event_id && !(k->id = strdup(e->event_id)))) {
+            free(k);
+            rc = BNB_ENOMEM;
+            break;
+        }
+        k->refs = 2; /* the list's (dropped by the report) and ours */
+        pthread_mutex_lock(&ch->fl_mu);
+        k->next = ch->inflight;
+        ch->inflight = k;
+        pthread_mutex_unlock(&ch->fl_mu);
+        mine[i] = k;
         rd_kafka_resp_err_t err;
         for (;;) {
             err = rd_kafka_producev(ch->producer, RD_KAFKA_V_TOPIC(e->topic),
                                     RD_KAFKA_V_KEY(e->key, e->key ? strlen(e->key) : 0),
                                     RD_KAFKA_V_VALUE(e->payload, strlen(e->payload)),
-                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(b), RD_KAFKA_V_END);
+                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(k), RD_KAFKA_V_END);
             if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || now_ms(CLOCK_MONOTONIC) >= deadline)
                 break;
             struct timespec pause = {0, 10 * 1000000L}; /* the poller drains the queue */
             nanosleep(&pause, NULL);
         }
         if (err) {
-            pthread_mutex_lock(&b->mu);
-            b->refs--;
-            b->outstanding--;
-            pthread_mutex_unlock(&b->mu);
+            /* not queued: no report will come */
+            pthread_mutex_lock(&ch->fl_mu);
+            k->done = -1;
+            inflight_remove(ch, k);
+            msg_unref(k);
+            pthread_mutex_unlock(&ch->fl_mu);
             klog(BNB_LOG_WARN, "produce failed", ch->client_id, "topic", e->topic, "error", rd_kafka_err2name(err));
             rc = err == RD_KAFKA_RESP_ERR__QUEUE_FULL ? BNB_ETIMEDOUT : BNB_EIO;
+            i++;
             break;
         }
     }
+    size_t nmine = i;
 
-    /* Wait for the delivery reports of everything produced (even after a
-     * produce error: those messages may still be written). */
-    pthread_mutex_lock(&b->mu);
-    while (b->outstanding > 0) {
+    /* Wait for the delivery reports of everything produced or reused (even
+     * after a produce error: those messages may still be written). */
+    pthread_mutex_lock(&ch->fl_mu);
+    int failed = 0, pending = 0;
+    for (;;) {
+        failed = pending = 0;
+        for (size_t k = 0; k < nmine; k++) {
+            if (!mine[k])
+                continue;
+            pending += mine[k]->done == 0;
+            failed += mine[k]->done < 0;
+        }
         int64_t left = deadline - now_ms(CLOCK_MONOTONIC);
-        if (left <= 0)
+        if (pending == 0 || left <= 0)
             break;
         struct timespec abs;
         clock_gettime(CLOCK_MONOTONIC, &abs);
@@ -258,19 +307,23 @@ static int kafka_publish(bnb_channel_t *base, const bnb_outbox_entry_t *entries,
             abs.tv_sec++;
             abs.tv_nsec -= 1000000000L;
         }
-        pthread_cond_timedwait(&b->cv, &b->mu, &abs);
+        pthread_cond_timedwait(&ch->fl_cv, &ch->fl_mu, &abs);
     }
-    if (rc == 0 && b->outstanding > 0)
+    for (size_t k = 0; k < nmine; k++)
+        if (mine[k])
+            msg_unref(mine[k]);
+    pthread_mutex_unlock(&ch->fl_mu);
+    free(mine);
+    if (reused > 0) {
+        char nb[32];
+        snprintf(nb, sizeof nb, "%d", reused);
+        klog(BNB_LOG_DEBUG, "publish: events still in flight from an earlier attempt, not produced again",
+             ch->client_id, "count", nb, NULL, NULL);
+    }
+    if (rc == 0 && pending > 0)
         rc = BNB_ETIMEDOUT;
-    if (rc == 0 && b->failed > 0)
+    if (rc == 0 && failed > 0)
         rc = BNB_EIO;
-    int refs = --b->refs;
-    pthread_mutex_unlock(&b->mu);
-    if (refs == 0) {
-        pthread_cond_destroy(&b->cv);
-        pthread_mutex_destroy(&b->mu);
-        free(b);
-    }
     return rc;
 }
 
@@ -521,6 +574,13 @@ static void kafka_close(bnb_channel_t *base, int timeout_ms)
         rd_kafka_poll(ch->producer, 0);
         rd_kafka_destroy(ch->producer);
     }
+    while (ch->inflight) { /* reports that never came: no publish() waits any more */
+        kafka_msg_t *k = ch->inflight;
+        ch->inflight = k->next;
+        msg_unref(k);
+    }
+    pthread_cond_destroy(&ch->fl_cv);
+    pthread_mutex_destroy(&ch->fl_mu);
     pthread_mutex_destroy(&ch->lock);
     free(ch->brokers);
     free(ch->client_id);
@@ -624,6 +684,12 @@ int bnb__kafka_open(const bnb_kafka_config_t *cfg, bnb_channel_t **out, char *er
     }
     ch->base.ops = &kafka_ops;
     pthread_mutex_init(&ch->lock, NULL);
+    pthread_mutex_init(&ch->fl_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&ch->fl_cv, &ca);
+    pthread_condattr_destroy(&ca);
     atomic_init(&ch->stopping, false);
     ch->brokers = strdup(cfg->brokers);
     ch->client_id = strdup(cfg->client_id && *cfg->client_id ? cfg->client_id : "bearbnb");
