@@ -19,12 +19,13 @@
 #include "channel.h"
 #include "log.h"
 
-#define KAFKA_BACKOFF_MIN_MS   100
-#define KAFKA_BACKOFF_MAX_MS   2000
-#define KAFKA_POLL_MS          100
-#define KAFKA_READY_CACHE_MS   1000
-#define KAFKA_READY_TIMEOUT_MS 1000
-#define KAFKA_ADMIN_TIMEOUT_MS 10000
+#define KAFKA_BACKOFF_MIN_MS    100
+#define KAFKA_BACKOFF_MAX_MS    2000
+#define KAFKA_POLL_MS           100
+#define KAFKA_READY_CACHE_MS    1000
+#define KAFKA_READY_TIMEOUT_MS  1000
+#define KAFKA_ADMIN_TIMEOUT_MS  10000
+#define KAFKA_DELIVERED_KEEP_MS 60000
 
 static const char *const default_topics[] = {"bearbnb.room", "bearbnb.reservation", "bearbnb.payment"};
 
@@ -37,20 +38,29 @@ typedef struct kafka_channel kafka_channel_t;
  * again. Without this every retry of the relay during an outage queued one
  * more copy, all delivered when the broker came back (each event 11-12
  * times after a 25 s Kafka SIGKILL: a backlog the consumers took minutes to
- * drain). refs: 1 while in the channel's list (dropped by the report), +1
+ * drain). A copy delivered after its publish() gave up stays listed (up to
+ * KAFKA_DELIVERED_KEEP_MS) so that the retry counts it as delivered instead
+ * of producing it once more. refs: 1 while in the channel's list (dropped by the report), +1
  * per publish() waiting on it. Guarded by the channel's fl_mu. */
 typedef struct kafka_msg {
-    char *id; /* NULL: no event id, never shared */
-    int done; /* 0 in flight, 1 delivered, -1 failed */
+    char *id;        /* NULL: no event id, never shared */
+    int done;        /* 0 in flight, 1 delivered, -1 failed */
+    int orphan;      /* a publish() gave up waiting for it (timed out) */
+    int64_t done_at; /* delivered, kept for the next publish() of it */
     int refs;
     struct kafka_msg *next;
 } kafka_msg_t;
 
 typedef struct kafka_consumer {
     kafka_channel_t *ch;
-    rd_kafka_t *rk;
+    rd_kafka_t *rk; /* replaced by a new handle after a fatal error */
     pthread_t thread;
     char *group;
+    char *cid; /* client.id */
+    char *gid; /* group.instance.id, NULL: dynamic membership */
+    char **topics;
+    size_t ntopics;
+    int rebuilds; /* handles replaced after a fatal error */
     bnb_channel_deliver_fn fn;
     void *ud;
     struct kafka_consumer *next;
@@ -157,8 +167,12 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         return;
     pthread_mutex_lock(&ch->fl_mu);
     k->done = m->err ? -1 : 1;
-    inflight_remove(ch, k);
-    msg_unref(k);
+    if (k->done == 1 && k->orphan) {
+        k->done_at = now_ms(CLOCK_MONOTONIC); /* kept for the retry */
+    } else {
+        inflight_remove(ch, k);
+        msg_unref(k);
+    }
     pthread_cond_broadcast(&ch->fl_cv);
     pthread_mutex_unlock(&ch->fl_mu);
 }
@@ -234,10 +248,29 @@ static int kafka_publish(bnb_channel_t *base, const bnb_outbox_entry_t *entries,
         }
         /* an earlier copy still in flight: wait for its report */
         pthread_mutex_lock(&ch->fl_mu);
+        if (i == 0) { /* drop delivered copies nobody asked for again */
+            int64_t old = now_ms(CLOCK_MONOTONIC) - KAFKA_DELIVERED_KEEP_MS;
+            for (kafka_msg_t **pp = &ch->inflight; *pp;) {
+                kafka_msg_t *x = *pp;
+                if (x->done == 1 && x->done_at < old) {
+                    *pp = x->next;
+                    msg_unref(x);
+                } else {
+                    pp = &x->next;
+                }
+            }
+        }
         kafka_msg_t *k = NULL;
         for (kafka_msg_t *x = ch->inflight; e->event_id && x && !k; x = x->next)
             if (x->id && strcmp(x->id, e->event_id) == 0)
                 k = x;
+        if (k && k->done == 1) { /* delivered after an earlier publish() gave up */
+            inflight_remove(ch, k);
+            mine[i] = k; /* the list's reference is ours now */
+            reused++;
+            pthread_mutex_unlock(&ch->fl_mu);
+            continue;
+        }
         if (k) {
             k->refs++;
             mine[i] = k;
@@ -309,9 +342,13 @@ static int kafka_publish(bnb_channel_t *base, const bnb_outbox_entry_t *entries,
         }
         pthread_cond_timedwait(&ch->fl_cv, &ch->fl_mu, &abs);
     }
-    for (size_t k = 0; k < nmine; k++)
-        if (mine[k])
-            msg_unref(mine[k]);
+    for (size_t k = 0; k < nmine; k++) {
+        if (!mine[k])
+            continue;
+        if (mine[k]->done == 0)
+            mine[k]->orphan = 1; /* its report may still say delivered */
+        msg_unref(mine[k]);
+    }
     pthread_mutex_unlock(&ch->fl_mu);
     free(mine);
     if (reused > 0) {
@@ -340,6 +377,103 @@ static void backoff_sleep(kafka_channel_t *ch, int ms)
     }
 }
 
+/* A consumer handle for c (its group, instance id, topics), subscribed:
+ * c->rk. 0, or BNB_E* with errbuf. */
+static int consumer_open(kafka_consumer_t *c, char *errbuf, size_t errlen)
+{
+    kafka_channel_t *ch = c->ch;
+    rd_kafka_conf_t *conf = NULL;
+    rd_kafka_topic_partition_list_t *tl = NULL;
+    rd_kafka_t *rk = NULL;
+    char sess[16], hb[16];
+    int rc = BNB_EINVAL;
+    /* a consumer that died (SIGKILL, node loss) and does not come back gives
+     * its partitions up after the session (librdkafka's default is 45 s); one
+     * that comes back with the same static id within it gets them at once */
+    snprintf(sess, sizeof sess, "%d", ch->session_timeout_ms);
+    snprintf(hb, sizeof hb, "%d", ch->session_timeout_ms / 4 > 100 ? ch->session_timeout_ms / 4 : 100);
+    conf = base_conf(ch, c->cid, errbuf, errlen);
+    if (!conf || conf_set(conf, "group.id", c->group, errbuf, errlen) ||
+        conf_set(conf, "enable.auto.commit", "false", errbuf, errlen) ||
+        conf_set(conf, "enable.auto.offset.store", "false", errbuf, errlen) ||
+        conf_set(conf, "auto.offset.reset", "earliest", errbuf, errlen) ||
+        conf_set(conf, "allow.auto.create.topics", "true", errbuf, errlen) ||
+        conf_set(conf, "topic.metadata.refresh.interval.ms", "10000", errbuf, errlen) ||
+        conf_set(conf, "session.timeout.ms", sess, errbuf, errlen) ||
+        conf_set(conf, "heartbeat.interval.ms", hb, errbuf, errlen) ||
+        /* incremental rebalancing (KIP-429): a member joining or leaving
+         * moves only the partitions that change owner, the others keep
+         * consuming (librdkafka >= 1.6) */
+        conf_set(conf, "partition.assignment.strategy", ch->assignment, errbuf, errlen) ||
+        (c->gid && conf_set(conf, "group.instance.id", c->gid, errbuf, errlen))) {
+        goto fail;
+    }
+    rd_kafka_conf_set_offset_commit_cb(conf, on_commit);
+    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errbuf, errlen);
+    if (!rk) {
+        rc = BNB_EIO;
+        goto fail;
+    }
+    conf = NULL; /* owned by rk now */
+    rd_kafka_poll_set_consumer(rk);
+    tl = rd_kafka_topic_partition_list_new((int)c->ntopics);
+    if (!tl) {
+        rc = BNB_ENOMEM;
+        goto fail;
+    }
+    for (size_t i = 0; i < c->ntopics; i++)
+        rd_kafka_topic_partition_list_add(tl, c->topics[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(rk, tl);
+    if (err) {
+        snprintf(errbuf, errlen, "subscribe: %s", rd_kafka_err2str(err));
+        rc = BNB_EIO;
+        goto fail;
+    }
+    rd_kafka_topic_partition_list_destroy(tl);
+    c->rk = rk;
+    return 0;
+fail:
+    if (tl)
+        rd_kafka_topic_partition_list_destroy(tl);
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    if (rk)
+        rd_kafka_destroy(rk);
+    return rc;
+}
+
+/* A fatal error leaves a consumer handle dead for good (librdkafka 2.0.2:
+ * "Static consumer fenced by other consumer with same group.instance.id",
+ * which it can raise against itself after a broker SIGKILL when its own
+ * retried JoinGroup is taken for another member's). Replace the handle:
+ * close it (nothing uncommitted was acknowledged: offsets are committed only
+ * after the effect is stored, so what was in flight comes again), then a new
+ * one with the same group, instance id and topics, retried with a backoff
+ * until it subscribes or the channel closes. */
+static void consumer_rebuild(kafka_consumer_t *c)
+{
+    kafka_channel_t *ch = c->ch;
+    char reason[512] = "";
+    rd_kafka_resp_err_t fe = rd_kafka_fatal_error(c->rk, reason, sizeof reason);
+    klog(BNB_LOG_ERROR, "consumer fatal error: replacing the consumer (same group and instance id)",
+         rd_kafka_name(c->rk), "error", rd_kafka_err2name(fe), "reason", reason);
+    rd_kafka_consumer_close(c->rk);
+    rd_kafka_destroy(c->rk);
+    c->rk = NULL;
+    for (int backoff = KAFKA_BACKOFF_MIN_MS; !atomic_load(&ch->stopping);) {
+        char errbuf[512] = "";
+        if (consumer_open(c, errbuf, sizeof errbuf) == 0) {
+            c->rebuilds++;
+            klog(BNB_LOG_INFO, "consumer replaced after a fatal error", c->cid, "group", c->group, "instance",
+                 c->gid ? c->gid : "(dynamic)");
+            return;
+        }
+        klog(BNB_LOG_WARN, "consumer could not be replaced yet", c->cid, "group", c->group, "reason", errbuf);
+        backoff_sleep(ch, backoff);
+        backoff = backoff * 2 > KAFKA_BACKOFF_MAX_MS ? KAFKA_BACKOFF_MAX_MS : backoff * 2;
+    }
+}
+
 static void *consumer_main(void *arg)
 {
     kafka_consumer_t *c = arg;
@@ -349,6 +483,10 @@ static void *consumer_main(void *arg)
     size_t cap = 0;
 
     while (!atomic_load(&ch->stopping)) {
+        if (rd_kafka_fatal_error(c->rk, NULL, 0) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            consumer_rebuild(c);
+            continue;
+        }
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, KAFKA_POLL_MS);
         if (!m)
             continue;
@@ -409,6 +547,8 @@ static void *consumer_main(void *arg)
         backoff = backoff * 2 > KAFKA_BACKOFF_MAX_MS ? KAFKA_BACKOFF_MAX_MS : backoff * 2;
     }
     free(buf);
+    if (!c->rk) /* closed while a replacement was being made */
+        return NULL;
     rd_kafka_resp_err_t err = rd_kafka_consumer_close(c->rk);
     if (err)
         klog(BNB_LOG_WARN, "consumer close", rd_kafka_name(c->rk), "error", rd_kafka_err2name(err), NULL, NULL);
@@ -421,7 +561,12 @@ static void consumer_free(kafka_consumer_t *c)
         return;
     if (c->rk)
         rd_kafka_destroy(c->rk);
+    for (size_t i = 0; c->topics && i < c->ntopics; i++)
+        free(c->topics[i]);
+    free(c->topics);
     free(c->group);
+    free(c->cid);
+    free(c->gid);
     free(c);
 }
 
@@ -430,94 +575,47 @@ static int kafka_subscribe(bnb_channel_t *base, const char *group, const char *c
 {
     kafka_channel_t *ch = (kafka_channel_t *)base;
     char errbuf[512] = "";
-    rd_kafka_conf_t *conf = NULL;
-    rd_kafka_topic_partition_list_t *tl = NULL;
     kafka_consumer_t *c = NULL;
-    char *cid = NULL, *gid = NULL;
-    char sess[16], hb[16];
-    int rc = BNB_EIO;
+    int rc = BNB_ENOMEM;
 
     if (!group || !*group || !topics || ntopics == 0 || !fn)
         return BNB_EINVAL;
     c = calloc(1, sizeof *c);
-    if (!c || !(c->group = strdup(group)) || asprintf(&cid, "%s-%s", ch->client_id, group) < 0) {
-        cid = NULL;
-        rc = BNB_ENOMEM;
+    if (!c || !(c->group = strdup(group)) || asprintf(&c->cid, "%s-%s", ch->client_id, group) < 0) {
+        if (c)
+            c->cid = NULL;
         goto fail;
     }
     c->ch = ch;
     c->fn = fn;
     c->ud = ud;
-    if (ch->instance_id && asprintf(&gid, "%s-%s", ch->instance_id, group) < 0) {
-        gid = NULL;
-        rc = BNB_ENOMEM;
+    if (ch->instance_id && asprintf(&c->gid, "%s-%s", ch->instance_id, group) < 0) {
+        c->gid = NULL;
         goto fail;
     }
-    /* a consumer that died (SIGKILL, node loss) and does not come back gives
-     * its partitions up after the session (librdkafka's default is 45 s); one
-     * that comes back with the same static id within it gets them at once */
-    snprintf(sess, sizeof sess, "%d", ch->session_timeout_ms);
-    snprintf(hb, sizeof hb, "%d", ch->session_timeout_ms / 4 > 100 ? ch->session_timeout_ms / 4 : 100);
-    conf = base_conf(ch, cid, errbuf, sizeof errbuf);
-    if (!conf || conf_set(conf, "group.id", group, errbuf, sizeof errbuf) ||
-        conf_set(conf, "enable.auto.commit", "false", errbuf, sizeof errbuf) ||
-        conf_set(conf, "enable.auto.offset.store", "false", errbuf, sizeof errbuf) ||
-        conf_set(conf, "auto.offset.reset", "earliest", errbuf, sizeof errbuf) ||
-        conf_set(conf, "allow.auto.create.topics", "true", errbuf, sizeof errbuf) ||
-        conf_set(conf, "topic.metadata.refresh.interval.ms", "10000", errbuf, sizeof errbuf) ||
-        conf_set(conf, "session.timeout.ms", sess, errbuf, sizeof errbuf) ||
-        conf_set(conf, "heartbeat.interval.ms", hb, errbuf, sizeof errbuf) ||
-        /* incremental rebalancing (KIP-429): a member joining or leaving
-         * moves only the partitions that change owner, the others keep
-         * consuming (librdkafka >= 1.6) */
-        conf_set(conf, "partition.assignment.strategy", ch->assignment, errbuf, sizeof errbuf) ||
-        (gid && conf_set(conf, "group.instance.id", gid, errbuf, sizeof errbuf))) {
-        rc = BNB_EINVAL;
+    if (!(c->topics = calloc(ntopics, sizeof *c->topics)))
         goto fail;
-    }
-    rd_kafka_conf_set_offset_commit_cb(conf, on_commit);
-    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errbuf, sizeof errbuf);
-    if (!c->rk)
+    for (c->ntopics = 0; c->ntopics < ntopics; c->ntopics++)
+        if (!(c->topics[c->ntopics] = strdup(topics[c->ntopics])))
+            goto fail;
+    if ((rc = consumer_open(c, errbuf, sizeof errbuf)) != 0)
         goto fail;
-    conf = NULL; /* owned by rk now */
-    rd_kafka_poll_set_consumer(c->rk);
-    tl = rd_kafka_topic_partition_list_new((int)ntopics);
-    if (!tl) {
-        rc = BNB_ENOMEM;
-        goto fail;
-    }
-    for (size_t i = 0; i < ntopics; i++)
-        rd_kafka_topic_partition_list_add(tl, topics[i], RD_KAFKA_PARTITION_UA);
-    rd_kafka_resp_err_t err = rd_kafka_subscribe(c->rk, tl);
-    if (err) {
-        snprintf(errbuf, sizeof errbuf, "subscribe: %s", rd_kafka_err2str(err));
-        goto fail;
-    }
-    rd_kafka_topic_partition_list_destroy(tl);
-    tl = NULL;
     if (pthread_create(&c->thread, NULL, consumer_main, c) != 0) {
         rd_kafka_consumer_close(c->rk);
         snprintf(errbuf, sizeof errbuf, "pthread_create failed");
+        rc = BNB_EIO;
         goto fail;
     }
     pthread_mutex_lock(&ch->lock);
     c->next = ch->consumers;
     ch->consumers = c;
     pthread_mutex_unlock(&ch->lock);
-    klog(BNB_LOG_INFO, "kafka consumer subscribed", cid, "group", group, "instance", gid ? gid : "(dynamic)");
-    free(cid);
-    free(gid);
+    klog(BNB_LOG_INFO, "kafka consumer subscribed", c->cid, "group", group, "instance", c->gid ? c->gid : "(dynamic)");
     return 0;
 
 fail:
     klog(BNB_LOG_ERROR, "kafka subscribe failed", ch->client_id, "group", group, "reason", errbuf);
-    if (tl)
-        rd_kafka_topic_partition_list_destroy(tl);
-    if (conf)
-        rd_kafka_conf_destroy(conf);
     consumer_free(c);
-    free(cid);
-    free(gid);
     return rc;
 }
 
