@@ -122,7 +122,9 @@ void bnb_outbox_entries_free(bnb_outbox_entry_t *entries, size_t n);
  * (then some of them may not be on disk: redo the batch). The outbox relay
  * brackets each batch of in-process deliveries with them, so the consumers
  * pay one fsync per batch instead of one per event, and acknowledge the
- * batch only once its effects are on disk. Not nested. */
+ * batch only once its effects are on disk. Not nested. A backend may also
+ * group the deferred commits of one store into one transaction (sqlite does,
+ * see its "batches"), committed at the latest by end. */
 void bnb_storage_defer_begin(void);
 int bnb_storage_defer_end(void);
 /* For backends: inside begin/end, remember that `st` must be flushed up to
