@@ -97,6 +97,10 @@ struct bnb_storage_ops {
     /* c->events is ignored: the host passes the built envelopes in `events`. */
     int (*commit2)(bnb_store_t *st, const bnb_commit_t *c, const bnb_outbox_new_t *events, size_t nevents,
                    int64_t *new_version);
+
+    /* -- plugin ABI 1.4: store_get_many (semantics in bnb_plugin.h). May be
+     * NULL: the host then calls get once per id. -- */
+    int (*get_many)(bnb_store_t *st, const char *coll, const char *const *ids, size_t n, json_t **items);
 };
 
 /* Backends compiled into this build. */

@@ -1264,11 +1264,43 @@ static int sq_parse_body(sq_store_t *s, sqlite3_stmt *q, int col, json_t **out)
     return 0;
 }
 
+/* One document on connection c: 0 with *body (when body is not NULL) and
+ * *version, BNB_ENOENT when absent, or an error. */
+static int sq_get_on(sq_store_t *s, sq_conn_t *c, const bnb__coll_t *dc, const char *coll, const char *id,
+                     json_t **body, int64_t *version)
+{
+    sqlite3_stmt *q = NULL;
+    int rc;
+    if (dc) {
+        char sql[128];
+        snprintf(sql, sizeof sql, "SELECT version, body FROM \"c_%s\" WHERE id = ?1", dc->name);
+        if ((rc = sq_dyn(s, c, sql, &q)) != 0 || (rc = sq_bind_text(s, c, q, 1, id)) != 0)
+            goto out;
+    } else if ((rc = sq_stmt(s, c, Q_GET, &q)) != 0 || (rc = sq_bind_text(s, c, q, 1, coll)) != 0 ||
+               (rc = sq_bind_text(s, c, q, 2, id)) != 0) {
+        goto out;
+    }
+    rc = sqlite3_step(q);
+    if (rc == SQLITE_DONE) {
+        rc = BNB_ENOENT;
+        goto out;
+    }
+    if (rc != SQLITE_ROW) {
+        rc = sq_fail(s, "get", c->db, rc);
+        goto out;
+    }
+    *version = sqlite3_column_int64(q, 0);
+    rc = body ? sq_parse_body(s, q, 1, body) : 0;
+out:
+    if (q)
+        sqlite3_reset(q);
+    return rc;
+}
+
 static int sq_get(bnb_store_t *st, const char *coll, const char *id, json_t **body, int64_t *version)
 {
     sq_store_t *s = (sq_store_t *)st;
     sq_conn_t *c = NULL;
-    sqlite3_stmt *q = NULL;
     json_t *doc = NULL;
     int64_t ver = 0;
     int rc;
@@ -1278,41 +1310,57 @@ static int sq_get(bnb_store_t *st, const char *coll, const char *id, json_t **bo
     if (!s || !coll || !id)
         return BNB_EINVAL;
     const bnb__coll_t *dc = bnb__colls_get(&s->colls, coll);
-    rc = sq_acquire(s, &c);
+    if ((rc = sq_acquire(s, &c)) != 0)
+        return rc;
+    rc = sq_get_on(s, c, dc, coll, id, body ? &doc : NULL, &ver);
+    sq_release(s, c);
     if (rc != 0)
         return rc;
-    if (dc) {
-        char sql[128];
-        snprintf(sql, sizeof sql, "SELECT version, body FROM \"c_%s\" WHERE id = ?1", dc->name);
-        if ((rc = sq_dyn(s, c, sql, &q)) != 0 || (rc = sq_bind_text(s, c, q, 1, id)) != 0)
-            goto fail;
-    } else if ((rc = sq_stmt(s, c, Q_GET, &q)) != 0 || (rc = sq_bind_text(s, c, q, 1, coll)) != 0 ||
-               (rc = sq_bind_text(s, c, q, 2, id)) != 0) {
-        goto fail;
-    }
-    rc = sqlite3_step(q);
-    if (rc == SQLITE_DONE) {
-        rc = BNB_ENOENT;
-        goto fail;
-    }
-    if (rc != SQLITE_ROW) {
-        rc = sq_fail(s, "get", c->db, rc);
-        goto fail;
-    }
-    ver = sqlite3_column_int64(q, 0);
-    if (body && (rc = sq_parse_body(s, q, 1, &doc)) != 0)
-        goto fail;
-    sqlite3_reset(q);
-    sq_release(s, c);
     if (body)
         *body = doc;
     if (version)
         *version = ver;
     return 0;
-fail:
-    if (q)
-        sqlite3_reset(q);
+}
+
+/* get_many: the ids one after the other on one connection (each a lookup of
+ * the primary key; in-process, so no round trip to save). */
+static int sq_get_many(bnb_store_t *st, const char *coll, const char *const *ids, size_t n, json_t **items)
+{
+    sq_store_t *s = (sq_store_t *)st;
+    sq_conn_t *c = NULL;
+    json_t *arr = NULL;
+    int rc = bnb__get_many_check(coll, ids, n, items);
+    if (rc != 0 || !s)
+        return rc ? rc : BNB_EINVAL;
+    const bnb__coll_t *dc = bnb__colls_get(&s->colls, coll);
+    if (!(arr = json_array()))
+        return BNB_ENOMEM;
+    if ((rc = sq_acquire(s, &c)) != 0)
+        goto fail;
+    for (size_t i = 0; i < n; i++) {
+        json_t *doc = NULL, *item;
+        int64_t ver = 0;
+        rc = sq_get_on(s, c, dc, coll, ids[i], &doc, &ver);
+        if (rc == BNB_ENOENT)
+            item = json_null();
+        else if (rc != 0)
+            break;
+        else
+            item = bnb__get_many_item(ids[i], ver, doc);
+        rc = 0;
+        if (!item || json_array_append_new(arr, item) != 0) {
+            rc = BNB_ENOMEM;
+            break;
+        }
+    }
     sq_release(s, c);
+    if (rc != 0)
+        goto fail;
+    *items = arr;
+    return 0;
+fail:
+    json_decref(arr);
     return rc;
 }
 
@@ -2012,4 +2060,5 @@ const bnb_storage_ops_t bnb_storage_sqlite = {
     .define = sq_define,
     .query = sq_query,
     .commit2 = sq_commit2,
+    .get_many = sq_get_many,
 };
