@@ -190,6 +190,7 @@ echo "  bookings/s ${B[bookings_per_s]} = $(ratio "${B[bookings_per_s]}" "$HZ") 
     "POST p50 ${B[post_p50_ms]} ms, p99 ${B[post_p99_ms]} ms (target p99 <= 20)"
 echo "  read-model lag during the load (dashboard CONFIRMED after the 201): p50 ${B[lag_p50_ms]} ms," \
     "max ${B[lag_max_ms]} ms over ${B[lag_samples]} samples (target max <= 1000)"
+echo "  host CPU per booking (bookings and read models, until caught up): ${B[cpu_ms_per_booking]} ms"
 echo "  caught up after the load: dashboard ${B[dashboard_caught_up_s]} s, room counters ${B[rooms_caught_up_s]} s" \
     "(target <= 1)"
 echo "  RSS: idle $RSS_IDLE MB, before bookings ${B[rss_before_mb]} MB, at the end ${B[rss_end_mb]} MB," \

@@ -65,7 +65,7 @@ extern "C" {
  * against a newer minor than the host's must check with BNB_HAS() before
  * calling a function appended after the host's minor. */
 #define BNB_ABI_MAJOR       1u
-#define BNB_ABI_MINOR       3u
+#define BNB_ABI_MINOR       4u
 #define BNB_ABI_MAKE(M, m)  (((uint32_t)(M) << 16) | (uint32_t)(m))
 #define BNB_ABI_VERSION     BNB_ABI_MAKE(BNB_ABI_MAJOR, BNB_ABI_MINOR)
 #define BNB_ABI_MAJOR_OF(v) ((uint32_t)(v) >> 16)
@@ -392,6 +392,17 @@ typedef struct bnb_host_api {
     /* End the answer once the queued bytes are out, and release `s` (it must
      * not be used after). Any thread. */
     void (*stream_close)(bnb_stream_t *s);
+
+    /* -- since ABI 1.4: storage -- */
+
+    /* The documents ids[0..n) of `coll` in one read (one statement, or one
+     * per batch of ids, where the backend has them; a page that needs one
+     * document per listed row reads them all at once instead of one round
+     * trip each). *items: a new array of n elements in the order of `ids`,
+     * each {"id","version","body"} or JSON null when that document is
+     * absent (or deleted); caller frees with json_decref. n 1..1000, else
+     * BNB_EINVAL. Worker threads only. */
+    int (*store_get_many)(bnb_store_t *st, const char *coll, const char *const *ids, size_t n, json_t **items);
 } bnb_host_api_t;
 
 /* 1 when the host's table has member `fn` (appended in some minor version) and

@@ -97,6 +97,10 @@ struct bnb_storage_ops {
     /* c->events is ignored: the host passes the built envelopes in `events`. */
     int (*commit2)(bnb_store_t *st, const bnb_commit_t *c, const bnb_outbox_new_t *events, size_t nevents,
                    int64_t *new_version);
+
+    /* -- plugin ABI 1.4: store_get_many (semantics in bnb_plugin.h). May be
+     * NULL: the host then calls get once per id. -- */
+    int (*get_many)(bnb_store_t *st, const char *coll, const char *const *ids, size_t n, json_t **items);
 };
 
 /* Backends compiled into this build. */
@@ -122,7 +126,9 @@ void bnb_outbox_entries_free(bnb_outbox_entry_t *entries, size_t n);
  * (then some of them may not be on disk: redo the batch). The outbox relay
  * brackets each batch of in-process deliveries with them, so the consumers
  * pay one fsync per batch instead of one per event, and acknowledge the
- * batch only once its effects are on disk. Not nested. */
+ * batch only once its effects are on disk. Not nested. A backend may also
+ * group the deferred commits of one store into one transaction (sqlite does,
+ * see its "batches"), committed at the latest by end. */
 void bnb_storage_defer_begin(void);
 int bnb_storage_defer_end(void);
 /* For backends: inside begin/end, remember that `st` must be flushed up to

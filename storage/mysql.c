@@ -1076,6 +1076,140 @@ static int my_get(bnb_store_t *st, const char *coll, const char *id, json_t **bo
     return public_rc(rc);
 }
 
+/* get_many: one statement per MY_MANY ids, `id IN (?, ...)` on the primary
+ * key (EXPLAIN: type=range key=PRIMARY, one index range per id; FORCE INDEX,
+ * as a small table would otherwise be scanned), the list
+ * padded (by repeating its first id) to a power of two so that a connection
+ * caches at most log2(MY_MANY) + 1 shapes per table. */
+#define MY_MANY 32
+
+static void sb_addf(sb_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Rows into the object `ud` by id. */
+static int collect_by_id(void *ud, char **col, unsigned long *len, unsigned ncol)
+{
+    json_t *arr = json_array();
+    if (!arr)
+        return BNB_ENOMEM;
+    int rc = collect_item(arr, col, len, ncol);
+    if (rc == 0 && json_object_set(ud, col[0], json_array_get(arr, 0)) != 0)
+        rc = BNB_ENOMEM;
+    json_decref(arr);
+    return rc;
+}
+
+/* The statement of the first min(n, MY_MANY) ids (v: its parameters). */
+static int many_sql(const my_store_t *s, const bnb__coll_t *dc, const char *coll, const char *const *ids, size_t n,
+                    sb_t *sql, my_val_t *v, unsigned *nv)
+{
+    char t[80];
+    size_t k = n < MY_MANY ? n : MY_MANY, pad = 1;
+    while (pad < k)
+        pad *= 2;
+    *nv = 0;
+    if (dc) {
+        if (tname(s, dc->name, t, sizeof t) != 0)
+            return BNB_EINVAL;
+        sb_addf(sql, "SELECT id, version, body FROM %s FORCE INDEX (PRIMARY) WHERE id IN (", t);
+    } else {
+        sb_addf(
+            sql,
+            "SELECT id, version, body FROM `%s_docs` FORCE INDEX (PRIMARY) WHERE coll = ? AND deleted = 0 AND id IN (",
+            s->prefix);
+        v[(*nv)++] = v_str(coll);
+    }
+    for (size_t i = 0; i < pad; i++) {
+        sb_addf(sql, i ? ", ?" : "?");
+        v[(*nv)++] = v_str(ids[i < k ? i : 0]);
+    }
+    sb_addf(sql, ")");
+    return sql->oom ? BNB_ENOMEM : 0;
+}
+
+/* For tests: MariaDB's EXPLAIN of get_many's first statement for ids, as
+ * bnb__mysql_explain. */
+int bnb__mysql_explain_many(bnb_store_t *st, const char *coll, const char *const *ids, size_t n, char **plan);
+static int explain_row(void *ud, char **col, unsigned long *len, unsigned ncol);
+
+int bnb__mysql_explain_many(bnb_store_t *st, const char *coll, const char *const *ids, size_t n, char **plan)
+{
+    my_store_t *s = (my_store_t *)st;
+    sb_t sql = {0}, out = {0};
+    my_val_t v[MY_MANY + 1];
+    unsigned nv = 0;
+    my_conn_t *c;
+    *plan = NULL;
+    if (n == 0)
+        return BNB_EINVAL;
+    sb_add(&sql, "EXPLAIN ", 8);
+    int rc = many_sql(s, bnb__colls_get(&s->colls, coll), coll, ids, n, &sql, v, &nv);
+    if (rc == 0 && (rc = acquire(s, &c)) == 0) {
+        bool broken = false;
+        MYSQL_STMT *stm = mysql_stmt_init(c->m);
+        if (!stm)
+            rc = BNB_ENOMEM;
+        else if (mysql_stmt_prepare(stm, sql.p, (unsigned long)sql.len) != 0)
+            rc = st_err(stm, &broken, true);
+        else if ((rc = st_exec(stm, v, nv, &broken)) == 0)
+            rc = st_rows(stm, explain_row, &out, &broken);
+        if (stm)
+            mysql_stmt_close(stm);
+        release(s, c, broken);
+    }
+    if (rc == 0 && !out.oom && out.p) {
+        *plan = out.p;
+        out.p = NULL;
+    } else if (rc == 0) {
+        rc = BNB_ENOMEM;
+    }
+    free(out.p);
+    free(sql.p);
+    return public_rc(rc);
+}
+
+static int my_get_many(bnb_store_t *st, const char *coll, const char *const *ids, size_t n, json_t **items)
+{
+    my_store_t *s = (my_store_t *)st;
+    int rc = bnb__get_many_check(coll, ids, n, items);
+    if (rc != 0 || !s)
+        return rc ? rc : BNB_EINVAL;
+    const bnb__coll_t *dc = bnb__colls_get(&s->colls, coll);
+    json_t *found = json_object(), *arr = json_array();
+    my_conn_t *c = NULL;
+    bool broken = false;
+    if (!found || !arr) {
+        rc = BNB_ENOMEM;
+        goto out;
+    }
+    if ((rc = acquire(s, &c)) != 0)
+        goto out;
+    for (size_t at = 0; at < n && rc == 0; at += MY_MANY) {
+        my_val_t v[MY_MANY + 1];
+        unsigned nv = 0;
+        sb_t sql = {0};
+        rc = many_sql(s, dc, coll, ids + at, n - at, &sql, v, &nv);
+        if (rc == 0)
+            rc = st_run(c, sql.p, v, nv, collect_by_id, found, &broken);
+        free(sql.p);
+    }
+    release(s, c, broken);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        json_t *it = json_object_get(found, ids[i]);
+        /* an id listed twice gets a copy of its own */
+        json_t *e = !it ? json_null() : it->refcount > 1 ? json_deep_copy(it) : json_incref(it);
+        if (!e || json_array_append_new(arr, e) != 0)
+            rc = BNB_ENOMEM;
+    }
+out:
+    json_decref(found);
+    if (rc) {
+        json_decref(arr);
+        return public_rc(rc);
+    }
+    *items = arr;
+    return 0;
+}
+
 static int my_list(bnb_store_t *st, const char *coll, int which, const char *value, json_t **out)
 {
     my_store_t *s = (my_store_t *)st;
@@ -1996,4 +2130,5 @@ const bnb_storage_ops_t bnb_storage_mysql = {
     .define = my_define,
     .query = my_query,
     .commit2 = my_commit2,
+    .get_many = my_get_many,
 };

@@ -1,11 +1,18 @@
 /*
  * Embedded storage backend: one SQLite file per store.
  *
- * Threads: a small pool of connections (mutex + free list); a caller takes
- * one connection for the whole call, so each connection is used by one thread
- * at a time (SQLITE_OPEN_NOMUTEX). WAL journal lets readers run while one
- * writer commits; the writers of a process queue on a mutex, then on BEGIN
- * IMMEDIATE with a busy timeout (which other processes' writers wait in).
+ * Threads: a small pool of connections for reads (mutex + free list); a
+ * caller takes one connection for the whole call, so each connection is used
+ * by one thread at a time (SQLITE_OPEN_NOMUTEX). Every write goes through one
+ * writer connection per store, under write_mu (its page cache stays valid:
+ * SQLite drops a connection's whole cache when another connection changed
+ * the WAL). WAL journal lets readers run while one writer commits; the writers
+ * of a process queue on write_mu, then on BEGIN IMMEDIATE with a busy timeout
+ * (which other processes' writers wait in). The group-commit fsync runs on a
+ * sync connection of its own, the checkpoints on a thread and connection of
+ * their own (sq_ckpt_main), never inside a COMMIT. A thread that defers
+ * durability (the relay's consumers) puts its commits to one store into one
+ * transaction, a savepoint each ("batches", below).
  *
  * Durability, group commit: WAL with synchronous = NORMAL, so COMMIT itself
  * only write()s the WAL (a kill -9 loses nothing written: the page cache
@@ -67,7 +74,9 @@
 #define SQ_DEFAULT_POOL 8
 #define SQ_BUSY_MS      5000
 #define SQ_SCHEMA_VER   2
-#define SQ_DYN_MAX      512 /* cached dynamic statements per connection */
+#define SQ_DYN_MAX      512  /* cached dynamic statements per connection */
+#define SQ_CKPT_FRAMES  1000 /* WAL frames that wake the checkpointer (SQLite's auto-checkpoint default) */
+#define SQ_BATCH_MAX    256  /* commits per batch transaction (see sq_batch_enter) */
 
 enum {
     Q_GET,
@@ -77,6 +86,9 @@ enum {
     Q_BEGIN,
     Q_COMMIT,
     Q_ROLLBACK,
+    Q_SAVEPOINT,
+    Q_RELEASE,
+    Q_ROLLBACK_TO,
     Q_APPLIED_GET,
     Q_APPLIED_PUT,
     Q_VERSION,
@@ -109,6 +121,9 @@ static const char *const sq_sql[Q__COUNT] = {
     [Q_BEGIN] = "BEGIN IMMEDIATE",
     [Q_COMMIT] = "COMMIT",
     [Q_ROLLBACK] = "ROLLBACK",
+    [Q_SAVEPOINT] = "SAVEPOINT b",
+    [Q_RELEASE] = "RELEASE b",
+    [Q_ROLLBACK_TO] = "ROLLBACK TO b",
     [Q_APPLIED_GET] = "SELECT 1 FROM applied WHERE coll = ?1 AND id = ?2 AND event_id = ?3",
     [Q_APPLIED_PUT] = "INSERT INTO applied(coll, id, event_id) VALUES (?1, ?2, ?3)",
     [Q_VERSION] = "SELECT version FROM docs WHERE coll = ?1 AND id = ?2",
@@ -179,13 +194,35 @@ typedef struct sq_store {
     bnb__colls_t colls; /* declared collections */
     pthread_mutex_t define_mu;
     pthread_mutex_t write_mu; /* one writer of this process at a time (see sq_begin) */
+    sq_conn_t *wconn;         /* the writer connection: used only under write_mu */
+    sq_conn_t *sconn;         /* the sync leader's connection: used only while syncing */
+    int waiters;              /* threads waiting for write_mu (atomic; a batch gives way to them) */
     /* group commit (see "Durability" above) */
     pthread_mutex_t sync_mu;
     pthread_cond_t sync_cv;
     uint64_t written; /* commits done (under write_mu; read under sync_mu too: atomic) */
     uint64_t synced;  /* commits known to be on disk (sync_mu) */
     bool syncing;     /* a leader runs an fsync (sync_mu) */
+    /* checkpoints, off the commit path (see sq_ckpt_main) */
+    pthread_t ckpt;
+    bool ckpt_started;
+    bool ckpt_stop; /* ckpt_mu */
+    int wal_frames; /* frames in the WAL after the last commit (atomic) */
+    pthread_mutex_t ckpt_mu;
+    pthread_cond_t ckpt_cv;
 } sq_store_t;
+
+/* The batch transaction this thread holds open (see sq_batch_enter): its
+ * store (write_mu held, a transaction open on its wconn) and how many commits
+ * it holds; a batch that could not be committed leaves its error here for
+ * bnb_storage_defer_end (sq_flush). */
+static _Thread_local struct {
+    sq_store_t *s;
+    int n;
+    int err;
+} tl_batch;
+
+static int sq_batch_close(void);
 
 /* ---- logging ------------------------------------------------------------- */
 
@@ -285,6 +322,30 @@ static void sq_conn_free(sq_conn_t *c)
     free(c);
 }
 
+/* After every commit of a connection: the WAL's size; past SQ_CKPT_FRAMES the
+ * checkpointer is woken (it replaces SQLite's auto-checkpoint, which would run
+ * the checkpoint inside the COMMIT, under write_mu). */
+static int sq_wal_hook(void *arg, sqlite3 *db, const char *dbname, int frames)
+{
+    sq_store_t *s = arg;
+    (void)db;
+    (void)dbname;
+    __atomic_store_n(&s->wal_frames, frames, __ATOMIC_RELAXED);
+    if (frames >= SQ_CKPT_FRAMES) {
+        pthread_mutex_lock(&s->ckpt_mu);
+        pthread_cond_signal(&s->ckpt_cv);
+        pthread_mutex_unlock(&s->ckpt_mu);
+    }
+    return SQLITE_OK;
+}
+
+/* SQLite's allocation statistics take one process-wide mutex around every
+ * sqlite3_malloc/free: under concurrent commits the threads queue on it. */
+static void sq_global_setup(void)
+{
+    (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); /* SQLITE_MISUSE if already initialised: harmless */
+}
+
 static int sq_conn_open(sq_store_t *s, bool first, sq_conn_t **out, char *errbuf, size_t errlen)
 {
     sq_conn_t *c = calloc(1, sizeof(*c));
@@ -303,9 +364,17 @@ static int sq_conn_open(sq_store_t *s, bool first, sq_conn_t **out, char *errbuf
     }
     sqlite3_extended_result_codes(c->db, 1);
     sqlite3_busy_timeout(c->db, SQ_BUSY_MS);
+    sqlite3_wal_hook(c->db, sq_wal_hook, s); /* no auto-checkpoint: sq_ckpt_main */
     /* WAL is persistent in the file; asking again on every connection is cheap. */
-    rc = sqlite3_exec(c->db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;", NULL,
-                      NULL, &err);
+    /* 512 KiB of page cache (SQLite's default is 2 MiB): a reading
+     * connection's cache is dropped whenever another connection changed the
+     * WAL, so under writes it holds little more than one call's pages, and
+     * the writer's (never dropped) holds a small store's hot pages; 2 MiB per
+     * connection took RSS past 32 MB after the booking load */
+    rc = sqlite3_exec(c->db,
+                      "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;"
+                      " PRAGMA cache_size = -512;",
+                      NULL, NULL, &err);
     if (rc == SQLITE_OK && first)
         rc = sqlite3_exec(c->db, sq_schema, NULL, NULL, &err);
     if (rc != SQLITE_OK) {
@@ -328,6 +397,15 @@ static int sq_acquire(sq_store_t *s, sq_conn_t **out)
     sq_conn_t *c = NULL;
     int rc;
 
+    if (tl_batch.s == s) {
+        /* this thread's batch: read its own commits, unless someone waits
+         * for the store, then the batch is committed and the pool serves */
+        if (__atomic_load_n(&s->waiters, __ATOMIC_ACQUIRE) == 0) {
+            *out = s->wconn;
+            return 0;
+        }
+        (void)sq_batch_close();
+    }
     pthread_mutex_lock(&s->mu);
     for (;;) {
         if (s->idle) {
@@ -360,6 +438,8 @@ static int sq_acquire(sq_store_t *s, sq_conn_t **out)
 
 static void sq_release(sq_store_t *s, sq_conn_t *c)
 {
+    if (c == s->wconn)
+        return; /* the batch's own connection (sq_acquire), not a pooled one */
     pthread_mutex_lock(&s->mu);
     c->next = s->idle;
     s->idle = c;
@@ -497,16 +577,46 @@ static int sq_simple(sq_store_t *s, sq_conn_t *c, int which, const char *what)
     return sq_run(s, c, q, what);
 }
 
-/* Start a write transaction. Writers of this process queue on write_mu
- * rather than in SQLite's busy handler, which sleeps and retries and can
- * starve one writer past the busy timeout under a steady stream of commits;
- * the busy timeout is left for writers in other processes. */
-static int sq_begin(sq_store_t *s, sq_conn_t *c)
+/* Take write_mu, counted in `waiters` meanwhile so that a batch gives way. */
+static void sq_write_lock(sq_store_t *s)
 {
+    __atomic_add_fetch(&s->waiters, 1, __ATOMIC_ACQ_REL);
     pthread_mutex_lock(&s->write_mu);
-    int rc = sq_simple(s, c, Q_BEGIN, "begin");
+    __atomic_sub_fetch(&s->waiters, 1, __ATOMIC_ACQ_REL);
+}
+
+/* Open the writer connection (under write_mu). */
+static int sq_writer_open(sq_store_t *s)
+{
+    int rc = sq_conn_open(s, false, &s->wconn, NULL, 0);
+    if (rc != 0)
+        s->wconn = NULL;
+    return rc;
+}
+
+/* Start a write transaction on the store's writer connection (*c). Writers of
+ * this process queue on write_mu rather than in SQLite's busy handler, which
+ * sleeps and retries and can starve one writer past the busy timeout under a
+ * steady stream of commits; the busy timeout is left for writers in other
+ * processes. One connection does every write: its page cache is never
+ * invalidated by another connection's commit (SQLite drops a connection's
+ * whole cache when the WAL changed under it), so a commit finds its pages in
+ * memory. A batch this thread holds is committed first. */
+static int sq_begin(sq_store_t *s, sq_conn_t **c)
+{
+    int rc = 0;
+    if (tl_batch.s)
+        (void)sq_batch_close(); /* its error, if any, waits in tl_batch.err */
+    sq_write_lock(s);
+    if (!s->wconn && (rc = sq_writer_open(s)) != 0) {
+        pthread_mutex_unlock(&s->write_mu);
+        return rc;
+    }
+    rc = sq_simple(s, s->wconn, Q_BEGIN, "begin");
     if (rc != 0)
         pthread_mutex_unlock(&s->write_mu);
+    else
+        *c = s->wconn;
     return rc;
 }
 
@@ -515,20 +625,27 @@ static int sq_sync_wal(sq_store_t *s, sq_conn_t *c)
 {
     sqlite3_file *f = NULL;
     int rc = sqlite3_file_control(c->db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &f);
+    if (rc == SQLITE_OK && (!f || !f->pMethods)) {
+        /* the WAL is opened by a connection's first read: read once */
+        sqlite3_stmt *q;
+        if ((rc = sq_stmt(s, c, Q_PING, &q)) != 0 || (rc = sq_run(s, c, q, "ping")) != 0)
+            return rc;
+        rc = sqlite3_file_control(c->db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &f);
+    }
     if (rc != SQLITE_OK)
         return sq_fail(s, "journal pointer", c->db, rc);
     if (!f || !f->pMethods)
-        return 0; /* no WAL open on this connection: nothing written through it */
+        return sq_fail(s, "wal fsync: no WAL open", NULL, SQLITE_IOERR);
     rc = f->pMethods->xSync(f, SQLITE_SYNC_NORMAL);
     return rc == SQLITE_OK ? 0 : sq_fail(s, "wal fsync", NULL, rc);
 }
 
 /* Wait until commit number `upto` (s->written after it) is on disk: run the
  * fsync when no other thread does (it covers every commit done by then), else
- * wait for the running one and look again. Any connection's WAL handle will
- * do: fsync acts on the file; with c NULL the leader takes one from the pool
- * (so waiters hold no connection and cannot starve the pool). */
-static int sq_durable(sq_store_t *s, sq_conn_t *c, uint64_t upto)
+ * wait for the running one and look again. The leader syncs through the
+ * store's own sync connection (fsync acts on the file, any handle of the WAL
+ * will do), so a commit never waits for a pooled connection to sync. */
+static int sq_durable(sq_store_t *s, uint64_t upto)
 {
     int rc = 0;
     pthread_mutex_lock(&s->sync_mu);
@@ -540,15 +657,10 @@ static int sq_durable(sq_store_t *s, sq_conn_t *c, uint64_t upto)
         s->syncing = true;
         uint64_t target = __atomic_load_n(&s->written, __ATOMIC_ACQUIRE);
         pthread_mutex_unlock(&s->sync_mu);
-        if (c) {
-            rc = sq_sync_wal(s, c);
-        } else {
-            sq_conn_t *own = NULL;
-            if ((rc = sq_acquire(s, &own)) == 0) {
-                rc = sq_sync_wal(s, own);
-                sq_release(s, own);
-            }
-        }
+        if (!s->sconn && (rc = sq_conn_open(s, false, &s->sconn, NULL, 0)) != 0)
+            s->sconn = NULL;
+        if (s->sconn)
+            rc = sq_sync_wal(s, s->sconn);
         pthread_mutex_lock(&s->sync_mu);
         s->syncing = false;
         if (rc == 0 && target > s->synced)
@@ -568,18 +680,27 @@ static uint64_t sq_written(sq_store_t *s)
 }
 
 /* Everything committed until now, on disk (the outbox reader's barrier). */
-static int sq_durable_now(sq_store_t *s, sq_conn_t *c)
+static int sq_durable_now(sq_store_t *s)
 {
-    pthread_mutex_lock(&s->write_mu); /* a commit visible now has counted itself */
+    if (tl_batch.s)
+        (void)sq_batch_close();
+    sq_write_lock(s); /* a commit visible now has counted itself */
     uint64_t upto = __atomic_load_n(&s->written, __ATOMIC_ACQUIRE);
     pthread_mutex_unlock(&s->write_mu);
-    return sq_durable(s, c, upto);
+    return sq_durable(s, upto);
 }
 
-/* bnb_storage_defer_end's flush: commits up to `upto` on disk. */
+/* bnb_storage_defer_end's flush: the batch this thread holds committed, then
+ * commits up to `upto` on disk. */
 static int sq_flush(bnb_store_t *st, uint64_t upto)
 {
-    return sq_durable((sq_store_t *)st, NULL, upto);
+    sq_store_t *s = (sq_store_t *)st;
+    int rc = tl_batch.s ? sq_batch_close() : 0; /* its number is added to its store's entry */
+    if (tl_batch.err) {
+        rc = tl_batch.err; /* commits that answered 0 were lost: deliver the batch again */
+        tl_batch.err = 0;
+    }
+    return rc ? rc : sq_durable(s, upto);
 }
 
 /* COMMIT when rc is 0, else ROLLBACK; ends what sq_begin started. A commit
@@ -587,28 +708,124 @@ static int sq_flush(bnb_store_t *st, uint64_t upto)
  * defers that (bnb_storage_defer_begin) or `durable` is false (a write whose
  * loss only repeats work, e.g. an outbox ack: the events go out again and the
  * consumers are idempotent). */
-static int sq_end_as(sq_store_t *s, sq_conn_t *c, int rc, bool durable, uint64_t *owed)
+static int sq_end_as(sq_store_t *s, sq_conn_t *c, int rc, bool durable)
 {
     uint64_t mine = 0;
-    if (owed)
-        *owed = 0;
     if (rc == 0 && (rc = sq_simple(s, c, Q_COMMIT, "commit")) == 0)
         mine = sq_written(s);
     if (rc != 0 && !sqlite3_get_autocommit(c->db))
         sq_simple(s, c, Q_ROLLBACK, "rollback");
     pthread_mutex_unlock(&s->write_mu);
-    if (rc == 0 && durable && !bnb__storage_defer(&s->base, sq_flush, mine)) {
-        if (owed)
-            *owed = mine; /* the caller waits, after releasing c */
-        else
-            rc = sq_durable(s, c, mine);
-    }
+    if (rc == 0 && durable && !bnb__storage_defer(&s->base, sq_flush, mine))
+        rc = sq_durable(s, mine);
     return rc;
 }
 
 static int sq_end(sq_store_t *s, sq_conn_t *c, int rc)
 {
-    return sq_end_as(s, c, rc, true, NULL);
+    return sq_end_as(s, c, rc, true);
+}
+
+/* ---- batches: consumers' commits in one transaction ---------------------------
+ * While a thread defers durability (the relay delivering a batch of events,
+ * bnb_storage_defer_begin), its commits to one store share one transaction:
+ * the first opens it (write_mu held, BEGIN IMMEDIATE on the writer
+ * connection), each commit is a savepoint in it (released, or rolled back
+ * alone when it fails: a version clash, a claim taken), and the transaction
+ * is committed when the thread commits to another store, gives way (another
+ * thread waits for write_mu, or SQ_BATCH_MAX commits), or ends the deferral
+ * (sq_flush, before the fsync). Pages written by many commits go to the WAL
+ * once, and the thread's reads of that store meanwhile go through the writer
+ * connection (sq_acquire), so it reads its own commits. A thread holds at most
+ * one batch, so write_mu is never held while waiting for another store's.
+ * A batch that cannot be committed leaves its error for sq_flush: the relay
+ * then delivers the whole batch again (the consumers are idempotent). */
+
+/* Commit the batch this thread holds and give write_mu back. */
+static int sq_batch_close(void)
+{
+    sq_store_t *s = tl_batch.s;
+    if (!s)
+        return 0;
+    tl_batch.s = NULL;
+    tl_batch.n = 0;
+    int rc = sq_simple(s, s->wconn, Q_COMMIT, "commit");
+    uint64_t mine = rc == 0 ? sq_written(s) : 0;
+    if (rc != 0) {
+        if (!sqlite3_get_autocommit(s->wconn->db))
+            sq_simple(s, s->wconn, Q_ROLLBACK, "rollback");
+        if (!tl_batch.err)
+            tl_batch.err = rc;
+    }
+    pthread_mutex_unlock(&s->write_mu);
+    if (rc == 0)
+        (void)bnb__storage_defer(&s->base, sq_flush, mine); /* registered when the batch opened */
+    return rc;
+}
+
+/* Enter a batch of store s for one commit: 0 and a savepoint open on s->wconn,
+ * 1 when this thread does not defer (commit alone), or an error. */
+static int sq_batch_enter(sq_store_t *s)
+{
+    int rc;
+    if (tl_batch.s &&
+        (tl_batch.s != s || tl_batch.n >= SQ_BATCH_MAX || __atomic_load_n(&s->waiters, __ATOMIC_ACQUIRE) > 0))
+        (void)sq_batch_close();
+    if (!tl_batch.s) {
+        if (!bnb__storage_defer(&s->base, sq_flush, 0))
+            return 1;
+        sq_write_lock(s);
+        if (!s->wconn && (rc = sq_writer_open(s)) != 0) {
+            pthread_mutex_unlock(&s->write_mu);
+            return rc;
+        }
+        if ((rc = sq_simple(s, s->wconn, Q_BEGIN, "begin")) != 0) {
+            pthread_mutex_unlock(&s->write_mu);
+            return rc;
+        }
+        tl_batch.s = s;
+        tl_batch.n = 0;
+    }
+    if ((rc = sq_simple(s, s->wconn, Q_SAVEPOINT, "savepoint")) != 0) {
+        (void)sq_batch_close();
+        return rc;
+    }
+    tl_batch.n++;
+    return 0;
+}
+
+/* Leave the savepoint of one commit: kept when rc is 0, else rolled back. A
+ * commit that lost a race (BNB_EEXIST, BNB_ENOENT: its caller reads again and
+ * retries, maybe after a pause) commits the batch, so that no one waits for
+ * write_mu meanwhile. */
+static int sq_batch_leave(sq_store_t *s, int rc)
+{
+    sq_conn_t *c = s->wconn;
+    if (rc != 0 && sq_simple(s, c, Q_ROLLBACK_TO, "rollback to savepoint") != 0) {
+        /* the transaction is gone (an I/O error rolls it all back) */
+        if (!tl_batch.err)
+            tl_batch.err = BNB_EIO;
+        if (!sqlite3_get_autocommit(c->db))
+            sq_simple(s, c, Q_ROLLBACK, "rollback");
+        tl_batch.s = NULL;
+        tl_batch.n = 0;
+        pthread_mutex_unlock(&s->write_mu);
+        return rc;
+    }
+    int r2 = sq_simple(s, c, Q_RELEASE, "release savepoint");
+    if (r2 != 0) {
+        if (!tl_batch.err)
+            tl_batch.err = r2;
+        if (!sqlite3_get_autocommit(c->db))
+            sq_simple(s, c, Q_ROLLBACK, "rollback");
+        tl_batch.s = NULL;
+        tl_batch.n = 0;
+        pthread_mutex_unlock(&s->write_mu);
+        return rc ? rc : r2;
+    }
+    if (rc == BNB_EEXIST || rc == BNB_ENOENT)
+        (void)sq_batch_close();
+    return rc;
 }
 
 /* One-off SQL without parameters (DDL). */
@@ -768,6 +985,64 @@ out:
     return rc;
 }
 
+/* ---- checkpoints ------------------------------------------------------------ */
+
+/* Copy the WAL into the database file, off the commit path. SQLite's
+ * auto-checkpoint runs inside the COMMIT that crosses its threshold, so that
+ * commit (and every writer queued behind write_mu) waited for ~1000 pages to
+ * be copied and for the database file's fsync. Here a thread per store does
+ * it: first a PASSIVE checkpoint while the writers go on (the bulk of the
+ * copying and the large fsync), then a second one under write_mu that copies
+ * what was committed meanwhile, so the WAL is wholly checkpointed and the next
+ * writer starts it again from the beginning (a WAL kept only by passive
+ * checkpoints under a steady stream of commits would grow without end).
+ * Durability is unchanged: a checkpoint syncs the WAL before it copies and
+ * the database file before the WAL may be restarted (synchronous = NORMAL). */
+static void sq_checkpoint(sq_store_t *s, sq_conn_t *c)
+{
+    int nlog = 0, nckpt = 0;
+    int rc = sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &nlog, &nckpt);
+    if (rc == SQLITE_OK || (rc & 0xff) == SQLITE_BUSY) {
+        sq_write_lock(s);
+        rc = sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &nlog, &nckpt);
+        __atomic_store_n(&s->wal_frames, 0, __ATOMIC_RELAXED); /* the next commit says again */
+        pthread_mutex_unlock(&s->write_mu);
+    }
+    if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY) /* BUSY: another process checkpoints */
+        sq_log_error(s, "checkpoint", c->db, rc);
+}
+
+static void *sq_ckpt_main(void *arg)
+{
+    sq_store_t *s = arg;
+    sq_conn_t *c = NULL;
+    pthread_mutex_lock(&s->ckpt_mu);
+    while (!s->ckpt_stop) {
+        if (__atomic_load_n(&s->wal_frames, __ATOMIC_RELAXED) < SQ_CKPT_FRAMES) {
+            pthread_cond_wait(&s->ckpt_cv, &s->ckpt_mu);
+            continue;
+        }
+        pthread_mutex_unlock(&s->ckpt_mu);
+        if (c || sq_conn_open(s, false, &c, NULL, 0) == 0)
+            sq_checkpoint(s, c);
+        /* at most ~20 rounds a second, whatever a reader holding an old
+         * snapshot leaves uncopied */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 50 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&s->ckpt_mu);
+        while (!s->ckpt_stop && pthread_cond_timedwait(&s->ckpt_cv, &s->ckpt_mu, &ts) == 0)
+            ;
+    }
+    pthread_mutex_unlock(&s->ckpt_mu);
+    sq_conn_free(c);
+    return NULL;
+}
+
 /* ---- open / close / ping --------------------------------------------------- */
 
 static void sq_close(bnb_store_t *st)
@@ -777,16 +1052,27 @@ static void sq_close(bnb_store_t *st)
 
     if (!s)
         return;
+    if (s->ckpt_started) {
+        pthread_mutex_lock(&s->ckpt_mu);
+        s->ckpt_stop = true;
+        pthread_cond_signal(&s->ckpt_cv);
+        pthread_mutex_unlock(&s->ckpt_mu);
+        pthread_join(s->ckpt, NULL);
+    }
     while ((c = s->idle)) {
         s->idle = c->next;
         sq_conn_free(c);
     }
+    sq_conn_free(s->wconn);
+    sq_conn_free(s->sconn);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->define_mu);
     pthread_mutex_destroy(&s->write_mu);
     pthread_mutex_destroy(&s->sync_mu);
     pthread_cond_destroy(&s->sync_cv);
+    pthread_mutex_destroy(&s->ckpt_mu);
+    pthread_cond_destroy(&s->ckpt_cv);
     bnb__colls_destroy(&s->colls);
     free(s->path);
     free(s->name);
@@ -862,6 +1148,8 @@ static int sq_open(const bnb_storage_config_t *cfg, bnb_store_t **out, char *err
     rc = sq_check_dir(cfg->path, errbuf, errlen);
     if (rc != 0)
         return rc;
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, sq_global_setup);
 
     s = calloc(1, sizeof(*s));
     if (!s)
@@ -876,6 +1164,8 @@ static int sq_open(const bnb_storage_config_t *cfg, bnb_store_t **out, char *err
     pthread_mutex_init(&s->write_mu, NULL);
     pthread_mutex_init(&s->sync_mu, NULL);
     pthread_cond_init(&s->sync_cv, NULL);
+    pthread_mutex_init(&s->ckpt_mu, NULL);
+    pthread_cond_init(&s->ckpt_cv, NULL);
     bnb__colls_init(&s->colls);
     if (!s->path || !s->name) {
         rc = BNB_ENOMEM;
@@ -891,6 +1181,13 @@ static int sq_open(const bnb_storage_config_t *cfg, bnb_store_t **out, char *err
             snprintf(errbuf, errlen, "sqlite: cannot read the collection definitions in '%s'", s->path);
         goto fail;
     }
+    if (pthread_create(&s->ckpt, NULL, sq_ckpt_main, s) != 0) {
+        if (errbuf && errlen)
+            snprintf(errbuf, errlen, "sqlite: cannot start the checkpoint thread of '%s'", s->path);
+        rc = BNB_ENOMEM;
+        goto fail;
+    }
+    s->ckpt_started = true;
     *out = &s->base;
     return 0;
 fail:
@@ -937,14 +1234,11 @@ static int sq_define(bnb_store_t *st, const bnb_coll_def_t *defs, size_t n)
             sq_log_line(s, msg);
         goto out;
     }
-    if ((rc = sq_acquire(s, &c)) != 0)
-        goto out;
-    if ((rc = sq_begin(s, c)) == 0) {
+    if ((rc = sq_begin(s, &c)) == 0) {
         for (size_t i = 0; i < n && rc == 0; i++)
             rc = sq_apply_coll(s, c, merged[i]);
         rc = sq_end(s, c, rc);
     }
-    sq_release(s, c);
     if (rc == 0)
         rc = bnb__define_register(&s->colls, merged, n);
 out:
@@ -970,11 +1264,43 @@ static int sq_parse_body(sq_store_t *s, sqlite3_stmt *q, int col, json_t **out)
     return 0;
 }
 
+/* One document on connection c: 0 with *body (when body is not NULL) and
+ * *version, BNB_ENOENT when absent, or an error. */
+static int sq_get_on(sq_store_t *s, sq_conn_t *c, const bnb__coll_t *dc, const char *coll, const char *id,
+                     json_t **body, int64_t *version)
+{
+    sqlite3_stmt *q = NULL;
+    int rc;
+    if (dc) {
+        char sql[128];
+        snprintf(sql, sizeof sql, "SELECT version, body FROM \"c_%s\" WHERE id = ?1", dc->name);
+        if ((rc = sq_dyn(s, c, sql, &q)) != 0 || (rc = sq_bind_text(s, c, q, 1, id)) != 0)
+            goto out;
+    } else if ((rc = sq_stmt(s, c, Q_GET, &q)) != 0 || (rc = sq_bind_text(s, c, q, 1, coll)) != 0 ||
+               (rc = sq_bind_text(s, c, q, 2, id)) != 0) {
+        goto out;
+    }
+    rc = sqlite3_step(q);
+    if (rc == SQLITE_DONE) {
+        rc = BNB_ENOENT;
+        goto out;
+    }
+    if (rc != SQLITE_ROW) {
+        rc = sq_fail(s, "get", c->db, rc);
+        goto out;
+    }
+    *version = sqlite3_column_int64(q, 0);
+    rc = body ? sq_parse_body(s, q, 1, body) : 0;
+out:
+    if (q)
+        sqlite3_reset(q);
+    return rc;
+}
+
 static int sq_get(bnb_store_t *st, const char *coll, const char *id, json_t **body, int64_t *version)
 {
     sq_store_t *s = (sq_store_t *)st;
     sq_conn_t *c = NULL;
-    sqlite3_stmt *q = NULL;
     json_t *doc = NULL;
     int64_t ver = 0;
     int rc;
@@ -984,41 +1310,57 @@ static int sq_get(bnb_store_t *st, const char *coll, const char *id, json_t **bo
     if (!s || !coll || !id)
         return BNB_EINVAL;
     const bnb__coll_t *dc = bnb__colls_get(&s->colls, coll);
-    rc = sq_acquire(s, &c);
+    if ((rc = sq_acquire(s, &c)) != 0)
+        return rc;
+    rc = sq_get_on(s, c, dc, coll, id, body ? &doc : NULL, &ver);
+    sq_release(s, c);
     if (rc != 0)
         return rc;
-    if (dc) {
-        char sql[128];
-        snprintf(sql, sizeof sql, "SELECT version, body FROM \"c_%s\" WHERE id = ?1", dc->name);
-        if ((rc = sq_dyn(s, c, sql, &q)) != 0 || (rc = sq_bind_text(s, c, q, 1, id)) != 0)
-            goto fail;
-    } else if ((rc = sq_stmt(s, c, Q_GET, &q)) != 0 || (rc = sq_bind_text(s, c, q, 1, coll)) != 0 ||
-               (rc = sq_bind_text(s, c, q, 2, id)) != 0) {
-        goto fail;
-    }
-    rc = sqlite3_step(q);
-    if (rc == SQLITE_DONE) {
-        rc = BNB_ENOENT;
-        goto fail;
-    }
-    if (rc != SQLITE_ROW) {
-        rc = sq_fail(s, "get", c->db, rc);
-        goto fail;
-    }
-    ver = sqlite3_column_int64(q, 0);
-    if (body && (rc = sq_parse_body(s, q, 1, &doc)) != 0)
-        goto fail;
-    sqlite3_reset(q);
-    sq_release(s, c);
     if (body)
         *body = doc;
     if (version)
         *version = ver;
     return 0;
-fail:
-    if (q)
-        sqlite3_reset(q);
+}
+
+/* get_many: the ids one after the other on one connection (each a lookup of
+ * the primary key; in-process, so no round trip to save). */
+static int sq_get_many(bnb_store_t *st, const char *coll, const char *const *ids, size_t n, json_t **items)
+{
+    sq_store_t *s = (sq_store_t *)st;
+    sq_conn_t *c = NULL;
+    json_t *arr = NULL;
+    int rc = bnb__get_many_check(coll, ids, n, items);
+    if (rc != 0 || !s)
+        return rc ? rc : BNB_EINVAL;
+    const bnb__coll_t *dc = bnb__colls_get(&s->colls, coll);
+    if (!(arr = json_array()))
+        return BNB_ENOMEM;
+    if ((rc = sq_acquire(s, &c)) != 0)
+        goto fail;
+    for (size_t i = 0; i < n; i++) {
+        json_t *doc = NULL, *item;
+        int64_t ver = 0;
+        rc = sq_get_on(s, c, dc, coll, ids[i], &doc, &ver);
+        if (rc == BNB_ENOENT)
+            item = json_null();
+        else if (rc != 0)
+            break;
+        else
+            item = bnb__get_many_item(ids[i], ver, doc);
+        rc = 0;
+        if (!item || json_array_append_new(arr, item) != 0) {
+            rc = BNB_ENOMEM;
+            break;
+        }
+    }
     sq_release(s, c);
+    if (rc != 0)
+        goto fail;
+    *items = arr;
+    return 0;
+fail:
+    json_decref(arr);
     return rc;
 }
 
@@ -1504,7 +1846,6 @@ static int sq_commit_any(sq_store_t *s, sq_w_t *w, const bnb_outbox_new_t *event
     sq_conn_t *c = NULL;
     char *body_text = NULL;
     int64_t ver = 0;
-    uint64_t owed = 0;
     int rc;
 
     if (!s || (rc = bnb__commit_check(cm, events, nevents)) != 0)
@@ -1520,19 +1861,16 @@ static int sq_commit_any(sq_store_t *s, sq_w_t *w, const bnb_outbox_new_t *event
         }
     }
     w->body_text = body_text;
-    rc = sq_acquire(s, &c);
-    if (rc != 0)
-        goto out;
-    rc = sq_begin(s, c);
-    if (rc != 0)
-        goto release;
-    rc = sq_end_as(s, c, sq_commit_tx(s, c, w, events, nevents, &ver), true, &owed);
+    rc = sq_batch_enter(s);
+    if (rc == 0) {
+        rc = sq_batch_leave(s, sq_commit_tx(s, s->wconn, w, events, nevents, &ver));
+    } else if (rc == 1) {
+        rc = sq_begin(s, &c);
+        if (rc == 0)
+            rc = sq_end(s, c, sq_commit_tx(s, c, w, events, nevents, &ver));
+    }
     if (rc == 0 && new_version)
         *new_version = ver;
-release:
-    sq_release(s, c);
-    if (rc == 0 && owed)
-        rc = sq_durable(s, NULL, owed);
 out:
     free(w->claims);
     free(body_text);
@@ -1619,16 +1957,18 @@ static int sq_outbox_fetch(bnb_store_t *st, size_t max, bnb_outbox_entry_t **out
     }
     sqlite3_reset(q);
     q = NULL;
-    if (got > 0 && (rc = sq_durable_now(s, c)) != 0)
+    sq_release(s, c); /* no pooled connection is held while waiting for write_mu */
+    c = NULL;
+    if (got > 0 && (rc = sq_durable_now(s)) != 0)
         goto fail;
-    sq_release(s, c);
     *out = ents;
     *n = got;
     return 0;
 fail:
     if (q)
         sqlite3_reset(q);
-    sq_release(s, c);
+    if (c)
+        sq_release(s, c);
     bnb_outbox_entries_free(ents, got);
     return rc;
 }
@@ -1644,22 +1984,16 @@ static int sq_outbox_ack(bnb_store_t *st, const char *const *event_ids, size_t n
         return BNB_EINVAL;
     if (n == 0)
         return 0;
-    rc = sq_acquire(s, &c);
+    rc = sq_begin(s, &c);
     if (rc != 0)
         return rc;
-    rc = sq_begin(s, c);
-    if (rc != 0)
-        goto out;
     for (size_t i = 0; i < n && rc == 0; i++) {
         if (!event_ids[i])
             continue;
         if ((rc = sq_stmt(s, c, Q_OUTBOX_ACK, &q)) == 0 && (rc = sq_bind_text(s, c, q, 1, event_ids[i])) == 0)
             rc = sq_run(s, c, q, "outbox ack");
     }
-    rc = sq_end_as(s, c, rc, false, NULL);
-out:
-    sq_release(s, c);
-    return rc;
+    return sq_end_as(s, c, rc, false);
 }
 
 static int sq_park(bnb_store_t *st, const char *consumer, const char *event_json, const char *reason)
@@ -1673,23 +2007,15 @@ static int sq_park(bnb_store_t *st, const char *consumer, const char *event_json
     if (!s || !consumer || !event_json)
         return BNB_EINVAL;
     clock_gettime(CLOCK_REALTIME, &ts);
-    rc = sq_acquire(s, &c);
+    rc = sq_begin(s, &c);
     if (rc != 0)
         return rc;
-    if ((rc = sq_stmt(s, c, Q_PARK, &q)) != 0 || (rc = sq_bind_text(s, c, q, 1, consumer)) != 0 ||
-        (rc = sq_bind_text(s, c, q, 2, reason ? reason : "rejected")) != 0 ||
-        (rc = sq_bind_text(s, c, q, 3, event_json)) != 0 ||
-        (rc = sq_bind_i64(s, c, q, 4, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000)) != 0)
-        goto out;
-    pthread_mutex_lock(&s->write_mu);
-    rc = sq_run(s, c, q, "park");
-    uint64_t mine = rc == 0 ? sq_written(s) : 0;
-    pthread_mutex_unlock(&s->write_mu);
-    if (rc == 0)
-        rc = sq_durable(s, c, mine);
-out:
-    sq_release(s, c);
-    return rc;
+    if ((rc = sq_stmt(s, c, Q_PARK, &q)) == 0 && (rc = sq_bind_text(s, c, q, 1, consumer)) == 0 &&
+        (rc = sq_bind_text(s, c, q, 2, reason ? reason : "rejected")) == 0 &&
+        (rc = sq_bind_text(s, c, q, 3, event_json)) == 0 &&
+        (rc = sq_bind_i64(s, c, q, 4, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000)) == 0)
+        rc = sq_run(s, c, q, "park");
+    return sq_end_as(s, c, rc, true);
 }
 
 static int sq_dead_count(bnb_store_t *st, int64_t *count)
@@ -1734,4 +2060,5 @@ const bnb_storage_ops_t bnb_storage_sqlite = {
     .define = sq_define,
     .query = sq_query,
     .commit2 = sq_commit2,
+    .get_many = sq_get_many,
 };

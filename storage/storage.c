@@ -129,12 +129,14 @@ int bnb__storage_defer(bnb_store_t *st, int (*flush)(bnb_store_t *st, uint64_t u
 int bnb_storage_defer_end(void)
 {
     int rc = 0;
-    defer.on = 0;
+    /* still on while flushing: a flush may commit a backend's batch (sqlite)
+     * and raise another store's `upto` through bnb__storage_defer */
     for (size_t i = 0; i < defer.n; i++) {
         int r = defer.e[i].flush(defer.e[i].st, defer.e[i].upto);
         if (r != 0 && rc == 0)
             rc = r;
     }
+    defer.on = 0;
     defer.n = 0;
     return rc;
 }

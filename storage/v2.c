@@ -798,3 +798,24 @@ void bnb__define_free(bnb__coll_t **merged, bool *fresh, size_t n)
     free(merged);
     free(fresh);
 }
+
+/* ---- get_many -------------------------------------------------------------- */
+
+int bnb__get_many_check(const char *coll, const char *const *ids, size_t n, json_t **items)
+{
+    if (items)
+        *items = NULL;
+    if (!coll || !ids || !items || n == 0 || n > BNB__GET_MANY_MAX)
+        return BNB_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!ids[i])
+            return BNB_EINVAL;
+    return 0;
+}
+
+json_t *bnb__get_many_item(const char *id, int64_t version, json_t *body)
+{
+    if (!body)
+        return NULL;
+    return json_pack("{s:s, s:I, s:o}", "id", id, "version", (json_int_t)version, "body", body);
+}

@@ -161,6 +161,13 @@ int bnb__define_register(bnb__colls_t *r, bnb__coll_t **merged, size_t n);
 void bnb__define_free(bnb__coll_t **merged, bool *fresh, size_t n);
 
 /* base64url without padding; decode returns malloc'ed bytes + NUL, or NULL. */
+/* get_many (ABI 1.4 store_get_many): the checks every backend makes (coll
+ * and every id set, n 1..BNB__GET_MANY_MAX; BNB_EINVAL otherwise), and one
+ * element of the answer ({"id","version","body"}, steals body). */
+#define BNB__GET_MANY_MAX 1000
+int bnb__get_many_check(const char *coll, const char *const *ids, size_t n, json_t **items);
+json_t *bnb__get_many_item(const char *id, int64_t version, json_t *body);
+
 char *bnb__st_b64url_encode(const unsigned char *in, size_t n);
 unsigned char *bnb__st_b64url_decode(const char *in, size_t *n);
 

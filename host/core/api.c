@@ -567,6 +567,42 @@ static int store_query(bnb_store_t *st, const bnb_query_t *q, json_t **items, ch
     return st->ops->query(st, q, items, next);
 }
 
+#define STORE_GET_MANY_MAX 1000
+
+static int store_get_many(bnb_store_t *st, const char *coll, const char *const *ids, size_t n, json_t **items)
+{
+    if (items != NULL)
+        *items = NULL;
+    if (st == NULL || coll == NULL || ids == NULL || items == NULL || n == 0 || n > STORE_GET_MANY_MAX)
+        return BNB_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] == NULL)
+            return BNB_EINVAL;
+    if (st->ops->get_many != NULL)
+        return st->ops->get_many(st, coll, ids, n, items);
+    json_t *arr = json_array();
+    if (arr == NULL)
+        return BNB_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        json_t *body = NULL, *item;
+        int64_t version = 0;
+        int rc = st->ops->get(st, coll, ids[i], &body, &version);
+        if (rc == BNB_ENOENT)
+            item = json_null();
+        else if (rc != 0) {
+            json_decref(arr);
+            return rc;
+        } else
+            item = json_pack("{s:s, s:I, s:o}", "id", ids[i], "version", (json_int_t)version, "body", body);
+        if (item == NULL || json_array_append_new(arr, item) != 0) {
+            json_decref(arr);
+            return BNB_ENOMEM;
+        }
+    }
+    *items = arr;
+    return 0;
+}
+
 static int store_commit2(bnb_store_t *st, const bnb_commit_t *c, int64_t *new_version)
 {
     if (st == NULL || c == NULL || st->ops->commit2 == NULL)
@@ -661,4 +697,5 @@ const bnb_host_api_t bnb__host_api = {
     .stream_open = stream_open,
     .stream_write = stream_write,
     .stream_close = stream_close,
+    .store_get_many = store_get_many,
 };

@@ -170,6 +170,7 @@ struct bnb_req {
     char *raw_ctype;
     char *upstream;
     int upstream_index, upstream_h2c;
+    int edge_own; /* the edge's own answer (not the upstream's outcome: no breaker record) */
     /* a streamed answer (stream_open, ABI 1.3): the loop's reference, handed
      * to the HTTP side when the handler returns */
     int can_stream; /* an HTTP request (not an in-process call) */

@@ -641,6 +641,8 @@ int main(int argc, char **argv)
     }
     if (bnb__http_start(h, err, sizeof(err)) != 0)
         goto fail_running;
+    if (bnb__gateway_ready_start() != 0) /* an edge: is any upstream ready? */
+        bnb__log(BNB_LOG_WARN, "gateway: cannot start the readiness thread; the edge stays not ready");
     uv_signal_init(h->loop, &sig_term);
     uv_signal_init(h->loop, &sig_int);
     sig_term.data = sig_int.data = h;

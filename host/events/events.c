@@ -144,6 +144,29 @@ static int deliver_local(bnb_host_t *h, const char *topic, const char *payload, 
     return 0;
 }
 
+/* The batch to every local consumer, one consumer after the other (each
+ * sees the events in order): a consumer's commits follow each other, so a
+ * backend that groups a thread's deferred commits per store (sqlite) puts the
+ * consumer's whole share of the batch in one transaction instead of one per
+ * event. Returns how many events, from the first, every consumer took; the
+ * rest is delivered again (to all: the consumers are idempotent). */
+static size_t deliver_local_batch(bnb_host_t *h, bnb_outbox_entry_t *e, size_t n)
+{
+    size_t done = n;
+    for (size_t i = 0; i < h->nplugins; i++) {
+        bnb_inst_t *c = h->plugins[i];
+        size_t k = 0;
+        for (; k < done; k++) {
+            if (!subscribes(c, e[k].topic))
+                continue;
+            if (dispatch(h, c, e[k].topic, e[k].payload, strlen(e[k].payload)) != 0)
+                break;
+        }
+        done = k;
+    }
+    return done;
+}
+
 /* ---- relay ---------------------------------------------------------------- */
 
 /* Publish on the channel under kafka.namespace. While the broker is known to
@@ -204,12 +227,19 @@ static int relay_once(bnb_host_t *h, bnb_inst_t *ctx)
             /* the consumers' commits share one fsync per store for the batch,
              * and the batch is acknowledged only once they are on disk */
             bnb_storage_defer_begin();
-            while (done < n && deliver_local(h, e[done].topic, e[done].payload, strlen(e[done].payload)) == 0)
-                done++;
+            done = deliver_local_batch(h, e, n);
             if (bnb_storage_defer_end() != 0) {
                 bnb__log(BNB_LOG_ERROR, "outbox of %s: consumers' effects not flushed; delivering again", ctx->name);
                 done = 0;
             }
+            /* a backend may hold the batch's commits in one transaction until
+             * defer_end (sqlite): only now are they visible, so the read
+             * cache forgets what it kept meanwhile and the relays look again
+             * for the events those commits queued */
+            for (size_t i = 0; i < h->nplugins; i++)
+                atomic_fetch_add(&h->plugins[i]->store_gen, 1);
+            if (done > 0)
+                bnb__events_wake(h);
         }
         if (done > 0) {
             const char **ids = malloc(done * sizeof(char *));

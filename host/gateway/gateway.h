@@ -33,7 +33,20 @@ void bnb__gateway_sign(bnb_signer_t by, const char *method, const char *path, co
 int bnb__gateway_verify(const char *header, const char *method, const char *path, const char *request_id,
                         const char *user, const char *role, const void *body, size_t body_len, int64_t now_s);
 /* Forward r (method, path, query, headers, raw body) to `base`; fills the
- * raw answer of r. Runs on a worker thread. */
+ * raw answer of r, or hands r a stream (r->stream) when the answer is
+ * text/event-stream or a 2xx of unknown length: its transfer then goes on in
+ * a thread of its own, each piece queued as it comes (gateway.max_streams at
+ * once, beyond that 503). timeout_ms: until the answer is complete, for a
+ * stream until its head. Runs on a worker thread. */
 void bnb__proxy_run(struct bnb_req *r, const char *base, int h2c, long timeout_ms);
+/* An edge's readiness: a thread asks every upstream's GET /readyz once a
+ * second (bnb__gateway_ready_start, after init; bnb__gateway_free stops it).
+ * bnb__gateway_ready: 1 when there are no routes, or when at least one
+ * upstream answered 200 in the last round (never waits); *nready (may be
+ * NULL): how many did. */
+int bnb__gateway_ready_start(void);
+int bnb__gateway_ready(int *nready);
+/* Streamed answers being relayed now (/metrics). */
+int bnb__proxy_streams_open(void);
 
 #endif

@@ -5,18 +5,24 @@
 #include "host.h"
 
 #include <curl/curl.h>
-#include <pthread.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-/* every thread's handle, so that they are cleaned up at exit */
+/* every worker thread's handles, so that they are cleaned up at exit */
+typedef struct curl_pair {
+    CURLM *m;
+    CURL *c;
+} curl_pair_t;
 static pthread_mutex_t handles_mu = PTHREAD_MUTEX_INITIALIZER;
-static CURL **handles;
+static curl_pair_t *handles;
 static size_t nhandles;
 static _Atomic unsigned handles_gen; /* bumped when bnb__gateway_free frees them */
 
@@ -34,6 +40,10 @@ static size_t secret_len;
  * with overlap) */
 static unsigned char prev_secret[128];
 static size_t prev_secret_len;
+static int max_streams;          /* gateway.max_streams */
+static _Atomic int streams_stop; /* bnb__gateway_free: every streamed transfer ends */
+static void streams_stop_all(void);
+static void ready_thread_stop(void);
 
 static void free_routes(void)
 {
@@ -48,10 +58,15 @@ static void free_routes(void)
 
 void bnb__gateway_free(void)
 {
-    /* the worker threads are idle now (drained): their handles can go */
+    /* streamed transfers end; the worker threads are idle now (drained):
+     * their handles can go */
+    ready_thread_stop();
+    streams_stop_all();
     pthread_mutex_lock(&handles_mu);
-    for (size_t i = 0; i < nhandles; i++)
-        curl_easy_cleanup(handles[i]);
+    for (size_t i = 0; i < nhandles; i++) {
+        curl_easy_cleanup(handles[i].c);
+        curl_multi_cleanup(handles[i].m);
+    }
     free(handles);
     handles = NULL;
     nhandles = 0;
@@ -97,6 +112,14 @@ int bnb__gateway_has_secret(void)
 int bnb__gateway_init(bnb_host_t *h, char *err, size_t errlen)
 {
     const char *spec = bnb__config_str(h->cfg, "gateway.routes");
+    atomic_store(&streams_stop, 0);
+    long ms = bnb__config_int(h->cfg, "gateway.max_streams");
+    if (ms < 0 || ms > 100000) {
+        snprintf(err, errlen, "%s: gateway.max_streams must be 0 to 100000",
+                 bnb__config_origin(h->cfg, "gateway.max_streams"));
+        return -1;
+    }
+    max_streams = (int)ms;
     const char *origin = bnb__config_origin(h->cfg, "gateway.routes");
     for (const char *p = spec; p && *p;) {
         while (*p == ',' || *p == ' ' || *p == '\n')
@@ -245,15 +268,123 @@ int bnb__gateway_verify(const char *header, const char *method, const char *path
     return strlen(got) == l && CRYPTO_memcmp(got, want, l) == 0 ? by : -1;
 }
 
-/* ---- proxying ---------------------------------------------------------------- */
+/* ---- proxying ----------------------------------------------------------------
+ *
+ * A worker thread runs the transfer on its own curl multi handle (kept per
+ * thread, with its connection cache) until the answer is complete, or until
+ * its head says it is a stream: text/event-stream, or a 2xx body of unknown
+ * length. A stream is handed to the HTTP side (r->stream, plugin API 1.3's
+ * machinery: the loop sends what is queued, a slow client is dropped at
+ * http.stream_buffer) and the transfer goes on in a thread of its own that
+ * queues each piece as it arrives; the worker returns at once. That thread
+ * ends the transfer when the upstream ends it, when the client has gone or
+ * the stream was dropped (the next write fails; an idle stream is looked at
+ * every STREAM_POLL_MS), and on shutdown. gateway.max_streams such transfers
+ * at once; beyond that 503. */
+
+#define STREAM_POLL_MS 200
+#define STREAM_STACK   (256 * 1024)
+#define MAX_BUFFERED   (16 * 1024 * 1024)
+
+typedef struct px {
+    CURLM *m;
+    CURL *c;
+    struct curl_slist *hdr;
+    char *body;   /* the request body, owned here once the transfer outlives the request */
+    bnb_req_t *r; /* NULL once the transfer runs on its own */
+    int is_head;
+    /* the answer's head */
+    long status;
+    int has_len, sse, refused;
+    int detach; /* the head says: stream it */
+    bnb_buf_t b;
+    bnb_stream_t *s; /* the writer's reference */
+} px_t;
+
+static pthread_mutex_t streams_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t streams_cv = PTHREAD_COND_INITIALIZER;
+static int streams_running;       /* transfer threads alive (under streams_mu) */
+static _Atomic int streams_slots; /* taken slots of gateway.max_streams */
+
+static void streams_stop_all(void)
+{
+    atomic_store(&streams_stop, 1);
+    pthread_mutex_lock(&streams_mu);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 5;
+    while (streams_running > 0 && pthread_cond_timedwait(&streams_cv, &streams_mu, &until) == 0)
+        ;
+    if (streams_running > 0)
+        bnb__log(BNB_LOG_WARN, "gateway: %d streamed transfers still running at exit", streams_running);
+    pthread_mutex_unlock(&streams_mu);
+}
+
+int bnb__proxy_streams_open(void)
+{
+    return atomic_load(&streams_slots);
+}
 
 static const char *const pass_back[] = {"content-type",     "retry-after", "location",           "allow",
                                         "www-authenticate", "etag",        "idempotent-replayed"};
 
+static void drop_passed_back(bnb_req_t *r)
+{
+    for (size_t i = 0; i < r->nrh; i++) {
+        free(r->rh_names[i]);
+        free(r->rh_values[i]);
+    }
+    r->nrh = 0;
+    free(r->raw_ctype);
+    r->raw_ctype = NULL;
+}
+
+/* The head is complete (a final status): a stream, a refused one (over the
+ * cap), or an answer to collect. 0, or -1 to fail the transfer. */
+static int on_head_done(px_t *px)
+{
+    bnb_req_t *r = px->r;
+    if (px->is_head || px->status < 200 || px->status == 204 || px->status == 304 || px->status >= 300 ||
+        (!px->sse && px->has_len))
+        return 0;
+    if (atomic_fetch_add(&streams_slots, 1) >= max_streams) {
+        atomic_fetch_sub(&streams_slots, 1);
+        px->refused = 1;
+        return -1;
+    }
+    px->s = bnb__stream_new((int)px->status, r->raw_ctype ? r->raw_ctype : "application/octet-stream",
+                            bnb__host->stream_buffer);
+    if (px->s == NULL) {
+        atomic_fetch_sub(&streams_slots, 1);
+        return -1;
+    }
+    r->stream = px->s; /* the HTTP side's reference; px keeps the writer's */
+    r->status = (int)px->status;
+    r->answered = 1;
+    px->detach = 1;
+    return 0;
+}
+
 static size_t on_header(char *buf, size_t size, size_t nitems, void *ud)
 {
-    bnb_req_t *r = ud;
+    px_t *px = ud;
+    bnb_req_t *r = px->r;
     size_t n = size * nitems;
+    if (r == NULL)
+        return n; /* trailers of a stream */
+    if (n >= 5 && memcmp(buf, "HTTP/", 5) == 0) {
+        /* a new head (after a 1xx, the final one) */
+        const char *sp = memchr(buf, ' ', n);
+        px->status = sp ? strtol(sp + 1, NULL, 10) : 0;
+        px->has_len = px->sse = 0;
+        drop_passed_back(r);
+        return n;
+    }
+    if (n <= 2 && (buf[0] == '\r' || buf[0] == '\n')) {
+        if (px->status >= 200 && on_head_done(px) != 0)
+            return 0;
+        return n;
+    }
     const char *colon = memchr(buf, ':', n);
     if (colon == NULL)
         return n;
@@ -264,12 +395,17 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *ud)
         v++, vl--;
     while (vl > 0 && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
         vl--;
+    if (nl == 14 && strncasecmp(buf, "content-length", 14) == 0) {
+        px->has_len = 1;
+        return n;
+    }
     for (size_t i = 0; i < sizeof(pass_back) / sizeof(pass_back[0]); i++) {
         if (strlen(pass_back[i]) != nl || strncasecmp(buf, pass_back[i], nl) != 0)
             continue;
         if (i == 0) {
             free(r->raw_ctype);
             r->raw_ctype = strndup(v, vl);
+            px->sse = vl >= 17 && strncasecmp(v, "text/event-stream", 17) == 0;
         } else if (r->nrh < 8) {
             r->rh_names[r->nrh] = strndup(buf, nl);
             r->rh_values[r->nrh] = strndup(v, vl);
@@ -282,6 +418,15 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *ud)
         }
     }
     return n;
+}
+
+static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    px_t *px = ud;
+    size_t n = size * nmemb;
+    if (px->s != NULL) /* fails once the client is gone or the stream was dropped: the transfer ends */
+        return bnb__stream_write(px->s, ptr, n) == 0 ? n : 0;
+    return bnb__curl_collect(ptr, size, nmemb, &px->b);
 }
 
 static int hop_by_hop(const char *name)
@@ -307,47 +452,143 @@ static int hop_by_hop(const char *name)
     return name[0] == ':';
 }
 
-static __thread CURL *tl_curl; /* one per worker thread: keeps its connections alive */
+/* One multi handle with one easy handle per worker thread: keeps its connections alive. */
+static __thread CURLM *tl_multi;
+static __thread CURL *tl_curl;
 static __thread unsigned tl_gen;
 
-static CURL *thread_handle(void)
+static void registry_drop(CURLM *m, CURL *c)
 {
-    if (tl_curl != NULL && tl_gen == handles_gen)
-        return tl_curl;
-    tl_curl = NULL;
-    CURL *c = curl_easy_init();
-    if (c == NULL)
-        return NULL;
     pthread_mutex_lock(&handles_mu);
-    CURL **nh = realloc(handles, (nhandles + 1) * sizeof(*nh));
+    for (size_t i = 0; i < nhandles; i++)
+        if (handles[i].m == m && handles[i].c == c) {
+            handles[i] = handles[--nhandles];
+            break;
+        }
+    pthread_mutex_unlock(&handles_mu);
+}
+
+static int thread_handles(CURLM **m, CURL **c)
+{
+    if (tl_curl != NULL && tl_gen == handles_gen) {
+        *m = tl_multi;
+        *c = tl_curl;
+        return 0;
+    }
+    tl_curl = NULL;
+    tl_multi = NULL;
+    CURLM *nm = curl_multi_init();
+    CURL *nc = curl_easy_init();
+    if (nm == NULL || nc == NULL)
+        goto fail;
+    pthread_mutex_lock(&handles_mu);
+    curl_pair_t *nh = realloc(handles, (nhandles + 1) * sizeof(*nh));
     if (nh != NULL) {
         handles = nh;
-        handles[nhandles++] = c;
+        handles[nhandles++] = (curl_pair_t){nm, nc};
     }
     pthread_mutex_unlock(&handles_mu);
-    if (nh == NULL) {
-        curl_easy_cleanup(c);
-        return NULL;
-    }
-    tl_curl = c;
+    if (nh == NULL)
+        goto fail;
+    *m = tl_multi = nm;
+    *c = tl_curl = nc;
     tl_gen = handles_gen;
-    return c;
+    return 0;
+fail:
+    if (nc)
+        curl_easy_cleanup(nc);
+    if (nm)
+        curl_multi_cleanup(nm);
+    return -1;
+}
+
+static void px_free(px_t *px)
+{
+    curl_slist_free_all(px->hdr);
+    free(px->body);
+    free(px->b.p);
+    free(px);
+}
+
+/* A streamed answer's transfer, on its own thread until it ends. */
+static void *stream_main(void *arg)
+{
+    px_t *px = arg;
+    int running = 1;
+    for (;;) {
+        curl_multi_perform(px->m, &running);
+        if (!running || atomic_load(&streams_stop) || bnb__stream_write(px->s, NULL, 0) < 0)
+            break;
+        curl_multi_poll(px->m, NULL, 0, STREAM_POLL_MS, NULL);
+    }
+    curl_multi_remove_handle(px->m, px->c);
+    curl_easy_cleanup(px->c);
+    curl_multi_cleanup(px->m);
+    bnb__stream_close(px->s); /* the answer ends after what is queued */
+    px_free(px);
+    atomic_fetch_sub(&streams_slots, 1);
+    pthread_mutex_lock(&streams_mu);
+    if (--streams_running == 0)
+        pthread_cond_broadcast(&streams_cv);
+    pthread_mutex_unlock(&streams_mu);
+    return NULL;
+}
+
+/* The head said stream: the rest of the transfer goes to a thread of its own
+ * (with this thread's handles: they are made anew at the next request). */
+static int hand_off(px_t *px, bnb_req_t *r)
+{
+    px->body = r->raw_in; /* curl may still be sending it */
+    r->raw_in = NULL;
+    r->raw_in_len = 0;
+    px->r = NULL;
+    registry_drop(px->m, px->c);
+    tl_multi = NULL;
+    tl_curl = NULL;
+    pthread_attr_t a;
+    pthread_t t;
+    pthread_attr_init(&a);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&a, STREAM_STACK);
+    pthread_mutex_lock(&streams_mu);
+    streams_running++;
+    int rc = pthread_create(&t, &a, stream_main, px);
+    if (rc != 0)
+        streams_running--;
+    pthread_mutex_unlock(&streams_mu);
+    pthread_attr_destroy(&a);
+    if (rc == 0)
+        return 0;
+    curl_multi_remove_handle(px->m, px->c);
+    curl_easy_cleanup(px->c);
+    curl_multi_cleanup(px->m);
+    return -1;
 }
 
 void bnb__proxy_run(bnb_req_t *r, const char *base, int h2c, long timeout_ms)
 {
-    CURL *c = thread_handle();
-    if (c == NULL) {
+    CURLM *m;
+    CURL *c;
+    if (thread_handles(&m, &c) != 0) {
         bnb__problem_json(r, 503, NULL, "out of memory");
         return;
     }
-    curl_easy_reset(c);
     char url[4096];
     if ((size_t)snprintf(url, sizeof(url), "%s%s%s%s", base, r->path, r->query ? "?" : "", r->query ? r->query : "") >=
         3072) {
         bnb__problem_json(r, 414, NULL, "the path and query are too long to forward");
         return;
     }
+    px_t *px = calloc(1, sizeof(*px));
+    if (px == NULL) {
+        bnb__problem_json(r, 503, NULL, "out of memory");
+        return;
+    }
+    px->m = m;
+    px->c = c;
+    px->r = r;
+    px->b.max = MAX_BUFFERED;
+    curl_easy_reset(c);
     struct curl_slist *hdr = NULL;
     char line[2048];
     for (size_t i = 0; i < r->nheaders; i++) {
@@ -382,7 +623,7 @@ void bnb__proxy_run(bnb_req_t *r, const char *base, int h2c, long timeout_ms)
         hdr = curl_slist_append(hdr, line);
     }
     hdr = curl_slist_append(hdr, "Expect:");
-    bnb_buf_t b = {NULL, 0, 16 * 1024 * 1024};
+    px->hdr = hdr;
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L); /* forwarded (and signed) as received: no dot-segment removal */
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method);
@@ -392,6 +633,7 @@ void bnb__proxy_run(bnb_req_t *r, const char *base, int h2c, long timeout_ms)
     } else if (strcmp(r->method, "HEAD") == 0) {
         curl_easy_setopt(c, CURLOPT_NOBODY, 1L); /* a HEAD answer has no body to wait for */
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, NULL);
+        px->is_head = 1;
     } else if (strcmp(r->method, "GET") == 0) {
         curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method);
@@ -404,20 +646,77 @@ void bnb__proxy_run(bnb_req_t *r, const char *base, int h2c, long timeout_ms)
         curl_easy_setopt(c, CURLOPT_FRESH_CONNECT, 1L);
         curl_easy_setopt(c, CURLOPT_FORBID_REUSE, 1L);
     }
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+    /* the deadline is kept below (a stream's lasts until its head) */
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms < 2000 ? timeout_ms : 2000);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, bnb__curl_collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, px);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
-    CURLcode cc = curl_easy_perform(c);
-    curl_slist_free_all(hdr);
-    if (cc != CURLE_OK) {
-        free(b.p);
-        int to = cc == CURLE_OPERATION_TIMEDOUT;
-        bnb__log(BNB_LOG_WARN, "upstream %s: %s", url, curl_easy_strerror(cc));
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, px);
+    CURLcode cc = CURLE_OK;
+    int running = 1, timed_out = 0;
+    int64_t deadline = bnb__mono_ms() + timeout_ms;
+    if (curl_multi_add_handle(m, c) != CURLM_OK) {
+        px_free(px);
+        bnb__problem_json(r, 503, NULL, "out of memory");
+        return;
+    }
+    for (;;) {
+        curl_multi_perform(m, &running);
+        if (!running || px->detach)
+            break;
+        int64_t left = deadline - bnb__mono_ms();
+        if (left <= 0) {
+            timed_out = 1;
+            break;
+        }
+        curl_multi_poll(m, NULL, 0, (int)(left < 1000 ? left : 1000), NULL);
+    }
+    if (px->detach && running) {
+        if (hand_off(px, r) == 0)
+            return;
+        /* no thread: no stream */
+        bnb__stream_abandon(r->stream);
+        r->stream = NULL;
+        bnb__stream_close(px->s);
+        atomic_fetch_sub(&streams_slots, 1);
+        px_free(px);
+        bnb__problem_json(r, 503, NULL, "cannot relay the stream now; retry later");
+        return;
+    }
+    int msgs;
+    CURLMsg *msg;
+    while ((msg = curl_multi_info_read(m, &msgs)) != NULL)
+        if (msg->msg == CURLMSG_DONE && msg->easy_handle == c)
+            cc = msg->data.result;
+    curl_multi_remove_handle(m, c);
+    if (px->detach) {
+        /* the whole stream came at once: it ends here */
+        bnb__stream_close(px->s);
+        atomic_fetch_sub(&streams_slots, 1);
+        px_free(px);
+        return;
+    }
+    if (timed_out || cc != CURLE_OK) {
+        int to = timed_out || cc == CURLE_OPERATION_TIMEDOUT;
+        int refused = px->refused;
+        px_free(px);
+        drop_passed_back(r);
+        if (refused) {
+            r->rh_names[0] = strdup("retry-after");
+            r->rh_values[0] = strdup("1");
+            if (r->rh_names[0] && r->rh_values[0]) {
+                r->nrh = 1;
+            } else {
+                free(r->rh_names[0]);
+                free(r->rh_values[0]);
+            }
+            r->edge_own = 1; /* not the upstream's failure: the breaker does not count it */
+            bnb__problem_json(r, 503, NULL, "the gateway relays as many streams as it may; retry later");
+            return;
+        }
+        bnb__log(BNB_LOG_WARN, "upstream %s: %s", url, to ? "timed out" : curl_easy_strerror(cc));
         bnb__problem_json(r, to ? 504 : 502, NULL,
                           to ? "the service did not answer in time" : "the service could not be reached");
         return;
@@ -425,7 +724,130 @@ void bnb__proxy_run(bnb_req_t *r, const char *base, int h2c, long timeout_ms)
     long code = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
     r->status = (int)code;
-    r->raw_out = b.p;
-    r->raw_out_len = b.len;
+    r->raw_out = px->b.p;
+    r->raw_out_len = px->b.len;
+    px->b.p = NULL;
     r->answered = 1;
+    px_free(px);
+}
+
+/* ---- readiness of an edge -------------------------------------------------------
+ *
+ * An edge is ready while at least one of its upstreams answers GET /readyz
+ * with 200. A thread of its own asks every upstream once per READY_PERIOD_MS
+ * (each within READY_TIMEOUT_MS); /readyz reads the last answer and never
+ * waits. Until the first round is done the edge is not ready. */
+
+#define READY_PERIOD_MS  1000
+#define READY_TIMEOUT_MS 1000
+
+static pthread_t ready_thread;
+static int ready_thread_on;
+static pthread_mutex_t ready_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t ready_cv = PTHREAD_COND_INITIALIZER;
+static int ready_stop;               /* under ready_mu */
+static _Atomic int upstreams_ready;  /* answered 200 in the last round */
+static _Atomic int ready_round_done; /* a round has finished since start */
+
+static size_t discard(char *p, size_t s, size_t n, void *ud)
+{
+    (void)p;
+    (void)ud;
+    return s * n;
+}
+
+static int upstream_ready(CURL *c, const char *base, int h2c)
+{
+    char url[600];
+    snprintf(url, sizeof(url), "%s/readyz", base);
+    curl_easy_reset(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTP_VERSION, h2c ? CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE : CURL_HTTP_VERSION_1_1);
+    if (h2c) {
+        curl_easy_setopt(c, CURLOPT_FRESH_CONNECT, 1L); /* see bnb__proxy_run */
+        curl_easy_setopt(c, CURLOPT_FORBID_REUSE, 1L);
+    }
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)READY_TIMEOUT_MS);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+    long code = 0;
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    return code == 200;
+}
+
+static void *ready_main(void *arg)
+{
+    (void)arg;
+    CURL *c = curl_easy_init();
+    int logged = -1;
+    pthread_mutex_lock(&ready_mu);
+    while (!ready_stop) {
+        pthread_mutex_unlock(&ready_mu);
+        int n = 0;
+        for (size_t i = 0; c != NULL && i < nroutes; i++) {
+            int seen = 0; /* one question per upstream, however many prefixes route to it */
+            for (size_t k = 0; k < i && !seen; k++)
+                seen = strcmp(routes[k].base, routes[i].base) == 0;
+            if (!seen)
+                n += upstream_ready(c, routes[i].base, routes[i].h2c);
+        }
+        atomic_store(&upstreams_ready, n);
+        atomic_store(&ready_round_done, 1);
+        if ((n > 0) != logged) {
+            if (n > 0)
+                bnb__log(BNB_LOG_INFO, "gateway: %d upstream(s) ready", n);
+            else
+                bnb__log(BNB_LOG_WARN, "gateway: no upstream answers /readyz: not ready");
+            logged = n > 0;
+        }
+        pthread_mutex_lock(&ready_mu);
+        if (ready_stop)
+            break;
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += (long)READY_PERIOD_MS * 1000000L;
+        until.tv_sec += until.tv_nsec / 1000000000L;
+        until.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&ready_cv, &ready_mu, &until);
+    }
+    pthread_mutex_unlock(&ready_mu);
+    if (c != NULL)
+        curl_easy_cleanup(c);
+    return NULL;
+}
+
+int bnb__gateway_ready_start(void)
+{
+    if (nroutes == 0 || ready_thread_on)
+        return 0;
+    ready_stop = 0;
+    atomic_store(&ready_round_done, 0);
+    atomic_store(&upstreams_ready, 0);
+    if (pthread_create(&ready_thread, NULL, ready_main, NULL) != 0)
+        return -1;
+    ready_thread_on = 1;
+    return 0;
+}
+
+static void ready_thread_stop(void)
+{
+    if (!ready_thread_on)
+        return;
+    pthread_mutex_lock(&ready_mu);
+    ready_stop = 1;
+    pthread_cond_broadcast(&ready_cv);
+    pthread_mutex_unlock(&ready_mu);
+    pthread_join(ready_thread, NULL);
+    ready_thread_on = 0;
+}
+
+int bnb__gateway_ready(int *nready)
+{
+    int n = atomic_load(&upstreams_ready);
+    if (nready != NULL)
+        *nready = n;
+    if (nroutes == 0)
+        return 1;
+    return atomic_load(&ready_round_done) && n > 0;
 }

@@ -791,7 +791,7 @@ static void job_after(uv_work_t *w, int status)
         }
         free(text);
     }
-    if (j->r.upstream != NULL) {
+    if (j->r.upstream != NULL && !j->r.edge_own) {
         bnb_breaker_t *b = bnb__breaker_for(h, j->route);
         if (b != NULL)
             bnb__breaker_record(b, j->r.status < 500, bnb__mono_ms());
@@ -1290,7 +1290,9 @@ static int serve_probe(rq_t *q)
         return 1;
     }
     if (q->plen == 7 && memcmp(q->path, "/readyz", 7) == 0) {
-        int ready = atomic_load(&h->ready) && !atomic_load(&h->draining) && bnb__events_ready(h);
+        /* an edge: while at least one upstream is ready (asked off the loop) */
+        int ready =
+            atomic_load(&h->ready) && !atomic_load(&h->draining) && bnb__events_ready(h) && bnb__gateway_ready(NULL);
         const char *why = ready                       ? "{\"status\":\"ready\"}"
                           : atomic_load(&h->draining) ? "{\"status\":\"draining\"}"
                                                       : "{\"status\":\"not ready\"}";
@@ -1317,11 +1319,15 @@ static int serve_probe(rq_t *q)
         bnb__metrics_set(h->metrics, "bearbnb_http_connections_shut", NULL, (double)g_conns_shut);
         bnb__metrics_set(h->metrics, "bearbnb_http_streams_open", NULL, (double)g_streams_open);
         bnb__metrics_set(h->metrics, "bearbnb_http_streams_dropped", NULL, (double)g_streams_dropped);
+        bnb__metrics_set(h->metrics, "bearbnb_gateway_streams_open", NULL, (double)bnb__proxy_streams_open());
         bnb__metrics_set(h->metrics, "bearbnb_http_read_cache_hits", NULL, (double)g_rc_hits);
         bnb__metrics_set(h->metrics, "bearbnb_http_read_cache_misses", NULL, (double)g_rc_misses);
         bnb__metrics_set(h->metrics, "bearbnb_http2_bodies_refused", NULL, (double)g_h2_bodies_refused);
+        int up_ready = 0;
+        int gw_ready = bnb__gateway_ready(&up_ready);
+        bnb__metrics_set(h->metrics, "bearbnb_gateway_upstreams_ready", NULL, (double)up_ready);
         bnb__metrics_set(h->metrics, "bearbnb_ready", NULL,
-                         atomic_load(&h->ready) && !atomic_load(&h->draining) ? 1 : 0);
+                         atomic_load(&h->ready) && !atomic_load(&h->draining) && gw_ready ? 1 : 0);
         size_t len = 0;
         char *s = bnb__metrics_render(h->metrics, &len);
         answer_now(h, req, "/metrics", q->t0, 200, "text/plain; version=0.0.4", s ? s : "", s ? len : 0);
@@ -2308,6 +2314,7 @@ void bnb__http_free(bnb_host_t *h)
 {
     (void)h;
     rc_free_all();
+    bnb__web_fini();
     if (g_h2_check_on) {
         uv_close((uv_handle_t *)&g_h2_check, NULL);
         g_h2_check_on = 0;

@@ -18,18 +18,42 @@
  *     missing asset (with an extension), or an unknown path asked for by an
  *     API client, is a 404 problem;
  *   - the body goes out through h2o's file generator: read in bounded chunks
- *     as the socket drains, never a whole big file at once. */
+ *     as the socket drains, never a whole big file at once.
+ *
+ * The app's own scripts and styles (long cache for hashed assets): at
+ * start-up every `.js`/`.mjs`/`.css` under the root (not a dot name, not a
+ * symbolic link, not already hashed; at most ASSETS_MAX of ASSET_MAX bytes)
+ * is read into memory with a gzip copy and its content hash (SHA-256, the
+ * first 12 hex digits), and the root's index.html is rewritten in memory:
+ * its `src`/`href` references to those files name `/<dir>/<name>.<hash>.<ext>`
+ * (absolute: the app's paths stay right below an app path), and an import map
+ * before its first script maps every module's plain path to its hashed one,
+ * so an `import './api.js'` inside a module loads `api.<hash>.js` (a changed
+ * file changes its own name only; the modules importing it stay the same),
+ * with a `modulepreload` link per module (fetched at once, not one import
+ * level after another). A hashed name is answered from memory with
+ * `immutable`, only while its hash is the file's current one (else 404);
+ * index.html from memory, `no-cache`, its ETag the hash of what is sent, 304
+ * when it matches. A request for index.html first compares every file's
+ * inode, size and mtime with what was read (a dozen stat calls) and reads the
+ * set again when one changed, so an edited file is served at the next load.
+ * The plain names stay served from the directory (a browser without import
+ * maps still loads the modules, revalidating). */
 #include "webapp.h"
 
 #include "host.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 static char g_root[PATH_MAX]; /* realpath of the directory, "" when off */
 static size_t g_rootlen;
@@ -40,6 +64,35 @@ static size_t g_rootlen;
 static char g_reserved[RESERVED_MAX][48];
 static size_t g_nreserved;
 static int g_reserved_done;
+
+/* ---- the app's assets in memory, under content-hashed names ------------ */
+
+#define ASSETS_MAX  256
+#define ASSET_MAX   (4u << 20)
+#define INDEX_MAX   (1u << 20)
+#define HASH_HEX    12
+#define ASSET_DEPTH 4
+
+typedef struct {
+    char *rel;    /* "/js/api.js" */
+    char *hashed; /* "/js/api.0123456789ab.js" */
+    char hash[HASH_HEX + 1];
+    char *body, *gz; /* gz NULL when gzip saves nothing */
+    size_t len, gzlen;
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime;
+} asset_t;
+
+typedef struct {
+    asset_t *a;
+    size_t n;
+    asset_t index; /* the rewritten index.html (hashed: unused) */
+    int has_index;
+} assets_t;
+
+static assets_t g_assets;
 
 const char *bnb__web_root(void)
 {
@@ -79,6 +132,329 @@ static void default_root(char *out, size_t outlen)
     snprintf(out, outlen, "%s/bearbnb/web", BNB_INSTALL_DATADIR);
 }
 
+static void asset_free(asset_t *a)
+{
+    free(a->rel);
+    free(a->hashed);
+    free(a->body);
+    free(a->gz);
+    memset(a, 0, sizeof(*a));
+}
+
+static void assets_free(assets_t *as)
+{
+    for (size_t i = 0; i < as->n; i++)
+        asset_free(&as->a[i]);
+    free(as->a);
+    asset_free(&as->index);
+    memset(as, 0, sizeof(*as));
+}
+
+/* SHA-256 of the bytes, its first n hex digits */
+static int hash_hex(const char *b, size_t len, char *out, size_t n)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (EVP_Digest(b, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen * 2 < n)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        out[i] = "0123456789abcdef"[(md[i / 2] >> (i % 2 ? 0 : 4)) & 15];
+    out[n] = '\0';
+    return 0;
+}
+
+/* gzip (level 9) of the bytes; NULL when it saves nothing or fails */
+static char *gzip_of(const char *b, size_t len, size_t *outlen)
+{
+    z_stream z;
+    memset(&z, 0, sizeof(z));
+    if (deflateInit2(&z, 9, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return NULL;
+    size_t cap = deflateBound(&z, (uLong)len) + 32;
+    char *out = malloc(cap);
+    if (out == NULL)
+        goto fail;
+    z.next_in = (Bytef *)(uintptr_t)b;
+    z.avail_in = (uInt)len;
+    z.next_out = (Bytef *)out;
+    z.avail_out = (uInt)cap;
+    if (deflate(&z, Z_FINISH) != Z_STREAM_END || z.total_out >= len)
+        goto fail;
+    *outlen = z.total_out;
+    deflateEnd(&z);
+    return out;
+fail:
+    free(out);
+    deflateEnd(&z);
+    return NULL;
+}
+
+/* The whole of a regular file (not a symbolic link) of at most max bytes. */
+static int read_small(const char *path, size_t max, char **out, size_t *len, struct stat *st)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    char *b = NULL;
+    if (fd < 0)
+        return -1;
+    if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode) || (size_t)st->st_size > max)
+        goto fail;
+    b = malloc((size_t)st->st_size + 1);
+    if (b == NULL)
+        goto fail;
+    size_t got = 0;
+    while (got < (size_t)st->st_size) {
+        ssize_t r = read(fd, b + got, (size_t)st->st_size - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            goto fail;
+        got += (size_t)r;
+    }
+    b[got] = '\0';
+    close(fd);
+    *out = b;
+    *len = got;
+    return 0;
+fail:
+    free(b);
+    close(fd);
+    return -1;
+}
+
+static int is_hashed(const char *name);
+
+/* A name the rewritten HTML and the import map can carry as is. */
+static int plain_name(const char *s)
+{
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '.' ||
+              *s == '-' || *s == '_'))
+            return 0;
+    return 1;
+}
+
+static int asset_ext(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    return dot != NULL && (strcmp(dot, ".js") == 0 || strcmp(dot, ".mjs") == 0 || strcmp(dot, ".css") == 0);
+}
+
+static int asset_load(asset_t *a, const char *root, const char *rel)
+{
+    char path[PATH_MAX + 300];
+    struct stat st;
+    snprintf(path, sizeof(path), "%s%s", root, rel);
+    if (read_small(path, ASSET_MAX, &a->body, &a->len, &st) != 0 || hash_hex(a->body, a->len, a->hash, HASH_HEX) != 0)
+        return -1;
+    a->gz = gzip_of(a->body, a->len, &a->gzlen);
+    a->dev = st.st_dev, a->ino = st.st_ino, a->size = st.st_size, a->mtime = st.st_mtim;
+    const char *dot = strrchr(rel, '.');
+    size_t hl = strlen(rel) + HASH_HEX + 2;
+    a->rel = strdup(rel);
+    a->hashed = malloc(hl);
+    if (a->rel == NULL || a->hashed == NULL)
+        return -1;
+    snprintf(a->hashed, hl, "%.*s.%s%s", (int)(dot - rel), rel, a->hash, dot);
+    return 0;
+}
+
+static int assets_walk(assets_t *as, const char *root, const char *rel, int depth)
+{
+    char dir[PATH_MAX + 300];
+    snprintf(dir, sizeof(dir), "%s%s", root, rel);
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return 0;
+    struct dirent *e;
+    int rc = 0;
+    while (rc == 0 && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.' || !plain_name(e->d_name) || strlen(rel) + strlen(e->d_name) + 2 > 256)
+            continue;
+        char sub[300], path[PATH_MAX + 600];
+        snprintf(sub, sizeof(sub), "%s/%s", rel, e->d_name);
+        snprintf(path, sizeof(path), "%s%s", root, sub);
+        struct stat st;
+        if (lstat(path, &st) != 0)
+            continue;
+        if (S_ISDIR(st.st_mode) && depth < ASSET_DEPTH) {
+            rc = assets_walk(as, root, sub, depth + 1);
+        } else if (S_ISREG(st.st_mode) && asset_ext(e->d_name) && !is_hashed(e->d_name) && as->n < ASSETS_MAX) {
+            if (as->a == NULL && (as->a = calloc(ASSETS_MAX, sizeof(*as->a))) == NULL)
+                rc = -1;
+            else if (asset_load(&as->a[as->n], root, sub) == 0)
+                as->n++;
+            else
+                asset_free(&as->a[as->n]);
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
+static asset_t *asset_by_rel(assets_t *as, const char *rel, size_t len)
+{
+    for (size_t i = 0; i < as->n; i++)
+        if (strlen(as->a[i].rel) == len && memcmp(as->a[i].rel, rel, len) == 0)
+            return &as->a[i];
+    return NULL;
+}
+
+typedef struct {
+    char *b;
+    size_t len, cap;
+    int oom;
+} buf_t;
+
+static void put_n(buf_t *o, const char *s, size_t n)
+{
+    if (o->oom)
+        return;
+    if (o->len + n + 1 > o->cap) {
+        size_t c = (o->len + n + 1) * 2;
+        char *nb = realloc(o->b, c);
+        if (nb == NULL) {
+            o->oom = 1;
+            return;
+        }
+        o->b = nb, o->cap = c;
+    }
+    memcpy(o->b + o->len, s, n);
+    o->len += n;
+    o->b[o->len] = '\0';
+}
+
+static void put_s(buf_t *o, const char *s)
+{
+    put_n(o, s, strlen(s));
+}
+
+/* The import map and a modulepreload link per module. */
+static void put_importmap(buf_t *o, assets_t *as)
+{
+    const char *sep = "";
+    put_s(o, "<script type=\"importmap\">{\"imports\":{");
+    for (size_t i = 0; i < as->n; i++) {
+        if (strcmp(strrchr(as->a[i].rel, '.'), ".css") == 0)
+            continue;
+        put_s(o, sep), put_s(o, "\""), put_s(o, as->a[i].rel), put_s(o, "\":\""), put_s(o, as->a[i].hashed);
+        put_s(o, "\"");
+        sep = ",";
+    }
+    put_s(o, "}}</script>\n");
+    for (size_t i = 0; i < as->n; i++)
+        if (strcmp(strrchr(as->a[i].rel, '.'), ".css") != 0)
+            put_s(o, "<link rel=\"modulepreload\" href=\""), put_s(o, as->a[i].hashed), put_s(o, "\">\n");
+}
+
+/* index.html with its references to the assets hashed, the import map
+ * before its first <script> (none without a script). */
+static void rewrite_index(buf_t *o, const char *in, size_t len, assets_t *as)
+{
+    int mapped = 0;
+    size_t i = 0;
+    while (i < len) {
+        if (!mapped && in[i] == '<' && i + 7 <= len && strncasecmp(in + i, "<script", 7) == 0) {
+            put_importmap(o, as);
+            mapped = 1;
+        }
+        size_t al = 0;
+        if ((i + 5 <= len && strncasecmp(in + i, "src=\"", 5) == 0 && (al = 5)) ||
+            (i + 6 <= len && strncasecmp(in + i, "href=\"", 6) == 0 && (al = 6))) {
+            const char *v = in + i + al, *q = memchr(v, '"', len - i - al);
+            if (q != NULL && i > 0 && (in[i - 1] == ' ' || in[i - 1] == '\n' || in[i - 1] == '\t')) {
+                char ref[300];
+                size_t vl = (size_t)(q - v);
+                const char *r = v;
+                if (vl >= 2 && r[0] == '.' && r[1] == '/')
+                    r += 2, vl -= 2;
+                asset_t *a = NULL;
+                if (vl > 0 && vl < sizeof(ref) - 1) {
+                    snprintf(ref, sizeof(ref), "%s%.*s", r[0] == '/' ? "" : "/", (int)vl, r);
+                    a = asset_by_rel(as, ref, strlen(ref));
+                }
+                if (a != NULL) {
+                    put_n(o, in + i, al);
+                    put_s(o, a->hashed);
+                    i = (size_t)(q - in);
+                    continue;
+                }
+            }
+        }
+        put_n(o, in + i, 1);
+        i++;
+    }
+}
+
+static int asset_cmp(const void *x, const void *y)
+{
+    return strcmp(((const asset_t *)x)->rel, ((const asset_t *)y)->rel);
+}
+
+/* Read the root's assets and index.html again: 0, or -1 (nothing changed). */
+static int assets_build(assets_t *as)
+{
+    assets_t n;
+    memset(&n, 0, sizeof(n));
+    if (assets_walk(&n, g_root, "", 0) != 0)
+        goto fail;
+    if (n.n > 1) /* by name: the same files give the same index.html (and ETag) on every replica */
+        qsort(n.a, n.n, sizeof(*n.a), asset_cmp);
+    char path[PATH_MAX + 16];
+    char *html = NULL;
+    size_t hl = 0;
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/index.html", g_root);
+    if (read_small(path, INDEX_MAX, &html, &hl, &st) == 0) {
+        buf_t o = {0};
+        rewrite_index(&o, html, hl, &n);
+        free(html);
+        if (o.oom || o.b == NULL) {
+            free(o.b);
+            goto fail;
+        }
+        asset_t *x = &n.index;
+        x->body = o.b, x->len = o.len;
+        x->dev = st.st_dev, x->ino = st.st_ino, x->size = st.st_size, x->mtime = st.st_mtim;
+        if (hash_hex(x->body, x->len, x->hash, HASH_HEX) != 0)
+            goto fail;
+        x->gz = gzip_of(x->body, x->len, &x->gzlen);
+        n.has_index = 1;
+    }
+    assets_free(as);
+    *as = n;
+    return 0;
+fail:
+    assets_free(&n);
+    return -1;
+}
+
+static int same_file(const asset_t *a, const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) == 0 && st.st_dev == a->dev && st.st_ino == a->ino && st.st_size == a->size &&
+           st.st_mtim.tv_sec == a->mtime.tv_sec && st.st_mtim.tv_nsec == a->mtime.tv_nsec;
+}
+
+/* Before index.html goes out: read everything again when a file changed. */
+static void assets_check(void)
+{
+    char path[PATH_MAX + 300];
+    int changed = !g_assets.has_index;
+    snprintf(path, sizeof(path), "%s/index.html", g_root);
+    changed = changed || !same_file(&g_assets.index, path);
+    for (size_t i = 0; !changed && i < g_assets.n; i++) {
+        snprintf(path, sizeof(path), "%s%s", g_root, g_assets.a[i].rel);
+        changed = !same_file(&g_assets.a[i], path);
+    }
+    if (changed && assets_build(&g_assets) == 0)
+        bnb__log(BNB_LOG_INFO, "web app: %zu scripts and styles (re)read under hashed names", g_assets.n);
+}
+
+void bnb__web_fini(void)
+{
+    assets_free(&g_assets);
+}
+
 void bnb__web_init(bnb_host_t *h)
 {
     const char *cfg = bnb__config_str(h->cfg, "http.web_root");
@@ -101,7 +477,10 @@ void bnb__web_init(bnb_host_t *h)
         return;
     }
     g_rootlen = strlen(g_root);
-    bnb__log(BNB_LOG_INFO, "web app: serving %s at /", g_root);
+    assets_free(&g_assets);
+    if (assets_build(&g_assets) != 0)
+        bnb__log(BNB_LOG_WARN, "web app: cannot read its scripts and styles; served under their plain names only");
+    bnb__log(BNB_LOG_INFO, "web app: serving %s at / (%zu scripts and styles under hashed names)", g_root, g_assets.n);
 }
 
 static void on_route_seg(const char *method, const char *pattern, void *data, void *ud)
@@ -339,6 +718,53 @@ static int send_file(bnb_host_t *h, h2o_req_t *req, const char *file, const char
     return 1;
 }
 
+/* An asset or the rewritten index.html from memory (gzip when accepted). */
+static int send_mem(bnb_host_t *h, h2o_req_t *req, const asset_t *a, const char *name, const char *cc, int64_t t0)
+{
+    int gz = a->gz != NULL && accepts_gzip(req);
+    char etag[HASH_HEX + 8];
+    snprintf(etag, sizeof(etag), "\"%s%s\"", a->hash, gz ? "-gz" : "");
+    hdr(req, H2O_TOKEN_ETAG, etag);
+    hdr(req, H2O_TOKEN_CACHE_CONTROL, cc);
+    if (a->gz != NULL)
+        hdr(req, H2O_TOKEN_VARY, "accept-encoding");
+    hdr_str(req, "x-content-type-options", "nosniff");
+    if (etag_matches(req, etag)) {
+        req->res.status = 304;
+        req->res.reason = "Not Modified";
+        h2o_send_inline(req, "", 0);
+        log_metrics(h, req, 304, t0);
+        return 1;
+    }
+    if (gz)
+        hdr(req, H2O_TOKEN_CONTENT_ENCODING, "gzip");
+    hdr(req, H2O_TOKEN_CONTENT_TYPE, mime_of(name));
+    req->res.status = 200;
+    req->res.reason = "OK";
+    req->res.content_length = gz ? a->gzlen : a->len;
+    if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")))
+        h2o_send_inline(req, "", 0);
+    else
+        h2o_send_inline(req, gz ? a->gz : a->body, gz ? a->gzlen : a->len); /* copied into the request's pool */
+    log_metrics(h, req, 200, t0);
+    return 1;
+}
+
+/* The root's index.html: rewritten, from memory (after reading the app's
+ * files again if one changed); from the directory when that failed. */
+static int send_index(bnb_host_t *h, h2o_req_t *req, const char *real, int64_t t0)
+{
+    assets_check();
+    if (g_assets.has_index)
+        return send_mem(h, req, &g_assets.index, "index.html", "no-cache", t0);
+    return send_file(h, req, real, "index.html", t0);
+}
+
+static int is_root_index(const char *real)
+{
+    return strncmp(real, g_root, g_rootlen) == 0 && strcmp(real + g_rootlen, "/index.html") == 0;
+}
+
 int bnb__web_serve(bnb_host_t *h, h2o_req_t *req, const char *path, size_t plen)
 {
     if (!g_root[0])
@@ -361,12 +787,22 @@ int bnb__web_serve(bnb_host_t *h, h2o_req_t *req, const char *path, size_t plen)
     snprintf(want, sizeof(want), "%s%s%s", g_root, path, dir ? "index.html" : "");
     if (dir)
         name = "index.html";
+    /* a hashed name of one of the app's scripts or styles: from memory while
+     * that is its file's content (the hash names the bytes), else 404 */
+    const char *lastseg = strrchr(path, '/') + 1;
+    if (!dir && is_hashed(lastseg)) {
+        for (size_t i = 0; i < g_assets.n; i++)
+            if (strcmp(g_assets.a[i].hashed, path) == 0)
+                return send_mem(h, req, &g_assets.a[i], path, "public, max-age=31536000, immutable", t0);
+    }
     struct stat st;
     if (realpath(want, real) != NULL) {
         /* out of the root (a symbolic link), or not a file: the usual 404 */
         if (strncmp(real, g_root, g_rootlen) != 0 || real[g_rootlen] != '/' || stat(real, &st) != 0 ||
             !S_ISREG(st.st_mode))
             return 0;
+        if (is_root_index(real))
+            return send_index(h, req, real, t0);
         return send_file(h, req, real, name, t0);
     }
     /* no such file: a browser's navigation to an app path gets the app */
@@ -376,5 +812,5 @@ int bnb__web_serve(bnb_host_t *h, h2o_req_t *req, const char *path, size_t plen)
     snprintf(want, sizeof(want), "%s/index.html", g_root);
     if (realpath(want, real) == NULL || strncmp(real, g_root, g_rootlen) != 0 || real[g_rootlen] != '/')
         return 0;
-    return send_file(h, req, real, "index.html", t0);
+    return send_index(h, req, real, t0);
 }

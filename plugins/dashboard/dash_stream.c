@@ -486,11 +486,13 @@ static void dash_stream_route(bnb_ctx_t *ctx, bnb_req_t *req)
     }
     const char *lq = host->req_query(req, "lastEventId");
     const char *lh = host->req_header(req, "last-event-id");
+    /* both: the header wins, it is the newer one (a browser reconnecting by
+     * itself sends it while the URL still names the id the page opened with) */
     if (lq && parse_last(lq, &last) != 0) {
         host->respond_problem(req, 400, "Bad Request", "lastEventId must be an event id (digits)");
         return;
     }
-    if (!lq && lh && *lh && parse_last(lh, &last) != 0) {
+    if (lh && *lh && parse_last(lh, &last) != 0) {
         host->respond_problem(req, 400, "Bad Request", "Last-Event-ID must be an event id (digits)");
         return;
     }

@@ -543,8 +543,20 @@ static int on_reservation_event(bnb_ctx_t *ctx, const json_t *ev)
     const char *sealed = json_string_value(json_object_get(d, "sealedCard"));
     if (!sealed)
         return bnb_util_reject(H, ctx, "ReservationPlaced without sealedCard");
+    /* Usually the booking's own call paid already: then there is nothing to
+     * do (pay_create would find it too), and opening the card (an X25519
+     * agreement) would be wasted. A payment is never deleted, so its
+     * presence is final. */
+    int64_t v;
+    json_t *paid = NULL;
+    int rc = H->store_get(H->store(ctx), COLL, res_id, &paid, &v);
+    json_decref(paid);
+    if (rc == 0)
+        return 0;
+    if (rc != BNB_ENOENT)
+        return rc;
     char *number = NULL;
-    int rc = open_card(ctx, sealed, res_id, &number);
+    rc = open_card(ctx, sealed, res_id, &number);
     if (rc == BNB_EINVAL)
         return bnb_util_reject(H, ctx, "sealedCard does not open with this service's card key");
     if (rc != 0)

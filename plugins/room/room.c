@@ -39,6 +39,8 @@
 /* Store queries one page of GET /rooms may make (each returns at most the
  * items still missing, so no examined room is skipped by the cursor). */
 #define ROOM_PAGE_QUERIES 10
+/* Documents per store_get_many (its limit). */
+#define ROOM_GET_MANY 1000
 
 static const bnb_host_api_t *host;
 static int64_t max_nights = 90;  /* search_max_nights */
@@ -257,6 +259,120 @@ static int room_free(bnb_store_t *st, const char *id, int64_t in, int64_t out)
     return 1;
 }
 
+/* free_[k] = 1 when room ids[k] is free for every night of [in, out) in the
+ * read model, else 0: the month documents of all n rooms in one
+ * store_get_many (per 1000 documents) instead of a round trip per room and
+ * month; room_free per room with a host older than ABI 1.4. 0 or a
+ * negative store error. */
+static int rooms_free(bnb_store_t *st, const char *const *ids, size_t n, int64_t in, int64_t out, unsigned char *free_)
+{
+    size_t months = 0, nid, k, j;
+    char(*nids)[256] = NULL;
+    const char **nidp = NULL;
+    int rc = 0;
+
+    if (n == 0)
+        return 0;
+    if (!BNB_HAS(host, store_get_many)) {
+        for (k = 0; k < n; k++) {
+            int fr = room_free(st, ids[k], in, out);
+            if (fr < 0)
+                return fr;
+            free_[k] = (unsigned char)fr;
+        }
+        return 0;
+    }
+    for (int64_t first = in, lo, next; first < out; first = next) {
+        room_month_bounds(first, &lo, &next);
+        months++;
+    }
+    nid = n * months;
+    nids = calloc(nid, sizeof *nids);
+    nidp = calloc(nid, sizeof *nidp);
+    if (!nids || !nidp) {
+        rc = BNB_ENOMEM;
+        goto out;
+    }
+    for (k = 0; k < n; k++) {
+        int64_t first = in, lo, next;
+        free_[k] = 1;
+        for (j = 0; j < months; j++, first = next) {
+            room_month_bounds(first, &lo, &next);
+            if (room_nights_id(ids[k], first, nids[k * months + j], sizeof nids[0]) != 0) {
+                rc = BNB_EINVAL;
+                goto out;
+            }
+            nidp[k * months + j] = nids[k * months + j];
+        }
+    }
+    for (size_t at = 0; at < nid; at += ROOM_GET_MANY) {
+        size_t m = nid - at < ROOM_GET_MANY ? nid - at : ROOM_GET_MANY;
+        json_t *docs = NULL;
+        if ((rc = host->store_get_many(st, NIGHTS, nidp + at, m, &docs)) != 0)
+            goto out;
+        for (size_t i = 0; i < m; i++) {
+            const json_t *it = json_array_get(docs, i);
+            if (json_is_object(it) && !room_nights_free(json_object_get(it, "body"), in, out))
+                free_[(at + i) / months] = 0;
+        }
+        json_decref(docs);
+    }
+out:
+    free(nids);
+    free(nidp);
+    return rc;
+}
+
+/* The rows of one store query of GET /rooms: those that pass the checks
+ * beyond the indexes (active, capacity under a price range, free for the
+ * stay: every candidate's nights in one rooms_free) are appended to items. */
+static int list_round(bnb_store_t *st, const room_list_query_t *q, const json_t *rows, json_t *items, size_t *need,
+                      size_t *examined)
+{
+    size_t nrows = json_array_size(rows), ncand = 0, i;
+    const json_t **cand = calloc(nrows ? nrows : 1, sizeof *cand);
+    const char **cid = calloc(nrows ? nrows : 1, sizeof *cid);
+    unsigned char *free_ = calloc(nrows ? nrows : 1, 1);
+    const json_t *row;
+    int rc = 0;
+
+    if (!cand || !cid || !free_) {
+        rc = BNB_ENOMEM;
+        goto out;
+    }
+    json_array_foreach(rows, i, row)
+    {
+        const json_t *doc = json_object_get(row, "body");
+        const char *id = json_string_value(json_object_get(row, "id"));
+        (*examined)++;
+        if (!room_is_active(doc) || !id)
+            continue;
+        if (q->guests > 0 && json_integer_value(json_object_get(doc, "capacity")) < q->guests)
+            continue;
+        cand[ncand] = row;
+        cid[ncand++] = id;
+    }
+    if (q->check_in >= 0)
+        rc = rooms_free(st, cid, ncand, q->check_in, q->check_out, free_);
+    else
+        memset(free_, 1, ncand);
+    for (size_t k = 0; rc == 0 && k < ncand; k++) {
+        if (!free_[k])
+            continue;
+        json_t *v = room_view(json_object_get(cand[k], "body"),
+                              (int64_t)json_integer_value(json_object_get(cand[k], "version")));
+        if (!v || json_array_append_new(items, v) != 0)
+            rc = BNB_ENOMEM;
+        else
+            (*need)--;
+    }
+out:
+    free(cand);
+    free(cid);
+    free(free_);
+    return rc;
+}
+
 /* GET /rooms: one page from the indexes. Equality on status (and city), the
  * price range or the capacity (guests) as the index's range and order; the
  * other filters (capacity under a price range, the stay's nights) are
@@ -299,8 +415,8 @@ static void room_list(bnb_ctx_t *ctx, bnb_req_t *req)
     q.cursor = NULL;
     need = q.limit;
     for (int round = 0; need > 0 && round < ROOM_PAGE_QUERIES; round++) {
-        size_t ask = need, i;
-        json_t *rows = NULL, *row;
+        size_t ask = need;
+        json_t *rows = NULL;
         char *next = NULL;
         if (filtered && ask > examine_max - examined)
             ask = examine_max - examined;
@@ -315,28 +431,11 @@ static void room_list(bnb_ctx_t *ctx, bnb_req_t *req)
         }
         if (rc != 0)
             goto fail;
-        json_array_foreach(rows, i, row)
-        {
-            const json_t *doc = json_object_get(row, "body");
-            const char *id = json_string_value(json_object_get(row, "id"));
-            examined++;
-            if (!room_is_active(doc) || !id)
-                continue;
-            if (q.guests > 0 && json_integer_value(json_object_get(doc, "capacity")) < q.guests)
-                continue;
-            if (q.check_in >= 0) {
-                int fr = room_free(st, id, q.check_in, q.check_out);
-                if (fr < 0) {
-                    rc = fr;
-                    json_decref(rows);
-                    free(next);
-                    goto fail;
-                }
-                if (!fr)
-                    continue;
-            }
-            json_array_append_new(items, room_view(doc, (int64_t)json_integer_value(json_object_get(row, "version"))));
-            need--;
+        rc = list_round(st, &q, rows, items, &need, &examined);
+        if (rc != 0) {
+            json_decref(rows);
+            free(next);
+            goto fail;
         }
         json_decref(rows);
         free(cursor);

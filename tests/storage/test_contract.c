@@ -1363,6 +1363,100 @@ static void test_v2_declared_with_v1_calls(void **state)
     json_decref(b3);
 }
 
+/* get_many (ABI 1.4): the documents of a list of ids, in its order, null for
+ * an absent or deleted one, a repeated id answered twice; undeclared and
+ * declared collections; more ids than one statement takes; bad arguments. */
+int bnb__mysql_explain_many(bnb_store_t *st, const char *coll, const char *const *ids, size_t n, char **plan)
+    __attribute__((weak));
+
+static void check_many(const char *coll, const char *const *ids, size_t n, const int *want_n)
+{
+    json_t *out = NULL;
+    assert_rc(fx.st->ops->get_many(fx.st, coll, ids, n, &out), 0);
+    assert_true(json_is_array(out));
+    assert_int_equal(json_array_size(out), n);
+    for (size_t i = 0; i < n; i++) {
+        json_t *it = json_array_get(out, i);
+        if (want_n[i] < 0)
+            assert_true(json_is_null(it));
+        else
+            check_list_item(it, ids[i], 1, want_n[i]);
+    }
+    json_decref(out);
+}
+
+static void test_get_many(void **state)
+{
+    static const bnb_field_def_t f[] = {{"k", BNB_FIELD_STR}};
+    static const bnb_index_def_t x[] = {{{"k", NULL}, 0}};
+    const bnb_coll_def_t d = {"gmdecl", f, 1, x, 1};
+    char ids[70][16];
+    const char *idp[70];
+    int want[70];
+    json_t *out = NULL;
+    (void)state;
+    assert_non_null(fx.st->ops->get_many);
+    assert_rc(fx.st->ops->define(fx.st, &d, 1), 0);
+    for (int i = 0; i < 70; i++) {
+        snprintf(ids[i], sizeof ids[i], "gm%02d", i);
+        idp[i] = ids[i];
+        want[i] = i % 3 == 2 ? -1 : i; /* every third one absent */
+        if (want[i] >= 0) {
+            json_t *b = json_pack("{s:i, s:s}", "n", i, "k", "v");
+            assert_rc(commit1(BNB_WRITE_PUT, "gmdocs", ids[i], 0, b, NULL, NULL, NULL, NULL, 0, NULL), 0);
+            assert_rc(commit1(BNB_WRITE_PUT, "gmdecl", ids[i], 0, b, NULL, NULL, NULL, NULL, 0, NULL), 0);
+            json_decref(b);
+        }
+    }
+    /* the same id in another collection is not found */
+    json_t *other = body_n(99);
+    assert_rc(commit1(BNB_WRITE_PUT, "gmother", "gm02", 0, other, NULL, NULL, NULL, NULL, 0, NULL), 0);
+    json_decref(other);
+    for (int k = 0; k < 2; k++) {
+        const char *coll = k ? "gmdecl" : "gmdocs";
+        check_many(coll, idp, 70, want); /* more than one statement's worth */
+        check_many(coll, idp + 5, 1, want + 5);
+        check_many(coll, idp + 2, 3, want + 2);
+        /* order of the list, repeats */
+        const char *mix[] = {ids[10], ids[2], ids[0], ids[10], "gm-none"};
+        const int wmix[] = {10, -1, 0, 10, -1};
+        check_many(coll, mix, 5, wmix);
+        /* a deleted document is absent */
+        assert_rc(commit1(BNB_WRITE_DELETE, coll, ids[3], -1, NULL, NULL, NULL, NULL, NULL, 0, NULL), 0);
+        const char *del[] = {ids[3], ids[4]};
+        const int wdel[] = {-1, 4};
+        check_many(coll, del, 2, wdel);
+        /* bad arguments */
+        assert_rc(fx.st->ops->get_many(fx.st, coll, idp, 0, &out), BNB_EINVAL);
+        assert_null(out);
+        const char *withnull[] = {ids[0], NULL};
+        assert_rc(fx.st->ops->get_many(fx.st, coll, withnull, 2, &out), BNB_EINVAL);
+        assert_null(out);
+    }
+    if (strcmp(fx.backend, "mysql") == 0) {
+        /* one range of the primary key per id; never the table */
+        for (int k = 0; k < 2; k++) {
+            char *plan = NULL;
+            assert_rc(bnb__mysql_explain_many(fx.st, k ? "gmdecl" : "gmdocs", idp, 20, &plan), 0);
+            fprintf(stderr, "contract: plan of get_many (%s, 20 ids): %s", k ? "declared" : "undeclared", plan);
+            if (strstr(plan, "type=range key=PRIMARY") == NULL)
+                fail_msg("get_many is not a primary key lookup: %s", plan);
+            free(plan);
+        }
+    }
+    const char **many = calloc(1001, sizeof *many);
+    assert_non_null(many);
+    for (int i = 0; i < 1001; i++)
+        many[i] = ids[0];
+    assert_rc(fx.st->ops->get_many(fx.st, "gmdocs", many, 1001, &out), BNB_EINVAL);
+    assert_null(out);
+    assert_rc(fx.st->ops->get_many(fx.st, "gmdocs", many, 1000, &out), 0);
+    assert_int_equal(json_array_size(out), 1000);
+    check_list_item(json_array_get(out, 999), ids[0], 1, 0);
+    json_decref(out);
+    free(many);
+}
+
 static void test_v2_unique(void **state)
 {
     need_v2();
@@ -2042,6 +2136,7 @@ int main(void)
         cmocka_unit_test(test_v2_two_processes),
         cmocka_unit_test(test_v2_reopen),
         cmocka_unit_test(test_v2_query_plans),
+        cmocka_unit_test(test_get_many),
         cmocka_unit_test(test_outbox_cost_flat),
     };
     return cmocka_run_group_tests_name("storage contract", tests, suite_setup, suite_teardown);

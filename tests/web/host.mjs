@@ -14,13 +14,14 @@ export function freePort() {
   });
 }
 
-export async function startHost(extraEnv = {}, wantPort = 0) {
+// wantPort and dir: the same host again (a restart on its port and data).
+export async function startHost(extraEnv = {}, wantPort = 0, dataDir = null) {
   const bin = process.env.BEARBNB_BIN;
   if (!bin) throw new Error('BEARBNB_BIN is not set (run through meson test)');
-  const dir = mkdtempSync(join(tmpdir(), 'bnb-web-'));
+  const dir = dataDir || mkdtempSync(join(tmpdir(), 'bnb-web-'));
   const port = wantPort || await freePort();
   const logPath = join(dir, 'host.log');
-  const log = openSync(logPath, 'w');
+  const log = openSync(logPath, 'a');
   const env = { ...process.env, ...extraEnv };
   const proc = spawn(bin, ['--listen', `127.0.0.1:${port}`, '--data', dir], { env, stdio: ['ignore', log, log] });
   let exited = null;

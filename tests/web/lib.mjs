@@ -8,15 +8,27 @@ import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 export const chromiumPath = process.env.BNB_CHROMIUM || '/usr/bin/chromium';
 
+// A missing prerequisite skips (77), or fails with BNB_WEB_REQUIRED=1
+// (scripts/test: it installed everything, so something is broken).
+function missing(what) {
+  if (process.env.BNB_WEB_REQUIRED === '1') {
+    console.log(`FAIL: ${what} (BNB_WEB_REQUIRED=1: scripts/test installs it, so the set-up is broken)`);
+    console.log('0 passed, 1 failed');
+    process.exit(1);
+  }
+  console.log('SKIP: ' + what);
+  process.exit(77);
+}
+
 export function browserKit(name) {
   let pw;
+  // playwright-core exits at once on an older Node (tests/web/run picks 20+)
+  if (Number(process.versions.node.split('.')[0]) < 20) missing(`Node.js ${process.versions.node} is too old for playwright-core (20+; run through tests/web/run)`);
   try { pw = require('playwright-core'); } catch {
-    console.log('SKIP: playwright-core is not installed (scripts/web-deps runs npm ci in tests/web)');
-    process.exit(77);
+    missing('playwright-core is not installed (scripts/web-deps runs npm ci in tests/web)');
   }
   if (!existsSync(chromiumPath)) {
-    console.log(`SKIP: no Chromium at ${chromiumPath} (scripts/install-deps installs Debian's chromium)`);
-    process.exit(77);
+    missing(`no Chromium at ${chromiumPath} (scripts/install-deps installs Debian's chromium)`);
   }
   const axePath = require.resolve('axe-core/axe.min.js');
   const out = join(process.env.BNB_WEB_ARTIFACTS || join(import.meta.dirname || '.', 'artifacts'), name);

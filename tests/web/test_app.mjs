@@ -22,7 +22,8 @@ let host, browser;
 async function main() {
   // admin: pause the payment plugin for the PENDING step; a short call
   // timeout so the booking answers 202 after 1 s
-  host = await startHost({ BEARBNB_ADMIN: '1', BEARBNB_CALL_TIMEOUT_MS: '1000' });
+  const hostEnv = { BEARBNB_ADMIN: '1', BEARBNB_CALL_TIMEOUT_MS: '1000' };
+  host = await startHost(hostEnv);
   const admin = async (path) => {
     const r = await fetch(host.url + path, { method: 'POST' });
     check(r.status === 200, `POST ${path}`);
@@ -83,14 +84,26 @@ async function main() {
   const loaded = [];
   const onResp = (resp) => {
     const type = resp.headers()['content-type'] || '';
-    if (/html|javascript|css/.test(type)) loaded.push(resp.body().then((b) => b.length).catch(() => 0));
+    if (!/html|javascript|css/.test(type)) return;
+    const u = new URL(resp.url());
+    loaded.push(Promise.all([resp.body().then((b) => b.length).catch(() => 0),
+      resp.request().sizes().then((z) => z.responseBodySize).catch(() => 0)])
+      .then(([plain, wire]) => ({ path: u.pathname, type, plain, wire, cc: resp.headers()['cache-control'] || '', enc: resp.headers()['content-encoding'] || '' })));
   };
   hp.on('response', onResp);
   await hp.goto(base + '/#/signin');
   await hp.getByText('Development sign-in').waitFor();
   hp.off('response', onResp);
-  const weight = (await Promise.all(loaded)).reduce((a, b) => a + b, 0);
-  check(weight < 100 * 1024, `first load: ${loaded.length} files, ${(weight / 1024).toFixed(1)} KB uncompressed (budget 100 KB; web/README.md)`);
+  const files = await Promise.all(loaded);
+  const weight = files.reduce((a, f) => a + f.plain, 0), wire = files.reduce((a, f) => a + f.wire, 0);
+  check(weight < 100 * 1024, `first load: ${files.length} files, ${(weight / 1024).toFixed(1)} KB uncompressed, ${(wire / 1024).toFixed(1)} KB over the wire (gzip: ${files.filter((f) => f.enc === 'gzip').length} of them) (budget 100 KB; web/README.md)`);
+  // long cache for hashed assets: every script and style under its content
+  // hash, immutable; index.html revalidated
+  const assets = files.filter((f) => !/html/.test(f.type));
+  check(assets.length >= 10 && assets.every((f) => /\.[0-9a-f]{12}\.(js|css)$/.test(f.path) && f.cc === 'public, max-age=31536000, immutable' && f.enc === 'gzip') &&
+        files.filter((f) => /html/.test(f.type)).every((f) => f.cc === 'no-cache'),
+  `the ${assets.length} scripts and styles load under hashed names, immutable and gzip; index.html no-cache` +
+    ` (${files.map((f) => `${f.path} ${f.cc}`).filter((x) => !/immutable|no-cache/.test(x) || !/[0-9a-f]{12}\.|^\/ /.test(x)).join('; ')})`);
   await axe(hp, 'sign-in');
   await shot(hp, 'dev-sign-in');
   await signIn(hp, 'alice', 'host');
@@ -133,6 +146,39 @@ async function main() {
   check(true, streams ? 'the dashboard is live on /dashboard/stream (EventSource)' : 'no /dashboard/stream on this host yet: the dashboard says it polls');
   await axe(dp, 'dashboard');
   await shot(dp, 'dashboard-before');
+
+  // ... and the host's own dashboard, signed in: the stream carries alice's
+  // token, so the open Reservations row of her room changes live. What each
+  // page's EventSource received is read from Chromium (CDP), not from the app.
+  const streamOf = async (page) => {
+    const got = { events: [], urls: [] };
+    const cdp = await page.context().newCDPSession(page);
+    await cdp.send('Network.enable');
+    cdp.on('Network.eventSourceMessageReceived', (e) => got.events.push(e));
+    page.on('response', (r) => {
+      const u = new URL(r.url());
+      if (u.pathname === '/dashboard/stream') got.urls.push(r.request().allHeaders().then((hs) => [u, hs['last-event-id'], r.status()]));
+    });
+    return got;
+  };
+  const dpSeen = await streamOf(dp);
+  await dp.reload(); // now with the recorder on
+  await drow.waitFor();
+  await dp.locator('.live[data-state=live]').waitFor();
+  await dp.evaluate(() => { window.__noReload = 1; });
+  const hdash = await newPage(desktop);
+  const hdSeen = await streamOf(hdash);
+  await signIn(hdash, 'alice', 'host');
+  await hdash.goto(base + '/#/dashboard');
+  await hdash.locator('.live[data-state=live]').waitFor();
+  await hdash.locator(`#dash tr[data-id="${roomId}"]`).getByRole('button', { name: /^Reservations: / }).click();
+  const hdDetail = hdash.locator(`#dash tr.detail[data-room="${roomId}"]`);
+  await hdDetail.getByText('Nothing here yet.').waitFor();
+  await hdash.evaluate(() => { window.__noReload = 1; });
+  const opened = async (seen) => Promise.all(seen.urls);
+  check((await opened(hdSeen)).length > 0 && (await opened(hdSeen)).every(([u]) => u.searchParams.get('access_token')) &&
+        (await opened(dpSeen)).length > 0 && (await opened(dpSeen)).every(([u]) => !u.searchParams.has('access_token')),
+  "the signed-in host's dashboard stream carries her token (?access_token=), the anonymous one none");
 
   // 3. a guest at phone width finds it by city and dates
   const gp = await newPage(phone);
@@ -211,6 +257,14 @@ async function main() {
   await dp.locator(`#dash tr[data-id="${roomId}"] td[data-k=bookingCnt]`).filter({ hasText: /^1$/ }).waitFor({ timeout: 20000 });
   check(await dp.evaluate(() => window.__noReload === 1), 'the dashboard shows the booking without a reload');
   await shot(dp, 'dashboard-after-booking');
+  // the host's open Reservations row: bob's booking, live
+  await hdDetail.locator('li', { hasText: 'bob' }).locator('.badge.st-CONFIRMED').waitFor({ timeout: 20000 });
+  check(await hdash.evaluate(() => window.__noReload === 1), "the host's dashboard shows bob's booking (a private detail) live in her room's Reservations row, without a reload");
+  await shot(hdash, 'host-dashboard-private-live');
+  const privateIn = (seen) => seen.events.filter((e) => e.eventName === 'reservation' || /guestId|"bob"/.test(e.data));
+  check(privateIn(hdSeen).length > 0 && privateIn(dpSeen).length === 0 &&
+        !(await dp.locator('#dash').textContent()).includes('bob') && dpSeen.events.some((e) => e.eventName === 'room'),
+  `the anonymous dashboard got room summaries only (${dpSeen.events.length} events, none private; the host's got ${privateIn(hdSeen).length} reservation events)`);
 
   // 6. a declined card: its message next to the card, nothing lost, the dates stay bookable
   await gp.getByLabel('Check-in', { exact: true }).fill(IN2);
@@ -262,6 +316,10 @@ async function main() {
   await first.getByText('Refunded').waitFor({ timeout: 20000 });
   check(true, 'the guest sees CANCELLED and Refunded');
   await shot(gp, 'guest-cancelled-refunded');
+  const hdFirst = hdDetail.locator(`li[data-id="${firstId}"]`);
+  await hdFirst.locator('.badge.st-CANCELLED').waitFor({ timeout: 20000 });
+  await hdFirst.getByText('Refunded').waitFor({ timeout: 20000 });
+  check(await hdash.evaluate(() => window.__noReload === 1), "the host's dashboard shows the cancellation and the refund live");
 
   // 8. a review moves the room's rating (on the page and on the live dashboard)
   await gp.goto(`${base}/#/room/${roomId}`);
@@ -328,6 +386,47 @@ async function main() {
   await second.getByText('Refunded').waitFor();
   check(true, "the deleted room's future booking is CANCELLED and refunded in the guest's trips");
   await shot(gp, 'guest-room-deleted-refunded');
+
+  // 11. the host restarts (a rolling update) while both dashboards are open;
+  // a booking is made while the pages cannot reach it: they resume with
+  // Last-Event-ID and miss nothing, without a reload
+  const flat = (await (await fetch(base + '/rooms?' + new URLSearchParams({ city: 'Tromsø', limit: 100 }))).json()).items.find((r) => r.name === 'Tromsø flat 1');
+  const flatRow = (page) => page.locator(`#dash tr[data-id="${flat.id}"]`);
+  await flatRow(hdash).getByRole('button', { name: /^Reservations: / }).click();
+  const flatDetail = hdash.locator(`#dash tr.detail[data-room="${flat.id}"]`);
+  await flatDetail.getByText('Nothing here yet.').waitFor();
+  const before = [hdSeen.urls.length, dpSeen.urls.length];
+  await hdash.context().setOffline(true);
+  await dp.context().setOffline(true);
+  const port = Number(new URL(base).port);
+  const code = await host.stop();
+  check(code === 0, `the host exits 0 on SIGTERM with the streams open (${code})`);
+  host = await startHost(hostEnv, port, host.dir);
+  const booked = await fetch(base + '/reservations', {
+    method: 'POST',
+    headers: { Authorization: 'Bearer ' + host.token('bob', 'guest'), 'Content-Type': 'application/json' },
+    body: JSON.stringify({ roomId: flat.id, checkIn: IN, checkOut: OUT, guests: 1, card: GOOD }),
+  });
+  check(booked.status === 201, `restarted on port ${port}; bob books Tromsø flat 1 while the dashboards are offline (${booked.status})`);
+  // its dashboard change is committed before the pages come back: only a resume delivers it
+  for (let i = 0; ; i++) {
+    const d = await (await fetch(`${base}/dashboard/rooms/${flat.id}`)).json();
+    if (d.bookingCnt === 1) break;
+    if (i > 100) check(false, `the dashboard read model counts the booking (${JSON.stringify(d)})`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await hdash.context().setOffline(false);
+  await dp.context().setOffline(false);
+  await flatDetail.locator('li', { hasText: 'bob' }).locator('.badge.st-CONFIRMED').waitFor({ timeout: 30000 });
+  await flatRow(dp).locator('td[data-k=bookingCnt]').filter({ hasText: /^1$/ }).waitFor({ timeout: 30000 });
+  const resumed = async (seen, n) => (await opened(seen)).slice(n).filter(([u, lei, st]) => st === 200 && /^\d+$/.test(lei || u.searchParams.get('lastEventId') || ''));
+  const [hr, dr] = [await resumed(hdSeen, before[0]), await resumed(dpSeen, before[1])];
+  say(`resumed with: ${[...hr, ...dr].map(([u, lei]) => `${u.search.replace(/access_token=[^&]*/, 'access_token=…')} Last-Event-ID ${lei}`).join('; ')}`);
+  check(hr.length > 0 && dr.length > 0 &&
+        await hdash.evaluate(() => window.__noReload === 1) && await dp.evaluate(() => window.__noReload === 1),
+  "both dashboards reconnected with Last-Event-ID and show the booking made while they were away (the host's with its private detail), without a reload");
+  check(privateIn(dpSeen).length === 0, 'the anonymous dashboard still got nothing private after the resume');
+  await shot(hdash, 'host-dashboard-resumed');
 
   const keyless = changes.filter(([, k]) => !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(k || ''));
   check(changes.length >= 8 && keyless.length === 0,

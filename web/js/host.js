@@ -1,9 +1,8 @@
 // Hosts: my rooms (list, create, edit, delete) and the reservations of my rooms.
 import { h, field, formErr, values, clearErrors, showError, announce } from './dom.js';
 import { t, money } from './i18n.js';
-import { get, qs, Action } from './api.js';
-import { heading, showProblem, persist, forget, ratingText, priceText, confirmDialog, badge, payBadge, stackTable } from './ui.js';
-import { roomName, paymentOf } from './trips.js';
+import { Action } from './api.js';
+import { heading, showProblem, persist, forget, ratingText, priceText, confirmDialog, badge, stackTable, roomLink, payCell, pager } from './ui.js';
 
 function needHost(ctx, root) {
   if (ctx.user && ctx.user.role === 'host') return false;
@@ -41,9 +40,6 @@ export function hostRoomsView(ctx) {
   const root = h('section', heading(t('rooms_title')));
   if (needHost(ctx, root)) return root;
   const list = h('ul.cards#my-rooms');
-  const more = h('button', { type: 'button', hidden: true }, t('more'));
-  const status = h('p.muted', { role: 'status' }, t('loading'));
-  let next = null;
 
   // create
   const createBtn = h('button.primary', { type: 'submit' }, t('create'));
@@ -133,19 +129,7 @@ export function hostRoomsView(ctx) {
     return li;
   }
 
-  async function load(cursor) {
-    try {
-      const page = await get('/rooms' + qs({ hostId: ctx.user.id, limit: 20, cursor }));
-      for (const r of page.items) list.append(card(r));
-      next = page.next;
-      more.hidden = !next;
-      status.textContent = list.children.length ? '' : t('none');
-    } catch (e) {
-      status.textContent = e.status ? (e.problem.detail || e.message) : t('retry_net');
-    }
-  }
-  more.addEventListener('click', () => load(next));
-  load(null);
+  const { status, more } = pager('/rooms', { hostId: ctx.user.id }, (r) => list.append(card(r)), () => list.children.length);
   root.append(form, h('h2', t('rooms_title')), status, list, more);
   return root;
 }
@@ -154,29 +138,9 @@ export function hostResvView(ctx) {
   const root = h('section', heading(t('resv_title')));
   if (needHost(ctx, root)) return root;
   const { table, body } = stackTable(t('resv_title'), [t('room'), t('guest'), t('dates'), t('guests'), t('amount'), t('status'), t('payment')]);
-  const more = h('button', { type: 'button', hidden: true }, t('more'));
-  const status = h('p.muted', { role: 'status' }, t('loading'));
+  const { status, more } = pager('/reservations', {}, (r) => body.append(h('tr', h('th', { scope: 'row' }, roomLink(r.roomId)),
+    h('td', r.guestId), h('td', `${r.checkIn} → ${r.checkOut}`), h('td', r.guests), h('td', money(r.amount || 0)),
+    h('td', badge(r.status)), payCell(r.id).td)), () => body.children.length);
   root.append(status, table, more);
-  let next = null;
-  async function load(cursor) {
-    try {
-      const page = await get('/reservations' + qs({ limit: 20, cursor }));
-      for (const r of page.items) {
-        const name = h('a', { href: `#/room/${encodeURIComponent(r.roomId)}` }, r.roomId);
-        roomName(r.roomId).then((n) => { name.textContent = n; });
-        const pay = h('td');
-        paymentOf(r.id).then((p) => pay.replaceChildren(payBadge(p && p.status)));
-        body.append(h('tr', h('th', { scope: 'row' }, name), h('td', r.guestId), h('td', `${r.checkIn} → ${r.checkOut}`),
-          h('td', r.guests), h('td', money(r.amount || 0)), h('td', badge(r.status)), pay));
-      }
-      next = page.next;
-      more.hidden = !next;
-      status.textContent = body.children.length ? '' : t('none');
-    } catch (e) {
-      status.textContent = e.status ? (e.problem.detail || e.message) : t('retry_net');
-    }
-  }
-  more.addEventListener('click', () => load(next));
-  load(null);
   return root;
 }

@@ -1,5 +1,5 @@
 // English and Korean. Each key: [English, Korean]; {name} is replaced by vars.name.
-const S = {
+export const S = {
   skip: ['Skip to content', '본문으로 건너뛰기'],
   lang: ['한국어', 'English'],
   langLabel: ['Switch language to Korean', '언어를 영어로 바꾸기'],

@@ -2,6 +2,7 @@
 // survive a failed submit or a language switch, status badges, dialogs.
 import { h, showError, clearErrors } from './dom.js';
 import { t, money } from './i18n.js';
+import { get, qs } from './api.js';
 
 // Which form field a problem detail is about: a quoted field name
 // ('checkIn'), else a word that names it.
@@ -47,6 +48,47 @@ export const forget = (key) => drafts.delete(key);
 
 export const badge = (st) => h('span.badge.st-' + st, t('st_' + st));
 export const payBadge = (st) => (st ? h('span.badge.pay-' + st, t('pay_' + st)) : '');
+
+// A link to a room, showing its id until its name is known (asked once).
+const roomNames = new Map();
+export function roomLink(id) {
+  if (!roomNames.has(id)) roomNames.set(id, get('/rooms/' + encodeURIComponent(id)).then((r) => r.name).catch(() => id));
+  const a = h('a', { href: `#/room/${encodeURIComponent(id)}` }, id);
+  roomNames.get(id).then((n) => { a.textContent = n; });
+  return a;
+}
+
+// A table cell with a reservation's payment state; show() asks again.
+export function payCell(resvId) {
+  const td = h('td');
+  const show = () => get('/payments' + qs({ reservationId: resvId, limit: 1 }))
+    .then((page) => page.items[0] || null, () => null)
+    .then((p) => td.replaceChildren(payBadge(p && p.status)));
+  show();
+  return { td, show };
+}
+
+// A paged list (`{items, next}`, 20 a page): the first page at once, the
+// next on "Show more". `status` says loading, nothing, or what went wrong.
+export function pager(path, params, add, count) {
+  const status = h('p.muted', { role: 'status' }, t('loading'));
+  const more = h('button', { type: 'button', hidden: true }, t('more'));
+  let next = null;
+  async function load(cursor) {
+    try {
+      const page = await get(path + qs({ ...params, limit: 20, cursor }));
+      for (const x of page.items) add(x);
+      next = page.next;
+      more.hidden = !next;
+      status.textContent = count() ? '' : t('none');
+    } catch (e) {
+      status.textContent = e.status ? (e.problem.detail || e.message) : t('retry_net');
+    }
+  }
+  more.addEventListener('click', () => load(next));
+  load(null);
+  return { status, more };
+}
 
 export function ratingText(r) {
   if (!r.reviewCnt) return t('no_rating');

@@ -1,6 +1,6 @@
 //! The C boundary, and the only module with `unsafe` code.
 //!
-//! Hand-written declarations of plugin-api/bnb_plugin.h (ABI 1.2) and of the
+//! Hand-written declarations of plugin-api/bnb_plugin.h (ABI 1.4) and of the
 //! few jansson functions the plugin calls, plus thin safe wrappers over them.
 //! `bnb_notification_ffi_layout` (below) reports the size and offset of every
 //! declared member; tests/plugins/notification/test_ffi_layout.c compares them
@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 // ---- bnb_plugin.h ---------------------------------------------------------
 
 pub const BNB_ABI_MAJOR: u32 = 1;
-pub const BNB_ABI_MINOR: u32 = 3;
+pub const BNB_ABI_MINOR: u32 = 4;
 pub const BNB_ABI_VERSION: u32 = (BNB_ABI_MAJOR << 16) | BNB_ABI_MINOR;
 
 pub const BNB_OK: c_int = 0;
@@ -253,6 +253,10 @@ pub struct bnb_host_api_t {
     pub stream_open: Option<unsafe extern "C" fn(*mut bnb_req_t, c_int, *const c_char) -> *mut bnb_stream_t>,
     pub stream_write: Option<unsafe extern "C" fn(*mut bnb_stream_t, *const c_void, usize) -> c_int>,
     pub stream_close: Option<unsafe extern "C" fn(*mut bnb_stream_t)>,
+    // since 1.4: storage (this plugin does not use it)
+    pub store_get_many: Option<
+        unsafe extern "C" fn(*mut bnb_store_t, *const c_char, *const *const c_char, usize, *mut *mut json_t) -> c_int,
+    >,
 }
 
 #[repr(C)]
@@ -849,7 +853,7 @@ pub fn layout() -> Vec<usize> {
         req_method, req_param, req_query, req_body, req_user, req_role, req_header, respond_json,
         respond_problem, respond_empty, respond_header, store, store_get, store_list, store_commit,
         event_reject, call, log, count, set_correlation, uuid, now_ms, store_define, store_query,
-        store_commit2, req_query_string, stream_open, stream_write, stream_close);
+        store_commit2, req_query_string, stream_open, stream_write, stream_close, store_get_many);
     v.push(BNB_ABI_VERSION as usize);
     v
 }

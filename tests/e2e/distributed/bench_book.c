@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define ROOMS_PER_WORKER 8
 #define MAX_SAMPLES      200000
@@ -84,6 +85,24 @@ static long rss_kb(long pid)
             break;
     fclose(f);
     return kb;
+}
+
+/* CPU time (user + system) of process `pid` so far, in ms; -1 if unknown. */
+static double cpu_ms(long pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    unsigned long long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) * 1000.0 / (double)sysconf(_SC_CLK_TCK);
 }
 
 static char *new_room(e2e_client_t *c, const char *tok)
@@ -274,6 +293,7 @@ int main(int argc, char **argv)
                 sleep_ms(20);
         }
     long rss0 = rss_kb(pid);
+    double cpu0 = cpu_ms(pid);
     s.loading = 1;
     if (pthread_create(&lt, NULL, sample_lag, lag) != 0)
         goto out;
@@ -306,6 +326,7 @@ int main(int argc, char **argv)
     while ((cnt = booking_cnt(c, w, nworkers)) < confirmed && now_ms() - t_end < 30000)
         sleep_ms(10);
     double room_caught = (now_ms() - t_end) / 1e3;
+    double cpu1 = cpu_ms(pid);
     sleep_ms(2000);
     long rss_idle = rss_kb(pid);
 
@@ -326,6 +347,9 @@ int main(int argc, char **argv)
            lag->n ? lag->v[lag->n - 1] : 0);
     printf("dashboard_caught_up_s %.2f%s\nrooms_caught_up_s %.2f%s\n", dash_caught, dash_caught >= 30 ? " NOT" : "",
            room_caught, cnt < confirmed ? " NOT" : "");
+    /* the host's CPU for the bookings and their read models (until caught up):
+     * steadier than rates on a shared machine */
+    printf("cpu_ms_per_booking %.2f\n", ok > 0 && cpu0 >= 0 && cpu1 >= 0 ? (cpu1 - cpu0) / (double)ok : 0);
     printf("rss_before_mb %.1f\nrss_end_mb %.1f\nrss_after_mb %.1f\n", rss0 / 1024.0, rss_end / 1024.0,
            rss_idle / 1024.0);
     fflush(stdout);

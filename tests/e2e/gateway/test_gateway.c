@@ -593,6 +593,62 @@ static void test_upstream_down_breaker(void **state)
     assert_int_equal(stop_host(svc), 0);
 }
 
+/* /readyz of the edge until it is `want` (within timeout_ms); each answer
+ * must come at once (the upstreams are asked off the loop). 1 when it was. */
+static int edge_ready_becomes(const e2e_host_t *edge, long want, int timeout_ms)
+{
+    long long end = e2e_now_ms() + timeout_ms;
+    do {
+        long long t0 = e2e_now_ms();
+        long st = status_of(edge, E2E_HTTP1, "GET", "/readyz", NULL, NULL);
+        long long ms = e2e_now_ms() - t0;
+        if (ms > 500)
+            fprintf(stderr, "edge /readyz took %lld ms\n", ms);
+        assert_true(ms <= 500);
+        if (st == want)
+            return 1;
+        usleep(100 * 1000);
+    } while (e2e_now_ms() < end);
+    return 0;
+}
+
+/* An edge stays ready while at least one upstream is (issue 17): one of two
+ * services down: still ready; both down (one of them stopped, so its
+ * /readyz hangs): not ready, and /readyz still answers at once; one back:
+ * ready again. */
+static void test_edge_ready_while_one_upstream_is(void **state)
+{
+    (void)state;
+    e2e_host_t *a = NULL, *b = NULL, *edge = NULL;
+    assert_int_equal(start_service(&a), 0);
+    assert_int_equal(start_service(&b), 0);
+    char routes[300], sf[200];
+    snprintf(routes, sizeof(routes), "BEARBNB_GATEWAY_ROUTES=/rooms=http://127.0.0.1:%d,/reviews=h2c://127.0.0.1:%d",
+             e2e_host_port(a), e2e_host_port(b));
+    snprintf(sf, sizeof(sf), "BEARBNB_GATEWAY_SECRET_FILE=%s", g_secret_path);
+    const char *env[] = {"BEARBNB_PLUGINS=", routes, sf, NULL};
+    assert_int_equal(start_host(&edge, env), 0); /* waits for /readyz 200 */
+    e2e_host_kill(a);
+    assert_false(edge_ready_becomes(edge, 503, 3000)); /* b is still ready: so is the edge */
+    assert_int_equal(kill(e2e_host_pid(b), SIGSTOP), 0);
+    int down = edge_ready_becomes(edge, 503, 5000);
+    kill(e2e_host_pid(b), SIGCONT);
+    assert_true(down);
+    e2e_resp_t m;
+    assert_int_equal(e2e_call(edge, E2E_HTTP1, "GET", "/metrics", NULL, NULL, &m), 0);
+    assert_non_null(strstr(m.body, "bearbnb_gateway_upstreams_ready 0"));
+    e2e_resp_free(&m);
+    assert_true(edge_ready_becomes(edge, 200, 5000)); /* b answers again */
+    e2e_host_kill(b);
+    assert_true(edge_ready_becomes(edge, 503, 5000));
+    assert_int_equal(e2e_host_restart(a), 0);
+    assert_true(edge_ready_becomes(edge, 200, 5000));
+    assert_int_equal(status_of(edge, E2E_HTTP1, "GET", "/rooms", NULL, NULL), 200);
+    assert_int_equal(stop_host(edge), 0);
+    assert_int_equal(stop_host(a), 0);
+    e2e_host_free(b);
+}
+
 /* ---- authorization (all-in-one) ---------------------------------------------------- */
 
 static int aio_setup(void **state)
@@ -979,10 +1035,15 @@ static void test_active_reservation_cap(void **state)
 int main(void)
 {
     const struct CMUnitTest proxy[] = {
-        cmocka_unit_test(test_proxy_crud_h1_upstream), cmocka_unit_test(test_proxy_crud_h2c_upstream),
-        cmocka_unit_test(test_bypass_refused),         cmocka_unit_test(test_upstream_timeout),
-        cmocka_unit_test(test_signature_covers_body),  cmocka_unit_test(test_secret_rotation_overlap),
-        cmocka_unit_test(test_upstream_down_breaker),  cmocka_unit_test(test_encoded_paths_like_all_in_one),
+        cmocka_unit_test(test_proxy_crud_h1_upstream),
+        cmocka_unit_test(test_proxy_crud_h2c_upstream),
+        cmocka_unit_test(test_bypass_refused),
+        cmocka_unit_test(test_upstream_timeout),
+        cmocka_unit_test(test_signature_covers_body),
+        cmocka_unit_test(test_secret_rotation_overlap),
+        cmocka_unit_test(test_upstream_down_breaker),
+        cmocka_unit_test(test_encoded_paths_like_all_in_one),
+        cmocka_unit_test(test_edge_ready_while_one_upstream_is),
     };
     const struct CMUnitTest aio[] = {
         cmocka_unit_test(test_authz_reservations_payments), cmocka_unit_test(test_authz_rooms),

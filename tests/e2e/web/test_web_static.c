@@ -3,7 +3,10 @@
  * no-cache), HEAD, a precompressed .gz, the app-path fallback to index.html,
  * API routes first, 404 for a missing asset, and every way out of the root
  * refused (.., %2e%2e, %2f, dot files, symbolic links); a missing root is
- * simply not served; through a gateway edge the edge serves the app itself. */
+ * simply not served; through a gateway edge the edge serves the app itself.
+ * The app's scripts and styles under content-hashed names (test_hashed_assets):
+ * index.html rewritten with an import map, the hashed names immutable and
+ * gzip-compressed, a stale hash a 404, an edited file a new name at once. */
 #include "harness.h"
 #include "rawhttp.h"
 
@@ -17,6 +20,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/evp.h>
+#include <zlib.h>
 
 static char g_tmp[256], g_root[300], g_env[400];
 static e2e_host_t *g_host;
@@ -361,6 +366,187 @@ static void test_through_edge(void **state)
     e2e_host_free(edge);
 }
 
+/* ---- hashed assets ------------------------------------------------------- */
+
+static const char APP_INDEX[] =
+    "<!doctype html>\n<html><head><title>app</title>\n"
+    "<link rel=\"stylesheet\" href=\"app.css\">\n"
+    "<script type=\"module\" src=\"./js/main.js\"></script>\n"
+    "</head><body><a href=\"#/x\">x</a><img src=\"https://example.invalid/js/main.js\"></body></html>\n";
+
+/* SHA-256 of the text, its first 12 hex digits */
+static void hash12(const char *text, size_t len, char out[13])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    assert_int_equal(EVP_Digest(text, len, md, &n, EVP_sha256(), NULL), 1);
+    for (int i = 0; i < 6; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+/* a module of some size (so that gzip saves something): `tag` in it */
+static char *module_text(const char *tag, int lines)
+{
+    size_t cap = 64 + (size_t)lines * 80;
+    char *b = malloc(cap);
+    size_t n = (size_t)snprintf(b, cap, "export const dep = '%s';\n", tag);
+    for (int i = 0; i < lines; i++)
+        n += (size_t)snprintf(b + n, cap - n, "// line %d of a module that compresses well, %s\n", i, tag);
+    return b;
+}
+
+static void gunzip_equals(const raw_resp_t *r, const char *want, size_t wlen)
+{
+    char *out = malloc(wlen + 64);
+    z_stream z;
+    memset(&z, 0, sizeof(z));
+    assert_int_equal(inflateInit2(&z, 15 + 16), Z_OK);
+    z.next_in = (Bytef *)r->body;
+    z.avail_in = (uInt)r->body_len;
+    z.next_out = (Bytef *)out;
+    z.avail_out = (uInt)(wlen + 64);
+    assert_int_equal(inflate(&z, Z_FINISH), Z_STREAM_END);
+    assert_int_equal(z.total_out, wlen);
+    assert_memory_equal(out, want, wlen);
+    inflateEnd(&z);
+    free(out);
+}
+
+static void test_hashed_assets(void **state)
+{
+    (void)state;
+    char p[600], env[700], hm[13], hd[13], hd2[13], hc[13], want[200], etag[64], line[200];
+    snprintf(p, sizeof(p), "%s/app", g_tmp);
+    mkdir(p, 0755);
+    snprintf(p, sizeof(p), "%s/app/js", g_tmp);
+    mkdir(p, 0755);
+    static const char MAIN[] = "import { dep } from './dep.js';\ndocument.title = dep;\n";
+    char *dep = module_text("first", 40), *dep2 = module_text("second, longer", 41);
+    char *css = module_text("css", 30);
+    put("app/index.html", APP_INDEX, sizeof(APP_INDEX) - 1);
+    put("app/js/main.js", MAIN, sizeof(MAIN) - 1);
+    put("app/js/dep.js", dep, strlen(dep));
+    put("app/js/.hidden.js", "HIDDEN", 6);
+    put("app/app.css", css, strlen(css));
+    hash12(MAIN, sizeof(MAIN) - 1, hm);
+    hash12(dep, strlen(dep), hd);
+    hash12(dep2, strlen(dep2), hd2);
+    hash12(css, strlen(css), hc);
+    snprintf(env, sizeof(env), "BEARBNB_HTTP_WEB_ROOT=%s/app", g_tmp);
+    const char *envs[] = {env, "BEARBNB_PLUGINS=room", NULL};
+    e2e_host_opts_t o = {.env = envs};
+    e2e_host_t *h = NULL;
+    assert_int_equal(e2e_host_start(&h, &o), 0);
+    int hp = e2e_host_port(h);
+    raw_resp_t r;
+
+    /* index.html: references hashed, absolute; an import map before the first script */
+    assert_int_equal(raw_get(hp, "GET", "/", NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    expect_header(&r, "cache-control", "no-cache");
+    expect_header(&r, "content-type", "text/html; charset=utf-8");
+    assert_int_equal(raw_header(&r, "etag", etag, sizeof(etag)), 0);
+    snprintf(want, sizeof(want), "href=\"/app.%s.css\"", hc);
+    assert_non_null(strstr(r.body, want));
+    snprintf(want, sizeof(want), "<script type=\"module\" src=\"/js/main.%s.js\">", hm);
+    assert_non_null(strstr(r.body, want));
+    snprintf(want, sizeof(want), "\"/js/dep.js\":\"/js/dep.%s.js\"", hd);
+    const char *map = strstr(r.body, "<script type=\"importmap\">");
+    assert_non_null(map);
+    assert_true(map < strstr(r.body, "<script type=\"module\""));
+    assert_non_null(strstr(map, want));
+    snprintf(want, sizeof(want), "<link rel=\"modulepreload\" href=\"/js/dep.%s.js\">", hd);
+    assert_non_null(strstr(r.body, want));
+    assert_null(strstr(r.body, "hidden"));
+    assert_non_null(strstr(r.body, "src=\"https://example.invalid/js/main.js\"")); /* not ours: as it was */
+    raw_resp_free(&r);
+    snprintf(line, sizeof(line), "If-None-Match: %s\r\n", etag);
+    assert_int_equal(raw_get(hp, "GET", "/", line, &r), 0);
+    assert_int_equal(r.status, 304);
+    raw_resp_free(&r);
+    /* the same rewritten app for a browser's navigation to an app path */
+    assert_int_equal(raw_get(hp, "GET", "/trips/42", "Accept: text/html\r\n", &r), 0);
+    assert_int_equal(r.status, 200);
+    expect_header(&r, "etag", etag);
+    raw_resp_free(&r);
+
+    /* a hashed name: its bytes, immutable; gzip when accepted */
+    char path[100];
+    snprintf(path, sizeof(path), "/js/dep.%s.js", hd);
+    assert_int_equal(raw_get(hp, "GET", path, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    expect_header(&r, "cache-control", "public, max-age=31536000, immutable");
+    expect_header(&r, "content-type", "text/javascript; charset=utf-8");
+    expect_header(&r, "vary", "accept-encoding");
+    assert_int_equal(r.body_len, strlen(dep));
+    assert_memory_equal(r.body, dep, strlen(dep));
+    char etag_js[64], etag_gz[64];
+    assert_int_equal(raw_header(&r, "etag", etag_js, sizeof(etag_js)), 0);
+    raw_resp_free(&r);
+    assert_int_equal(raw_get(hp, "GET", path, "Accept-Encoding: gzip, deflate\r\n", &r), 0);
+    assert_int_equal(r.status, 200);
+    expect_header(&r, "content-encoding", "gzip");
+    assert_true(r.body_len < strlen(dep) / 2);
+    gunzip_equals(&r, dep, strlen(dep));
+    assert_int_equal(raw_header(&r, "etag", etag_gz, sizeof(etag_gz)), 0);
+    assert_string_not_equal(etag_js, etag_gz);
+    raw_resp_free(&r);
+    snprintf(line, sizeof(line), "If-None-Match: %s\r\n", etag_js);
+    assert_int_equal(raw_get(hp, "GET", path, line, &r), 0);
+    assert_int_equal(r.status, 304);
+    raw_resp_free(&r);
+    assert_int_equal(raw_get(hp, "HEAD", path, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body_len, 0);
+    snprintf(want, sizeof(want), "%zu", strlen(dep));
+    expect_header(&r, "content-length", want);
+    raw_resp_free(&r);
+    snprintf(want, sizeof(want), "/app.%s.css", hc);
+    assert_int_equal(raw_get(hp, "GET", want, "Accept-Encoding: gzip\r\n", &r), 0);
+    assert_int_equal(r.status, 200);
+    expect_header(&r, "content-type", "text/css; charset=utf-8");
+    gunzip_equals(&r, css, strlen(css));
+    raw_resp_free(&r);
+    /* a hash that is not the file's: 404, never other bytes under that name */
+    assert_int_equal(raw_get(hp, "GET", "/js/dep.0123456789ab.js", "Accept: text/html\r\n", &r), 0);
+    assert_int_equal(r.status, 404);
+    raw_resp_free(&r);
+    /* the plain name: from the directory, revalidated */
+    assert_int_equal(raw_get(hp, "GET", "/js/dep.js", NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    expect_header(&r, "cache-control", "no-cache");
+    raw_resp_free(&r);
+
+    /* an edited module: the next index.html names its new hash (and only its:
+     * main.js, which imports it, keeps its name); the old name is gone */
+    put("app/js/dep.js", dep2, strlen(dep2));
+    assert_int_equal(raw_get(hp, "GET", "/", line, &r), 0); /* the old index's validator */
+    assert_int_equal(r.status, 200);
+    snprintf(want, sizeof(want), "\"/js/dep.js\":\"/js/dep.%s.js\"", hd2);
+    assert_non_null(strstr(r.body, want));
+    snprintf(want, sizeof(want), "src=\"/js/main.%s.js\"", hm);
+    assert_non_null(strstr(r.body, want));
+    raw_resp_free(&r);
+    assert_int_equal(raw_get(hp, "GET", path, NULL, &r), 0);
+    assert_int_equal(r.status, 404);
+    raw_resp_free(&r);
+    snprintf(path, sizeof(path), "/js/dep.%s.js", hd2);
+    assert_int_equal(raw_get(hp, "GET", path, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_memory_equal(r.body, dep2, strlen(dep2));
+    raw_resp_free(&r);
+    char *log = e2e_host_log_tail(h, 1 << 16);
+    assert_non_null(log);
+    assert_non_null(strstr(log, "(3 scripts and styles under hashed names)")); /* not the dot file */
+    assert_non_null(strstr(log, "3 scripts and styles (re)read under hashed names"));
+    free(log);
+    assert_int_equal(e2e_host_stop(h), 0);
+    e2e_host_free(h);
+    free(dep);
+    free(dep2);
+    free(css);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -373,6 +559,7 @@ int main(void)
         cmocka_unit_test(test_traversal),
         cmocka_unit_test(test_missing_root),
         cmocka_unit_test(test_through_edge),
+        cmocka_unit_test(test_hashed_assets),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -29,6 +29,7 @@ static e2e_host_t *g_host;
 static e2e_host_t *g_edge;
 static int g_port; /* where the clients go: the host, or the edge */
 static char g_secret[256];
+static char g_keyenv[400];
 static char *t_host, *t_guest, *t_guest2, *t_capper;
 
 static const char *g_query = ""; /* appended to /dashboard/stream by sse_open */
@@ -211,9 +212,16 @@ static int start_world(int with_edge)
         char routes[200], sf[400];
         snprintf(sf, sizeof(sf), "BEARBNB_GATEWAY_SECRET_FILE=%s", g_secret);
         snprintf(routes, sizeof(routes), "BEARBNB_GATEWAY_ROUTES=/dashboard=http://127.0.0.1:%d", g_port);
-        const char *eenv[] = {
-            "BEARBNB_PLUGINS=",         routes, sf, "BEARBNB_HTTP_STREAM_BUFFER=16384", "BEARBNB_LIMITS_USER_RATE=0",
-            "BEARBNB_LIMITS_IP_RATE=0", NULL};
+        /* the edge verifies the host's tokens: the same key */
+        snprintf(g_keyenv, sizeof(g_keyenv), "BEARBNB_AUTH_KEY_FILE=%s/jwt.key", e2e_host_dir(g_host));
+        const char *eenv[] = {"BEARBNB_PLUGINS=",
+                              routes,
+                              sf,
+                              g_keyenv,
+                              "BEARBNB_HTTP_STREAM_BUFFER=16384",
+                              "BEARBNB_LIMITS_USER_RATE=0",
+                              "BEARBNB_LIMITS_IP_RATE=0",
+                              NULL};
         e2e_host_opts_t eo = {.env = eenv};
         if (e2e_host_start(&g_edge, &eo) != 0)
             return -1;
@@ -345,6 +353,16 @@ static void test_privacy_and_resume(void **state)
     assert_null(strstr(anon2.buf, "event: reservation"));
     sse_close(&again);
     sse_close(&anon2);
+    /* both (a browser reconnecting by itself to the URL the page opened with
+     * ?lastEventId=): the header wins, it is the newer */
+    snprintf(q, sizeof(q), "?lastEventId=99999999&access_token=%s", t_guest); /* the guest: hana has 3 open */
+    g_query = q;
+    assert_int_equal(sse_open(&viaq, NULL, lid, 0), 0);
+    g_query = "";
+    assert_true(sse_wait(&viaq, "event: ready", 5000));
+    assert_non_null(strstr(viaq.buf, rneedle));
+    assert_null(strstr(viaq.buf, "event: reset"));
+    sse_close(&viaq);
 
     /* an id the log no longer keeps (retention 16): a reset */
     for (int i = 0; i < 20; i++) {
@@ -377,10 +395,44 @@ static void test_privacy_and_resume(void **state)
     free(res);
 }
 
+static double metric_sum(const char *text, const char *name)
+{
+    double sum = 0;
+    size_t nl = strlen(name);
+    for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (strncmp(p, name, nl) == 0 && (p[nl] == ' ' || p[nl] == '{'))
+            sum += atof(strchr(p + nl, ' ') + 1);
+    return sum;
+}
+
+static double metric_of(e2e_host_t *h, const char *name)
+{
+    e2e_resp_t m;
+    if (e2e_call(h, E2E_HTTP1, "GET", "/metrics", NULL, NULL, &m) != 0)
+        return -1;
+    double v = metric_sum(m.body, name);
+    e2e_resp_free(&m);
+    return v;
+}
+
+/* Wait until metric `name` of h is `want` (within timeout_ms). 1 when it was. */
+static int metric_becomes(e2e_host_t *h, const char *name, double want, int timeout_ms)
+{
+    long long end = e2e_now_ms() + timeout_ms;
+    do {
+        if (metric_of(h, name) == want)
+            return 1;
+        usleep(50 * 1000);
+    } while (e2e_now_ms() < end);
+    return 0;
+}
+
 static void test_caps(void **state)
 {
     (void)state;
-    usleep(1500 * 1000); /* streams of the test before: seen closed (the host peeks every second) */
+    /* streams of the test before: seen closed (the host, and an edge, peek every second) */
+    assert_true(metric_becomes(g_host, "bearbnb_http_streams_open", 0, 8000));
+    usleep(1200 * 1000); /* and the dashboard counts them gone (at its next heartbeat, 400 ms) */
     sse_t mine[3], more;
     for (int i = 0; i < 3; i++)
         assert_int_equal(sse_open(&mine[i], t_capper, NULL, 0), 0);
@@ -398,7 +450,8 @@ static void test_caps(void **state)
     sse_close(&more);
     /* a closed stream frees its place */
     sse_close(&mine[0]);
-    usleep(1500 * 1000);
+    assert_true(metric_becomes(g_host, "bearbnb_http_streams_open", 9, 8000));
+    usleep(1200 * 1000); /* and the dashboard counts them gone (at its next heartbeat, 400 ms) */
     assert_int_equal(sse_open(&more, t_capper, NULL, 0), 0);
     assert_true(sse_wait(&more, "event: ready", 5000));
     sse_close(&more);
@@ -406,17 +459,8 @@ static void test_caps(void **state)
         sse_close(&mine[i]);
     for (int i = 0; i < 7; i++)
         sse_close(&anon[i]);
-    usleep(1500 * 1000);
-}
-
-static double metric_sum(const char *text, const char *name)
-{
-    double sum = 0;
-    size_t nl = strlen(name);
-    for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
-        if (strncmp(p, name, nl) == 0 && (p[nl] == ' ' || p[nl] == '{'))
-            sum += atof(strchr(p + nl, ' ') + 1);
-    return sum;
+    assert_true(metric_becomes(g_host, "bearbnb_http_streams_open", 0, 8000));
+    usleep(1200 * 1000); /* and the dashboard counts them gone (at its next heartbeat, 400 ms) */
 }
 
 /* A client that never reads: dropped at its 16 KiB buffer (events of about
@@ -470,6 +514,89 @@ static void test_slow_client(void **state)
     sse_close(&fast);
 }
 
+/* Through the edge only: an event reaches the client within a bound while
+ * the stream stays open (nothing waits for the end of the answer); a client
+ * that leaves ends the edge's upstream transfer; gateway.max_streams (a
+ * second edge with 2) answers 503 problem+json beyond it and frees a place
+ * when a stream ends. */
+static void test_edge_relays_as_it_comes(void **state)
+{
+    (void)state;
+    assert_true(metric_becomes(g_host, "bearbnb_http_streams_open", 0, 8000));
+    usleep(1200 * 1000);
+        /* and the dashboard counts them gone (at its next heartbeat, 400 ms) */ /* streams of the tests before */
+    double up0 = metric_of(g_host, "bearbnb_http_streams_open");
+    assert_true(up0 >= 0);
+    sse_t s;
+    assert_int_equal(sse_open(&s, t_host, NULL, 0), 0);
+    assert_true(sse_wait(&s, "event: ready", 5000));
+    assert_true(metric_becomes(g_edge, "bearbnb_gateway_streams_open", 1, 3000));
+    assert_true(metric_becomes(g_host, "bearbnb_http_streams_open", up0 + 1, 3000));
+    char *room = create_room("Edge hut");
+    for (int i = 0; i < 5; i++) {
+        char d[64];
+        snprintf(d, sizeof(d), "edge relay %d", i);
+        size_t mark = s.have;
+        long long t0 = e2e_now_ms();
+        patch_room(room, d);
+        assert_true(sse_wait_from(&s, mark, d, 2000));
+        long long took = e2e_now_ms() - t0;
+        print_message("edge relay: event %d reached the client %lld ms after its PATCH\n", i, took);
+        assert_true(took < 2000);
+    }
+    /* the stream stays open: heartbeats keep coming through */
+    size_t mark = s.have;
+    assert_true(sse_wait_from(&s, mark, ": hb\n", 3000));
+    mark = s.have;
+    assert_true(sse_wait_from(&s, mark, ": hb\n", 3000));
+    /* the client leaves: the edge ends its upstream transfer */
+    sse_close(&s);
+    assert_true(metric_becomes(g_edge, "bearbnb_gateway_streams_open", 0, 4000));
+    assert_true(metric_becomes(g_host, "bearbnb_http_streams_open", up0, 4000));
+
+    /* the edge's own cap */
+    char routes[200], sf[400];
+    snprintf(sf, sizeof(sf), "BEARBNB_GATEWAY_SECRET_FILE=%s", g_secret);
+    snprintf(routes, sizeof(routes), "BEARBNB_GATEWAY_ROUTES=/dashboard=http://127.0.0.1:%d", e2e_host_port(g_host));
+    const char *eenv[] = {"BEARBNB_PLUGINS=",
+                          routes,
+                          sf,
+                          "BEARBNB_GATEWAY_MAX_STREAMS=2",
+                          "BEARBNB_BREAKER_MINIMUM_CALLS=4",
+                          "BEARBNB_BREAKER_WINDOW=8",
+                          "BEARBNB_LIMITS_USER_RATE=0",
+                          "BEARBNB_LIMITS_IP_RATE=0",
+                          NULL};
+    e2e_host_opts_t eo = {.env = eenv};
+    e2e_host_t *small = NULL;
+    assert_int_equal(e2e_host_start(&small, &eo), 0);
+    int keep_port = g_port;
+    g_port = e2e_host_port(small);
+    sse_t a, b, c;
+    assert_int_equal(sse_open(&a, NULL, NULL, 0), 0);
+    assert_int_equal(sse_open(&b, NULL, NULL, 0), 0);
+    assert_true(sse_wait(&b, "event: ready", 5000));
+    assert_int_equal(sse_open(&c, NULL, NULL, 0), 503);
+    assert_non_null(strstr(c.buf, "application/problem+json"));
+    assert_non_null(strstr(c.buf, "streams"));
+    sse_close(&c);
+    /* the upstream's breaker does not count the edge's refusals */
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(sse_open(&c, NULL, NULL, 0), 503);
+        sse_close(&c);
+    }
+    sse_close(&a);
+    assert_true(metric_becomes(small, "bearbnb_gateway_streams_open", 1, 4000));
+    assert_int_equal(sse_open(&c, NULL, NULL, 0), 0);
+    assert_true(sse_wait(&c, "event: ready", 5000));
+    sse_close(&b);
+    sse_close(&c);
+    g_port = keep_port;
+    assert_int_equal(e2e_host_stop(small), 0);
+    e2e_host_free(small);
+    free(room);
+}
+
 /* SIGTERM with streams open: they end, the process exits 0 at once. */
 static void test_shutdown(void **state)
 {
@@ -508,11 +635,10 @@ int main(void)
         cmocka_unit_test(test_shutdown),
     };
     int rc = cmocka_run_group_tests_name("all-in-one", direct, setup_direct, teardown);
-    if (getenv("BNB_E2E_STREAM_NO_EDGE") == NULL) {
+    {
         const struct CMUnitTest edge[] = {
-            cmocka_unit_test(test_privacy_and_resume),
-            cmocka_unit_test(test_caps),
-            cmocka_unit_test(test_slow_client),
+            cmocka_unit_test(test_privacy_and_resume), cmocka_unit_test(test_caps),
+            cmocka_unit_test(test_slow_client),        cmocka_unit_test(test_edge_relays_as_it_comes),
             cmocka_unit_test(test_shutdown),
         };
         rc |= cmocka_run_group_tests_name("through the edge", edge, setup_edge, teardown);

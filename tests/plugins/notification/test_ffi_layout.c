@@ -142,6 +142,7 @@ static const item_t want[] = {
     OFF(bnb_host_api_t, stream_open),
     OFF(bnb_host_api_t, stream_write),
     OFF(bnb_host_api_t, stream_close),
+    OFF(bnb_host_api_t, store_get_many),
     {"BNB_ABI_VERSION", BNB_ABI_VERSION},
 };
 
