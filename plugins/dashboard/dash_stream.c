@@ -4,13 +4,20 @@
  *
  * The change log. Every committed change of a listed room summary or of a
  * reservation view is recorded after its commit in the collection `changes`
- * of the dashboard's own store: one document per change, id = its sequence
- * number (decimal), created with expect_version 0 so that a number is taken
- * once (a writer that finds it taken tries the next: numbers become visible in
- * order, whichever process of the service writes them). Each record carries
- * what the privacy rules need: kind ("room" or "reservation"), the room, its
- * host, the reservation's guest, and the public document. Retention is
- * bounded: writing number N deletes number N - stream_retention; a hint
+ * of the dashboard's own store, a ring of stream_retention slots: number N
+ * lives in the slot with id N mod stream_retention (decimal), the body
+ * carrying N. A writer reads the slot and replaces it by compare-and-swap on
+ * its version (expect_version 0 for a slot never written), only when it holds
+ * an older number: so a number is taken once (a writer that finds it taken,
+ * or loses the swap, tries the next: numbers become visible in order,
+ * whichever process of the service writes them). Each record carries what the
+ * privacy rules need: kind ("room" or "reservation"), the room, its host, the
+ * reservation's guest, and the public document. Retention is bounded and
+ * nothing is deleted: number N overwrites N - stream_retention, so the log
+ * never holds more than stream_retention documents, tombstones included (the
+ * first log, one document per number deleted behind it, left one tombstone
+ * per change ever made: on FerretDB, which scans for every query, each write
+ * cost more the longer the service had run); a hint
  * document (`changes_head/head`, every 16 numbers) lets a new process find the
  * newest number without scanning. Every read is by id: the cost of a change,
  * a poll or a resume does not grow with the log's history.
@@ -47,7 +54,7 @@
 #include <string.h>
 #include <time.h>
 
-#define CHANGES   "changes"
+#define CHANGES   "change_ring" /* the slots; "changes" was the first, unbounded log */
 #define HINT_COLL "changes_head"
 #define HINT_ID   "head"
 #define RING      1024
@@ -122,6 +129,28 @@ static void alloc_raise(long long seq)
 
 /* ---- the change log (worker threads) ------------------------------------ */
 
+static void slot_id(long long seq, char id[32])
+{
+    snprintf(id, 32, "%lld", seq % g_retention);
+}
+
+/* Record number `seq` from its slot: 0 with *body, BNB_ENOENT when the slot
+ * holds another number (not written yet, or overwritten), or an error. */
+static int slot_get(long long seq, json_t **body)
+{
+    char id[32];
+    int64_t version;
+    slot_id(seq, id);
+    *body = NULL;
+    int rc = host->store_get(g_st, CHANGES, id, body, &version);
+    if (rc == 0 && (long long)json_integer_value(json_object_get(*body, "seq")) != seq) {
+        json_decref(*body);
+        *body = NULL;
+        rc = BNB_ENOENT;
+    }
+    return rc;
+}
+
 static void record(bnb_store_t *st, int kind, const char *room, const char *host_id, const char *guest, json_t *data)
 {
     json_t *body = json_pack("{s:I, s:s, s:s?, s:s?, s:s?, s:o, s:I}", "seq", (json_int_t)0, "kind",
@@ -134,10 +163,25 @@ static void record(bnb_store_t *st, int kind, const char *room, const char *host
     char id[32];
     for (int i = 0; i < 256 && rc == BNB_EEXIST; i++) {
         seq++;
+        json_t *cur = NULL;
+        int64_t version = 0;
+        slot_id(seq, id);
+        rc = host->store_get(st, CHANGES, id, &cur, &version);
+        long long held = rc == 0 ? (long long)json_integer_value(json_object_get(cur, "seq")) : 0;
+        json_decref(cur);
+        if (rc == BNB_ENOENT) {
+            version = 0;
+        } else if (rc != 0) {
+            break;
+        } else if (held >= seq) {
+            rc = BNB_EEXIST; /* taken (by another process): the next number */
+            continue;
+        }
         json_object_set_new(body, "seq", json_integer(seq));
-        snprintf(id, sizeof(id), "%lld", seq);
-        bnb_write_t w = {.op = BNB_WRITE_PUT, .coll = CHANGES, .id = id, .expect_version = 0, .body = body};
+        bnb_write_t w = {.op = BNB_WRITE_PUT, .coll = CHANGES, .id = id, .expect_version = version, .body = body};
         rc = host->store_commit(st, &w, NULL, 0, NULL, NULL);
+        if (rc == BNB_EEXIST)
+            seq--; /* lost the swap: read the slot again */
     }
     json_decref(body);
     if (rc != 0) {
@@ -152,11 +196,6 @@ static void record(bnb_store_t *st, int kind, const char *room, const char *host
         if (hint != NULL)
             host->store_commit(st, &w, NULL, 0, NULL, NULL);
         json_decref(hint);
-    }
-    if (seq > g_retention) {
-        snprintf(id, sizeof(id), "%lld", seq - g_retention);
-        bnb_write_t w = {.op = BNB_WRITE_DELETE, .coll = CHANGES, .id = id, .expect_version = -1};
-        host->store_commit(st, &w, NULL, 0, NULL, NULL); /* gone already: fine */
     }
     kick();
 }
@@ -209,11 +248,8 @@ static int rec_load(long long seq, rec_t *out, int *from_ring)
         *from_ring = 1;
         return 0;
     }
-    char id[32];
-    snprintf(id, sizeof(id), "%lld", seq);
     json_t *body = NULL;
-    int64_t version;
-    int rc = host->store_get(g_st, CHANGES, id, &body, &version);
+    int rc = slot_get(seq, &body);
     if (rc != 0)
         return rc;
     const char *kind = json_string_value(json_object_get(body, "kind"));
@@ -330,10 +366,8 @@ static long long find_head(void)
         h = (long long)json_integer_value(json_object_get(hint, "seq"));
     json_decref(hint);
     for (;;) {
-        char id[32];
         json_t *b = NULL;
-        snprintf(id, sizeof(id), "%lld", h + 1);
-        if (host->store_get(g_st, CHANGES, id, &b, &version) != 0)
+        if (slot_get(h + 1, &b) != 0)
             break;
         json_decref(b);
         h++;
