@@ -19,22 +19,48 @@
 #include "channel.h"
 #include "log.h"
 
-#define KAFKA_BACKOFF_MIN_MS   100
-#define KAFKA_BACKOFF_MAX_MS   2000
-#define KAFKA_POLL_MS          100
-#define KAFKA_READY_CACHE_MS   1000
-#define KAFKA_READY_TIMEOUT_MS 1000
-#define KAFKA_ADMIN_TIMEOUT_MS 10000
+#define KAFKA_BACKOFF_MIN_MS    100
+#define KAFKA_BACKOFF_MAX_MS    2000
+#define KAFKA_POLL_MS           100
+#define KAFKA_READY_CACHE_MS    1000
+#define KAFKA_READY_TIMEOUT_MS  1000
+#define KAFKA_ADMIN_TIMEOUT_MS  10000
+#define KAFKA_DELIVERED_KEEP_MS 60000
 
 static const char *const default_topics[] = {"bearbnb.room", "bearbnb.reservation", "bearbnb.payment"};
 
 typedef struct kafka_channel kafka_channel_t;
 
+/* One produced message, until its delivery report. The channel keeps the
+ * ones in flight by event id: a publish() of an event whose earlier copy
+ * librdkafka still holds (the relay retries after a timeout, e.g. while the
+ * broker is away) waits for that copy's report instead of producing it
+ * again. Without this every retry of the relay during an outage queued one
+ * more copy, all delivered when the broker came back (each event 11-12
+ * times after a 25 s Kafka SIGKILL: a backlog the consumers took minutes to
+ * drain). A copy delivered after its publish() gave up stays listed (up to
+ * KAFKA_DELIVERED_KEEP_MS) so that the retry counts it as delivered instead
+ * of producing it once more. refs: 1 while in the channel's list (dropped by the report), +1
+ * per publish() waiting on it. Guarded by the channel's fl_mu. */
+typedef struct kafka_msg {
+    char *id;        /* NULL: no event id, never shared */
+    int done;        /* 0 in flight, 1 delivered, -1 failed */
+    int orphan;      /* a publish() gave up waiting for it (timed out) */
+    int64_t done_at; /* delivered, kept for the next publish() of it */
+    int refs;
+    struct kafka_msg *next;
+} kafka_msg_t;
+
 typedef struct kafka_consumer {
     kafka_channel_t *ch;
-    rd_kafka_t *rk;
+    rd_kafka_t *rk; /* replaced by a new handle after a fatal error */
     pthread_t thread;
     char *group;
+    char *cid; /* client.id */
+    char *gid; /* group.instance.id, NULL: dynamic membership */
+    char **topics;
+    size_t ntopics;
+    int rebuilds; /* handles replaced after a fatal error */
     bnb_channel_deliver_fn fn;
     void *ud;
     struct kafka_consumer *next;
@@ -56,18 +82,10 @@ struct kafka_channel {
     kafka_consumer_t *consumers;
     int64_t ready_checked_ms;
     int ready_cached;
+    pthread_mutex_t fl_mu; /* inflight, delivery reports */
+    pthread_cond_t fl_cv;  /* broadcast on every delivery report */
+    kafka_msg_t *inflight;
 };
-
-/* One publish() call: its delivery reports arrive on the poller thread.
- * refs = messages still in flight + 1 for the caller, so a caller that gave
- * up (timeout) leaves the batch to the last delivery report to free. */
-typedef struct kafka_batch {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int refs;
-    int outstanding;
-    int failed;
-} kafka_batch_t;
 
 static int64_t now_ms(int clk)
 {
@@ -121,25 +139,42 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
          buf, rd_kafka_name(rk), "facility", fac, NULL, NULL);
 }
 
+static void msg_unref(kafka_msg_t *k) /* with fl_mu held */
+{
+    if (--k->refs == 0) {
+        free(k->id);
+        free(k);
+    }
+}
+
+static void inflight_remove(kafka_channel_t *ch, kafka_msg_t *k) /* with fl_mu held */
+{
+    for (kafka_msg_t **pp = &ch->inflight; *pp; pp = &(*pp)->next) {
+        if (*pp == k) {
+            *pp = k->next;
+            k->next = NULL;
+            return;
+        }
+    }
+}
+
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     (void)rk;
-    (void)opaque;
-    kafka_batch_t *b = m->_private;
-    if (!b)
+    kafka_channel_t *ch = opaque;
+    kafka_msg_t *k = m->_private;
+    if (!k || !ch)
         return;
-    pthread_mutex_lock(&b->mu);
-    if (m->err)
-        b->failed++;
-    b->outstanding--;
-    int refs = --b->refs;
-    pthread_cond_broadcast(&b->cv);
-    pthread_mutex_unlock(&b->mu);
-    if (refs == 0) {
-        pthread_cond_destroy(&b->cv);
-        pthread_mutex_destroy(&b->mu);
-        free(b);
+    pthread_mutex_lock(&ch->fl_mu);
+    k->done = m->err ? -1 : 1;
+    if (k->done == 1 && k->orphan) {
+        k->done_at = now_ms(CLOCK_MONOTONIC); /* kept for the retry */
+    } else {
+        inflight_remove(ch, k);
+        msg_unref(k);
     }
+    pthread_cond_broadcast(&ch->fl_cv);
+    pthread_mutex_unlock(&ch->fl_mu);
 }
 
 static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *offsets, void *opaque)
@@ -198,57 +233,104 @@ static int kafka_publish(bnb_channel_t *base, const bnb_outbox_entry_t *entries,
         return 0;
     if (!entries)
         return BNB_EINVAL;
-    kafka_batch_t *b = calloc(1, sizeof *b);
-    if (!b)
+    kafka_msg_t **mine = calloc(n, sizeof *mine); /* this call's references */
+    if (!mine)
         return BNB_ENOMEM;
-    pthread_mutex_init(&b->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&b->cv, &ca);
-    pthread_condattr_destroy(&ca);
-    b->refs = 1;
 
     int64_t deadline = now_ms(CLOCK_MONOTONIC) + (timeout_ms > 0 ? timeout_ms : 0);
-    int rc = 0;
-    for (size_t i = 0; i < n; i++) {
+    int rc = 0, reused = 0;
+    size_t i;
+    for (i = 0; i < n; i++) {
         const bnb_outbox_entry_t *e = &entries[i];
         if (!e->topic || !e->payload) {
             rc = BNB_EINVAL;
             break;
         }
-        pthread_mutex_lock(&b->mu);
-        b->refs++;
-        b->outstanding++;
-        pthread_mutex_unlock(&b->mu);
+        /* an earlier copy still in flight: wait for its report */
+        pthread_mutex_lock(&ch->fl_mu);
+        if (i == 0) { /* drop delivered copies nobody asked for again */
+            int64_t old = now_ms(CLOCK_MONOTONIC) - KAFKA_DELIVERED_KEEP_MS;
+            for (kafka_msg_t **pp = &ch->inflight; *pp;) {
+                kafka_msg_t *x = *pp;
+                if (x->done == 1 && x->done_at < old) {
+                    *pp = x->next;
+                    msg_unref(x);
+                } else {
+                    pp = &x->next;
+                }
+            }
+        }
+        kafka_msg_t *k = NULL;
+        for (kafka_msg_t *x = ch->inflight; e->event_id && x && !k; x = x->next)
+            if (x->id && strcmp(x->id, e->event_id) == 0)
+                k = x;
+        if (k && k->done == 1) { /* delivered after an earlier publish() gave up */
+            inflight_remove(ch, k);
+            mine[i] = k; /* the list's reference is ours now */
+            reused++;
+            pthread_mutex_unlock(&ch->fl_mu);
+            continue;
+        }
+        if (k) {
+            k->refs++;
+            mine[i] = k;
+            reused++;
+            pthread_mutex_unlock(&ch->fl_mu);
+            continue;
+        }
+        pthread_mutex_unlock(&ch->fl_mu);
+        k = calloc(1, sizeof *k);
+        if (!k || (e->event_id && !(k->id = strdup(e->event_id)))) {
+            free(k);
+            rc = BNB_ENOMEM;
+            break;
+        }
+        k->refs = 2; /* the list's (dropped by the report) and ours */
+        pthread_mutex_lock(&ch->fl_mu);
+        k->next = ch->inflight;
+        ch->inflight = k;
+        pthread_mutex_unlock(&ch->fl_mu);
+        mine[i] = k;
         rd_kafka_resp_err_t err;
         for (;;) {
             err = rd_kafka_producev(ch->producer, RD_KAFKA_V_TOPIC(e->topic),
                                     RD_KAFKA_V_KEY(e->key, e->key ? strlen(e->key) : 0),
                                     RD_KAFKA_V_VALUE(e->payload, strlen(e->payload)),
-                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(b), RD_KAFKA_V_END);
+                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(k), RD_KAFKA_V_END);
             if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || now_ms(CLOCK_MONOTONIC) >= deadline)
                 break;
             struct timespec pause = {0, 10 * 1000000L}; /* the poller drains the queue */
             nanosleep(&pause, NULL);
         }
         if (err) {
-            pthread_mutex_lock(&b->mu);
-            b->refs--;
-            b->outstanding--;
-            pthread_mutex_unlock(&b->mu);
+            /* not queued: no report will come */
+            pthread_mutex_lock(&ch->fl_mu);
+            k->done = -1;
+            inflight_remove(ch, k);
+            msg_unref(k);
+            pthread_mutex_unlock(&ch->fl_mu);
             klog(BNB_LOG_WARN, "produce failed", ch->client_id, "topic", e->topic, "error", rd_kafka_err2name(err));
             rc = err == RD_KAFKA_RESP_ERR__QUEUE_FULL ? BNB_ETIMEDOUT : BNB_EIO;
+            i++;
             break;
         }
     }
+    size_t nmine = i;
 
-    /* Wait for the delivery reports of everything produced (even after a
-     * produce error: those messages may still be written). */
-    pthread_mutex_lock(&b->mu);
-    while (b->outstanding > 0) {
+    /* Wait for the delivery reports of everything produced or reused (even
+     * after a produce error: those messages may still be written). */
+    pthread_mutex_lock(&ch->fl_mu);
+    int failed = 0, pending = 0;
+    for (;;) {
+        failed = pending = 0;
+        for (size_t k = 0; k < nmine; k++) {
+            if (!mine[k])
+                continue;
+            pending += mine[k]->done == 0;
+            failed += mine[k]->done < 0;
+        }
         int64_t left = deadline - now_ms(CLOCK_MONOTONIC);
-        if (left <= 0)
+        if (pending == 0 || left <= 0)
             break;
         struct timespec abs;
         clock_gettime(CLOCK_MONOTONIC, &abs);
@@ -258,19 +340,27 @@ static int kafka_publish(bnb_channel_t *base, const bnb_outbox_entry_t *entries,
             abs.tv_sec++;
             abs.tv_nsec -= 1000000000L;
         }
-        pthread_cond_timedwait(&b->cv, &b->mu, &abs);
+        pthread_cond_timedwait(&ch->fl_cv, &ch->fl_mu, &abs);
     }
-    if (rc == 0 && b->outstanding > 0)
+    for (size_t k = 0; k < nmine; k++) {
+        if (!mine[k])
+            continue;
+        if (mine[k]->done == 0)
+            mine[k]->orphan = 1; /* its report may still say delivered */
+        msg_unref(mine[k]);
+    }
+    pthread_mutex_unlock(&ch->fl_mu);
+    free(mine);
+    if (reused > 0) {
+        char nb[32];
+        snprintf(nb, sizeof nb, "%d", reused);
+        klog(BNB_LOG_DEBUG, "publish: events still in flight from an earlier attempt, not produced again",
+             ch->client_id, "count", nb, NULL, NULL);
+    }
+    if (rc == 0 && pending > 0)
         rc = BNB_ETIMEDOUT;
-    if (rc == 0 && b->failed > 0)
+    if (rc == 0 && failed > 0)
         rc = BNB_EIO;
-    int refs = --b->refs;
-    pthread_mutex_unlock(&b->mu);
-    if (refs == 0) {
-        pthread_cond_destroy(&b->cv);
-        pthread_mutex_destroy(&b->mu);
-        free(b);
-    }
     return rc;
 }
 
@@ -287,6 +377,103 @@ static void backoff_sleep(kafka_channel_t *ch, int ms)
     }
 }
 
+/* A consumer handle for c (its group, instance id, topics), subscribed:
+ * c->rk. 0, or BNB_E* with errbuf. */
+static int consumer_open(kafka_consumer_t *c, char *errbuf, size_t errlen)
+{
+    kafka_channel_t *ch = c->ch;
+    rd_kafka_conf_t *conf = NULL;
+    rd_kafka_topic_partition_list_t *tl = NULL;
+    rd_kafka_t *rk = NULL;
+    char sess[16], hb[16];
+    int rc = BNB_EINVAL;
+    /* a consumer that died (SIGKILL, node loss) and does not come back gives
+     * its partitions up after the session (librdkafka's default is 45 s); one
+     * that comes back with the same static id within it gets them at once */
+    snprintf(sess, sizeof sess, "%d", ch->session_timeout_ms);
+    snprintf(hb, sizeof hb, "%d", ch->session_timeout_ms / 4 > 100 ? ch->session_timeout_ms / 4 : 100);
+    conf = base_conf(ch, c->cid, errbuf, errlen);
+    if (!conf || conf_set(conf, "group.id", c->group, errbuf, errlen) ||
+        conf_set(conf, "enable.auto.commit", "false", errbuf, errlen) ||
+        conf_set(conf, "enable.auto.offset.store", "false", errbuf, errlen) ||
+        conf_set(conf, "auto.offset.reset", "earliest", errbuf, errlen) ||
+        conf_set(conf, "allow.auto.create.topics", "true", errbuf, errlen) ||
+        conf_set(conf, "topic.metadata.refresh.interval.ms", "10000", errbuf, errlen) ||
+        conf_set(conf, "session.timeout.ms", sess, errbuf, errlen) ||
+        conf_set(conf, "heartbeat.interval.ms", hb, errbuf, errlen) ||
+        /* incremental rebalancing (KIP-429): a member joining or leaving
+         * moves only the partitions that change owner, the others keep
+         * consuming (librdkafka >= 1.6) */
+        conf_set(conf, "partition.assignment.strategy", ch->assignment, errbuf, errlen) ||
+        (c->gid && conf_set(conf, "group.instance.id", c->gid, errbuf, errlen))) {
+        goto fail;
+    }
+    rd_kafka_conf_set_offset_commit_cb(conf, on_commit);
+    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errbuf, errlen);
+    if (!rk) {
+        rc = BNB_EIO;
+        goto fail;
+    }
+    conf = NULL; /* owned by rk now */
+    rd_kafka_poll_set_consumer(rk);
+    tl = rd_kafka_topic_partition_list_new((int)c->ntopics);
+    if (!tl) {
+        rc = BNB_ENOMEM;
+        goto fail;
+    }
+    for (size_t i = 0; i < c->ntopics; i++)
+        rd_kafka_topic_partition_list_add(tl, c->topics[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(rk, tl);
+    if (err) {
+        snprintf(errbuf, errlen, "subscribe: %s", rd_kafka_err2str(err));
+        rc = BNB_EIO;
+        goto fail;
+    }
+    rd_kafka_topic_partition_list_destroy(tl);
+    c->rk = rk;
+    return 0;
+fail:
+    if (tl)
+        rd_kafka_topic_partition_list_destroy(tl);
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    if (rk)
+        rd_kafka_destroy(rk);
+    return rc;
+}
+
+/* A fatal error leaves a consumer handle dead for good (librdkafka 2.0.2:
+ * "Static consumer fenced by other consumer with same group.instance.id",
+ * which it can raise against itself after a broker SIGKILL when its own
+ * retried JoinGroup is taken for another member's). Replace the handle:
+ * close it (nothing uncommitted was acknowledged: offsets are committed only
+ * after the effect is stored, so what was in flight comes again), then a new
+ * one with the same group, instance id and topics, retried with a backoff
+ * until it subscribes or the channel closes. */
+static void consumer_rebuild(kafka_consumer_t *c)
+{
+    kafka_channel_t *ch = c->ch;
+    char reason[512] = "";
+    rd_kafka_resp_err_t fe = rd_kafka_fatal_error(c->rk, reason, sizeof reason);
+    klog(BNB_LOG_ERROR, "consumer fatal error: replacing the consumer (same group and instance id)",
+         rd_kafka_name(c->rk), "error", rd_kafka_err2name(fe), "reason", reason);
+    rd_kafka_consumer_close(c->rk);
+    rd_kafka_destroy(c->rk);
+    c->rk = NULL;
+    for (int backoff = KAFKA_BACKOFF_MIN_MS; !atomic_load(&ch->stopping);) {
+        char errbuf[512] = "";
+        if (consumer_open(c, errbuf, sizeof errbuf) == 0) {
+            c->rebuilds++;
+            klog(BNB_LOG_INFO, "consumer replaced after a fatal error", c->cid, "group", c->group, "instance",
+                 c->gid ? c->gid : "(dynamic)");
+            return;
+        }
+        klog(BNB_LOG_WARN, "consumer could not be replaced yet", c->cid, "group", c->group, "reason", errbuf);
+        backoff_sleep(ch, backoff);
+        backoff = backoff * 2 > KAFKA_BACKOFF_MAX_MS ? KAFKA_BACKOFF_MAX_MS : backoff * 2;
+    }
+}
+
 static void *consumer_main(void *arg)
 {
     kafka_consumer_t *c = arg;
@@ -296,6 +483,10 @@ static void *consumer_main(void *arg)
     size_t cap = 0;
 
     while (!atomic_load(&ch->stopping)) {
+        if (rd_kafka_fatal_error(c->rk, NULL, 0) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            consumer_rebuild(c);
+            continue;
+        }
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, KAFKA_POLL_MS);
         if (!m)
             continue;
@@ -356,6 +547,8 @@ static void *consumer_main(void *arg)
         backoff = backoff * 2 > KAFKA_BACKOFF_MAX_MS ? KAFKA_BACKOFF_MAX_MS : backoff * 2;
     }
     free(buf);
+    if (!c->rk) /* closed while a replacement was being made */
+        return NULL;
     rd_kafka_resp_err_t err = rd_kafka_consumer_close(c->rk);
     if (err)
         klog(BNB_LOG_WARN, "consumer close", rd_kafka_name(c->rk), "error", rd_kafka_err2name(err), NULL, NULL);
@@ -368,7 +561,12 @@ static void consumer_free(kafka_consumer_t *c)
         return;
     if (c->rk)
         rd_kafka_destroy(c->rk);
+    for (size_t i = 0; c->topics && i < c->ntopics; i++)
+        free(c->topics[i]);
+    free(c->topics);
     free(c->group);
+    free(c->cid);
+    free(c->gid);
     free(c);
 }
 
@@ -377,94 +575,47 @@ static int kafka_subscribe(bnb_channel_t *base, const char *group, const char *c
 {
     kafka_channel_t *ch = (kafka_channel_t *)base;
     char errbuf[512] = "";
-    rd_kafka_conf_t *conf = NULL;
-    rd_kafka_topic_partition_list_t *tl = NULL;
     kafka_consumer_t *c = NULL;
-    char *cid = NULL, *gid = NULL;
-    char sess[16], hb[16];
-    int rc = BNB_EIO;
+    int rc = BNB_ENOMEM;
 
     if (!group || !*group || !topics || ntopics == 0 || !fn)
         return BNB_EINVAL;
     c = calloc(1, sizeof *c);
-    if (!c || !(c->group = strdup(group)) || asprintf(&cid, "%s-%s", ch->client_id, group) < 0) {
-        cid = NULL;
-        rc = BNB_ENOMEM;
+    if (!c || !(c->group = strdup(group)) || asprintf(&c->cid, "%s-%s", ch->client_id, group) < 0) {
+        if (c)
+            c->cid = NULL;
         goto fail;
     }
     c->ch = ch;
     c->fn = fn;
     c->ud = ud;
-    if (ch->instance_id && asprintf(&gid, "%s-%s", ch->instance_id, group) < 0) {
-        gid = NULL;
-        rc = BNB_ENOMEM;
+    if (ch->instance_id && asprintf(&c->gid, "%s-%s", ch->instance_id, group) < 0) {
+        c->gid = NULL;
         goto fail;
     }
-    /* a consumer that died (SIGKILL, node loss) and does not come back gives
-     * its partitions up after the session (librdkafka's default is 45 s); one
-     * that comes back with the same static id within it gets them at once */
-    snprintf(sess, sizeof sess, "%d", ch->session_timeout_ms);
-    snprintf(hb, sizeof hb, "%d", ch->session_timeout_ms / 4 > 100 ? ch->session_timeout_ms / 4 : 100);
-    conf = base_conf(ch, cid, errbuf, sizeof errbuf);
-    if (!conf || conf_set(conf, "group.id", group, errbuf, sizeof errbuf) ||
-        conf_set(conf, "enable.auto.commit", "false", errbuf, sizeof errbuf) ||
-        conf_set(conf, "enable.auto.offset.store", "false", errbuf, sizeof errbuf) ||
-        conf_set(conf, "auto.offset.reset", "earliest", errbuf, sizeof errbuf) ||
-        conf_set(conf, "allow.auto.create.topics", "true", errbuf, sizeof errbuf) ||
-        conf_set(conf, "topic.metadata.refresh.interval.ms", "10000", errbuf, sizeof errbuf) ||
-        conf_set(conf, "session.timeout.ms", sess, errbuf, sizeof errbuf) ||
-        conf_set(conf, "heartbeat.interval.ms", hb, errbuf, sizeof errbuf) ||
-        /* incremental rebalancing (KIP-429): a member joining or leaving
-         * moves only the partitions that change owner, the others keep
-         * consuming (librdkafka >= 1.6) */
-        conf_set(conf, "partition.assignment.strategy", ch->assignment, errbuf, sizeof errbuf) ||
-        (gid && conf_set(conf, "group.instance.id", gid, errbuf, sizeof errbuf))) {
-        rc = BNB_EINVAL;
+    if (!(c->topics = calloc(ntopics, sizeof *c->topics)))
         goto fail;
-    }
-    rd_kafka_conf_set_offset_commit_cb(conf, on_commit);
-    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errbuf, sizeof errbuf);
-    if (!c->rk)
+    for (c->ntopics = 0; c->ntopics < ntopics; c->ntopics++)
+        if (!(c->topics[c->ntopics] = strdup(topics[c->ntopics])))
+            goto fail;
+    if ((rc = consumer_open(c, errbuf, sizeof errbuf)) != 0)
         goto fail;
-    conf = NULL; /* owned by rk now */
-    rd_kafka_poll_set_consumer(c->rk);
-    tl = rd_kafka_topic_partition_list_new((int)ntopics);
-    if (!tl) {
-        rc = BNB_ENOMEM;
-        goto fail;
-    }
-    for (size_t i = 0; i < ntopics; i++)
-        rd_kafka_topic_partition_list_add(tl, topics[i], RD_KAFKA_PARTITION_UA);
-    rd_kafka_resp_err_t err = rd_kafka_subscribe(c->rk, tl);
-    if (err) {
-        snprintf(errbuf, sizeof errbuf, "subscribe: %s", rd_kafka_err2str(err));
-        goto fail;
-    }
-    rd_kafka_topic_partition_list_destroy(tl);
-    tl = NULL;
     if (pthread_create(&c->thread, NULL, consumer_main, c) != 0) {
         rd_kafka_consumer_close(c->rk);
         snprintf(errbuf, sizeof errbuf, "pthread_create failed");
+        rc = BNB_EIO;
         goto fail;
     }
     pthread_mutex_lock(&ch->lock);
     c->next = ch->consumers;
     ch->consumers = c;
     pthread_mutex_unlock(&ch->lock);
-    klog(BNB_LOG_INFO, "kafka consumer subscribed", cid, "group", group, "instance", gid ? gid : "(dynamic)");
-    free(cid);
-    free(gid);
+    klog(BNB_LOG_INFO, "kafka consumer subscribed", c->cid, "group", group, "instance", c->gid ? c->gid : "(dynamic)");
     return 0;
 
 fail:
     klog(BNB_LOG_ERROR, "kafka subscribe failed", ch->client_id, "group", group, "reason", errbuf);
-    if (tl)
-        rd_kafka_topic_partition_list_destroy(tl);
-    if (conf)
-        rd_kafka_conf_destroy(conf);
     consumer_free(c);
-    free(cid);
-    free(gid);
     return rc;
 }
 
@@ -521,6 +672,13 @@ static void kafka_close(bnb_channel_t *base, int timeout_ms)
         rd_kafka_poll(ch->producer, 0);
         rd_kafka_destroy(ch->producer);
     }
+    while (ch->inflight) { /* reports that never came: no publish() waits any more */
+        kafka_msg_t *k = ch->inflight;
+        ch->inflight = k->next;
+        msg_unref(k);
+    }
+    pthread_cond_destroy(&ch->fl_cv);
+    pthread_mutex_destroy(&ch->fl_mu);
     pthread_mutex_destroy(&ch->lock);
     free(ch->brokers);
     free(ch->client_id);
@@ -624,6 +782,12 @@ int bnb__kafka_open(const bnb_kafka_config_t *cfg, bnb_channel_t **out, char *er
     }
     ch->base.ops = &kafka_ops;
     pthread_mutex_init(&ch->lock, NULL);
+    pthread_mutex_init(&ch->fl_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&ch->fl_cv, &ca);
+    pthread_condattr_destroy(&ca);
     atomic_init(&ch->stopping, false);
     ch->brokers = strdup(cfg->brokers);
     ch->client_id = strdup(cfg->client_id && *cfg->client_id ? cfg->client_id : "bearbnb");

@@ -397,7 +397,7 @@ mod tests {
 
     #[test]
     fn exported_descriptor() {
-        assert_eq!(bnb_plugin.abi_version, (1 << 16) | 3);
+        assert_eq!(bnb_plugin.abi_version, (1 << 16) | 4);
         // SAFETY: a static NUL-terminated string
         let name = unsafe { std::ffi::CStr::from_ptr(bnb_plugin.name) };
         assert_eq!(name.to_str().unwrap(), "notification");

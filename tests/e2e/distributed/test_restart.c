@@ -786,8 +786,16 @@ static int kafka_private(const char *cmd, char *out, size_t outlen)
  * JoinGroup). Static membership is now opt-in (kafka.instance_id). Run since
  * (session 3, load ~13): every saga final 9.5 s after the stream, the probe's
  * cancellation 31.6 s after the broker was back, but one reservation view
- * missing on the dashboard (FerretDB) and the probe's never shown: the
- * dashboard half of issue 10/17, open. */
+ * missing on the dashboard (FerretDB) and the probe's never shown. Session 4:
+ * no event was lost. Every relay retry during the outage queued one more
+ * copy in librdkafka, all delivered when the broker came back (events
+ * committed during a 25 s outage reached Kafka 11-12 times; fixed in
+ * host/events/kafka.c: a retry waits for the copy in flight). What remains is
+ * the dashboard consumer's throughput on FerretDB (one consumer, ~4 commits
+ * per event; 2-15 events/s at load ~7): 240 s after the stream it still
+ * had reservation events of the stream to apply (the view missing is a
+ * placeholder made by PaymentApproved, its Reservation* events still queued
+ * in Kafka behind the committed offset). Kept gated until that is faster. */
 static int kafka_kill_wanted(void)
 {
     const char *v = getenv("BNB_E2E_KAFKA_KILL");

@@ -395,10 +395,44 @@ static void test_privacy_and_resume(void **state)
     free(res);
 }
 
+static double metric_sum(const char *text, const char *name)
+{
+    double sum = 0;
+    size_t nl = strlen(name);
+    for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (strncmp(p, name, nl) == 0 && (p[nl] == ' ' || p[nl] == '{'))
+            sum += atof(strchr(p + nl, ' ') + 1);
+    return sum;
+}
+
+static double metric_of(e2e_host_t *h, const char *name)
+{
+    e2e_resp_t m;
+    if (e2e_call(h, E2E_HTTP1, "GET", "/metrics", NULL, NULL, &m) != 0)
+        return -1;
+    double v = metric_sum(m.body, name);
+    e2e_resp_free(&m);
+    return v;
+}
+
+/* Wait until metric `name` of h is `want` (within timeout_ms). 1 when it was. */
+static int metric_becomes(e2e_host_t *h, const char *name, double want, int timeout_ms)
+{
+    long long end = e2e_now_ms() + timeout_ms;
+    do {
+        if (metric_of(h, name) == want)
+            return 1;
+        usleep(50 * 1000);
+    } while (e2e_now_ms() < end);
+    return 0;
+}
+
 static void test_caps(void **state)
 {
     (void)state;
-    usleep(1500 * 1000); /* streams of the test before: seen closed (the host peeks every second) */
+    /* streams of the test before: seen closed (the host, and an edge, peek every second) */
+    assert_true(metric_becomes(g_host, "bearbnb_http_streams_open", 0, 8000));
+    usleep(1200 * 1000); /* and the dashboard counts them gone (at its next heartbeat, 400 ms) */
     sse_t mine[3], more;
     for (int i = 0; i < 3; i++)
         assert_int_equal(sse_open(&mine[i], t_capper, NULL, 0), 0);
@@ -416,7 +450,8 @@ static void test_caps(void **state)
     sse_close(&more);
     /* a closed stream frees its place */
     sse_close(&mine[0]);
-    usleep(1500 * 1000);
+    assert_true(metric_becomes(g_host, "bearbnb_http_streams_open", 9, 8000));
+    usleep(1200 * 1000); /* and the dashboard counts them gone (at its next heartbeat, 400 ms) */
     assert_int_equal(sse_open(&more, t_capper, NULL, 0), 0);
     assert_true(sse_wait(&more, "event: ready", 5000));
     sse_close(&more);
@@ -424,17 +459,8 @@ static void test_caps(void **state)
         sse_close(&mine[i]);
     for (int i = 0; i < 7; i++)
         sse_close(&anon[i]);
-    usleep(1500 * 1000);
-}
-
-static double metric_sum(const char *text, const char *name)
-{
-    double sum = 0;
-    size_t nl = strlen(name);
-    for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
-        if (strncmp(p, name, nl) == 0 && (p[nl] == ' ' || p[nl] == '{'))
-            sum += atof(strchr(p + nl, ' ') + 1);
-    return sum;
+    assert_true(metric_becomes(g_host, "bearbnb_http_streams_open", 0, 8000));
+    usleep(1200 * 1000); /* and the dashboard counts them gone (at its next heartbeat, 400 ms) */
 }
 
 /* A client that never reads: dropped at its 16 KiB buffer (events of about
@@ -488,28 +514,6 @@ static void test_slow_client(void **state)
     sse_close(&fast);
 }
 
-static double metric_of(e2e_host_t *h, const char *name)
-{
-    e2e_resp_t m;
-    if (e2e_call(h, E2E_HTTP1, "GET", "/metrics", NULL, NULL, &m) != 0)
-        return -1;
-    double v = metric_sum(m.body, name);
-    e2e_resp_free(&m);
-    return v;
-}
-
-/* Wait until metric `name` of h is `want` (within timeout_ms). 1 when it was. */
-static int metric_becomes(e2e_host_t *h, const char *name, double want, int timeout_ms)
-{
-    long long end = e2e_now_ms() + timeout_ms;
-    do {
-        if (metric_of(h, name) == want)
-            return 1;
-        usleep(50 * 1000);
-    } while (e2e_now_ms() < end);
-    return 0;
-}
-
 /* Through the edge only: an event reaches the client within a bound while
  * the stream stays open (nothing waits for the end of the answer); a client
  * that leaves ends the edge's upstream transfer; gateway.max_streams (a
@@ -518,7 +522,9 @@ static int metric_becomes(e2e_host_t *h, const char *name, double want, int time
 static void test_edge_relays_as_it_comes(void **state)
 {
     (void)state;
-    usleep(1500 * 1000); /* streams of the tests before: seen closed */
+    assert_true(metric_becomes(g_host, "bearbnb_http_streams_open", 0, 8000));
+    usleep(1200 * 1000);
+        /* and the dashboard counts them gone (at its next heartbeat, 400 ms) */ /* streams of the tests before */
     double up0 = metric_of(g_host, "bearbnb_http_streams_open");
     assert_true(up0 >= 0);
     sse_t s;
