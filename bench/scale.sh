@@ -216,6 +216,7 @@ load() {
 
 # cpu_per_req LOG -> host CPU ms per request over the runs of LOG
 cpu_per_req() {
+    [[ -s $1.cpu ]] || { echo 0; return 0; } # nothing answered within a turn
     awk -v hz="$(getconf CLK_TCK)" -v n="$(wc -l <"$1")" '{ t += $1 } END { printf "%.3f\n", n ? t * 1000 / hz / n : 0 }' "$1.cpu"
 }
 

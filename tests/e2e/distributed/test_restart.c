@@ -806,7 +806,12 @@ static int kafka_private(const char *cmd, char *out, size_t outlen)
  * per event; 2-15 events/s at load ~7): 240 s after the stream it still
  * had reservation events of the stream to apply (the view missing is a
  * placeholder made by PaymentApproved, its Reservation* events still queued
- * in Kafka behind the committed offset). Kept gated until that is faster. */
+ * in Kafka behind the committed offset). Kept gated until that is faster.
+ * With static membership on (BEARBNB_KAFKA_INSTANCE_ID=e2e, as deploy/ now
+ * does) the reservation and room consumers were fenced again after the
+ * broker SIGKILL ("OffsetCommit failed: Static consumer fenced"), replaced
+ * themselves (host/events/kafka.c) and every saga was final 20.7 s after the
+ * stream; the dashboard lag above remained. */
 static int kafka_kill_wanted(void)
 {
     const char *v = getenv("BNB_E2E_KAFKA_KILL");
