@@ -1130,39 +1130,21 @@ static int many_sql(const my_store_t *s, const bnb__coll_t *dc, const char *coll
  * bnb__mysql_explain. */
 int bnb__mysql_explain_many(bnb_store_t *st, const char *coll, const char *const *ids, size_t n, char **plan);
 static int explain_row(void *ud, char **col, unsigned long *len, unsigned ncol);
+static int explain_run(my_store_t *s, sb_t *sql, my_val_t *v, unsigned nv, char **plan);
 
 int bnb__mysql_explain_many(bnb_store_t *st, const char *coll, const char *const *ids, size_t n, char **plan)
 {
     my_store_t *s = (my_store_t *)st;
-    sb_t sql = {0}, out = {0};
+    sb_t sql = {0};
     my_val_t v[MY_MANY + 1];
     unsigned nv = 0;
-    my_conn_t *c;
     *plan = NULL;
     if (n == 0)
         return BNB_EINVAL;
     sb_add(&sql, "EXPLAIN ", 8);
     int rc = many_sql(s, bnb__colls_get(&s->colls, coll), coll, ids, n, &sql, v, &nv);
-    if (rc == 0 && (rc = acquire(s, &c)) == 0) {
-        bool broken = false;
-        MYSQL_STMT *stm = mysql_stmt_init(c->m);
-        if (!stm)
-            rc = BNB_ENOMEM;
-        else if (mysql_stmt_prepare(stm, sql.p, (unsigned long)sql.len) != 0)
-            rc = st_err(stm, &broken, true);
-        else if ((rc = st_exec(stm, v, nv, &broken)) == 0)
-            rc = st_rows(stm, explain_row, &out, &broken);
-        if (stm)
-            mysql_stmt_close(stm);
-        release(s, c, broken);
-    }
-    if (rc == 0 && !out.oom && out.p) {
-        *plan = out.p;
-        out.p = NULL;
-    } else if (rc == 0) {
-        rc = BNB_ENOMEM;
-    }
-    free(out.p);
+    if (rc == 0)
+        return public_rc(explain_run(s, &sql, v, nv, plan));
     free(sql.p);
     return public_rc(rc);
 }
@@ -1568,33 +1550,25 @@ static int explain_row(void *ud, char **col, unsigned long *len, unsigned ncol)
     return 0;
 }
 
-int bnb__mysql_explain(bnb_store_t *st, const bnb_query_t *q, char **plan)
+/* Run the EXPLAIN in sql (built with its parameters v) and give its rows as
+ * text in *plan; frees sql. */
+static int explain_run(my_store_t *s, sb_t *sql, my_val_t *v, unsigned nv, char **plan)
 {
-    my_store_t *s = (my_store_t *)st;
-    bnb__plan_t p;
-    sb_t sql = {0}, out = {0};
-    my_val_t v[MY_MAX_PARAMS];
-    unsigned nv = 0;
-    *plan = NULL;
-    int rc = bnb__plan_make(bnb__colls_get(&s->colls, q->coll), q, &p);
-    if (rc)
-        return rc;
-    sb_add(&sql, "EXPLAIN ", 8);
-    if ((rc = query_sql(s, &p, &sql, v, &nv)) == 0) {
-        my_conn_t *c;
-        if ((rc = acquire(s, &c)) == 0) {
-            bool broken = false;
-            MYSQL_STMT *stm = mysql_stmt_init(c->m);
-            if (!stm)
-                rc = BNB_ENOMEM;
-            else if (mysql_stmt_prepare(stm, sql.p, (unsigned long)sql.len) != 0)
-                rc = st_err(stm, &broken, true);
-            else if ((rc = st_exec(stm, v, nv, &broken)) == 0)
-                rc = st_rows(stm, explain_row, &out, &broken);
-            if (stm)
-                mysql_stmt_close(stm);
-            release(s, c, broken);
-        }
+    sb_t out = {0};
+    my_conn_t *c;
+    int rc = acquire(s, &c);
+    if (rc == 0) {
+        bool broken = false;
+        MYSQL_STMT *stm = mysql_stmt_init(c->m);
+        if (!stm)
+            rc = BNB_ENOMEM;
+        else if (mysql_stmt_prepare(stm, sql->p, (unsigned long)sql->len) != 0)
+            rc = st_err(stm, &broken, true);
+        else if ((rc = st_exec(stm, v, nv, &broken)) == 0)
+            rc = st_rows(stm, explain_row, &out, &broken);
+        if (stm)
+            mysql_stmt_close(stm);
+        release(s, c, broken);
     }
     if (rc == 0 && !out.oom && out.p) {
         *plan = out.p;
@@ -1603,6 +1577,25 @@ int bnb__mysql_explain(bnb_store_t *st, const bnb_query_t *q, char **plan)
         rc = BNB_ENOMEM;
     }
     free(out.p);
+    free(sql->p);
+    sql->p = NULL;
+    return rc;
+}
+
+int bnb__mysql_explain(bnb_store_t *st, const bnb_query_t *q, char **plan)
+{
+    my_store_t *s = (my_store_t *)st;
+    bnb__plan_t p;
+    sb_t sql = {0};
+    my_val_t v[MY_MAX_PARAMS];
+    unsigned nv = 0;
+    *plan = NULL;
+    int rc = bnb__plan_make(bnb__colls_get(&s->colls, q->coll), q, &p);
+    if (rc)
+        return rc;
+    sb_add(&sql, "EXPLAIN ", 8);
+    if ((rc = query_sql(s, &p, &sql, v, &nv)) == 0)
+        rc = explain_run(s, &sql, v, nv, plan);
     free(sql.p);
     bnb__plan_free(&p);
     return public_rc(rc);
