@@ -47,24 +47,25 @@
 #define STREAM_MAX_MS  150000 /* the stream never runs longer */
 #define RETRY_MAX_MS   90000  /* one booking's retries with its key (a dead run's lease is 5 s here) */
 #define PROBE_BOUND_MS 30000  /* recovery bound asserted (target 5 s, issue 17): see probe() */
-#define FINAL_WAIT_MS                                                                                                  \
-    240000 /* for every saga to end after the stream. Not lowered (issue 17): at load ~24 on 2 cores the stream        \
-              alone outruns the consumers and the last saga ended 211 s after it (kill-each phase, session 3): the     \
-              backlog is consumer throughput (issue 12), not the faults' recovery, which the probes print */
+/* for every saga to end after the stream: 104-248 ms in four runs of the
+ * kill-each phase at load ~7 (session 4; 211 s in session 3 at load ~24,
+ * before the relay stopped producing duplicates and SQLite batched the
+ * consumers' commits) */
+#define FINAL_WAIT_MS 120000
+/* for the dashboard to agree: on FerretDB 1.24 every query is a scan, so its
+ * consumer applies a few events per second and the stream's ~1,000 events
+ * take minutes (218 s after the stream, session 4, load ~7): throughput, not
+ * correctness, which the comparison asserts (issue 10 / 12) */
+#define DASH_WAIT_MS 420000
 
-static const char *const env[] = {"BEARBNB_ADMIN=1",
-                                  "BEARBNB_LIMITS_USER_RATE=0",
-                                  "BEARBNB_LIMITS_IP_RATE=0",
-                                  "BEARBNB_RESERVATION_MAX_ACTIVE_PER_GUEST=0",
-                                  "BEARBNB_BREAKER_WAIT_OPEN_MS=1000",
-                                  "BEARBNB_CALL_TIMEOUT_MS=1500",
-                                  "BEARBNB_RESERVATION_IDEMPOTENCY_LEASE_S=5",
+static const char *const env[] = {"BEARBNB_ADMIN=1", "BEARBNB_LIMITS_USER_RATE=0", "BEARBNB_LIMITS_IP_RATE=0",
+                                  "BEARBNB_RESERVATION_MAX_ACTIVE_PER_GUEST=0", "BEARBNB_BREAKER_WAIT_OPEN_MS=1000",
+                                  "BEARBNB_CALL_TIMEOUT_MS=1500", "BEARBNB_RESERVATION_IDEMPOTENCY_LEASE_S=5",
                                   /* the dashboard's change log (SSE resume) is
                                    * scanned whole by every write on FerretDB 1.24
                                    * (no index behind any query): keep it short,
                                    * as deploy/ does for the MongoDB dashboard */
-                                  "BEARBNB_DASHBOARD_STREAM_RETENTION=64",
-                                  NULL};
+                                  "BEARBNB_DASHBOARD_STREAM_RETENTION=64", NULL};
 
 static void date_in(int days, char out[11])
 {
@@ -618,14 +619,14 @@ static void run_stream(void (*disrupt)(world_t *w), const char *what)
     agree_t a = {.w = &w};
     long long t2 = e2e_now_ms();
     /* a commit killed between its applied mark and its write is settled
-     * after the MongoDB backend's grace period (30 s): within FINAL_WAIT_MS */
+     * after the MongoDB backend's grace period (30 s): within DASH_WAIT_MS */
     /* every 2 s, not faster: one check reads every list of the services and
      * the dashboard, and on FerretDB 1.24 (no index behind any query but _id
      * equality) each page scans its collection; polled every 250 ms the checks
      * alone kept FerretDB busy enough to slow the dashboard's consumer to
      * ~2 events/s (the CI failure of session 3: a view still missing 240 s
      * after the stream) */
-    if (e2e_wait_until(FINAL_WAIT_MS, 2000, dashboard_agrees, &a) != 0)
+    if (e2e_wait_until(DASH_WAIT_MS, 2000, dashboard_agrees, &a) != 0)
         fail_msg("%s: dashboard disagrees: %s", what, a.why);
     fprintf(stderr, "%s: dashboard agrees %lld ms later\n", what, e2e_now_ms() - t2);
 
