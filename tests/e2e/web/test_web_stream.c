@@ -524,7 +524,7 @@ static void test_edge_relays_as_it_comes(void **state)
     (void)state;
     assert_true(metric_becomes(g_host, "bearbnb_http_streams_open", 0, 8000));
     usleep(1200 * 1000);
-        /* and the dashboard counts them gone (at its next heartbeat, 400 ms) */ /* streams of the tests before */
+    /* and the dashboard counts them gone (at its next heartbeat, 400 ms) */ /* streams of the tests before */
     double up0 = metric_of(g_host, "bearbnb_http_streams_open");
     assert_true(up0 >= 0);
     sse_t s;
