@@ -657,6 +657,24 @@ static void log_metrics(bnb_host_t *h, h2o_req_t *req, int status, int64_t t0)
     bnb__metrics_http(h->metrics, "/ (web app)", m, status, (double)((int64_t)uv_hrtime() - t0) / 1e9);
 }
 
+/* The validators and caching headers of a static answer; 1 when the client's
+ * copy is current and 304 went out (nothing more to send), else 0. */
+static int send_validators(bnb_host_t *h, h2o_req_t *req, const char *etag, const char *cc, int vary, int64_t t0)
+{
+    hdr(req, H2O_TOKEN_ETAG, etag);
+    hdr(req, H2O_TOKEN_CACHE_CONTROL, cc);
+    if (vary)
+        hdr(req, H2O_TOKEN_VARY, "accept-encoding");
+    hdr_str(req, "x-content-type-options", "nosniff");
+    if (!etag_matches(req, etag))
+        return 0;
+    req->res.status = 304;
+    req->res.reason = "Not Modified";
+    h2o_send_inline(req, "", 0);
+    log_metrics(h, req, 304, t0);
+    return 1;
+}
+
 /* Send `file` (inside the root, a regular file) as `name`'s type: 1 when
  * answered, 0 when it cannot be opened (nothing sent, the caller's 404). */
 static int send_file(bnb_host_t *h, h2o_req_t *req, const char *file, const char *name, int64_t t0)
@@ -685,19 +703,9 @@ static int send_file(bnb_host_t *h, h2o_req_t *req, const char *file, const char
              gzipped ? "-gz" : "");
     const char *base = strrchr(name, '/') ? strrchr(name, '/') + 1 : name;
     const char *cc = is_hashed(base) ? "public, max-age=31536000, immutable" : "no-cache";
-    hdr(req, H2O_TOKEN_ETAG, etag);
-    hdr(req, H2O_TOKEN_CACHE_CONTROL, cc);
-    if (has_gz)
-        hdr(req, H2O_TOKEN_VARY, "accept-encoding");
-    hdr_str(req, "x-content-type-options", "nosniff");
-    const char *type = mime_of(base);
-    if (etag_matches(req, etag)) {
-        req->res.status = 304;
-        req->res.reason = "Not Modified";
-        h2o_send_inline(req, "", 0);
-        log_metrics(h, req, 304, t0);
+    if (send_validators(h, req, etag, cc, has_gz, t0))
         return 1;
-    }
+    const char *type = mime_of(base);
     if (gzipped)
         hdr(req, H2O_TOKEN_CONTENT_ENCODING, "gzip");
     if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) {
@@ -724,18 +732,8 @@ static int send_mem(bnb_host_t *h, h2o_req_t *req, const asset_t *a, const char 
     int gz = a->gz != NULL && accepts_gzip(req);
     char etag[HASH_HEX + 8];
     snprintf(etag, sizeof(etag), "\"%s%s\"", a->hash, gz ? "-gz" : "");
-    hdr(req, H2O_TOKEN_ETAG, etag);
-    hdr(req, H2O_TOKEN_CACHE_CONTROL, cc);
-    if (a->gz != NULL)
-        hdr(req, H2O_TOKEN_VARY, "accept-encoding");
-    hdr_str(req, "x-content-type-options", "nosniff");
-    if (etag_matches(req, etag)) {
-        req->res.status = 304;
-        req->res.reason = "Not Modified";
-        h2o_send_inline(req, "", 0);
-        log_metrics(h, req, 304, t0);
+    if (send_validators(h, req, etag, cc, a->gz != NULL, t0))
         return 1;
-    }
     if (gz)
         hdr(req, H2O_TOKEN_CONTENT_ENCODING, "gzip");
     hdr(req, H2O_TOKEN_CONTENT_TYPE, mime_of(name));
