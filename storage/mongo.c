@@ -1199,13 +1199,8 @@ static int mg_get_many(bnb_store_t *st, const char *coll, const char *const *ids
     bson_destroy(opts);
     mongoc_collection_destroy(c);
     mongoc_client_pool_push(s->pool, cl);
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        json_t *it = json_object_get(found, ids[i]);
-        /* an id listed twice gets a copy of its own */
-        json_t *e = !it ? json_null() : it->refcount > 1 ? json_deep_copy(it) : json_incref(it);
-        if (!e || json_array_append_new(arr, e) != 0)
-            rc = BNB_ENOMEM;
-    }
+    if (rc == 0)
+        rc = bnb__get_many_order(found, ids, n, arr);
 out:
     bson_destroy(&filter);
     json_decref(found);

@@ -1175,13 +1175,8 @@ static int my_get_many(bnb_store_t *st, const char *coll, const char *const *ids
         free(sql.p);
     }
     release(s, c, broken);
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        json_t *it = json_object_get(found, ids[i]);
-        /* an id listed twice gets a copy of its own */
-        json_t *e = !it ? json_null() : it->refcount > 1 ? json_deep_copy(it) : json_incref(it);
-        if (!e || json_array_append_new(arr, e) != 0)
-            rc = BNB_ENOMEM;
-    }
+    if (rc == 0)
+        rc = bnb__get_many_order(found, ids, n, arr);
 out:
     json_decref(found);
     if (rc) {

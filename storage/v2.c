@@ -819,3 +819,14 @@ json_t *bnb__get_many_item(const char *id, int64_t version, json_t *body)
         return NULL;
     return json_pack("{s:s, s:I, s:o}", "id", id, "version", (json_int_t)version, "body", body);
 }
+
+int bnb__get_many_order(const json_t *found, const char *const *ids, size_t n, json_t *arr)
+{
+    for (size_t i = 0; i < n; i++) {
+        json_t *it = json_object_get(found, ids[i]);
+        json_t *e = !it ? json_null() : it->refcount > 1 ? json_deep_copy(it) : json_incref(it);
+        if (!e || json_array_append_new(arr, e) != 0)
+            return BNB_ENOMEM;
+    }
+    return 0;
+}

@@ -167,6 +167,9 @@ void bnb__define_free(bnb__coll_t **merged, bool *fresh, size_t n);
 #define BNB__GET_MANY_MAX 1000
 int bnb__get_many_check(const char *coll, const char *const *ids, size_t n, json_t **items);
 json_t *bnb__get_many_item(const char *id, int64_t version, json_t *body);
+/* Append to arr, in the order of ids, found's element for each id (null when
+ * absent; an id listed twice gets a copy of its own). 0 or BNB_ENOMEM. */
+int bnb__get_many_order(const json_t *found, const char *const *ids, size_t n, json_t *arr);
 
 char *bnb__st_b64url_encode(const unsigned char *in, size_t n);
 unsigned char *bnb__st_b64url_decode(const char *in, size_t *n);
